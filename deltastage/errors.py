@@ -1,0 +1,115 @@
+"""One error tree for the whole tool; each class knows the exit code it maps to.
+
+    DeltastageError                      exit 1 unless stated
+    ├── ConfigError                      exit 2: bad config file, bad option, unknown user/group
+    ├── UsageError                       exit 2: a command-line argument that cannot be honoured
+    ├── TransportError                   the byte pipe to a peer failed
+    │   ├── ConnectError                 could not connect / authenticate / host key refused
+    │   ├── ConnectionClosed             the other end went away mid-conversation
+    │   └── TransportTimeout             nothing arrived within the idle timeout
+    ├── ProtocolError                    a malformed or out-of-order message
+    │   ├── LocalProtocolError           we (the local end) would have broken the protocol
+    │   └── RemoteProtocolError          the other end broke it, or reported an error message
+    ├── DeltaFormatError                 a signature or delta stream is malformed or out of bounds
+    ├── IntegrityError                   a hash does not match (basis, output, staged file)
+    ├── UnsafePathError                  a peer-supplied name would escape its root
+    ├── SourceChangedError               a source file changed while it was read
+    ├── PeerNotReady                     no collect indicator in the peer's collect dir
+    ├── LockError                        another run holds the staging lock
+    └── ResourceLimitError               a peer exceeded a configured bound (files, bytes, frame)
+
+Lower-level exceptions (OSError, paramiko, zstandard) are mapped at the boundary with
+``raise ... from exc`` so callers only ever catch this tree.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "ConnectionClosed",
+    "DeltaFormatError",
+    "DeltastageError",
+    "IntegrityError",
+    "LocalProtocolError",
+    "LockError",
+    "PeerNotReady",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ResourceLimitError",
+    "SourceChangedError",
+    "TransportError",
+    "TransportTimeout",
+    "UnsafePathError",
+    "UsageError",
+]
+
+
+class DeltastageError(Exception):
+    """Base of every error deltastage raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(DeltastageError):
+    exit_code = 2
+
+
+class UsageError(DeltastageError):
+    exit_code = 2
+
+
+class TransportError(DeltastageError):
+    pass
+
+
+class ConnectError(TransportError):
+    pass
+
+
+class ConnectionClosed(TransportError):
+    pass
+
+
+class TransportTimeout(TransportError):
+    pass
+
+
+class ProtocolError(DeltastageError):
+    pass
+
+
+class LocalProtocolError(ProtocolError):
+    pass
+
+
+class RemoteProtocolError(ProtocolError):
+    pass
+
+
+class DeltaFormatError(DeltastageError):
+    pass
+
+
+class IntegrityError(DeltastageError):
+    pass
+
+
+class UnsafePathError(DeltastageError):
+    pass
+
+
+class SourceChangedError(DeltastageError):
+    pass
+
+
+class PeerNotReady(DeltastageError):
+    pass
+
+
+class LockError(DeltastageError):
+    pass
+
+
+class ResourceLimitError(DeltastageError):
+    pass

@@ -1,0 +1,44 @@
+"""xxh3-128, the one whole-file hash deltastage trusts."""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO
+
+import xxhash
+
+__all__ = ["HASH_SIZE", "READ_CHUNK", "Hasher", "hash_bytes", "hash_fd", "hash_file", "hash_stream"]
+
+HASH_SIZE = 16
+READ_CHUNK = 1 << 20
+
+Hasher = xxhash.xxh3_128
+
+
+def hash_bytes(data: bytes) -> bytes:
+    return xxhash.xxh3_128_digest(data)
+
+
+def hash_stream(stream: BinaryIO) -> tuple[int, bytes]:
+    """Hash a stream to its end; return (bytes read, 16-byte digest)."""
+    hasher = Hasher()
+    size = 0
+    while chunk := stream.read(READ_CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.digest()
+
+
+def hash_fd(fd: int) -> tuple[int, bytes]:
+    """Hash an open file descriptor from offset 0 without moving the caller's position."""
+    hasher = Hasher()
+    offset = 0
+    while chunk := os.pread(fd, READ_CHUNK, offset):
+        hasher.update(chunk)
+        offset += len(chunk)
+    return offset, hasher.digest()
+
+
+def hash_file(path: str | os.PathLike[str]) -> tuple[int, bytes]:
+    with open(path, "rb") as stream:
+        return hash_stream(stream)

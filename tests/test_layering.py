@@ -1,0 +1,57 @@
+"""The layering rules of ARCHITECTURE.md, enforced: imports point downwards only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "deltastage"
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def python_files(sub: str = "") -> list[Path]:
+    return sorted((PACKAGE / sub).rglob("*.py"))
+
+
+@pytest.mark.parametrize("layer", ["delta", "protocol"])
+def test_pure_layers_do_no_io_and_import_nothing_above(layer: str) -> None:
+    allowed_internal = {"deltastage.errors", "deltastage.hashing", f"deltastage.{layer}"}
+    if layer == "protocol":
+        allowed_internal.add("deltastage.delta")
+    forbidden_stdlib = {"socket", "subprocess", "paramiko", "sshtunnel", "typer", "threading"}
+    for path in python_files(layer):
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            assert top not in forbidden_stdlib, f"{path.name} imports {name}"
+            if top == "deltastage":
+                assert any(
+                    name == allowed or name.startswith(allowed + ".")
+                    for allowed in allowed_internal
+                ), f"{path.relative_to(PACKAGE)} imports {name}"
+
+
+def test_only_ssh_transport_imports_paramiko_and_sshtunnel() -> None:
+    for path in python_files():
+        if path.relative_to(PACKAGE).as_posix() == "transports/ssh.py":
+            continue
+        mods = {name.split(".")[0] for name in imports_of(path)}
+        assert not mods & {"paramiko", "sshtunnel"}, path
+
+
+def test_only_cli_imports_typer() -> None:
+    for path in python_files():
+        if path.name == "cli.py":
+            continue
+        assert "typer" not in {n.split(".")[0] for n in imports_of(path)}, path
