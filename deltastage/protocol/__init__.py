@@ -1,0 +1,68 @@
+"""The agent protocol, sans-I/O: bytes in, events out; events in, bytes out.
+
+``frames`` cuts the byte stream into typed frames, ``events`` defines the messages and their
+payload codecs, ``connection`` holds the state table that says who may send what, when.
+"""
+
+from __future__ import annotations
+
+from deltastage.protocol.connection import EOF, NEED_DATA, Connection, Role, Sentinel, State
+from deltastage.protocol.events import (
+    CAPABILITIES,
+    MAX_PATH,
+    PROTOCOL_VERSION,
+    Bye,
+    Cancel,
+    DeltaData,
+    DeltaEnd,
+    Error,
+    ErrorCode,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    SigData,
+    SigEnd,
+    WireEntry,
+)
+from deltastage.protocol.frames import MAX_FRAME
+
+__all__ = [
+    "CAPABILITIES",
+    "EOF",
+    "MAX_FRAME",
+    "MAX_PATH",
+    "NEED_DATA",
+    "PROTOCOL_VERSION",
+    "Bye",
+    "Cancel",
+    "Connection",
+    "DeltaData",
+    "DeltaEnd",
+    "Error",
+    "ErrorCode",
+    "Event",
+    "Fetch",
+    "Hello",
+    "HelloReply",
+    "IndicatorQuery",
+    "IndicatorState",
+    "IndicatorWrite",
+    "ListBatch",
+    "ListEnd",
+    "ListRequest",
+    "Ok",
+    "Role",
+    "Sentinel",
+    "SigData",
+    "SigEnd",
+    "State",
+    "WireEntry",
+]

@@ -1,0 +1,173 @@
+"""The conversation state machine, after h11: bytes in, events out; events in, bytes out.
+
+The protocol is strictly one request at a time, the master asking and the agent answering,
+so a single conversation state is shared by both roles. ``TRANSITIONS`` is the whole
+protocol: (state, sender, message type) -> next state. Anything not in it is refused:
+``LocalProtocolError`` when we try to send it, ``RemoteProtocolError`` when it arrives.
+
+An ``Error`` with code ``protocol`` is the agent's last word and is allowed in any state
+(including after it saw a malformed message): it ends the conversation.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from deltastage.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from deltastage.protocol.events import (
+    EVENT_TYPES,
+    Bye,
+    Cancel,
+    DeltaData,
+    DeltaEnd,
+    Error,
+    ErrorCode,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    SigData,
+    SigEnd,
+    decode_event,
+)
+from deltastage.protocol.frames import MAX_FRAME, FrameDecoder, encode_frame
+
+__all__ = ["EOF", "NEED_DATA", "TRANSITIONS", "Connection", "Role", "Sentinel", "State"]
+
+
+class Role(enum.Enum):
+    MASTER = "master"
+    AGENT = "agent"
+
+    @property
+    def other(self) -> Role:
+        return Role.AGENT if self is Role.MASTER else Role.MASTER
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    AWAIT_HELLO_REPLY = "await-hello-reply"
+    IDLE = "idle"
+    LISTING = "listing"
+    AWAIT_INDICATOR = "await-indicator"
+    AWAIT_OK = "await-ok"
+    SENDING_SIGNATURE = "sending-signature"
+    SENDING_DELTA = "sending-delta"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class Sentinel(enum.Enum):
+    NEED_DATA = "need-data"
+    EOF = "eof"
+
+
+NEED_DATA = Sentinel.NEED_DATA
+EOF = Sentinel.EOF
+
+M, A = Role.MASTER, Role.AGENT
+S = State
+TRANSITIONS: dict[tuple[State, Role, type[Event]], State] = {
+    (S.HANDSHAKE, M, Hello): S.AWAIT_HELLO_REPLY,
+    (S.HANDSHAKE, M, Bye): S.CLOSED,
+    (S.AWAIT_HELLO_REPLY, A, HelloReply): S.IDLE,
+    (S.IDLE, M, ListRequest): S.LISTING,
+    (S.IDLE, M, IndicatorQuery): S.AWAIT_INDICATOR,
+    (S.IDLE, M, IndicatorWrite): S.AWAIT_OK,
+    (S.IDLE, M, Fetch): S.SENDING_SIGNATURE,
+    (S.IDLE, M, Bye): S.CLOSED,
+    (S.LISTING, A, ListBatch): S.LISTING,
+    (S.LISTING, A, ListEnd): S.IDLE,
+    (S.LISTING, A, Error): S.IDLE,
+    (S.AWAIT_INDICATOR, A, IndicatorState): S.IDLE,
+    (S.AWAIT_INDICATOR, A, Error): S.IDLE,
+    (S.AWAIT_OK, A, Ok): S.IDLE,
+    (S.AWAIT_OK, A, Error): S.IDLE,
+    (S.SENDING_SIGNATURE, M, SigData): S.SENDING_SIGNATURE,
+    (S.SENDING_SIGNATURE, M, SigEnd): S.SENDING_DELTA,
+    (S.SENDING_SIGNATURE, M, Cancel): S.IDLE,
+    (S.SENDING_DELTA, A, DeltaData): S.SENDING_DELTA,
+    (S.SENDING_DELTA, A, DeltaEnd): S.IDLE,
+    (S.SENDING_DELTA, A, Error): S.IDLE,
+}
+del M, A, S
+
+
+def _next_state(state: State, sender: Role, event: Event) -> State | None:
+    if isinstance(event, Error) and event.code is ErrorCode.PROTOCOL:
+        return State.CLOSED if sender is Role.AGENT and state is not State.CLOSED else None
+    if state is State.ERROR:
+        return None
+    return TRANSITIONS.get((state, sender, type(event)))
+
+
+class Connection:
+    """One end of a conversation; does no I/O."""
+
+    def __init__(self, role: Role, *, max_frame: int = MAX_FRAME) -> None:
+        self.role = role
+        self.max_frame = max_frame
+        self._state = State.HANDSHAKE
+        self._decoder = FrameDecoder(EVENT_TYPES, max_frame)
+        self._eof = False
+        self._error: ProtocolError | None = None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def send(self, event: Event) -> bytes:
+        """The bytes that carry ``event``; refuses a message the state table does not allow."""
+        new_state = _next_state(self._state, self.role, event)
+        if new_state is None:
+            raise LocalProtocolError(
+                f"{self.role.value} may not send {type(event).__name__} "
+                f"in state {self._state.value}"
+            )
+        data = encode_frame(event.TYPE, event.encode_payload(), self.max_frame)
+        self._state = new_state
+        return data
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer closed its end."""
+        if self._eof and data:
+            raise LocalProtocolError("data received after end of stream")
+        if data:
+            self._decoder.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | Sentinel:
+        """The next message, ``NEED_DATA`` until one is complete, or ``EOF`` at a clean end."""
+        if self._error is not None:
+            raise RemoteProtocolError(f"connection already failed: {self._error}")
+        try:
+            frame = self._decoder.next_frame()
+            if frame is None:
+                if not self._eof:
+                    return NEED_DATA
+                if self._decoder.buffered:
+                    raise RemoteProtocolError(
+                        f"stream ended inside a frame ({self._decoder.buffered} bytes pending)"
+                    )
+                return EOF
+            event = decode_event(*frame)
+            new_state = _next_state(self._state, self.role.other, event)
+            if new_state is None:
+                raise RemoteProtocolError(
+                    f"{self.role.other.value} sent {type(event).__name__} "
+                    f"in state {self._state.value}"
+                )
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._state = State.ERROR
+            raise
+        self._state = new_state
+        return event

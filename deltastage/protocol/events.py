@@ -1,0 +1,485 @@
+"""The messages of the agent protocol: frozen dataclasses and their payload codecs.
+
+Every message knows its one-byte frame type and how to write and read its payload.
+Decoding checks every length, count and enumerated value, so a malformed payload is
+always a ``RemoteProtocolError`` with a one-line reason.
+
+``Hello`` and ``HelloReply`` start with a magic and the protocol number, and that prefix
+is frozen across protocol versions so that two different versions can still tell each
+other, in words, that they disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import zstandard
+
+from deltastage.errors import LocalProtocolError, RemoteProtocolError
+from deltastage.hashing import HASH_SIZE
+from deltastage.protocol.wire import Reader, Writer
+
+__all__ = [
+    "CAPABILITIES",
+    "EVENT_TYPES",
+    "MAGIC",
+    "MAX_BATCH_ENTRIES",
+    "MAX_BATCH_RAW",
+    "MAX_PATH",
+    "MAX_REASON",
+    "PROTOCOL_VERSION",
+    "Bye",
+    "Cancel",
+    "DeltaData",
+    "DeltaEnd",
+    "Error",
+    "ErrorCode",
+    "Event",
+    "Fetch",
+    "Hello",
+    "HelloReply",
+    "IndicatorQuery",
+    "IndicatorState",
+    "IndicatorWrite",
+    "ListBatch",
+    "ListEnd",
+    "ListRequest",
+    "Ok",
+    "SigData",
+    "SigEnd",
+    "WireEntry",
+    "decode_event",
+]
+
+PROTOCOL_VERSION = 1
+MAGIC = b"DSTG"
+# What this build needs from the other end; both sides refuse a peer lacking any of them.
+CAPABILITIES = frozenset({"hash=xxh3-128", "compression=zstd", "delta=1"})
+
+MAX_PATH = 4096  # bytes of a relative path or root (Linux PATH_MAX)
+MAX_NAME = 255  # bytes of one path component (Linux NAME_MAX)
+MAX_REASON = 1024
+MAX_VERSION = 64
+MAX_ROOTS = 256
+MAX_CAPABILITIES = 64
+MAX_CAPABILITY = 64
+MAX_BATCH_ENTRIES = 65536
+MAX_BATCH_RAW = 4 << 20  # decompressed bytes of one listing batch
+MAX_LEVEL = 22  # zstd's highest level
+LISTING_LEVEL = 3
+
+ENTRY_KINDS = ("file", "symlink", "special")
+
+
+class ErrorCode(enum.StrEnum):
+    NOT_FOUND = "not-found"
+    CHANGED = "changed"
+    UNSAFE_PATH = "unsafe-path"
+    NOT_A_ROOT = "not-a-root"
+    IO = "io"
+    LIMIT = "limit"
+    PROTOCOL = "protocol"
+
+
+_ERROR_CODES = tuple(ErrorCode)
+
+
+class Event:
+    """Base of all messages; ``TYPE`` is the frame type byte."""
+
+    TYPE: ClassVar[int]
+
+    def encode_payload(self) -> bytes:
+        writer = Writer()
+        self._write(writer)
+        return writer.getvalue()
+
+    def _write(self, writer: Writer) -> None:
+        """Messages without fields have an empty payload."""
+
+    @classmethod
+    def _read(cls, reader: Reader) -> Event:
+        return cls()
+
+
+def _write_strings(writer: Writer, values: list[str], limit: int, what: str) -> None:
+    writer.u16(len(values), f"{what} count")
+    for value in values:
+        writer.text(value, limit, what)
+
+
+def _read_strings(reader: Reader, count_limit: int, limit: int, what: str) -> list[str]:
+    count = reader.u16(f"{what} count")
+    if count > count_limit:
+        raise RemoteProtocolError(f"too many {what} entries: {count} (limit {count_limit})")
+    return [reader.text(limit, what) for _ in range(count)]
+
+
+def _read_magic_and_protocol(reader: Reader, what: str) -> int:
+    if reader.raw(len(MAGIC), "magic") != MAGIC:
+        raise RemoteProtocolError(f"{what} lacks the deltastage magic: not a deltastage peer")
+    return reader.u16("protocol")
+
+
+def _read_bool(reader: Reader, what: str) -> bool:
+    value = reader.u8(what)
+    if value > 1:
+        raise RemoteProtocolError(f"{what} is not a boolean: {value}")
+    return value == 1
+
+
+def _read_level(reader: Reader) -> int:
+    level = reader.u8("level")
+    if level > MAX_LEVEL:
+        raise RemoteProtocolError(f"compression level out of range: {level}")
+    return level
+
+
+@dataclass(frozen=True)
+class Hello(Event):
+    """Master → agent, first message: who I am and what I need."""
+
+    TYPE: ClassVar[int] = 0x01
+    protocol: int
+    version: str
+    capabilities: frozenset[str]
+
+    def _write(self, writer: Writer) -> None:
+        writer.raw(MAGIC)
+        writer.u16(self.protocol, "protocol")
+        writer.text(self.version, MAX_VERSION, "version")
+        _write_strings(writer, sorted(self.capabilities), MAX_CAPABILITY, "capability")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> Hello:
+        protocol = _read_magic_and_protocol(reader, "Hello")
+        version = reader.text(MAX_VERSION, "version")
+        caps = _read_strings(reader, MAX_CAPABILITIES, MAX_CAPABILITY, "capability")
+        return cls(protocol, version, frozenset(caps))
+
+
+@dataclass(frozen=True)
+class HelloReply(Event):
+    """Agent → master: my version, the roots I serve, what I offer."""
+
+    TYPE: ClassVar[int] = 0x02
+    protocol: int
+    version: str
+    roots: tuple[str, ...]
+    capabilities: frozenset[str]
+
+    def _write(self, writer: Writer) -> None:
+        writer.raw(MAGIC)
+        writer.u16(self.protocol, "protocol")
+        writer.text(self.version, MAX_VERSION, "version")
+        if len(self.roots) > MAX_ROOTS:
+            raise LocalProtocolError(f"too many roots: {len(self.roots)} (limit {MAX_ROOTS})")
+        _write_strings(writer, list(self.roots), MAX_PATH, "root")
+        _write_strings(writer, sorted(self.capabilities), MAX_CAPABILITY, "capability")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> HelloReply:
+        protocol = _read_magic_and_protocol(reader, "HelloReply")
+        version = reader.text(MAX_VERSION, "version")
+        roots = _read_strings(reader, MAX_ROOTS, MAX_PATH, "root")
+        caps = _read_strings(reader, MAX_CAPABILITIES, MAX_CAPABILITY, "capability")
+        return cls(protocol, version, tuple(roots), frozenset(caps))
+
+
+@dataclass(frozen=True)
+class Bye(Event):
+    """Master → agent: the conversation is over."""
+
+    TYPE: ClassVar[int] = 0x03
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    """Agent → master: a request failed (or, with code ``protocol``, the conversation)."""
+
+    TYPE: ClassVar[int] = 0x04
+    code: ErrorCode
+    reason: str
+
+    def _write(self, writer: Writer) -> None:
+        writer.u8(_ERROR_CODES.index(self.code), "error code")
+        writer.text(self.reason, MAX_REASON, "reason")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> Error:
+        index = reader.u8("error code")
+        if index >= len(_ERROR_CODES):
+            raise RemoteProtocolError(f"unknown error code {index}")
+        return cls(_ERROR_CODES[index], reader.text(MAX_REASON, "reason"))
+
+
+@dataclass(frozen=True)
+class ListRequest(Event):
+    TYPE: ClassVar[int] = 0x10
+    root: str
+
+    def _write(self, writer: Writer) -> None:
+        writer.text(self.root, MAX_PATH, "root")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> ListRequest:
+        return cls(reader.text(MAX_PATH, "root"))
+
+
+@dataclass(frozen=True)
+class WireEntry:
+    """One listed name, as carried in a ``ListBatch`` (paths are checked by the session)."""
+
+    path: str
+    kind: str  # one of ENTRY_KINDS
+    size: int
+    mtime_ns: int
+    mode: int
+    xxh3_128: bytes | None  # HASH_SIZE bytes for "file", None otherwise
+
+    def _write(self, writer: Writer) -> None:
+        if self.kind not in ENTRY_KINDS:
+            raise LocalProtocolError(f"unknown entry kind {self.kind!r}")
+        if (self.kind == "file") != (self.xxh3_128 is not None) or (
+            self.xxh3_128 is not None and len(self.xxh3_128) != HASH_SIZE
+        ):
+            raise LocalProtocolError(f"{self.path!r}: a {HASH_SIZE}-byte hash iff a file")
+        if not 0 <= self.mode <= 0o7777:
+            raise LocalProtocolError(f"{self.path!r}: mode out of range: {self.mode:o}")
+        writer.u8(ENTRY_KINDS.index(self.kind), "kind")
+        writer.u16(self.mode, "mode")
+        writer.u64(self.size, "size")
+        writer.i64(self.mtime_ns, "mtime_ns")
+        writer.text(self.path, MAX_PATH, "path")
+        if self.xxh3_128 is not None:
+            writer.raw(self.xxh3_128)
+
+    @classmethod
+    def _read(cls, reader: Reader) -> WireEntry:
+        kind_index = reader.u8("kind")
+        if kind_index >= len(ENTRY_KINDS):
+            raise RemoteProtocolError(f"unknown entry kind {kind_index}")
+        kind = ENTRY_KINDS[kind_index]
+        mode = reader.u16("mode")
+        if mode > 0o7777:
+            raise RemoteProtocolError(f"entry mode out of range: {mode:o}")
+        size = reader.u64("size")
+        mtime_ns = reader.i64("mtime_ns")
+        path = reader.text(MAX_PATH, "path")
+        digest = reader.raw(HASH_SIZE, "hash") if kind == "file" else None
+        return cls(path, kind, size, mtime_ns, mode, digest)
+
+
+@dataclass(frozen=True)
+class ListBatch(Event):
+    """Agent → master: some entries, zstd-compressed as one block (paths share prefixes)."""
+
+    TYPE: ClassVar[int] = 0x11
+    entries: tuple[WireEntry, ...]
+
+    def _write(self, writer: Writer) -> None:
+        if len(self.entries) > MAX_BATCH_ENTRIES:
+            raise LocalProtocolError(
+                f"listing batch too large: {len(self.entries)} entries (limit {MAX_BATCH_ENTRIES})"
+            )
+        body = Writer()
+        for entry in self.entries:
+            entry._write(body)
+        raw = body.getvalue()
+        if len(raw) > MAX_BATCH_RAW:
+            raise LocalProtocolError(f"listing batch too large: {len(raw)} bytes")
+        writer.u32(len(self.entries), "entry count")
+        writer.raw(zstandard.ZstdCompressor(level=LISTING_LEVEL).compress(raw))
+
+    @classmethod
+    def _read(cls, reader: Reader) -> ListBatch:
+        count = reader.u32("entry count")
+        if count > MAX_BATCH_ENTRIES:
+            raise RemoteProtocolError(
+                f"listing batch too large: {count} entries (limit {MAX_BATCH_ENTRIES})"
+            )
+        body = Reader(_decompress_bounded(reader.rest(), MAX_BATCH_RAW), "ListBatch body")
+        entries = tuple(WireEntry._read(body) for _ in range(count))
+        body.finish()
+        return cls(entries)
+
+
+def _decompress_bounded(data: bytes, limit: int) -> bytes:
+    """One zstd frame whose declared size is at most ``limit``; nothing after it."""
+    try:
+        declared = zstandard.frame_content_size(data)
+        if declared < 0 or declared > limit:
+            raise RemoteProtocolError(f"compressed block declares {declared} bytes (limit {limit})")
+        # the declared size was bounded above, and zstd refuses output beyond the declaration
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        out: bytes = decompressor.decompress(data)
+        complete = decompressor.eof and not decompressor.unused_data
+    except zstandard.ZstdError as exc:
+        raise RemoteProtocolError(f"corrupt compressed block: {exc}") from None
+    if not complete or len(out) != declared:
+        raise RemoteProtocolError("compressed block is truncated or has trailing data")
+    return out
+
+
+@dataclass(frozen=True)
+class ListEnd(Event):
+    TYPE: ClassVar[int] = 0x12
+    count: int
+
+    def _write(self, writer: Writer) -> None:
+        writer.u64(self.count, "count")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> ListEnd:
+        return cls(reader.u64("count"))
+
+
+@dataclass(frozen=True)
+class _RootName(Event):
+    root: str
+    name: str
+
+    def _write(self, writer: Writer) -> None:
+        writer.text(self.root, MAX_PATH, "root")
+        writer.text(self.name, MAX_NAME, "name")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> _RootName:
+        return cls(reader.text(MAX_PATH, "root"), reader.text(MAX_NAME, "name"))
+
+
+@dataclass(frozen=True)
+class IndicatorQuery(_RootName):
+    """Master → agent: is there a regular file ``name`` directly in ``root``?"""
+
+    TYPE: ClassVar[int] = 0x20
+
+
+@dataclass(frozen=True)
+class IndicatorState(Event):
+    TYPE: ClassVar[int] = 0x21
+    exists: bool
+
+    def _write(self, writer: Writer) -> None:
+        writer.u8(int(self.exists), "exists")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> IndicatorState:
+        return cls(_read_bool(reader, "exists"))
+
+
+@dataclass(frozen=True)
+class IndicatorWrite(_RootName):
+    """Master → agent: create (or refresh) the empty indicator file ``name`` in ``root``."""
+
+    TYPE: ClassVar[int] = 0x22
+
+
+@dataclass(frozen=True)
+class Ok(Event):
+    TYPE: ClassVar[int] = 0x23
+
+
+@dataclass(frozen=True)
+class Fetch(Event):
+    """Master → agent: send me ``path`` as a delta against the signature that follows."""
+
+    TYPE: ClassVar[int] = 0x30
+    root: str
+    path: str
+    level: int = 3
+
+    def _write(self, writer: Writer) -> None:
+        if not 0 <= self.level <= MAX_LEVEL:
+            raise LocalProtocolError(f"compression level out of range: {self.level}")
+        writer.text(self.root, MAX_PATH, "root")
+        writer.text(self.path, MAX_PATH, "path")
+        writer.u8(self.level, "level")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> Fetch:
+        root = reader.text(MAX_PATH, "root")
+        path = reader.text(MAX_PATH, "path")
+        return cls(root, path, _read_level(reader))
+
+
+@dataclass(frozen=True)
+class _Data(Event):
+    data: bytes = field(repr=False)
+
+    def _write(self, writer: Writer) -> None:
+        writer.raw(self.data)
+
+    @classmethod
+    def _read(cls, reader: Reader) -> _Data:
+        return cls(reader.rest())
+
+
+@dataclass(frozen=True)
+class SigData(_Data):
+    """Master → agent: the next piece of the encoded signature stream."""
+
+    TYPE: ClassVar[int] = 0x31
+
+
+@dataclass(frozen=True)
+class SigEnd(Event):
+    TYPE: ClassVar[int] = 0x32
+
+
+@dataclass(frozen=True)
+class Cancel(Event):
+    """Master → agent: abandon this fetch before ``SigEnd`` (the basis could not be read)."""
+
+    TYPE: ClassVar[int] = 0x33
+
+
+@dataclass(frozen=True)
+class DeltaData(_Data):
+    """Agent → master: the next piece of the encoded delta stream."""
+
+    TYPE: ClassVar[int] = 0x34
+
+
+@dataclass(frozen=True)
+class DeltaEnd(Event):
+    """Agent → master: the delta is complete and the file did not change while read."""
+
+    TYPE: ClassVar[int] = 0x35
+
+
+EVENT_TYPES: dict[int, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        HelloReply,
+        Bye,
+        Error,
+        ListRequest,
+        ListBatch,
+        ListEnd,
+        IndicatorQuery,
+        IndicatorState,
+        IndicatorWrite,
+        Ok,
+        Fetch,
+        SigData,
+        SigEnd,
+        Cancel,
+        DeltaData,
+        DeltaEnd,
+    )
+}
+
+
+def decode_event(frame_type: int, payload: bytes) -> Event:
+    """Decode one frame's payload; any malformation is a ``RemoteProtocolError``."""
+    cls = EVENT_TYPES.get(frame_type)
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message type 0x{frame_type:02x}")
+    reader = Reader(payload, cls.__name__)
+    event = cls._read(reader)
+    reader.finish()
+    return event

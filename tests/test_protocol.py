@@ -1,0 +1,401 @@
+"""The sans-I/O protocol: two connections wired in memory, no sockets (as h11 tests itself)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deltastage.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from deltastage.protocol import (
+    CAPABILITIES,
+    EOF,
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Bye,
+    Cancel,
+    Connection,
+    DeltaData,
+    DeltaEnd,
+    Error,
+    ErrorCode,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    Role,
+    Sentinel,
+    SigData,
+    SigEnd,
+    State,
+    WireEntry,
+)
+from deltastage.protocol.events import decode_event
+from deltastage.protocol.frames import FrameDecoder, encode_frame
+
+HELLO = Hello(PROTOCOL_VERSION, "0.1.0", CAPABILITIES)
+REPLY = HelloReply(PROTOCOL_VERSION, "0.1.0", ("/srv/a", "/srv/b"), CAPABILITIES)
+
+
+def pump(sender: Connection, receiver: Connection, event: Event) -> Event | Sentinel:
+    receiver.receive_data(sender.send(event))
+    return receiver.next_event()
+
+
+def handshaken() -> tuple[Connection, Connection]:
+    master, agent = Connection(Role.MASTER), Connection(Role.AGENT)
+    assert pump(master, agent, HELLO) == HELLO
+    assert pump(agent, master, REPLY) == REPLY
+    assert master.state is agent.state is State.IDLE
+    return master, agent
+
+
+# --- strategies: every message ------------------------------------------------------------
+
+texts = st.text(max_size=40)
+names = st.text(min_size=1, max_size=30)
+caps = st.frozensets(st.text(max_size=20), max_size=5)
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> WireEntry:
+    kind = draw(st.sampled_from(["file", "symlink", "special"]))
+    return WireEntry(
+        path=draw(names),
+        kind=kind,
+        size=draw(st.integers(0, 2**64 - 1)),
+        mtime_ns=draw(st.integers(-(2**63), 2**63 - 1)),
+        mode=draw(st.integers(0, 0o7777)),
+        xxh3_128=draw(st.binary(min_size=16, max_size=16)) if kind == "file" else None,
+    )
+
+
+events = st.one_of(
+    st.builds(Hello, st.integers(0, 65535), texts, caps),
+    st.builds(HelloReply, st.integers(0, 65535), texts, st.tuples(names, names), caps),
+    st.just(Bye()),
+    st.builds(Error, st.sampled_from(list(ErrorCode)), texts),
+    st.builds(ListRequest, names),
+    st.builds(ListBatch, st.lists(entries(), max_size=20).map(tuple)),
+    st.builds(ListEnd, st.integers(0, 2**64 - 1)),
+    st.builds(IndicatorQuery, names, names),
+    st.builds(IndicatorState, st.booleans()),
+    st.builds(IndicatorWrite, names, names),
+    st.just(Ok()),
+    st.builds(Fetch, names, names, st.integers(0, 22)),
+    st.builds(SigData, st.binary(max_size=300)),
+    st.just(SigEnd()),
+    st.just(Cancel()),
+    st.builds(DeltaData, st.binary(max_size=300)),
+    st.just(DeltaEnd()),
+)
+
+
+@given(events)
+def test_every_message_round_trips(event: Event) -> None:
+    frame = encode_frame(event.TYPE, event.encode_payload())
+    decoder = FrameDecoder({event.TYPE})
+    decoder.feed(frame)
+    got = decoder.next_frame()
+    assert got is not None
+    assert decode_event(*got) == event
+    assert decoder.buffered == 0
+
+
+@given(st.lists(events, min_size=1, max_size=8), st.data())
+def test_decoder_accepts_any_split(sequence: list[Event], data: st.DataObject) -> None:
+    stream = b"".join(encode_frame(e.TYPE, e.encode_payload()) for e in sequence)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    decoder = FrameDecoder({e.TYPE for e in sequence})
+    got: list[Event] = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        decoder.feed(stream[start:end])
+        while (frame := decoder.next_frame()) is not None:
+            got.append(decode_event(*frame))
+    assert got == sequence
+
+
+@given(st.binary(max_size=200))
+def test_garbage_only_ever_raises_protocol_errors(data: bytes) -> None:
+    for role in Role:
+        conn = Connection(role)
+        conn.receive_data(data)
+        conn.receive_data(b"")
+        try:
+            while conn.next_event() not in (NEED_DATA, EOF):
+                pass
+        except ProtocolError:
+            pass
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+def test_a_whole_conversation_one_byte_at_a_time() -> None:
+    master, agent = Connection(Role.MASTER), Connection(Role.AGENT)
+    entry = WireEntry("a b/ü\nx", "file", 5, 1_700_000_000_000_000_000, 0o644, b"\x01" * 16)
+    script: list[tuple[Connection, Connection, Event]] = [
+        (master, agent, HELLO),
+        (agent, master, REPLY),
+        (master, agent, ListRequest("/srv/a")),
+        (agent, master, ListBatch((entry,) * 3)),
+        (agent, master, ListEnd(3)),
+        (master, agent, IndicatorQuery("/srv/a", "cback.collect")),
+        (agent, master, IndicatorState(True)),
+        (master, agent, IndicatorWrite("/srv/a", "cback.stage")),
+        (agent, master, Ok()),
+        (master, agent, Fetch("/srv/a", "x/y", 5)),
+        (master, agent, SigData(b"sig" * 100)),
+        (master, agent, SigEnd()),
+        (agent, master, DeltaData(b"delta")),
+        (agent, master, DeltaEnd()),
+        (master, agent, Fetch("/srv/a", "gone", 3)),
+        (master, agent, SigEnd()),
+        (agent, master, Error(ErrorCode.NOT_FOUND, "gone: no such file")),
+        (master, agent, Fetch("/srv/a", "x", 3)),
+        (master, agent, Cancel()),
+        (master, agent, Bye()),
+    ]
+    for sender, receiver, event in script:
+        data = sender.send(event)
+        for i in range(len(data)):
+            assert receiver.next_event() is NEED_DATA
+            receiver.receive_data(data[i : i + 1])
+        assert receiver.next_event() == event
+        assert receiver.next_event() is NEED_DATA
+        assert sender.state is receiver.state
+    assert master.state is State.CLOSED
+    agent.receive_data(b"")
+    assert agent.next_event() is EOF
+
+
+def test_listing_batches_are_compressed() -> None:
+    batch = ListBatch(
+        tuple(
+            WireEntry(
+                f"daily/host-{i:05d}.tar.gz",
+                "file",
+                10**9,
+                1_700_000_000 * 10**9,
+                0o600,
+                i.to_bytes(16, "big"),
+            )
+            for i in range(1000)
+        )
+    )
+    raw_size = sum(1 + 2 + 8 + 8 + 4 + len(e.path) + 16 for e in batch.entries)
+    assert len(batch.encode_payload()) < raw_size / 3
+
+
+@pytest.mark.parametrize(
+    ("role", "state_setup", "event"),
+    [
+        (Role.MASTER, [], ListRequest("/srv/a")),  # before the handshake
+        (Role.MASTER, [], SigData(b"x")),
+        (Role.AGENT, [], HelloReply(1, "x", (), frozenset())),  # nobody said hello
+        (Role.AGENT, [], DeltaEnd()),
+        (Role.MASTER, [HELLO, REPLY], SigEnd()),  # no fetch in progress
+        (Role.AGENT, [HELLO, REPLY], Ok()),  # unsolicited answer
+        (Role.AGENT, [HELLO, REPLY], Error(ErrorCode.IO, "x")),
+        (Role.MASTER, [HELLO, REPLY], Hello(1, "x", frozenset())),  # second hello
+        (Role.AGENT, [HELLO, REPLY, ListRequest("r")], IndicatorState(True)),
+        (Role.MASTER, [HELLO, REPLY, ListRequest("r")], ListRequest("r")),  # no pipelining
+    ],
+)
+def test_out_of_order_is_refused_on_both_ends(
+    role: Role, state_setup: list[Event], event: Event
+) -> None:
+    master, agent = Connection(Role.MASTER), Connection(Role.AGENT)
+    for ev in state_setup:
+        sender, receiver = (
+            (master, agent) if isinstance(ev, Hello | ListRequest) else (agent, master)
+        )
+        assert pump(sender, receiver, ev) == ev
+    sender, receiver = (master, agent) if role is Role.MASTER else (agent, master)
+    with pytest.raises(LocalProtocolError, match="may not send"):
+        sender.send(event)
+    # the same bytes forged onto the wire are caught by the receiving end
+    receiver.receive_data(encode_frame(event.TYPE, event.encode_payload()))
+    with pytest.raises(RemoteProtocolError, match="sent"):
+        receiver.next_event()
+    assert receiver.state is State.ERROR
+    with pytest.raises(RemoteProtocolError, match="already failed"):
+        receiver.next_event()
+
+
+def test_agent_may_always_end_with_a_protocol_error() -> None:
+    master, agent = handshaken()
+    agent.receive_data(encode_frame(0x7F, b""))
+    with pytest.raises(RemoteProtocolError, match="unknown frame type 0x7f"):
+        agent.next_event()
+    last_word = Error(ErrorCode.PROTOCOL, "bad frame")
+    assert pump(agent, master, last_word) == last_word
+    assert master.state is agent.state is State.CLOSED
+    with pytest.raises(LocalProtocolError):
+        master.send(ListRequest("/srv/a"))
+
+
+def test_master_cannot_send_an_error() -> None:
+    master, _ = handshaken()
+    with pytest.raises(LocalProtocolError):
+        master.send(Error(ErrorCode.PROTOCOL, "x"))
+
+
+# --- malformed input ----------------------------------------------------------------------
+
+
+def feed_raw(conn: Connection, data: bytes) -> None:
+    conn.receive_data(data)
+    conn.next_event()
+
+
+def hello_payload(magic: bytes = b"DSTG", protocol: int = 1) -> bytes:
+    return magic + struct.pack(">H", protocol) + struct.pack(">I", 1) + b"v" + b"\0\0"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"SSH-2.0-OpenSSH banner\r\n", "not a deltastage peer"),
+        (encode_frame(0x01, b"DS"), "truncated at magic"),
+        (b"\x01" + struct.pack(">I", (1 << 20) + 1), "frame too large"),
+        (encode_frame(0x01, hello_payload(magic=b"HTTP")), "magic"),
+        (encode_frame(0x01, hello_payload() + b"\0"), "trailing bytes"),
+        (encode_frame(0x01, hello_payload()[:-1]), "truncated"),
+        (
+            encode_frame(0x01, b"DSTG\0\1" + struct.pack(">I", 1000) + b"v" * 1000 + b"\0\0"),
+            "version too long",
+        ),
+        (encode_frame(0x01, b"DSTG\0\1\0\0\0\0" + b"\xff\xff"), "too many capability entries"),
+    ],
+)
+def test_malformed_frames_from_the_master(data: bytes, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        feed_raw(Connection(Role.AGENT), data)
+
+
+def listing_master() -> Connection:
+    master, agent = handshaken()
+    agent.receive_data(master.send(ListRequest("/srv/a")))
+    assert agent.next_event() == ListRequest("/srv/a")
+    return master
+
+
+def batch_frame(count: int, body: bytes) -> bytes:
+    compressed = zstandard.ZstdCompressor().compress(body)
+    return encode_frame(ListBatch.TYPE, struct.pack(">I", count) + compressed)
+
+
+def entry_bytes(kind: int = 0, mode: int = 0o644, path: bytes = b"p", digest: bytes = b"") -> bytes:
+    return struct.pack(">BHQqI", kind, mode, 1, 2, len(path)) + path + digest
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (batch_frame(1, entry_bytes(kind=9)), "unknown entry kind"),
+        (batch_frame(1, entry_bytes(mode=0o17777)), "mode out of range"),
+        (batch_frame(1, entry_bytes(kind=0)), "truncated at hash"),
+        (batch_frame(1, entry_bytes(kind=1, digest=b"\0" * 16)), "trailing bytes"),
+        (batch_frame(2, entry_bytes(kind=1)), "truncated"),
+        (batch_frame(70000, b""), "listing batch too large"),
+        (
+            encode_frame(ListBatch.TYPE, b"\0\0\0\1" + b"\x28\xb5\x2f\xfd garbage"),
+            "compressed block",
+        ),
+        (batch_frame(0, b"\0" * (5 << 20)), "declares 5242880 bytes"),
+        (
+            encode_frame(
+                ListBatch.TYPE,
+                b"\0\0\0\0" + zstandard.ZstdCompressor().compress(b"") + b"tail",
+            ),
+            "trailing data",
+        ),
+        (encode_frame(Error.TYPE, b"\x63\0\0\0\0"), "unknown error code"),
+    ],
+)
+def test_malformed_frames_from_the_agent(data: bytes, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        feed_raw(listing_master(), data)
+
+
+def test_bad_boolean_is_refused() -> None:
+    master, agent = handshaken()
+    agent.receive_data(master.send(IndicatorQuery("/srv/a", "cback.collect")))
+    agent.next_event()
+    with pytest.raises(RemoteProtocolError, match="not a boolean"):
+        feed_raw(master, encode_frame(IndicatorState.TYPE, b"\x02"))
+
+
+def test_bad_fetch_level_is_refused_both_ways() -> None:
+    master, agent = handshaken()
+    with pytest.raises(LocalProtocolError, match="level"):
+        master.send(Fetch("/srv/a", "x", 23))
+    assert master.state is State.IDLE
+    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-1] + b"\x17"
+    with pytest.raises(RemoteProtocolError, match="level"):
+        feed_raw(agent, encode_frame(Fetch.TYPE, payload))
+
+
+def test_stream_ending_inside_a_frame() -> None:
+    master, agent = Connection(Role.MASTER), Connection(Role.AGENT)
+    agent.receive_data(master.send(HELLO)[:-1])
+    assert agent.next_event() is NEED_DATA
+    agent.receive_data(b"")
+    with pytest.raises(RemoteProtocolError, match="inside a frame"):
+        agent.next_event()
+
+
+def test_data_after_eof_is_a_local_mistake() -> None:
+    conn = Connection(Role.AGENT)
+    conn.receive_data(b"")
+    with pytest.raises(LocalProtocolError):
+        conn.receive_data(b"x")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        WireEntry("p", "file", 1, 1, 0o644, None),
+        WireEntry("p", "symlink", 1, 1, 0o644, b"\0" * 16),
+        WireEntry("p", "file", 1, 1, 0o644, b"\0" * 15),
+        WireEntry("p", "dir", 1, 1, 0o644, None),
+        WireEntry("p", "special", 1, 1, 0o10000, None),
+        WireEntry("p", "special", -1, 1, 0o644, None),
+        WireEntry("p" * 5000, "special", 1, 1, 0o644, None),
+        WireEntry("\ud800", "special", 1, 1, 0o644, None),
+    ],
+)
+def test_we_refuse_to_send_bad_entries(event: WireEntry) -> None:
+    master, agent = handshaken()
+    agent.receive_data(master.send(ListRequest("/srv/a")))
+    agent.next_event()
+    with pytest.raises(LocalProtocolError):
+        agent.send(ListBatch((event,)))
+    assert agent.state is State.LISTING
+
+
+def test_oversize_data_frame_is_refused_before_sending() -> None:
+    master, _ = handshaken()
+    master.send(Fetch("/srv/a", "x"))
+    with pytest.raises(LocalProtocolError, match="frame too large"):
+        master.send(SigData(b"\0" * ((1 << 20) + 1)))
+    assert master.state is State.SENDING_SIGNATURE
+
+
+def test_non_utf8_names_survive_the_wire() -> None:
+    name = b"caf\xe9-\xff".decode("utf-8", "surrogateescape")
+    entry = WireEntry(name, "special", 0, 0, 0, None)
+    decoded = decode_event(ListBatch.TYPE, ListBatch((entry,)).encode_payload())
+    assert isinstance(decoded, ListBatch)
+    assert decoded.entries[0].path.encode("utf-8", "surrogateescape") == b"caf\xe9-\xff"
