@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from deltastage import __version__
-from deltastage.errors import DeltastageError
+from deltastage.errors import DeltastageError, UsageError
+
+if TYPE_CHECKING:
+    from deltastage.config import Config
 
 __all__ = ["app", "main"]
 
@@ -77,7 +83,9 @@ def signature(
     """Write the signature of BASIS to SIG (like rdiff signature)."""
     from deltastage import rdiff
 
-    run_guarded(lambda: rdiff.signature_file(basis, sig, block_size=block_size, strong_len=strong_len))
+    run_guarded(
+        lambda: rdiff.signature_file(basis, sig, block_size=block_size, strong_len=strong_len)
+    )
 
 
 @app.command()
@@ -105,6 +113,209 @@ def patch(
     from deltastage import rdiff
 
     run_guarded(lambda: rdiff.patch_file(basis, delta_in, out))
+
+
+# --- the stage action and its companions ----------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="deltastage TOML configuration file.")
+]
+CedarOpt = Annotated[
+    Path | None,
+    typer.Option("--cedar-config", help="Read a Cedar Backup XML config (/etc/cback3.conf)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug | info | warning | error.")]
+LogFileOpt = Annotated[Path | None, typer.Option("--log-file", help="Also log to this file.")]
+SyslogOpt = Annotated[bool, typer.Option("--syslog", help="Also log to syslog (daemon).")]
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--date {value!r}: expected YYYY-MM-DD") from None
+
+
+def _load(config: Path | None, cedar_config: Path | None) -> Config:
+    from deltastage.config import load_cedar_config, load_config
+
+    if (config is None) == (cedar_config is None):
+        raise UsageError("give exactly one of --config FILE or --cedar-config FILE")
+    if config is not None:
+        return load_config(config)
+    assert cedar_config is not None
+    loaded, warnings = load_cedar_config(cedar_config)
+    for warning in warnings:
+        logging.getLogger("deltastage.config").warning("%s", warning)
+    return loaded
+
+
+def _setup_logging(level: str, log_file: Path | None, syslog: bool) -> None:
+    from deltastage.console import setup_logging
+
+    if level.lower() not in ("debug", "info", "warning", "error"):
+        raise UsageError(f"--log-level {level!r}: expected debug, info, warning or error")
+    setup_logging(level=level, log_file=log_file, syslog=syslog, rich=sys.stderr.isatty())
+
+
+def _print_json(document: object) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def stage(
+    config: ConfigOpt = None,
+    cedar_config: CedarOpt = None,
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="Stage into this day's dir (YYYY-MM-DD).")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="A full run: daily/weekly ignore rules as Cedar.")
+    ] = False,
+    peer: Annotated[
+        list[str] | None, typer.Option("--peer", "-p", help="Stage only this peer (repeatable).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Report what would be staged; touch nothing.")
+    ] = False,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, max=64, help="Peers staged at once.")
+    ] = None,
+    as_json: JsonOpt = False,
+    log_level: LogLevelOpt = "info",
+    log_file: LogFileOpt = None,
+    syslog: SyslogOpt = False,
+) -> None:
+    """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
+
+    def action() -> int:
+        from rich.console import Console
+
+        from deltastage.console import LogObserver, RichObserver, render_stage_table
+        from deltastage.history import record_stage
+        from deltastage.stage import run_stage
+
+        _setup_logging(log_level, log_file, syslog)
+        cfg = _load(config, cedar_config)
+        day = _parse_date(run_date)
+        console = Console(stderr=as_json)
+        kwargs = dict(run_date=day, full=full, only_peers=peer or (), dry_run=dry_run, jobs=jobs)
+        if console.is_terminal and not as_json:
+            with RichObserver(console) as observer:
+                report = run_stage(cfg, observer=observer, **kwargs)  # type: ignore[arg-type]
+        else:
+            report = run_stage(cfg, observer=LogObserver(), **kwargs)  # type: ignore[arg-type]
+        if not dry_run:
+            record_stage(cfg.staging_dir, report)
+        if as_json:
+            _print_json(report.as_json())
+        else:
+            render_stage_table(report, console)
+        return report.exit_code
+
+    raise typer.Exit(run_guarded(action))
+
+
+@app.command()
+def verify(
+    directory: Annotated[
+        Path | None, typer.Argument(help="A daily dir (or one peer's dir) to verify.")
+    ] = None,
+    config: ConfigOpt = None,
+    cedar_config: CedarOpt = None,
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="Verify this day's dir (default: today).")
+    ] = None,
+    as_json: JsonOpt = False,
+    log_level: LogLevelOpt = "info",
+    log_file: LogFileOpt = None,
+    syslog: SyslogOpt = False,
+) -> None:
+    """Re-hash staged files against their manifests; report missing, extra, corrupt files."""
+
+    def action() -> int:
+        from rich.console import Console
+
+        from deltastage.basis import daily_dir_for
+        from deltastage.console import render_verify_table
+        from deltastage.history import record_verify
+        from deltastage.verify import verify_daily_dir
+
+        _setup_logging(log_level, log_file, syslog)
+        staging_dir = None
+        if directory is not None:
+            if config or cedar_config:
+                raise UsageError("give either DIR or --config, not both")
+            target = directory
+        else:
+            cfg = _load(config, cedar_config)
+            staging_dir = cfg.staging_dir
+            target = daily_dir_for(cfg.staging_dir, _parse_date(run_date) or date.today())
+        report = verify_daily_dir(target)
+        log = logging.getLogger("deltastage.verify")
+        for peer_result in report.peers:
+            log.log(
+                logging.INFO if peer_result.ok else logging.ERROR,
+                "verify peer=%s status=%s files=%d missing=%d corrupt=%d extra=%d",
+                peer_result.name,
+                peer_result.status,
+                peer_result.files,
+                len(peer_result.missing),
+                len(peer_result.corrupt),
+                len(peer_result.extra),
+            )
+        if staging_dir is not None:
+            record_verify(staging_dir, report)
+        if as_json:
+            _print_json(report.as_json())
+        else:
+            render_verify_table(report, Console())
+        return report.exit_code
+
+    raise typer.Exit(run_guarded(action))
+
+
+@app.command()
+def check(
+    config: ConfigOpt = None,
+    cedar_config: CedarOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate the config and reach every peer (agent version, indicator state)."""
+
+    def action() -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        from deltastage.check import check_config
+
+        cfg = _load(config, cedar_config)
+        report = check_config(cfg)
+        if as_json:
+            _print_json(report.as_json())
+            return report.exit_code
+        console = Console()
+        console.print(f"config {report.config}: ok")
+        if report.staging_problem:
+            console.print(f"[red]staging dir: {report.staging_problem}[/]")
+        table = Table(title="peers")
+        for column in ("peer", "type", "state", "agent", "error"):
+            table.add_column(column)
+        for result in report.peers:
+            table.add_row(
+                result.name,
+                result.type,
+                result.state,
+                result.agent_version or "",
+                result.error or "",
+            )
+        console.print(table)
+        return report.exit_code
+
+    raise typer.Exit(run_guarded(action))
 
 
 # --- configuration files -------------------------------------------------------------------
@@ -135,5 +346,3 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("deltastage: interrupted\n")
         sys.exit(130)
-
-

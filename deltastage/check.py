@@ -1,0 +1,104 @@
+"""Validate a configuration and every peer it names, like Cedar Backup's validate action."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from deltastage.config import Config
+from deltastage.errors import DeltastageError
+from deltastage.stage import SessionFactory, open_peer_session
+
+__all__ = ["CheckReport", "PeerCheck", "check_config"]
+
+
+@dataclass
+class PeerCheck:
+    name: str
+    type: str
+    usable: bool = False
+    agent_version: str | None = None
+    collect_indicator: bool | None = None
+    stage_indicator: bool | None = None
+    wire_bytes: int = 0
+    error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if not self.usable:
+            return "unusable"
+        if not self.collect_indicator:
+            return "not-ready"
+        return "already-staged" if self.stage_indicator else "ready"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "usable": self.usable,
+            "state": self.state,
+            "agent_version": self.agent_version,
+            "collect_indicator": self.collect_indicator,
+            "stage_indicator": self.stage_indicator,
+            "error": self.error,
+        }
+
+
+@dataclass
+class CheckReport:
+    config: str
+    staging_dir: str
+    staging_problem: str | None
+    peers: list[PeerCheck] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.staging_problem is None and all(p.usable for p in self.peers) else 1
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "config": self.config,
+            "staging_dir": self.staging_dir,
+            "staging_problem": self.staging_problem,
+            "exit_code": self.exit_code,
+            "peers": [p.as_json() for p in self.peers],
+        }
+
+
+def _staging_problem(config: Config) -> str | None:
+    probe = config.staging_dir
+    while not probe.exists():
+        probe = probe.parent  # it will be created under the nearest existing ancestor
+    if not probe.is_dir():
+        return f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
+def check_config(
+    config: Config, session_factory: SessionFactory = open_peer_session
+) -> CheckReport:
+    report = CheckReport(str(config.source), str(config.staging_dir), _staging_problem(config))
+    for peer in config.peers:
+        result = PeerCheck(peer.name, peer.type)
+        root = str(peer.collect_dir)
+        try:
+            session = session_factory(peer, config.options)
+            try:
+                info = session.handshake()
+                result.agent_version = info.version
+                result.collect_indicator = session.indicator_exists(
+                    root, config.options.collect_indicator
+                )
+                result.stage_indicator = session.indicator_exists(
+                    root, config.options.stage_indicator
+                )
+                result.usable = True
+                result.wire_bytes = session.wire_bytes
+            finally:
+                session.close()
+        except DeltastageError as exc:
+            result.error = str(exc)
+        report.peers.append(result)
+    return report

@@ -1,0 +1,157 @@
+"""The per-peer manifest: the list of staged files and their xxh3-128, written last.
+
+A manifest exists only when every file it lists was written, fsynced, re-read and verified;
+``verify`` re-hashes staged files against it. It is the truth; the history catalog is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from deltastage.errors import IntegrityError
+from deltastage.safefs import check_relative_path, fsync_dir
+
+__all__ = [
+    "INTERNAL_PREFIX",
+    "MANIFEST_NAME",
+    "Manifest",
+    "ManifestEntry",
+    "read_manifest",
+    "write_manifest",
+]
+
+MANIFEST_NAME = "deltastage.manifest.json"
+#: Names in a peer's staging dir that belong to deltastage, not to the peer's data.
+INTERNAL_PREFIX = ".deltastage-"
+FORMAT = "deltastage-manifest"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    size: int
+    xxh3_128: bytes
+    mode: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    peer: str
+    date: str
+    files: tuple[ManifestEntry, ...]
+
+    def by_path(self) -> dict[str, ManifestEntry]:
+        return {entry.path: entry for entry in self.files}
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "peer": manifest.peer,
+        "date": manifest.date,
+        "files": [
+            {
+                "path": e.path,
+                "size": e.size,
+                "xxh3_128": e.xxh3_128.hex(),
+                "mode": f"{e.mode:04o}",
+                "mtime_ns": e.mtime_ns,
+            }
+            for e in manifest.files
+        ],
+    }
+    return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _field(obj: dict[str, Any], key: str, kind: type) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise IntegrityError(f"manifest: {key!r} missing or not a {kind.__name__}")
+    return value
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise IntegrityError("not a deltastage manifest")
+    files = []
+    for raw in _field(document, "files", list):
+        if not isinstance(raw, dict):
+            raise IntegrityError("manifest: file entry is not an object")
+        path = _field(raw, "path", str)
+        check_relative_path(path)
+        digest_hex = _field(raw, "xxh3_128", str)
+        try:
+            digest = bytes.fromhex(digest_hex)
+            mode = int(raw.get("mode", "0644"), 8)
+        except (ValueError, TypeError) as exc:
+            raise IntegrityError(f"manifest: bad hash or mode for {path!r}") from exc
+        if len(digest) != 16:
+            raise IntegrityError(f"manifest: bad hash length for {path!r}")
+        size = _field(raw, "size", int)
+        mtime_ns = raw.get("mtime_ns", 0)
+        if size < 0 or not isinstance(mtime_ns, int):
+            raise IntegrityError(f"manifest: bad size or mtime for {path!r}")
+        files.append(ManifestEntry(path, size, digest, mode, mtime_ns))
+    return Manifest(
+        peer=str(document.get("peer", "")), date=str(document.get("date", "")), files=tuple(files)
+    )
+
+
+def read_manifest(peer_dir_fd: int) -> Manifest | None:
+    """The manifest in an open peer dir, None if there is none; IntegrityError if it is bad."""
+    try:
+        fd = os.open(MANIFEST_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=peer_dir_fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as stream:
+        return decode_manifest(stream.read(256 << 20))
+
+
+def write_manifest(
+    peer_dir_fd: int, manifest: Manifest, *, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
+    """Atomically write the manifest (temp, fsync, rename, fsync dir)."""
+    tmp = f"{INTERNAL_PREFIX}tmp-{secrets.token_hex(8)}"
+    fd = os.open(
+        tmp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=peer_dir_fd,
+    )
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as stream:
+            stream.write(encode_manifest(manifest))
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, MANIFEST_NAME, src_dir_fd=peer_dir_fd, dst_dir_fd=peer_dir_fd)
+        fsync_dir(peer_dir_fd)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=peer_dir_fd)
+        raise
+
+
+def remove_manifest(peer_dir_fd: int) -> None:
+    try:
+        os.unlink(MANIFEST_NAME, dir_fd=peer_dir_fd)
+    except FileNotFoundError:
+        return
+    fsync_dir(peer_dir_fd)

@@ -1,0 +1,755 @@
+"""The stage action: pull every ready peer's collect dir into today's staging dir, verified.
+
+Per file: pick a basis (basis.py), send its signature, patch the peer's delta into a temp file
+beneath the peer's staging dir, fsync, drop it from the page cache, re-read and compare with the
+source's xxh3-128, then rename into place. Per peer, only when every file verified: the
+manifest, then the collect-dir indicator on the peer. After all peers: the daily indicator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import grp
+import logging
+import os
+import pwd
+import secrets
+import stat
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+from deltastage.basis import PARTIAL_DIR, Basis, BasisFinder, daily_dir_for
+from deltastage.config import Config, Options, PeerConfig, failure_ignored
+from deltastage.delta import MAX_STRONG_LEN, Patcher, SignatureBuilder
+from deltastage.errors import (
+    DeltastageError,
+    IntegrityError,
+    ResourceLimitError,
+    SourceChangedError,
+    TransportError,
+)
+from deltastage.hashing import READ_CHUNK, hash_fd
+from deltastage.lock import StagingLock
+from deltastage.manifest import (
+    INTERNAL_PREFIX,
+    MANIFEST_NAME,
+    Manifest,
+    ManifestEntry,
+    remove_manifest,
+    write_manifest,
+)
+from deltastage.models import RemoteEntry
+from deltastage.safefs import (
+    DIR_FLAGS,
+    check_relative_path,
+    fsync_dir,
+    open_dir,
+    open_parent_beneath,
+    remove_tree_beneath,
+    walk_files,
+)
+from deltastage.session import PeerSession
+
+__all__ = [
+    "PeerReport",
+    "SessionFactory",
+    "StageObserver",
+    "StageReport",
+    "open_peer_session",
+    "run_stage",
+]
+
+log = logging.getLogger("deltastage.stage")
+
+TMP_PREFIX = f"{INTERNAL_PREFIX}tmp-"
+FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class PeerReport:
+    name: str
+    status: str = "failed"  # staged | not-ready | failed | would-stage (dry run)
+    files: int = 0
+    bytes: int = 0
+    wire_bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    ignored: bool = False  # a failure that ignore_failures excuses
+    reused: int = 0  # files that needed no transfer (already staged, or same as the basis)
+    skipped: list[str] = field(default_factory=list)  # symlinks and special files, not copied
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("staged", "would-stage") or self.ignored
+
+    @property
+    def saved_percent(self) -> float:
+        if self.bytes == 0:
+            return 0.0
+        return max(0.0, 100.0 * (1 - self.wire_bytes / self.bytes))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "files": self.files,
+            "bytes": self.bytes,
+            "wire_bytes": self.wire_bytes,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "ignored": self.ignored,
+            "reused": self.reused,
+            "skipped": self.skipped,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass
+class StageReport:
+    date: date
+    daily_dir: Path
+    peers: list[PeerReport]
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all(p.ok for p in self.peers) else 1
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "date": self.date.isoformat(),
+            "daily_dir": str(self.daily_dir),
+            "dry_run": self.dry_run,
+            "exit_code": self.exit_code,
+            "peers": [p.as_json() for p in self.peers],
+        }
+
+
+class StageObserver(Protocol):
+    """Progress callbacks; called from worker threads when peers run in parallel."""
+
+    def peer_started(self, peer: str, files: int, total_bytes: int) -> None: ...
+
+    def file_done(self, peer: str, path: str, size: int) -> None: ...
+
+    def peer_finished(self, report: PeerReport) -> None: ...
+
+
+class _QuietObserver:
+    def peer_started(self, peer: str, files: int, total_bytes: int) -> None:
+        pass
+
+    def file_done(self, peer: str, path: str, size: int) -> None:
+        pass
+
+    def peer_finished(self, report: PeerReport) -> None:
+        pass
+
+
+SessionFactory = Callable[[PeerConfig, Options], PeerSession]
+
+
+def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
+    """Start the peer's agent: in-process for a local peer, over SSH for a remote one."""
+    if peer.type == "local":
+        from deltastage.transports.local import LocalTransport
+
+        return PeerSession(LocalTransport([str(peer.collect_dir)]))
+    from deltastage.transports.ssh import SSHTransport
+
+    transport = SSHTransport(
+        host=peer.host or peer.name,
+        port=peer.port,
+        user=peer.user or options.backup_user or getpass.getuser(),
+        command=[*peer.agent_command, "--root", str(peer.collect_dir)],
+        identity_file=peer.identity_file,
+        known_hosts=peer.known_hosts,
+        gateway=peer.gateway,
+        connect_timeout=peer.connect_timeout,
+        idle_timeout=peer.idle_timeout,
+    )
+    return PeerSession(transport)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    uid: int | None
+    gid: int | None
+    file_mode: int | None
+    dir_mode: int
+
+    @classmethod
+    def from_options(cls, options: Options) -> Ownership:
+        uid = gid = None
+        if os.geteuid() == 0:
+            if options.backup_user:
+                uid = pwd.getpwnam(options.backup_user).pw_uid
+            if options.backup_group:
+                gid = grp.getgrnam(options.backup_group).gr_gid
+        dir_mode = options.dir_mode
+        if dir_mode is None:
+            if options.file_mode is None:
+                dir_mode = 0o755
+            else:  # directories need x wherever files are readable
+                fm = options.file_mode
+                dir_mode = fm | ((fm & 0o444) >> 2) | 0o700
+        return cls(uid, gid, options.file_mode, dir_mode)
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        if self.uid is None and self.gid is None:
+            return None
+        return (-1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
+
+    def apply_fd(self, fd: int, *, source_mode: int | None = None, is_dir: bool = False) -> None:
+        if is_dir:
+            os.fchmod(fd, self.dir_mode)
+        else:
+            mode = self.file_mode if self.file_mode is not None else (source_mode or 0o644)
+            os.fchmod(fd, mode & 0o7777 & ~0o6000)  # never stage setuid/setgid bits
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
+
+    def apply_path(self, path: Path) -> None:
+        fd = os.open(path, DIR_FLAGS)
+        try:
+            self.apply_fd(fd, is_dir=True)
+        finally:
+            os.close(fd)
+
+
+def make_dirs(path: Path, ownership: Ownership) -> None:
+    """mkdir -p, applying ownership and mode to every directory it creates."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir()
+            ownership.apply_path(directory)
+    if path.is_symlink() or not path.is_dir():
+        raise DeltastageError(f"{path} is not a directory")
+
+
+def run_stage(
+    config: Config,
+    *,
+    run_date: date | None = None,
+    full: bool = False,
+    only_peers: Sequence[str] = (),
+    dry_run: bool = False,
+    jobs: int | None = None,
+    observer: StageObserver | None = None,
+    session_factory: SessionFactory = open_peer_session,
+) -> StageReport:
+    """Stage the selected peers; the daily dir is fixed here, once, for the whole run."""
+    day = run_date or date.today()
+    peers = [config.peer(name) for name in only_peers] if only_peers else list(config.peers)
+    daily_dir = daily_dir_for(config.staging_dir, day)
+    report = StageReport(day, daily_dir, [], dry_run)
+    watcher = observer or _QuietObserver()
+    ownership = Ownership.from_options(config.options)
+    workers = max(1, jobs or config.options.jobs)
+
+    if dry_run:
+        report.peers = [_dry_run_peer(config, peer, session_factory) for peer in peers]
+        return report
+
+    make_dirs(config.staging_dir, ownership)
+    with StagingLock(config.staging_dir):
+        make_dirs(daily_dir, ownership)
+        for peer in peers:  # a dir for every selected peer, even one that is not ready
+            make_dirs(daily_dir / peer.name, ownership)
+
+        def stage_one(peer: PeerConfig) -> PeerReport:
+            stager = PeerStager(config, peer, day, daily_dir, ownership, watcher, session_factory)
+            result = stager.run()
+            if result.status != "staged":
+                result.ignored = failure_ignored(
+                    peer.ignore_failures, day, config.options.starting_day, full
+                )
+            _log_outcome(result)
+            watcher.peer_finished(result)
+            return result
+
+        if workers == 1 or len(peers) == 1:
+            report.peers = [stage_one(peer) for peer in peers]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peer") as pool:
+                report.peers = list(pool.map(stage_one, peers))
+
+        _write_indicator_file(daily_dir / config.options.stage_indicator, ownership)
+    return report
+
+
+def _log_outcome(result: PeerReport) -> None:
+    level = logging.INFO if result.ok else logging.ERROR
+    log.log(
+        level,
+        "peer=%s status=%s%s files=%d bytes=%d wire_bytes=%d seconds=%.2f%s",
+        result.name,
+        result.status,
+        " (failure ignored)" if result.ignored else "",
+        result.files,
+        result.bytes,
+        result.wire_bytes,
+        result.seconds,
+        f" error={result.error}" if result.error else "",
+    )
+
+
+def _write_indicator_file(path: Path, ownership: Ownership) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        ownership.apply_fd(fd, source_mode=0o644)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dir_fd = open_dir(path.parent)
+    try:
+        fsync_dir(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _dry_run_peer(config: Config, peer: PeerConfig, factory: SessionFactory) -> PeerReport:
+    report = PeerReport(peer.name)
+    started = time.monotonic()
+    root = str(peer.collect_dir)
+    try:
+        session = factory(peer, config.options)
+        try:
+            session.handshake()
+            if not session.indicator_exists(root, config.options.collect_indicator):
+                report.status = "not-ready"
+            else:
+                files, skipped = _select_entries(session.list_files(root), config.options)
+                report.status = "would-stage"
+                report.files = len(files)
+                report.bytes = sum(e.size for e in files)
+                report.skipped = skipped
+            report.wire_bytes = session.wire_bytes
+        finally:
+            session.close()
+    except DeltastageError as exc:
+        report.error = str(exc)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _select_entries(
+    entries: Sequence[RemoteEntry], options: Options
+) -> tuple[list[RemoteEntry], list[str]]:
+    """Regular files to stage, and the names skipped (links, specials); indicators left out."""
+    files: list[RemoteEntry] = []
+    skipped: list[str] = []
+    for entry in entries:
+        if "/" not in entry.path and entry.path.startswith("cback."):
+            continue  # Cedar's indicator files live in the collect dir itself
+        if entry.kind != "file" or entry.xxh3_128 is None:
+            skipped.append(f"{entry.path} ({entry.kind})")
+            continue
+        files.append(entry)
+    if len(files) > options.max_files_per_peer:
+        raise ResourceLimitError(
+            f"peer lists {len(files)} files, "
+            f"more than max_files_per_peer={options.max_files_per_peer}"
+        )
+    total = sum(e.size for e in files)
+    if total > options.max_bytes_per_peer:
+        raise ResourceLimitError(
+            f"peer lists {total} bytes, more than max_bytes_per_peer={options.max_bytes_per_peer}"
+        )
+    return files, skipped
+
+
+class PeerStager:
+    """Stages one peer, retrying the whole peer on transport failures with backoff."""
+
+    def __init__(
+        self,
+        config: Config,
+        peer: PeerConfig,
+        run_date: date,
+        daily_dir: Path,
+        ownership: Ownership,
+        observer: StageObserver,
+        session_factory: SessionFactory,
+    ) -> None:
+        self.config = config
+        self.options = config.options
+        self.peer = peer
+        self.run_date = run_date
+        self.peer_dir = daily_dir / peer.name
+        self.ownership = ownership
+        self.observer = observer
+        self.session_factory = session_factory
+        self.root = str(peer.collect_dir)
+        self.report = PeerReport(peer.name)
+        self.bytes_written = 0
+
+    def run(self) -> PeerReport:
+        started = time.monotonic()
+        attempts = 1 + max(0, self.options.retries)
+        for attempt in range(attempts):
+            self.report.attempts = attempt + 1
+            session: PeerSession | None = None
+            try:
+                session = self.session_factory(self.peer, self.options)
+                self._stage_once(session)
+                break
+            except TransportError as exc:
+                self.report.error = str(exc)
+                self.report.status = "failed"
+                if attempt + 1 < attempts:
+                    delay = self.options.retry_backoff * (2**attempt)
+                    log.warning(
+                        "peer=%s attempt %d/%d failed: %s; retrying in %.0fs",
+                        self.peer.name,
+                        attempt + 1,
+                        attempts,
+                        exc,
+                        delay,
+                    )
+                    time.sleep(delay)
+            except DeltastageError as exc:
+                self.report.error = str(exc)
+                self.report.status = "failed"
+                break
+            except OSError as exc:
+                where = f"{exc.filename}: " if exc.filename else ""
+                self.report.error = f"{where}{exc.strerror or exc}"
+                self.report.status = "failed"
+                break
+            finally:
+                if session is not None:
+                    self.report.wire_bytes += session.wire_bytes
+                    with contextlib.suppress(Exception):
+                        session.close()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _stage_once(self, session: PeerSession) -> None:
+        self.report.error = None
+        session.handshake()
+        if not session.indicator_exists(self.root, self.options.collect_indicator):
+            self.report.status = "not-ready"
+            self.report.error = f"no {self.options.collect_indicator} in {self.root}"
+            return
+        files, skipped = _select_entries(session.list_files(self.root), self.options)
+        self.report.skipped = skipped
+        for name in skipped:
+            log.warning(
+                "peer=%s skipped %s: not a regular file, not followed", self.peer.name, name
+            )
+        self.observer.peer_started(self.peer.name, len(files), sum(e.size for e in files))
+
+        peer_fd = open_dir(self.peer_dir)
+        try:
+            remove_manifest(peer_fd)  # files are about to change: no manifest may vouch for them
+            finder = BasisFinder(
+                self.config.staging_dir, self.peer.name, self.run_date, self.peer_dir
+            )
+            _sweep_temp_files(peer_fd)
+            entries: list[ManifestEntry] = []
+            self.report.files = 0
+            self.report.bytes = 0
+            self.report.reused = 0
+            self.bytes_written = 0
+            for entry in files:
+                entries.append(self._stage_file(session, peer_fd, finder, entry))
+                self.report.files += 1
+                self.report.bytes += entry.size
+                self.observer.file_done(self.peer.name, entry.path, entry.size)
+            _remove_extras(peer_fd, {e.path for e in entries})
+            remove_tree_beneath(peer_fd, PARTIAL_DIR)
+            self._apply_dir_ownership(peer_fd)
+            manifest = Manifest(self.peer.name, self.run_date.isoformat(), tuple(entries))
+            write_manifest(
+                peer_fd,
+                manifest,
+                owner=self.ownership.owner,
+                mode=self.ownership.file_mode or 0o644,
+            )
+        finally:
+            os.close(peer_fd)
+        session.write_indicator(self.root, self.options.stage_indicator)
+        self.report.status = "staged"
+
+    def _apply_dir_ownership(self, peer_fd: int) -> None:
+        self.ownership.apply_fd(peer_fd, is_dir=True)
+        for directory in _walk_dirs(peer_fd):
+            sub = directory
+            try:
+                self.ownership.apply_fd(sub, is_dir=True)
+            finally:
+                os.close(sub)
+
+    # --- one file ---------------------------------------------------------------------
+
+    def _stage_file(
+        self, session: PeerSession, peer_fd: int, finder: BasisFinder, entry: RemoteEntry
+    ) -> ManifestEntry:
+        parts = check_relative_path(entry.path)
+        assert entry.xxh3_128 is not None
+        with open_parent_beneath(
+            peer_fd, parts, create=True, mode=self.ownership.dir_mode
+        ) as dir_fd:
+            name = parts[-1]
+            if self._already_staged(dir_fd, name, entry, finder):
+                self.report.reused += 1
+                return ManifestEntry(
+                    entry.path, entry.size, entry.xxh3_128, self._final_mode(entry), entry.mtime_ns
+                )
+            candidates = finder.candidates(entry.path, entry.size)
+            plans: list[tuple[Basis | None, int | None]] = [
+                (candidates[0] if candidates else None, None),
+                (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
+            ]
+            changed_retry = True
+            last_error: DeltastageError | None = None
+            index = 0
+            while index < len(plans):
+                basis, strong_len = plans[index]
+                try:
+                    size, digest = self._transfer(
+                        session, peer_fd, dir_fd, name, entry, basis, strong_len
+                    )
+                    return ManifestEntry(
+                        entry.path, size, digest, self._final_mode(entry), entry.mtime_ns
+                    )
+                except IntegrityError as exc:
+                    last_error = exc
+                    log.warning(
+                        "peer=%s %s: %s; retrying without a basis", self.peer.name, entry.path, exc
+                    )
+                    index += 1
+                except SourceChangedError as exc:
+                    last_error = exc
+                    if not changed_retry:
+                        break
+                    changed_retry = False
+                    log.warning(
+                        "peer=%s %s changed while read; retrying", self.peer.name, entry.path
+                    )
+            assert last_error is not None
+            raise type(last_error)(f"{entry.path}: {last_error}")
+
+    def _final_mode(self, entry: RemoteEntry) -> int:
+        mode = self.ownership.file_mode if self.ownership.file_mode is not None else entry.mode
+        return mode & 0o7777 & ~0o6000
+
+    def _already_staged(
+        self, dir_fd: int, name: str, entry: RemoteEntry, finder: BasisFinder
+    ) -> bool:
+        """A same-day re-run: the file is there with the right content; fix perms only."""
+        try:
+            fd = os.open(name, FILE_READ, dir_fd=dir_fd)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+                return False
+            if hash_fd(fd) != (entry.size, entry.xxh3_128):
+                return False
+            self.ownership.apply_fd(fd, source_mode=entry.mode)
+            return True
+        finally:
+            os.close(fd)
+
+    def _transfer(
+        self,
+        session: PeerSession,
+        peer_fd: int,
+        dir_fd: int,
+        name: str,
+        entry: RemoteEntry,
+        basis: Basis | None,
+        strong_len: int | None,
+    ) -> tuple[int, bytes]:
+        tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}"
+        out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+        basis_fd = _open_basis(basis) if basis is not None else -1
+        keep_partial = False
+        try:
+            assert entry.xxh3_128 is not None
+            if (
+                basis is not None
+                and basis.known_hash == entry.xxh3_128
+                and basis.size == entry.size
+            ):
+                size, digest = _copy_local(basis_fd, out_fd), entry.xxh3_128
+            else:
+                keep_partial = True
+                size, digest = self._fetch(session, basis_fd, out_fd, entry, strong_len)
+            os.fsync(out_fd)
+            with contextlib.suppress(OSError, AttributeError):  # make the re-read hit the disk
+                os.posix_fadvise(out_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            if hash_fd(out_fd) != (size, digest):
+                raise IntegrityError("staged copy does not match the source's xxh3-128")
+            self.ownership.apply_fd(out_fd, source_mode=entry.mode)
+            os.utime(out_fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            _clear_name(dir_fd, name)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            fsync_dir(dir_fd)
+            tmp = ""
+            return size, digest
+        except TransportError:
+            if keep_partial:
+                self._keep_partial(peer_fd, dir_fd, tmp, entry.path)
+                tmp = ""
+            raise
+        finally:
+            os.close(out_fd)
+            if basis_fd >= 0:
+                os.close(basis_fd)
+            if tmp:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+
+    def _fetch(
+        self,
+        session: PeerSession,
+        basis_fd: int,
+        out_fd: int,
+        entry: RemoteEntry,
+        strong_len: int | None,
+    ) -> tuple[int, bytes]:
+        basis_size = os.fstat(basis_fd).st_size if basis_fd >= 0 else 0
+        builder = SignatureBuilder(basis_size, strong_len=strong_len)
+
+        def signature_chunks() -> Iterator[bytes]:
+            offset = 0
+            while offset < basis_size:
+                chunk = os.pread(basis_fd, min(READ_CHUNK, basis_size - offset), offset)
+                if not chunk:
+                    raise IntegrityError("basis shrank while being signed")
+                offset += len(chunk)
+                if out := builder.update(chunk):
+                    yield out
+            yield builder.finish()
+
+        budget = self.options.max_bytes_per_peer - self.bytes_written
+
+        def write(data: bytes) -> None:
+            nonlocal budget
+            budget -= len(data)
+            if budget < 0:
+                raise ResourceLimitError(
+                    f"peer sent more than max_bytes_per_peer={self.options.max_bytes_per_peer}"
+                )
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out_fd, view) :]
+
+        def read_at(offset: int, length: int) -> bytes:
+            return os.pread(basis_fd, length, offset) if basis_fd >= 0 else b""
+
+        patcher: Patcher | None = None
+        for chunk in session.fetch(
+            self.root, entry.path, signature_chunks(), level=self.options.compress_level
+        ):
+            if patcher is None:
+                patcher = Patcher(
+                    read_at, write, basis_size=basis_size, basis_hash=builder.signature.basis_hash
+                )
+            patcher.feed(chunk)
+        if patcher is None:
+            raise IntegrityError("peer sent an empty delta")
+        result = patcher.finish()
+        self.bytes_written += result.size
+        return result.size, result.xxh3_128
+
+    def _keep_partial(self, peer_fd: int, dir_fd: int, tmp: str, path: str) -> None:
+        """An interrupted transfer's output becomes an extra basis for the next attempt."""
+        parts = [PARTIAL_DIR, *check_relative_path(path)]
+        try:
+            with open_parent_beneath(peer_fd, parts, create=True, mode=0o700) as partial_fd:
+                _clear_name(partial_fd, parts[-1])
+                os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=partial_fd)
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+
+
+def _open_basis(basis: Basis) -> int:
+    parts = check_relative_path(basis.path)
+    root_fd = open_dir(basis.root)
+    try:
+        with open_parent_beneath(root_fd, parts, create=False) as dir_fd:
+            return os.open(parts[-1], FILE_READ, dir_fd=dir_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _copy_local(src_fd: int, dst_fd: int) -> int:
+    offset = 0
+    while chunk := os.pread(src_fd, READ_CHUNK, offset):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst_fd, view) :]
+        offset += len(chunk)
+    return offset
+
+
+def _clear_name(dir_fd: int, name: str) -> None:
+    """Make room for a file where an earlier run left a directory of the same name."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        remove_tree_beneath(dir_fd, name)
+
+
+def _unlink_files(peer_fd: int, doomed: Callable[[list[str]], bool]) -> None:
+    """Remove every non-directory beneath the peer dir whose path parts ``doomed`` picks."""
+    for rel, _ in list(walk_files(peer_fd)):
+        parts = rel.split("/")
+        if not doomed(parts):
+            continue
+        with (
+            open_parent_beneath(peer_fd, parts, create=False) as dir_fd,
+            contextlib.suppress(FileNotFoundError),
+        ):
+            os.unlink(parts[-1], dir_fd=dir_fd)
+
+
+def _sweep_temp_files(peer_fd: int) -> None:
+    """Temp files of a crashed run are never mistaken for staged ones: remove them."""
+    _unlink_files(
+        peer_fd, lambda parts: parts[0] != PARTIAL_DIR and parts[-1].startswith(TMP_PREFIX)
+    )
+
+
+def _remove_extras(peer_fd: int, keep: set[str]) -> None:
+    """A re-run after the peer removed a file: today's tree must match the peer's."""
+
+    def doomed(parts: list[str]) -> bool:
+        rel = "/".join(parts)
+        return not (parts[0].startswith(INTERNAL_PREFIX) or rel == MANIFEST_NAME or rel in keep)
+
+    _unlink_files(peer_fd, doomed)
+
+
+def _walk_dirs(dir_fd: int) -> Iterator[int]:
+    """Yield an fd for every subdirectory (not links), depth first; the caller closes each."""
+    for name in sorted(os.listdir(dir_fd)):
+        if name.startswith(INTERNAL_PREFIX):
+            continue
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            yield from _walk_dirs(sub)
+            yield sub

@@ -1,0 +1,132 @@
+"""Re-hash staged files against their manifests: the nightly bit-rot check."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deltastage.errors import DeltastageError, IntegrityError
+from deltastage.hashing import hash_fd
+from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME, read_manifest
+from deltastage.safefs import check_relative_path, open_dir, open_parent_beneath, walk_files
+
+__all__ = ["PeerVerification", "VerifyReport", "verify_daily_dir", "verify_peer_dir"]
+
+
+@dataclass
+class PeerVerification:
+    name: str
+    files: int = 0
+    bytes: int = 0
+    manifest: bool = True
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not (self.missing or self.corrupt or self.extra)
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        if not self.manifest:
+            return "not-staged"
+        return "ok" if self.ok else "damaged"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "files": self.files,
+            "bytes": self.bytes,
+            "missing": self.missing,
+            "corrupt": self.corrupt,
+            "extra": self.extra,
+            "error": self.error,
+        }
+
+
+@dataclass
+class VerifyReport:
+    daily_dir: Path
+    peers: list[PeerVerification]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.peers and all(p.ok for p in self.peers) else 1
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "daily_dir": str(self.daily_dir),
+            "exit_code": self.exit_code,
+            "peers": [p.as_json() for p in self.peers],
+        }
+
+
+def verify_peer_dir(peer_dir: Path) -> PeerVerification:
+    result = PeerVerification(peer_dir.name)
+    try:
+        peer_fd = open_dir(peer_dir)
+    except OSError as exc:
+        result.error = f"{peer_dir}: {exc.strerror}"
+        return result
+    try:
+        manifest = read_manifest(peer_fd)
+        on_disk = {
+            rel
+            for rel, _ in walk_files(peer_fd)
+            if not rel.split("/")[0].startswith(INTERNAL_PREFIX) and rel != MANIFEST_NAME
+        }
+        if manifest is None:
+            result.manifest = False
+            if on_disk:  # files with nothing vouching for them: a failed or foreign stage
+                result.error = f"no {MANIFEST_NAME} but {len(on_disk)} files present"
+            return result
+        listed = set()
+        for entry in manifest.files:
+            listed.add(entry.path)
+            if _matches(peer_fd, entry.path, entry.size, entry.xxh3_128, result):
+                result.files += 1
+                result.bytes += entry.size
+        result.extra = sorted(on_disk - listed)
+    except (DeltastageError, OSError) as exc:
+        result.error = str(exc)
+    finally:
+        os.close(peer_fd)
+    return result
+
+
+def _matches(peer_fd: int, path: str, size: int, digest: bytes, result: PeerVerification) -> bool:
+    parts = check_relative_path(path)
+    try:
+        with open_parent_beneath(peer_fd, parts, create=False) as dir_fd:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        result.missing.append(path)
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or hash_fd(fd) != (size, digest):
+            result.corrupt.append(path)
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def verify_daily_dir(directory: Path) -> VerifyReport:
+    """Verify a daily dir (every peer subdir), or a single peer dir holding a manifest."""
+    if not directory.is_dir():
+        raise IntegrityError(f"{directory}: no such staging directory")
+    if (directory / MANIFEST_NAME).exists():
+        return VerifyReport(directory, [verify_peer_dir(directory)])
+    peers = [
+        verify_peer_dir(child)
+        for child in sorted(directory.iterdir())
+        if child.is_dir() and not child.is_symlink() and not child.name.startswith(".")
+    ]
+    return VerifyReport(directory, peers)

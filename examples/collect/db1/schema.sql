@@ -1,0 +1,1 @@
+CREATE TABLE t (id integer primary key, name text);

@@ -1,0 +1,419 @@
+"""The stage action end to end: the real CLI on real directories with local peers."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pwd
+import random
+import stat
+from collections.abc import Iterable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from deltastage.cli import app
+from deltastage.config import load_config
+from deltastage.manifest import MANIFEST_NAME
+from deltastage.stage import open_peer_session, run_stage
+
+runner = CliRunner()
+DAY1 = "2026-11-23"  # a Monday
+DAY2 = "2026-11-24"
+
+
+def write_config(tmp: Path, peers: dict[str, dict[str, str]], options: str = "") -> Path:
+    lines = [
+        "[options]",
+        'starting_day = "monday"',
+        "retry_backoff = 0",
+        options,
+        "",
+        "[stage]",
+        'staging_dir = "staging"',
+        "",
+    ]
+    for name, extra in peers.items():
+        lines += [
+            "[[peers]]",
+            f'name = "{name}"',
+            'type = "local"',
+            f'collect_dir = "collect/{name}"',
+        ]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+        lines.append("")
+    path = tmp / "deltastage.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def make_peer(tmp: Path, name: str, files: dict[str, bytes], ready: bool = True) -> Path:
+    collect = tmp / "collect" / name
+    collect.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        target = collect / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    if ready:
+        (collect / "cback.collect").touch()
+    return collect
+
+
+def stage(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, ["stage", "--config", str(config), "--json", *args])
+    assert result.stdout.strip(), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def peer_json(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(p for p in report["peers"] if p["name"] == name)
+
+
+def staged(tmp: Path, day: str, peer: str) -> Path:
+    y, m, d = day.split("-")
+    return tmp / "staging" / y / m / d / peer
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file()
+        and not p.is_symlink()
+        and not p.relative_to(root).parts[0].startswith(".deltastage-")
+        and p.name != MANIFEST_NAME
+    }
+
+
+def random_bytes(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    make_peer(
+        tmp_path,
+        "web1",
+        {
+            "access.log": b"GET /\n" * 5000,
+            "etc/nginx.conf": b"worker_processes 2;\n",
+            ".hidden": b"dot files are staged too\n",
+            "big.bin": random_bytes(3 << 20, 1),
+        },
+    )
+    make_peer(tmp_path, "db1", {"db1-2026-11-23.sql": b"INSERT 1;\n" * 20000})
+    make_peer(tmp_path, "mail1", {"spool": b"mail\n"}, ready=False)
+    return write_config(tmp_path, {"web1": {}, "db1": {}, "mail1": {}})
+
+
+def test_first_stage_copies_verifies_and_writes_indicators(site: Path) -> None:
+    tmp = site.parent
+    code, report = stage(site, "--date", DAY1)
+    assert report["date"] == DAY1
+    assert report["daily_dir"] == str(tmp / "staging/2026/11/23")
+    web, db, mail = (peer_json(report, n) for n in ("web1", "db1", "mail1"))
+    assert (web["status"], db["status"], mail["status"]) == ("staged", "staged", "not-ready")
+    assert code == 1, "a not-ready peer whose failure is not ignored fails the run"
+    assert web["files"] == 4 and web["bytes"] == sum(
+        len(v) for v in tree(tmp / "collect/web1").values() if v != b""
+    )
+    for key in ("name", "status", "files", "bytes", "wire_bytes", "seconds", "error"):
+        assert key in web
+    for name in ("web1", "db1"):
+        collect = tmp / "collect" / name
+        source = {k: v for k, v in tree(collect).items() if not k.startswith("cback.")}
+        assert tree(staged(tmp, DAY1, name)) == source
+        assert (collect / "cback.stage").exists()
+        manifest = json.loads((staged(tmp, DAY1, name) / MANIFEST_NAME).read_text())
+        assert sorted(f["path"] for f in manifest["files"]) == sorted(source)
+        assert all(len(f["xxh3_128"]) == 32 and f["size"] >= 0 for f in manifest["files"])
+    mail_dir = staged(tmp, DAY1, "mail1")
+    assert mail_dir.is_dir() and list(mail_dir.iterdir()) == []
+    assert not (tmp / "collect/mail1/cback.stage").exists()
+    assert (tmp / "staging/2026/11/23/cback.stage").exists()
+
+
+def test_ignored_failure_gives_exit_zero(tmp_path: Path) -> None:
+    make_peer(tmp_path, "a", {"f": b"x"})
+    make_peer(tmp_path, "b", {"f": b"y"}, ready=False)
+    config = write_config(tmp_path, {"a": {}, "b": {"ignore_failures": "all"}})
+    code, report = stage(config, "--date", DAY1)
+    assert code == 0
+    assert peer_json(report, "b")["status"] == "not-ready"
+    assert peer_json(report, "b")["ignored"] is True
+
+
+def test_daily_ignore_rule_follows_starting_day(tmp_path: Path) -> None:
+    make_peer(tmp_path, "b", {"f": b"y"}, ready=False)
+    config = write_config(tmp_path, {"b": {"ignore_failures": "daily"}})
+    assert stage(config, "--date", DAY2)[0] == 0  # Tuesday: daily failures are ignored
+    assert stage(config, "--date", DAY1)[0] == 1  # Monday is the starting day: not ignored
+    assert stage(config, "--date", DAY2, "--full")[0] == 1
+
+
+def test_second_day_moves_only_changed_blocks(site: Path) -> None:
+    tmp = site.parent
+    stage(site, "--date", DAY1)
+    big = tmp / "collect/web1/big.bin"
+    data = bytearray(big.read_bytes())
+    for offset in (1000, 1_500_000, 3_000_000):
+        data[offset : offset + 10] = b"EDITEDEDIT"
+    big.write_bytes(bytes(data))
+    os.rename(tmp / "collect/db1/db1-2026-11-23.sql", tmp / "collect/db1/db1-2026-11-24.sql")
+    (tmp / "collect/db1/db1-2026-11-24.sql").write_bytes(b"INSERT 1;\n" * 20000 + b"INSERT 2;\n")
+    _code, report = stage(site, "--date", DAY2)
+    web, db = peer_json(report, "web1"), peer_json(report, "db1")
+    assert web["status"] == db["status"] == "staged"
+    assert web["wire_bytes"] < 0.05 * web["bytes"], web
+    assert db["wire_bytes"] < 0.2 * db["bytes"], "a similar name is used as the basis"
+    assert tree(staged(tmp, DAY2, "web1"))["big.bin"] == bytes(data)
+
+
+def test_same_day_rerun_is_cheap_and_replaces_changed_files(site: Path) -> None:
+    tmp = site.parent
+    stage(site, "--date", DAY1)
+    _, again = stage(site, "--date", DAY1)
+    web = peer_json(again, "web1")
+    assert web["status"] == "staged" and web["reused"] == web["files"] == 4
+    assert web["wire_bytes"] < 20_000
+    (tmp / "collect/web1/access.log").write_bytes(b"changed\n")
+    (tmp / "collect/web1/etc/nginx.conf").unlink()
+    _, third = stage(site, "--date", DAY1)
+    assert peer_json(third, "web1")["files"] == 3
+    staged_tree = tree(staged(tmp, DAY1, "web1"))
+    assert staged_tree["access.log"] == b"changed\n"
+    assert "etc/nginx.conf" not in staged_tree
+    assert runner.invoke(app, ["verify", str(tmp / "staging/2026/11/23")]).exit_code == 0
+
+
+def test_verify_finds_corrupt_missing_and_extra_files(site: Path) -> None:
+    tmp = site.parent
+    stage(site, "--date", DAY1)
+    result = runner.invoke(app, ["verify", "--config", str(site), "--date", DAY1, "--json"])
+    assert result.exit_code == 0, result.output
+    web = staged(tmp, DAY1, "web1")
+    with open(web / "big.bin", "r+b") as f:
+        f.seek(12345)
+        byte = f.read(1)
+        f.seek(12345)
+        f.write(bytes([byte[0] ^ 1]))
+    (web / "etc/nginx.conf").unlink()
+    (web / "stray.txt").write_bytes(b"?")
+    result = runner.invoke(app, ["verify", "--config", str(site), "--date", DAY1, "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    web_result = peer_json(report, "web1")
+    assert web_result["corrupt"] == ["big.bin"]
+    assert web_result["missing"] == ["etc/nginx.conf"]
+    assert web_result["extra"] == ["stray.txt"]
+    assert peer_json(report, "db1")["status"] == "ok"
+
+
+def test_stale_lock_is_taken_over_and_live_lock_refuses(site: Path) -> None:
+    tmp = site.parent
+    (tmp / "staging").mkdir()
+    (tmp / "staging/.deltastage.lock").write_text("999999\n")  # left by a dead run
+    assert stage(site, "--date", DAY1)[1]["peers"][0]["status"] == "staged"
+    fd = os.open(tmp / "staging/.deltastage.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, b"4242\n", 0)
+        result = runner.invoke(app, ["stage", "--config", str(site), "--date", DAY2])
+        assert result.exit_code != 0
+        assert "another deltastage run (pid 4242)" in result.output
+        assert not (tmp / "staging/2026/11/24").exists()
+    finally:
+        os.close(fd)
+
+
+def test_symlinks_and_specials_are_skipped_not_followed(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "p", {"real.txt": b"real"})
+    outside = tmp_path / "secret.txt"
+    outside.write_bytes(b"do not copy")
+    (collect / "link.txt").symlink_to(outside)
+    (collect / "linkdir").symlink_to(tmp_path)
+    os.mkfifo(collect / "fifo")
+    config = write_config(tmp_path, {"p": {}})
+    code, report = stage(config, "--date", DAY1)
+    assert code == 0
+    peer = peer_json(report, "p")
+    assert sorted(peer["skipped"]) == ["fifo (special)", "link.txt (symlink)", "linkdir (symlink)"]
+    assert tree(staged(tmp_path, DAY1, "p")) == {"real.txt": b"real"}
+    assert not any(p.is_symlink() for p in staged(tmp_path, DAY1, "p").rglob("*"))
+
+
+def test_awkward_names_round_trip(tmp_path: Path) -> None:
+    names = {"with space.txt": b"1", "ünïcødé/файл.txt": b"2", "new\nline": b"3", "-dash": b"4"}
+    make_peer(tmp_path, "p", names)
+    config = write_config(tmp_path, {"p": {}})
+    assert stage(config, "--date", DAY1)[0] == 0
+    assert tree(staged(tmp_path, DAY1, "p")) == names
+    assert runner.invoke(app, ["verify", str(tmp_path / "staging/2026/11/23")]).exit_code == 0
+
+
+def test_dry_run_touches_nothing(site: Path) -> None:
+    tmp = site.parent
+    _code, report = stage(site, "--date", DAY1, "--dry-run")
+    assert peer_json(report, "web1")["status"] == "would-stage"
+    assert peer_json(report, "web1")["files"] == 4
+    assert not (tmp / "staging").exists()
+    assert not (tmp / "collect/web1/cback.stage").exists()
+
+
+def test_peer_selection(site: Path) -> None:
+    tmp = site.parent
+    code, report = stage(site, "--date", DAY1, "--peer", "db1")
+    assert [p["name"] for p in report["peers"]] == ["db1"] and code == 0
+    assert not staged(tmp, DAY1, "web1").exists()
+    result = runner.invoke(app, ["stage", "--config", str(site), "--peer", "nope"])
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_parallel_jobs_stage_every_peer(site: Path) -> None:
+    _code, report = stage(site, "--date", DAY1, "--jobs", "3")
+    assert [p["status"] for p in report["peers"]] == ["staged", "staged", "not-ready"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_ownership_and_mode_as_root(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"a/b.txt": b"data", "c.txt": b"more"})
+    nobody = pwd.getpwnam("nobody")
+    config = write_config(
+        tmp_path,
+        {"p": {}},
+        options=f'backup_user = "nobody"\nbackup_group = "{_group_name(nobody.pw_gid)}"\n'
+        'file_mode = "0640"',
+    )
+    assert stage(config, "--date", DAY1)[0] == 0
+    peer_dir = staged(tmp_path, DAY1, "p")
+    for path in [peer_dir / "a/b.txt", peer_dir / "c.txt"]:
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+            nobody.pw_uid,
+            nobody.pw_gid,
+            0o640,
+        )
+    for directory in [peer_dir, peer_dir / "a"]:
+        st = directory.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (nobody.pw_uid, 0o750)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    return grp.getgrgid(gid).gr_name
+
+
+def test_source_mode_kept_without_file_mode(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "p", {"x.sh": b"#!/bin/sh\n"})
+    os.chmod(collect / "x.sh", 0o751)
+    config = write_config(tmp_path, {"p": {}})
+    stage(config, "--date", DAY1)
+    assert stat.S_IMODE((staged(tmp_path, DAY1, "p") / "x.sh").stat().st_mode) == 0o751
+
+
+# --- failures injected through a wrapping session ----------------------------------------
+
+
+class CorruptingSession:
+    """Wraps a real session; flips one bit of every delta stream it receives."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fetch(self, root: str, path: str, signature: Iterable[bytes], **kw: Any) -> Iterator[bytes]:
+        data = b"".join(self.inner.fetch(root, path, signature, **kw))
+        flipped = bytearray(data)
+        flipped[len(flipped) // 2] ^= 0x40
+        yield bytes(flipped)
+
+
+def test_hash_mismatch_fails_peer_without_manifest_or_indicator(tmp_path: Path) -> None:
+    make_peer(tmp_path, "bad", {"f.bin": random_bytes(200_000, 3)})
+    make_peer(tmp_path, "good", {"g.bin": random_bytes(1000, 4)})
+    config = load_config(write_config(tmp_path, {"bad": {}, "good": {}}))
+
+    def factory(peer: Any, options: Any) -> Any:
+        session = open_peer_session(peer, options)
+        return CorruptingSession(session) if peer.name == "bad" else session
+
+    report = run_stage(config, run_date=date(2026, 11, 23), session_factory=factory)
+    bad, good = report.peers
+    assert bad.status == "failed" and bad.error
+    assert good.status == "staged"
+    assert not (staged(tmp_path, DAY1, "bad") / MANIFEST_NAME).exists()
+    assert not (tmp_path / "collect/bad/cback.stage").exists()
+    assert tree(staged(tmp_path, DAY1, "bad")) == {}
+    assert (tmp_path / "collect/good/cback.stage").exists()
+    assert report.exit_code == 1
+
+
+class VanishingSession:
+    """The listed file disappears before it is fetched (unreadable / removed source)."""
+
+    def __init__(self, inner: Any, victim: Path) -> None:
+        self.inner = inner
+        self.victim = victim
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list_files(self, root: str) -> Any:
+        listing = self.inner.list_files(root)
+        self.victim.unlink()
+        return listing
+
+
+def test_unreadable_file_fails_only_its_peer(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "a", {"one": b"1", "two": b"2"})
+    make_peer(tmp_path, "b", {"three": b"3"})
+    config = load_config(write_config(tmp_path, {"a": {}, "b": {}}))
+
+    def factory(peer: Any, options: Any) -> Any:
+        session = open_peer_session(peer, options)
+        return VanishingSession(session, collect / "two") if peer.name == "a" else session
+
+    report = run_stage(config, run_date=date(2026, 11, 23), session_factory=factory)
+    assert [p.status for p in report.peers] == ["failed", "staged"]
+    assert "two" in (report.peers[0].error or "")
+    assert not (staged(tmp_path, DAY1, "a") / MANIFEST_NAME).exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_mode_fails_peer(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "a", {"one": b"1"})
+    os.chmod(collect / "one", 0)
+    make_peer(tmp_path, "b", {"three": b"3"})
+    config = write_config(tmp_path, {"a": {}, "b": {}})
+    code, report = stage(config, "--date", DAY1)
+    assert code == 1 and [p["status"] for p in report["peers"]] == ["failed", "staged"]
+
+
+def test_bad_config_exits_2_before_touching_anything(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[stage]\nstaging_dir = "s"\n[[peers]]\nname = "x"\ntype = "floppy"\ncollect_dir = "c"\n'
+    )
+    result = runner.invoke(app, ["stage", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "bad.toml" in result.output and "type" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_check_reports_peer_state(site: Path) -> None:
+    result = runner.invoke(app, ["check", "--config", str(site), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    states = {p["name"]: p["state"] for p in report["peers"]}
+    assert states == {"web1": "ready", "db1": "ready", "mail1": "not-ready"}
+    missing = write_config(site.parent, {"web1": {}, "ghost": {}})
+    result = runner.invoke(app, ["check", "--config", str(missing), "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["peers"][1]["usable"] is False
