@@ -1,0 +1,59 @@
+"""The delta core: pure rsync-style signature, delta and patch (bytes in, bytes out, no I/O).
+
+Layout: ``params`` (block size, bounds), ``rolling`` (vectorised weak hash), ``signature``
+(build, encode, decode), ``matcher`` (the search, as COPY/LITERAL ops), ``codec`` (the delta
+stream: encoder and patcher).
+"""
+
+from __future__ import annotations
+
+from deltastage.delta.codec import (
+    DeltaEncoder,
+    DeltaStats,
+    PatchResult,
+    Patcher,
+    apply_delta,
+    make_delta,
+)
+from deltastage.delta.matcher import BlockIndex, Copy, Literal, Matcher, PolyIndex, iter_ops
+from deltastage.delta.params import (
+    DEFAULT_STRONG_LEN,
+    MAX_BLOCK_SIZE,
+    MAX_LITERAL,
+    MAX_STRONG_LEN,
+    choose_block_size,
+)
+from deltastage.delta.signature import (
+    Signature,
+    SignatureBuilder,
+    SignatureDecoder,
+    decode_signature,
+    encode_signature,
+    signature_of,
+)
+
+__all__ = [
+    "DEFAULT_STRONG_LEN",
+    "MAX_BLOCK_SIZE",
+    "MAX_LITERAL",
+    "MAX_STRONG_LEN",
+    "BlockIndex",
+    "Copy",
+    "DeltaEncoder",
+    "DeltaStats",
+    "Literal",
+    "Matcher",
+    "PatchResult",
+    "Patcher",
+    "PolyIndex",
+    "Signature",
+    "SignatureBuilder",
+    "SignatureDecoder",
+    "apply_delta",
+    "choose_block_size",
+    "decode_signature",
+    "encode_signature",
+    "iter_ops",
+    "make_delta",
+    "signature_of",
+]

@@ -1,0 +1,70 @@
+"""Block-size choice and the bounds every decoder enforces."""
+
+from __future__ import annotations
+
+import math
+
+from deltastage.errors import DeltaFormatError
+
+__all__ = [
+    "DEFAULT_MAX_BASIS_SIZE",
+    "DEFAULT_MAX_BLOCKS",
+    "DEFAULT_STRONG_LEN",
+    "MAX_BLOCK_SIZE",
+    "MAX_CHAIN",
+    "MAX_DEFAULT_BLOCK_SIZE",
+    "MAX_LITERAL",
+    "MAX_STRONG_LEN",
+    "MIN_DEFAULT_BLOCK_SIZE",
+    "check_block_size",
+    "check_strong_len",
+    "choose_block_size",
+    "count_blocks",
+]
+
+# 8 bytes of xxh3 per block: a false block match needs a 2^-64 event on top of a 32-bit weak
+# match, and the whole-file xxh3-128 check catches even that (the caller then retries at 16).
+DEFAULT_STRONG_LEN = 8
+MAX_STRONG_LEN = 16
+
+MIN_DEFAULT_BLOCK_SIZE = 512
+MAX_DEFAULT_BLOCK_SIZE = 128 * 1024
+# An explicit block size may go beyond the default range (tests use tiny blocks), but never
+# past this: one block must fit comfortably in memory on both ends.
+MAX_BLOCK_SIZE = 1 << 20
+
+# Largest literal op, raw: bounds what a patcher has to buffer before it can write.
+MAX_LITERAL = 1 << 20
+
+# Distinct blocks sharing one weak hash that are compared before giving up at an offset.
+# Identical blocks are folded together first, so only crafted collisions reach this bound
+# (rsync's unbounded chain walk was CVE-2022-29154-style quadratic work).
+MAX_CHAIN = 64
+
+DEFAULT_MAX_BLOCKS = 1 << 25
+DEFAULT_MAX_BASIS_SIZE = 1 << 42
+
+
+def choose_block_size(size: int) -> int:
+    """About sqrt(size), a multiple of 64, within [512, 128 KiB] (rsync uses 700..128K)."""
+    if size < 0:
+        raise ValueError("size must be >= 0")
+    root = math.isqrt(size)
+    rounded = (root + 32) // 64 * 64
+    return max(MIN_DEFAULT_BLOCK_SIZE, min(MAX_DEFAULT_BLOCK_SIZE, rounded))
+
+
+def count_blocks(basis_size: int, block_size: int) -> int:
+    return -(-basis_size // block_size)
+
+
+def check_block_size(block_size: int) -> int:
+    if not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise DeltaFormatError(f"block size {block_size} outside 1..{MAX_BLOCK_SIZE}")
+    return block_size
+
+
+def check_strong_len(strong_len: int) -> int:
+    if not 1 <= strong_len <= MAX_STRONG_LEN:
+        raise DeltaFormatError(f"strong hash length {strong_len} outside 1..{MAX_STRONG_LEN}")
+    return strong_len
