@@ -248,16 +248,17 @@ def _gateway(text: str) -> Gateway:
         if not user or any(c.isspace() or not c.isprintable() for c in user):
             raise _Invalid(f'not a gateway "user@host:port": {text!r}')
     port = 22
+    port_text: str | None = None
     if rest.startswith("["):
         host, bracket, tail = rest[1:].partition("]")
         if not bracket or (tail and not tail.startswith(":")):
             raise _Invalid(f'not a gateway "user@host:port": {text!r}')
-        port_text = tail[1:] if tail else ""
+        port_text = tail[1:] if tail else None
     elif rest.count(":") == 1:
         host, _, port_text = rest.partition(":")
     else:
-        host, port_text = rest, ""
-    if port_text:
+        host = rest
+    if port_text is not None:
         if not port_text.isdigit():
             raise _Invalid(f"gateway port must be a number: {text!r}")
         port = _port(int(port_text))
