@@ -318,6 +318,76 @@ def check(
     raise typer.Exit(run_guarded(action))
 
 
+@app.command()
+def history(
+    config: ConfigOpt = None,
+    cedar_config: CedarOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show the last N runs.")] = 10,
+    peer: Annotated[str | None, typer.Option("--peer", "-p", help="Only this peer.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of rows.")] = False,
+) -> None:
+    """The last N stage runs from the staging dir's catalog, one row per peer."""
+
+    def action() -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        from deltastage.history import read_history
+        from deltastage.report import human_bytes
+
+        cfg = _load(config, cedar_config)
+        rows = read_history(cfg.staging_dir, limit=limit, peer=peer)
+        if as_json:
+            _print_json([row.as_json() for row in rows])
+            return 0
+        table = Table(title=f"deltastage history: last {limit} runs", caption=str(cfg.staging_dir))
+        for column in ("date", "run", "peer", "status", "files", "bytes", "wire bytes", "seconds"):
+            table.add_column(column, justify="right" if column in ("run", "files") else "left")
+        table.add_column("error", overflow="fold")
+        for row in rows:
+            table.add_row(
+                row.run_date,
+                str(row.run_id),
+                row.peer,
+                row.status,
+                str(row.files),
+                human_bytes(row.bytes),
+                human_bytes(row.wire_bytes),
+                f"{row.seconds:.1f}",
+                row.error or "",
+            )
+        Console().print(table if rows else "no stage runs recorded yet")
+        return 0
+
+    raise typer.Exit(run_guarded(action))
+
+
+@app.command()
+def report(
+    html_out: Annotated[
+        Path, typer.Option("--html", metavar="OUT.html", help="Write the HTML report here.")
+    ],
+    config: ConfigOpt = None,
+    cedar_config: CedarOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Chart the last N runs.")] = 30,
+) -> None:
+    """Write a self-contained HTML page: per-peer charts of bytes staged vs transferred."""
+
+    def action() -> int:
+        from deltastage.report import write_report
+
+        cfg = _load(config, cedar_config)
+        summaries = write_report(cfg.staging_dir, html_out, limit=limit)
+        failing = [s.name for s in summaries if s.last_status == "failed"]
+        typer.echo(
+            f"wrote {html_out}: {len(summaries)} peers"
+            + (f"; last run failed: {', '.join(failing)}" if failing else "")
+        )
+        return 0
+
+    raise typer.Exit(run_guarded(action))
+
+
 # --- configuration files -------------------------------------------------------------------
 
 config_app = typer.Typer(help="Convert configuration files.", no_args_is_help=True)
@@ -338,6 +408,22 @@ def import_cedar(
     for warning in warnings:
         typer.echo(f"# warning: {warning}", err=True)
     typer.echo(config_to_toml(loaded), nl=False)
+
+
+# --- the peer side ---------------------------------------------------------------------------
+
+
+@app.command()
+def agent(
+    roots: Annotated[
+        list[str],
+        typer.Option("--root", help="A directory to serve (repeatable); nothing outside is."),
+    ],
+) -> None:
+    """Serve the deltastage protocol on stdin/stdout (an authorized_keys forced command)."""
+    from deltastage.agent import run_stdio
+
+    raise typer.Exit(run_stdio(roots))
 
 
 def main() -> None:

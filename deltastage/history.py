@@ -13,9 +13,14 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deltastage.stage import StageReport
-from deltastage.verify import VerifyReport
+from deltastage.errors import DeltastageError
+
+if TYPE_CHECKING:
+    # Readers (history, report) must work without importing the whole stage machinery.
+    from deltastage.stage import StageReport
+    from deltastage.verify import VerifyReport
 
 __all__ = ["CATALOG_NAME", "HistoryRow", "read_history", "record_stage", "record_verify"]
 
@@ -57,6 +62,21 @@ class HistoryRow:
     wire_bytes: int
     seconds: float
     error: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "action": self.action,
+            "recorded": round(self.recorded, 3),
+            "date": self.run_date,
+            "peer": self.peer,
+            "status": self.status,
+            "files": self.files,
+            "bytes": self.bytes,
+            "wire_bytes": self.wire_bytes,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
 
 
 @contextmanager
@@ -113,20 +133,25 @@ def read_history(
     path = staging_dir / CATALOG_NAME
     if not path.exists():
         return []
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-        run_ids = [
-            row[0]
-            for row in db.execute(
-                "SELECT id FROM runs WHERE (? IS NULL OR action = ?) ORDER BY id DESC LIMIT ?",
-                (action, action, limit),
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            run_ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM runs WHERE (? IS NULL OR action = ?) ORDER BY id DESC LIMIT ?",
+                    (action, action, limit),
+                )
+            ]
+            if not run_ids:
+                return []
+            marks = ",".join("?" * len(run_ids))
+            query = (
+                "SELECT r.id, r.action, r.started, r.run_date, p.peer, p.status, p.files, "
+                "p.bytes, p.wire_bytes, p.seconds, p.error FROM runs r "
+                f"JOIN peer_runs p ON p.run_id = r.id WHERE r.id IN ({marks}) "
+                "AND (? IS NULL OR p.peer = ?) ORDER BY r.id DESC, p.peer"
             )
-        ]
-        if not run_ids:
-            return []
-        marks = ",".join("?" * len(run_ids))
-        query = (
-            "SELECT r.id, r.action, r.started, r.run_date, p.peer, p.status, p.files, p.bytes, "
-            f"p.wire_bytes, p.seconds, p.error FROM runs r JOIN peer_runs p ON p.run_id = r.id "
-            f"WHERE r.id IN ({marks}) AND (? IS NULL OR p.peer = ?) ORDER BY r.id DESC, p.peer"
-        )
-        return [HistoryRow(*row) for row in db.execute(query, (*run_ids, peer, peer))]
+            return [HistoryRow(*row) for row in db.execute(query, (*run_ids, peer, peer))]
+    except sqlite3.Error as exc:
+        # A damaged catalog is only a convenience lost; say which file and carry on elsewhere.
+        raise DeltastageError(f"history catalog {path} unreadable: {exc}") from None
