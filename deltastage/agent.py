@@ -1,0 +1,497 @@
+"""The agent: the peer's end of the conversation, serving only the roots it was started with.
+
+It answers the master's requests one at a time: list a root, query or write an indicator
+file, or send a file as a delta against the master's signature. Every name it opens is
+resolved with an openat-style walk (``O_NOFOLLOW`` at every step), so neither a '..' nor a
+symlink planted inside a root can lead it outside. Bad requests get an ``Error`` message;
+a protocol violation gets a last ``Error`` and the end of the conversation. The agent never
+lets an exception escape ``serve``: it is run as an SSH forced command and must not die
+with a traceback on input it did not expect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from deltastage import __version__
+from deltastage.delta import DeltaEncoder, Signature, SignatureDecoder
+from deltastage.errors import (
+    DeltaFormatError,
+    DeltastageError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ResourceLimitError,
+    UnsafePathError,
+)
+from deltastage.hashing import READ_CHUNK, Hasher
+from deltastage.protocol import (
+    CAPABILITIES,
+    EOF,
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Bye,
+    Cancel,
+    Connection,
+    DeltaData,
+    DeltaEnd,
+    Error,
+    ErrorCode,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    Role,
+    SigData,
+    SigEnd,
+    WireEntry,
+)
+from deltastage.protocol.events import MAX_BATCH_ENTRIES, MAX_REASON
+from deltastage.protocol.paths import check_name, split_relative
+
+__all__ = ["run_stdio", "serve"]
+
+RECV_CHUNK = 64 << 10
+FILE_CHUNK = READ_CHUNK  # bytes of the source file per DeltaEncoder.update
+DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the frame limit
+BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
+MAX_DEPTH = 256  # directory nesting the listing will follow
+HASH_ATTEMPTS = 3  # re-hash a file that changed while listed, then give up on it
+# Bounds on the master's signature: 2^40 bytes of basis in at most 2^22 blocks.
+MAX_BASIS_SIZE = 1 << 40
+MAX_SIGNATURE_BLOCKS = 1 << 22
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK so that opening a FIFO put where a file was never blocks the agent
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class _Refusal(Exception):
+    """A request that is answered with an Error message; the conversation goes on."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _MasterGone(Exception):
+    """The byte pipe to the master failed; nothing more can be said."""
+
+
+def _reason(text: str) -> str:
+    """Clip a reason to what an Error message may carry, on a character boundary."""
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= MAX_REASON:
+        return text
+    return data[: MAX_REASON - 3].decode("utf-8", "ignore") + "..."
+
+
+def _refuse_os_error(exc: OSError, what: str) -> _Refusal:
+    if exc.errno == errno.ENOENT:
+        return _Refusal(ErrorCode.NOT_FOUND, f"{what}: no such file or directory")
+    if exc.errno == errno.ELOOP:
+        return _Refusal(ErrorCode.UNSAFE_PATH, f"{what}: is a symlink, not followed")
+    return _Refusal(ErrorCode.IO, f"{what}: {exc.strerror or exc}")
+
+
+def _open_at(name: str, flags: int, dir_fd: int, what: str) -> int:
+    """openat(2), with the failure classified (a symlink is refused, never followed)."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                raise _refuse_os_error(exc, what) from None
+            if stat.S_ISLNK(st.st_mode):
+                raise _Refusal(
+                    ErrorCode.UNSAFE_PATH, f"{what}: {name!r} is a symlink, not followed"
+                ) from None
+            raise _Refusal(ErrorCode.NOT_FOUND, f"{what}: {name!r} is not a directory") from None
+        raise _refuse_os_error(exc, what) from None
+
+
+def _same_content_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
+
+
+class _Agent:
+    def __init__(
+        self,
+        roots: Sequence[str | Path],
+        read: Callable[[int], bytes],
+        write: Callable[[bytes], None],
+    ) -> None:
+        self.roots = tuple(os.fspath(root) for root in roots)
+        self._read = read
+        self._write = write
+        self.conn = Connection(Role.AGENT)
+
+    # --- the byte pipe --------------------------------------------------------------------
+
+    def send(self, event: Event) -> None:
+        data = self.conn.send(event)
+        try:
+            self._write(data)
+        except OSError as exc:
+            raise _MasterGone(str(exc)) from None
+
+    def next_event(self) -> Event | None:
+        """The master's next message, or None when it closed the stream."""
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = self._read(RECV_CHUNK)
+                except OSError as exc:
+                    raise _MasterGone(str(exc)) from None
+                self.conn.receive_data(data)
+            elif event is EOF:
+                return None
+            else:
+                assert isinstance(event, Event)
+                return event
+
+    def last_word(self, reason: str) -> None:
+        with contextlib.suppress(_MasterGone, LocalProtocolError):
+            self.send(Error(ErrorCode.PROTOCOL, _reason(reason)))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        hello = self.next_event()
+        if hello is None:
+            return
+        assert isinstance(hello, Hello)  # the state table admits nothing else first
+        if not self.handshake(hello):
+            return
+        while True:
+            event = self.next_event()
+            if event is None or isinstance(event, Bye):
+                return
+            try:
+                self.dispatch(event)
+            except _Refusal as refusal:
+                self.send(Error(refusal.code, _reason(refusal.reason)))
+
+    def handshake(self, hello: Hello) -> bool:
+        if hello.protocol != PROTOCOL_VERSION:
+            self.last_word(
+                f"protocol version mismatch: master speaks {hello.protocol}, "
+                f"agent {__version__} speaks {PROTOCOL_VERSION}"
+            )
+            return False
+        missing = sorted(CAPABILITIES - hello.capabilities)
+        if missing:
+            self.last_word(f"master {hello.version} lacks capabilities: {', '.join(missing)}")
+            return False
+        self.send(HelloReply(PROTOCOL_VERSION, __version__, self.roots, CAPABILITIES))
+        return True
+
+    def dispatch(self, event: Event) -> None:
+        if isinstance(event, ListRequest):
+            self.list_root(event.root)
+        elif isinstance(event, IndicatorQuery):
+            self.send(IndicatorState(self.indicator_exists(event.root, event.name)))
+        elif isinstance(event, IndicatorWrite):
+            self.write_indicator(event.root, event.name)
+            self.send(Ok())
+        elif isinstance(event, Fetch):
+            self.fetch(event)
+        else:  # the state table admits only requests in the idle state
+            raise RemoteProtocolError(f"unexpected {type(event).__name__}")
+
+    # --- roots and names ------------------------------------------------------------------
+
+    def open_root(self, root: str) -> int:
+        if root not in self.roots:
+            raise _Refusal(ErrorCode.NOT_A_ROOT, f"{root!r} is not one of this agent's roots")
+        try:
+            return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise _Refusal(ErrorCode.NOT_FOUND, f"root {root}: does not exist") from None
+        except OSError as exc:
+            raise _Refusal(ErrorCode.IO, f"root {root}: {exc.strerror or exc}") from None
+
+    def open_file(self, root_fd: int, path: str) -> int:
+        """Open ``path`` under the root with no symlink followed; regular files only."""
+        try:
+            parts = split_relative(path)
+        except UnsafePathError as exc:
+            raise _Refusal(ErrorCode.UNSAFE_PATH, str(exc)) from None
+        opened: list[int] = []
+        try:
+            dir_fd = root_fd
+            for part in parts[:-1]:
+                dir_fd = _open_at(part, _DIR_FLAGS, dir_fd, path)
+                opened.append(dir_fd)
+            fd = _open_at(parts[-1], _FILE_FLAGS, dir_fd, path)
+        finally:
+            for each in opened:
+                os.close(each)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _Refusal(ErrorCode.UNSAFE_PATH, f"{path}: not a regular file, not served")
+        return fd
+
+    # --- listing --------------------------------------------------------------------------
+
+    def list_root(self, root: str) -> None:
+        root_fd = self.open_root(root)
+        try:
+            batch: list[WireEntry] = []
+            raw = 0
+            count = 0
+            for entry in self.walk(root_fd, "", 0):
+                batch.append(entry)
+                raw += len(entry.path) + 40
+                count += 1
+                if raw >= BATCH_RAW or len(batch) >= MAX_BATCH_ENTRIES:
+                    self.send(ListBatch(tuple(batch)))
+                    batch, raw = [], 0
+            if batch:
+                self.send(ListBatch(tuple(batch)))
+            self.send(ListEnd(count))
+        finally:
+            os.close(root_fd)
+
+    def walk(self, dir_fd: int, prefix: str, depth: int) -> Iterator[WireEntry]:
+        """Entries under ``dir_fd``, sorted by name bytes, recursing into real directories."""
+        try:
+            names = sorted(os.listdir(dir_fd), key=os.fsencode)
+        except OSError as exc:
+            raise _Refusal(ErrorCode.IO, f"{prefix or '.'}: {exc.strerror or exc}") from None
+        for name in names:
+            rel = prefix + name
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since listdir: it is simply not part of this listing
+            except OSError as exc:
+                raise _Refusal(ErrorCode.IO, f"{rel}: {exc.strerror or exc}") from None
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                if depth >= MAX_DEPTH:
+                    raise _Refusal(ErrorCode.LIMIT, f"{rel}: nested deeper than {MAX_DEPTH}")
+                try:
+                    sub_fd = _open_at(name, _DIR_FLAGS, dir_fd, rel)
+                except _Refusal as refusal:
+                    if refusal.code is ErrorCode.NOT_FOUND:
+                        continue
+                    raise _Refusal(ErrorCode.CHANGED, f"{rel}: changed while listed") from None
+                try:
+                    yield from self.walk(sub_fd, rel + "/", depth + 1)
+                finally:
+                    os.close(sub_fd)
+            elif stat.S_ISREG(mode):
+                entry = self.hashed_entry(dir_fd, name, rel)
+                if entry is not None:
+                    yield entry
+            else:
+                kind = "symlink" if stat.S_ISLNK(mode) else "special"
+                yield WireEntry(rel, kind, st.st_size, st.st_mtime_ns, mode & 0o7777, None)
+
+    def hashed_entry(self, dir_fd: int, name: str, rel: str) -> WireEntry | None:
+        try:
+            fd = _open_at(name, _FILE_FLAGS, dir_fd, rel)
+        except _Refusal as refusal:
+            if refusal.code is ErrorCode.NOT_FOUND:
+                return None
+            raise _Refusal(ErrorCode.CHANGED, f"{rel}: changed while listed") from None
+        try:
+            for _ in range(HASH_ATTEMPTS):
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode):
+                    break
+                hasher = Hasher()
+                offset = 0
+                while chunk := os.pread(fd, READ_CHUNK, offset):
+                    hasher.update(chunk)
+                    offset += len(chunk)
+                after = os.fstat(fd)
+                if offset == before.st_size and _same_content_stat(before, after):
+                    return WireEntry(
+                        rel,
+                        "file",
+                        before.st_size,
+                        before.st_mtime_ns,
+                        before.st_mode & 0o7777,
+                        hasher.digest(),
+                    )
+        except OSError as exc:
+            raise _Refusal(ErrorCode.IO, f"{rel}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        raise _Refusal(ErrorCode.CHANGED, f"{rel}: changed while listed")
+
+    # --- indicators -----------------------------------------------------------------------
+
+    def checked_name(self, name: str) -> str:
+        try:
+            return check_name(name)
+        except UnsafePathError as exc:
+            raise _Refusal(ErrorCode.UNSAFE_PATH, str(exc)) from None
+
+    def indicator_exists(self, root: str, name: str) -> bool:
+        name = self.checked_name(name)
+        try:
+            root_fd = self.open_root(root)
+        except _Refusal as refusal:
+            if refusal.code is ErrorCode.NOT_FOUND:
+                return False  # a missing collect dir holds no indicator: the peer is not ready
+            raise
+        try:
+            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _Refusal(ErrorCode.IO, f"{name}: {exc.strerror or exc}") from None
+        finally:
+            os.close(root_fd)
+        return stat.S_ISREG(st.st_mode)
+
+    def write_indicator(self, root: str, name: str) -> None:
+        """Create the empty file ``name`` atomically: temp file, fsync, rename, fsync dir."""
+        name = self.checked_name(name)
+        root_fd = self.open_root(root)
+        temp = f".{secrets.token_hex(8)}.deltastage-tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644, dir_fd=root_fd)  # fmt: skip
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # rename replaces a symlink named `name` itself, never the file it points to
+            os.rename(temp, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+            os.fsync(root_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=root_fd)
+            raise _Refusal(ErrorCode.IO, f"{root}/{name}: {exc.strerror or exc}") from None
+        finally:
+            os.close(root_fd)
+
+    # --- fetch ----------------------------------------------------------------------------
+
+    def fetch(self, request: Fetch) -> None:
+        decoder = SignatureDecoder(max_blocks=MAX_SIGNATURE_BLOCKS, max_basis_size=MAX_BASIS_SIZE)
+        problem: _Refusal | None = None
+        fatal: str | None = None
+        # Read the whole signature even after a problem: the master sends it without
+        # listening, and an early answer would only reach it as a broken pipe.
+        while True:
+            event = self.next_event()
+            if event is None:
+                raise _MasterGone("stream ended inside a fetch")
+            if isinstance(event, Cancel):
+                return
+            if isinstance(event, SigEnd):
+                break
+            assert isinstance(event, SigData)
+            if problem is None and fatal is None:
+                try:
+                    decoder.feed(event.data)
+                except ResourceLimitError as exc:
+                    problem = _Refusal(ErrorCode.LIMIT, f"signature: {exc}")
+                except DeltastageError as exc:
+                    fatal = f"malformed signature: {exc}"
+        if fatal is None and problem is None and not decoder.done:
+            fatal = "malformed signature: stream ended early"
+        if fatal is not None:
+            raise RemoteProtocolError(fatal)
+        if problem is not None:
+            raise problem
+        try:
+            signature = decoder.result()
+        except DeltaFormatError as exc:
+            raise RemoteProtocolError(f"malformed signature: {exc}") from None
+        self.stream_delta(request, signature)
+
+    def stream_delta(self, request: Fetch, signature: Signature) -> None:
+        root_fd = self.open_root(request.root)
+        try:
+            fd = self.open_file(root_fd, request.path)
+        finally:
+            os.close(root_fd)
+        try:
+            before = os.fstat(fd)
+            encoder = DeltaEncoder(signature, level=request.level)
+            offset = 0
+            while chunk := os.pread(fd, FILE_CHUNK, offset):
+                offset += len(chunk)
+                self.send_delta(encoder.update(chunk))
+            self.send_delta(encoder.finish())
+            after = os.fstat(fd)
+        except OSError as exc:
+            raise _Refusal(ErrorCode.IO, f"{request.path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        if offset != before.st_size or not _same_content_stat(before, after):
+            raise _Refusal(
+                ErrorCode.CHANGED,
+                f"{request.path}: changed while read (size {before.st_size} -> {after.st_size})",
+            )
+        self.send(DeltaEnd())
+
+    def send_delta(self, data: bytes) -> None:
+        for start in range(0, len(data), DATA_FRAME):
+            self.send(DeltaData(data[start : start + DATA_FRAME]))
+
+
+def serve(
+    roots: Sequence[str | Path],
+    read: Callable[[int], bytes],
+    write: Callable[[bytes], None],
+) -> None:
+    """Answer one master until it says Bye, closes the stream, or breaks the protocol.
+
+    ``read(n)`` returns up to n bytes (b"" at end of stream); ``write`` sends all its bytes.
+    A request names a root by the exact string given here.
+    """
+    agent = _Agent(roots, read, write)
+    try:
+        agent.run()
+    except _MasterGone:
+        return
+    except RemoteProtocolError as exc:
+        agent.last_word(str(exc))
+    except Exception as exc:  # never a traceback on the master's stream or the peer's log
+        agent.last_word(f"agent internal error: {type(exc).__name__}: {exc}")
+
+
+def run_stdio(roots: Sequence[str | Path]) -> int:
+    """Serve over stdin/stdout, as ``deltastage agent`` (an authorized_keys forced command)."""
+    in_fd = sys.stdin.fileno()
+    out_fd = os.dup(sys.stdout.fileno())
+    # Anything printed by accident must not corrupt the protocol stream: fd 1 becomes stderr.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    def read(n: int) -> bytes:
+        return os.read(in_fd, n)
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(out_fd, view) :]
+
+    try:
+        serve(roots, read, write)
+    finally:
+        os.close(out_fd)
+    return 0
