@@ -10,8 +10,8 @@ from __future__ import annotations
 from deltastage.delta.codec import (
     DeltaEncoder,
     DeltaStats,
-    PatchResult,
     Patcher,
+    PatchResult,
     apply_delta,
     make_delta,
 )

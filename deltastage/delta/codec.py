@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from deltastage.delta.matcher import Copy, Literal, Matcher, Op, PolyIndex
+from deltastage.delta.matcher import Copy, Matcher, Op, PolyIndex
 from deltastage.delta.params import MAX_LITERAL, check_block_size, count_blocks
 from deltastage.delta.signature import Signature
 from deltastage.errors import DeltaFormatError, IntegrityError
@@ -224,8 +224,14 @@ class Patcher:
         return at
 
     def _check_header(
-        self, magic: bytes, version: int, flags: int, reserved: int, block_size: int,
-        basis_size: int, basis_hash: bytes,
+        self,
+        magic: bytes,
+        version: int,
+        flags: int,
+        reserved: int,
+        block_size: int,
+        basis_size: int,
+        basis_hash: bytes,
     ) -> None:
         if magic != DELTA_MAGIC:
             raise DeltaFormatError("not a deltastage delta (bad magic)")
@@ -298,7 +304,9 @@ def make_delta(sig: Signature, new: bytes | bytearray | memoryview, level: int =
     return encoder.update(new) + encoder.finish()
 
 
-def apply_delta(basis: bytes | bytearray | memoryview, delta: bytes | bytearray | memoryview) -> bytes:
+def apply_delta(
+    basis: bytes | bytearray | memoryview, delta: bytes | bytearray | memoryview
+) -> bytes:
     view = memoryview(basis)
     out: list[bytes] = []
     patcher = Patcher(

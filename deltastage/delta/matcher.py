@@ -14,8 +14,9 @@ Strategy, fastest case first:
    matches, so scattered edits cost little and a file with no match at all streams through
    large chunks.
 
-At each offset a full-size block has priority over the basis' short final block, so the
-result is the greedy textbook rsync parse (same literal bytes as a naive implementation).
+The result is the greedy textbook rsync parse: at every offset a full-size block match is
+taken if there is one, and the basis' short final block may match only the new file's last
+bytes (as in rsync), so the literal bytes equal a naive implementation's.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ Op = Copy | Literal
 
 @dataclass(slots=True)
 class Candidates:
-    """Offsets (ascending) whose weak hash matches; ``chain[i]`` < 0 marks the short block."""
+    """Offsets (ascending) whose weak hash matches, and an index-specific chain handle each."""
 
     offsets: list[int]
     chain: list[int]
@@ -71,7 +72,7 @@ class BlockIndex(Protocol):
     last_len: int
 
     def scan(self, data: U8, count: int) -> Candidates:
-        """Candidate offsets in ``[0, count)`` whose window fits in ``data``."""
+        """Candidates among the ``count`` full-block windows of ``data`` (len >= count+bs-1)."""
         ...
 
     def lookup(self, chain: int, window: memoryview) -> int:
@@ -81,17 +82,6 @@ class BlockIndex(Protocol):
     def is_block(self, index: int, window: memoryview) -> bool:
         """Whether ``window`` has the strong hash of block ``index``."""
         ...
-
-
-def _merge(full: npt.NDArray[np.intp], chain: npt.NDArray[np.intp],
-           short: npt.NDArray[np.intp]) -> Candidates:
-    if len(short) == 0:
-        return Candidates(full.tolist(), chain.tolist())
-    offsets = np.concatenate([full, short])
-    chains = np.concatenate([chain, np.full(len(short), -1, dtype=np.intp)])
-    # Stable sort keeps the full-size candidate ahead of the short one at the same offset.
-    order = np.argsort(offsets, kind="stable")
-    return Candidates(offsets[order].tolist(), chains[order].tolist())
 
 
 class PolyIndex:
@@ -122,41 +112,33 @@ class PolyIndex:
         self._uniq, first = np.unique(w_sorted, return_index=True)
         self._first: list[int] = first.tolist()
         self._end: list[int] = [*self._first[1:], len(order)]
-        bits = max(16, min(22, (max(nf, 1) * 32).bit_length()))
+        bits = max(16, min(20, (max(nf, 1) * 64).bit_length()))
         self._key_shift = np.uint64(64 - bits)
         self._bitmap = np.zeros(1 << bits, dtype=bool)
         self._bitmap[self._uniq >> np.uint32(32 - bits)] = True
-        self._last_weak = int(weak[-1]) if self.last_len and self.last_len < bs else None
         self._hasher = WindowHasher()
+        self._h: npt.NDArray[np.uint64] = np.empty(0, dtype=np.uint64)
+        self._keys: npt.NDArray[np.uint64] = np.empty(0, dtype=np.uint64)
 
     def scan(self, data: U8, count: int) -> Candidates:
-        bs, m = self.block_size, len(data)
+        bs = self.block_size
+        nf = min(count, len(data) - bs + 1)
+        if nf <= 0 or not self._n_full:
+            return Candidates([], [])
         q = self._hasher.prefix(data)
-        empty = np.empty(0, dtype=np.intp)
-        full, chain = empty, empty
-        nf = min(count, m - bs + 1)
-        if nf > 0 and self._n_full:
-            h = window_hashes(q, bs, nf)
-            keys = (h >> self._key_shift).view(np.int64)
-            hit = np.flatnonzero(self._bitmap[keys])
-            weak = (h[hit] >> np.uint64(WEAK_SHIFT)).astype(np.uint32)
-            pos = np.searchsorted(self._uniq, weak)
-            pos[pos == len(self._uniq)] = 0
-            ok = self._uniq[pos] == weak
-            full, chain = hit[ok], pos[ok]
-        short = empty
-        if self._last_weak is not None:
-            r = self.last_len
-            ns = min(count, m - r + 1)
-            if ns > 0:
-                hr = window_hashes(q, r, ns) >> np.uint64(WEAK_SHIFT)
-                short = np.flatnonzero(hr == np.uint64(self._last_weak))
-        return _merge(full, chain, short)
+        if len(self._h) < nf:
+            self._h = np.empty(nf, dtype=np.uint64)
+            self._keys = np.empty(nf, dtype=np.uint64)
+        h = window_hashes(q, bs, nf, out=self._h[:nf])
+        keys = np.right_shift(h, self._key_shift, out=self._keys[:nf])
+        hit = np.flatnonzero(self._bitmap[keys.view(np.int64)])
+        weak = (h[hit] >> np.uint64(WEAK_SHIFT)).astype(np.uint32)
+        pos = np.searchsorted(self._uniq, weak)
+        pos[pos == len(self._uniq)] = 0
+        ok = self._uniq[pos] == weak
+        return Candidates(hit[ok].tolist(), pos[ok].tolist())
 
     def lookup(self, chain: int, window: memoryview) -> int:
-        if chain < 0:
-            last = self.n_blocks - 1
-            return last if self.is_block(last, window) else -1
         digest = strong_hash(window, self.strong_len)
         sl, blob = self.strong_len, self._strong_sorted
         first = self._first[chain]
@@ -237,25 +219,20 @@ class Matcher:
 
     def _run(self, *, final: bool) -> None:
         index, bs, n_full = self.index, self._bs, self._n_full
-        last_len = index.last_len
         with memoryview(self._buf) as mv:
             base, end = self._base, self._base + len(mv)
             while True:
                 p = self._pos
                 avail = end - p
-                if avail <= 0 or (not final and avail < self._lookahead):
+                if avail < bs:
+                    if final:
+                        self._match_tail(mv, end)
+                    break
+                if not final and avail < self._lookahead:
                     break
                 e = self._expected
-                rel = p - base
-                if e < n_full and avail >= bs:
-                    if index.is_block(e, mv[rel : rel + bs]):
-                        self._copy(e, p, bs)
-                        continue
-                elif (
-                    final and e == n_full and last_len < bs and last_len <= avail < bs
-                    and index.is_block(e, mv[rel : rel + last_len])
-                ):
-                    self._copy(e, p, last_len)
+                if e < n_full and index.is_block(e, mv[p - base : p - base + bs]):
+                    self._copy(e, p, bs)
                     continue
                 if not self._win_start <= p < self._win_end:
                     self._scan(mv, p, avail)
@@ -268,11 +245,20 @@ class Matcher:
             del self._buf[: self._lit - self._base]
             self._base = self._lit
 
+    def _match_tail(self, mv: memoryview, end: int) -> None:
+        # Like rsync, the basis' short final block can only match the new file's last bytes:
+        # anywhere else a full-size window would have had priority at that offset.
+        r, last = self.index.last_len, self.index.n_blocks - 1
+        if 0 < r < self._bs and r <= end - self._pos:
+            at = end - r - self._base
+            if self.index.is_block(last, mv[at : at + r]):
+                self._copy(last, end - r, r)
+
     def _scan(self, mv: memoryview, p: int, avail: int) -> None:
-        count = min(avail, min(_MAX_WINDOW, max(_MIN_WINDOW, 2 * self._bs) << self._misses))
-        rel = p - self._base
-        size = min(avail, count + self._bs - 1)
-        data = np.frombuffer(mv, dtype=np.uint8, count=size, offset=rel)
+        bs = self._bs
+        size = min(_MAX_WINDOW, max(_MIN_WINDOW, 2 * bs) << min(self._misses, 8))
+        count = min(size, avail - bs + 1)
+        data = np.frombuffer(mv, dtype=np.uint8, count=count + bs - 1, offset=p - self._base)
         cand = self.index.scan(data, count)
         del data
         cand.offsets = [p + k for k in cand.offsets]
@@ -280,14 +266,13 @@ class Matcher:
 
     def _search(self, mv: memoryview, p: int) -> bool:
         offsets, chains = self._cand.offsets, self._cand.chain
-        index, base, bs, last_len = self.index, self._base, self._bs, self.index.last_len
+        index, base, bs = self.index, self._base, self._bs
         for i in range(bisect_left(offsets, p), len(offsets)):
-            k, chain = offsets[i], chains[i]
-            length = bs if chain >= 0 else last_len
-            block = index.lookup(chain, mv[k - base : k - base + length])
+            k = offsets[i]
+            block = index.lookup(chains[i], mv[k - base : k - base + bs])
             if block >= 0:
                 self._misses = 0
-                self._copy(block, k, length)
+                self._copy(block, k, bs)
                 return True
         return False
 

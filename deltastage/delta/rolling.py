@@ -92,9 +92,9 @@ class WindowHasher:
         return q
 
 
-def window_hashes(q: U64, length: int, count: int) -> U64:
+def window_hashes(q: U64, length: int, count: int, out: U64 | None = None) -> U64:
     """Full 64-bit hashes of the ``count`` windows of ``length`` bytes starting at 0..count-1."""
     t = tables(length + count)
-    out: U64 = np.subtract(q[length : length + count], q[:count])
+    out = np.subtract(q[length : length + count], q[:count], out=out)
     np.multiply(out, t.pow_mix[length - 1 : length - 1 + count], out=out)
     return out
