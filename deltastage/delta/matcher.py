@@ -94,7 +94,7 @@ class PolyIndex:
         self.last_len = sig.last_block_size
         self.strong_len = sig.strong_len
         bs = self.block_size
-        self._n_full = self.n_blocks if self.last_len == bs else self.n_blocks - 1
+        self._n_full = sig.basis_size // bs
         weak = sig.weak_array()
         sl = self.strong_len
         strong = np.frombuffer(sig.strong, dtype=f"S{sl}") if self.n_blocks else np.empty(0, "S1")
@@ -157,7 +157,7 @@ class Matcher:
     def __init__(self, index: BlockIndex) -> None:
         self.index = index
         self._bs = index.block_size
-        self._n_full = index.n_blocks if index.last_len == self._bs else index.n_blocks - 1
+        self._n_full = index.n_blocks - (0 < index.last_len < self._bs)
         self._lookahead = _MAX_WINDOW + self._bs
         self._buf = bytearray()
         self._base = 0
