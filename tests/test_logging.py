@@ -1,0 +1,156 @@
+"""Logging for unattended runs: grep-able per-peer lines in --log-file, --syslog, --log-level."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import deltastage.console
+from deltastage.cli import app
+
+runner = CliRunner()
+DAY = "2026-11-23"
+OUTCOME = re.compile(r"deltastage\[\d+\] (INFO|ERROR) peer=(\S+) status=(\S+)")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The CLI configures the process-wide 'deltastage' logger; close what it opened."""
+    yield
+    root = logging.getLogger("deltastage")
+    for handler in root.handlers:
+        handler.close()
+    root.handlers.clear()
+    root.propagate = True
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    lines = ["[options]", "retry_backoff = 0", "", "[stage]", 'staging_dir = "staging"', ""]
+    for name, ready in (("alpha", True), ("beta", False), ("gamma", True)):
+        collect = tmp_path / "collect" / name
+        collect.mkdir(parents=True)
+        (collect / "data.bin").write_bytes(name.encode() * 1000)
+        if ready:
+            (collect / "cback.collect").touch()
+        lines += ["[[peers]]", f'name = "{name}"', 'type = "local"']
+        lines += [f'collect_dir = "collect/{name}"', ""]
+    config = tmp_path / "deltastage.toml"
+    config.write_text("\n".join(lines), encoding="utf-8")
+    return config
+
+
+def outcomes(log_file: Path) -> list[tuple[str, str, str]]:
+    found = [OUTCOME.search(line) for line in log_file.read_text().splitlines()]
+    return [(m.group(2), m.group(3), m.group(1)) for m in found if m]
+
+
+def test_log_file_has_one_outcome_line_per_peer(site: Path, tmp_path: Path) -> None:
+    log_file = tmp_path / "deltastage.log"
+    args = ["stage", "--config", str(site), "--date", DAY, "--log-file", str(log_file)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output  # beta is not ready and not ignored
+    assert sorted(outcomes(log_file)) == [
+        ("alpha", "staged", "INFO"),
+        ("beta", "not-ready", "ERROR"),
+        ("gamma", "staged", "INFO"),
+    ]
+    beta = next(line for line in log_file.read_text().splitlines() if "peer=beta status=" in line)
+    assert "error=no cback.collect in " in beta, "the reason is on the same line"
+    alpha = next(line for line in log_file.read_text().splitlines() if "peer=alpha status=" in line)
+    assert re.search(r" files=1 bytes=5000 wire_bytes=\d+ seconds=[\d.]+$", alpha)
+
+
+def test_log_file_appends_across_runs(site: Path, tmp_path: Path) -> None:
+    log_file = tmp_path / "deltastage.log"
+    for _ in range(2):
+        args = ["stage", "--config", str(site), "--date", DAY, "--log-file", str(log_file)]
+        runner.invoke(app, args)
+    assert [name for name, _, _ in outcomes(log_file)].count("alpha") == 2
+
+
+def test_debug_level_logs_each_file_and_error_level_hides_successes(
+    site: Path, tmp_path: Path
+) -> None:
+    debug_log, error_log = tmp_path / "debug.log", tmp_path / "error.log"
+    base = ["stage", "--config", str(site), "--date", DAY]
+    runner.invoke(app, [*base, "--log-level", "DEBUG", "--log-file", str(debug_log)])
+    assert "DEBUG" in debug_log.read_text()
+    runner.invoke(app, [*base, "--log-level", "error", "--log-file", str(error_log)])
+    assert outcomes(error_log) == [("beta", "not-ready", "ERROR")]
+
+
+@pytest.mark.parametrize("level", ["loud", "", "critical", "10"])
+def test_log_level_is_validated(site: Path, tmp_path: Path, level: str) -> None:
+    log_file = tmp_path / "never.log"
+    result = runner.invoke(
+        app, ["stage", "--config", str(site), "--log-level", level, "--log-file", str(log_file)]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"deltastage: error: --log-level {level!r}: expected debug, info, warning or error\n"
+    )
+    assert not (tmp_path / "staging").exists(), "nothing staged with a bad option"
+    assert not log_file.exists()
+
+
+def test_syslog_without_dev_log_does_not_crash(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Containers and chroots often have no /dev/log: the run must go on (UDP, unanswered)."""
+
+    class NoDevLog(type(Path())):  # type: ignore[misc]
+        def exists(self) -> bool:
+            return False if str(self) == "/dev/log" else bool(super().exists())
+
+    monkeypatch.setattr(deltastage.console, "Path", NoDevLog)
+    log_file = tmp_path / "deltastage.log"
+    args = ["stage", "--config", str(site), "--date", DAY, "--syslog", "--log-file", str(log_file)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert len(outcomes(log_file)) == 3
+    handlers = logging.getLogger("deltastage").handlers
+    syslog = [h for h in handlers if isinstance(h, logging.handlers.SysLogHandler)]
+    assert len(syslog) == 1 and syslog[0].address == ("localhost", 514)
+
+
+def test_syslog_gets_the_outcome_lines(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same per-peer lines reach syslog as daemon.*, tagged deltastage[pid]:."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "log.sock")
+    listener.bind(address)
+    original = logging.handlers.SysLogHandler.__init__
+
+    def to_listener(self: logging.handlers.SysLogHandler, *args: Any, **kw: Any) -> None:
+        # Whatever console.py chose (/dev/log or UDP 514), talk to our stand-in instead.
+        kw.pop("address", None)
+        original(self, address, *args[1:], **kw)
+
+    monkeypatch.setattr(logging.handlers.SysLogHandler, "__init__", to_listener)
+    messages = []
+    try:
+        result = runner.invoke(app, ["stage", "--config", str(site), "--date", DAY, "--syslog"])
+        assert result.exit_code == 1, result.output
+        listener.settimeout(0.5)
+        while True:
+            try:
+                messages.append(listener.recv(65536).decode())
+            except TimeoutError:
+                break
+    finally:
+        listener.close()
+    lines = [m for m in messages if "status=" in m]
+    assert len(lines) == 3, messages
+    assert all(re.match(r"<\d+>deltastage\[\d+\]: peer=\w+ status=", m) for m in lines), lines
+    assert sum(m.startswith("<27>") for m in lines) == 1, "daemon.err (3*8+3): beta only"
