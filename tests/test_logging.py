@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import re
+import shlex
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,54 @@ def test_syslog_gets_the_outcome_lines(
     assert len(lines) == 3, messages
     assert all(re.match(r"<\d+>deltastage\[\d+\]: peer=\w+ status=", m) for m in lines), lines
     assert sum(m.startswith("<27>") for m in lines) == 1, "daemon.err (3*8+3): beta only"
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_commands() -> list[list[str]]:
+    """The deltastage command lines of the cron and systemd examples, as argv lists."""
+    commands = []
+    for line in (EXAMPLES / "cron/deltastage").read_text().splitlines():
+        if re.match(r"^[0-9*]", line):
+            shell = line.split(" root ", 1)[1].split(">", 1)[0]
+            commands.append(shlex.split(shell))
+    service = (EXAMPLES / "systemd/deltastage-stage.service").read_text()
+    for match in re.finditer(r"^Exec\w+=-?(.+)$", service, re.MULTILINE):
+        commands.append(shlex.split(match.group(1)))
+    return commands
+
+
+def test_examples_are_oneshot_persistent_and_document_lock_and_exit_codes() -> None:
+    service = (EXAMPLES / "systemd/deltastage-stage.service").read_text()
+    timer = (EXAMPLES / "systemd/deltastage-stage.timer").read_text()
+    cron = (EXAMPLES / "cron/deltastage").read_text()
+    assert re.search(r"^Type=oneshot$", service, re.MULTILINE)
+    assert re.search(r"^Persistent=true$", timer, re.MULTILINE)
+    assert re.search(r"^OnCalendar=", timer, re.MULTILINE)
+    for text in (service, cron):
+        assert "another deltastage run (pid N) holds" in text
+        for code in ("0  every peer staged", "1  some peer failed", "2  configuration"):
+            assert code in text
+    assert [argv[:2] for argv in example_commands()] == [
+        ["deltastage", "stage"],
+        ["deltastage", "report"],
+        ["/usr/local/bin/deltastage", "stage"],
+        ["/usr/local/bin/deltastage", "report"],
+    ]
+
+
+def test_example_command_lines_run(site: Path, tmp_path: Path) -> None:
+    """Every option the examples use exists and works (paths swapped for the test site)."""
+    swap = {
+        "/etc/cback3.conf": str(site),
+        "/var/log/deltastage.log": str(tmp_path / "deltastage.log"),
+        "/var/www/html/deltastage.html": str(tmp_path / "deltastage.html"),
+    }
+    for argv in example_commands():
+        args = [swap.get(arg, arg) for arg in argv[1:]]
+        args = ["--config" if arg == "--cedar-config" else arg for arg in args]
+        result = runner.invoke(app, args)
+        assert result.exit_code == (1 if args[0] == "stage" else 0), (argv, result.output)
+    assert len(outcomes(tmp_path / "deltastage.log")) == 6, "two stage runs of three peers"
+    assert (tmp_path / "deltastage.html").read_text().count('<svg class="peer-chart"') == 3
