@@ -129,17 +129,20 @@ def record_verify(staging_dir: Path, report: VerifyReport) -> None:
 def read_history(
     staging_dir: Path, *, limit: int = 20, peer: str | None = None, action: str | None = "stage"
 ) -> list[HistoryRow]:
-    """The last ``limit`` runs (newest first), one row per peer."""
+    """The last ``limit`` runs (newest first), one row per peer; with ``peer``, its last runs."""
     path = staging_dir / CATALOG_NAME
     if not path.exists():
         return []
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            # With a peer, the last runs *of that peer*: a `stage --peer other` run in between
+            # must not push its history out of the window.
             run_ids = [
                 row[0]
                 for row in db.execute(
-                    "SELECT id FROM runs WHERE (? IS NULL OR action = ?) ORDER BY id DESC LIMIT ?",
-                    (action, action, limit),
+                    "SELECT id FROM runs WHERE (? IS NULL OR action = ?) AND (? IS NULL OR id IN "
+                    "(SELECT run_id FROM peer_runs WHERE peer = ?)) ORDER BY id DESC LIMIT ?",
+                    (action, action, peer, peer, limit),
                 )
             ]
             if not run_ids:

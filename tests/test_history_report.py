@@ -13,7 +13,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-from datetime import datetime
+from datetime import date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -371,3 +371,24 @@ def test_catalog_written_by_stage_is_plain_sqlite(three_days: Path) -> None:
     with sqlite3.connect(catalog) as db:
         (runs,) = db.execute("SELECT count(*) FROM runs WHERE action = 'stage'").fetchone()
     assert runs == len(DAYS)
+
+
+def test_peer_filter_counts_that_peers_runs_and_failures_are_kept(tmp_path: Path) -> None:
+    """`stage --peer a` runs in between do not push b's runs out of `history --peer b`."""
+    from deltastage.history import record_stage
+    from deltastage.stage import PeerReport, StageReport
+
+    for n, names in enumerate([["a", "b"], ["a"], ["a"], ["a"]], start=1):
+        peers = [
+            PeerReport(name, status="failed" if name == "b" else "staged", files=n, error="boom")
+            for name in names
+        ]
+        record_stage(tmp_path, StageReport(date(2026, 11, n), tmp_path / "x", peers))
+    assert [r.run_id for r in read_history(tmp_path, limit=2)] == [4, 3]
+    only_b = read_history(tmp_path, limit=2, peer="b")
+    assert [(r.run_id, r.peer, r.status, r.error) for r in only_b] == [(1, "b", "failed", "boom")]
+    assert [r.run_date for r in read_history(tmp_path, limit=3, peer="a")] == [
+        "2026-11-04",
+        "2026-11-03",
+        "2026-11-02",
+    ]
