@@ -70,8 +70,7 @@ def _open_output(path: str) -> Iterator[Callable[[bytes], None]]:
                 stream.write(data)
 
             yield write_file
-            stream.flush()
-            os.fsync(stream.fileno())
+        # No fsync here (rdiff does not either): callers that stage files fsync and re-verify.
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
