@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,35 +33,48 @@ class Run:
     max_rss_kib: int
 
 
-def run(cmd: list[str], *, repeat: int = 1) -> Run:
+def run(cmd: list[str], *, repeat: int = 1, fresh: Path | None = None) -> Run:
+    """Best time of ``repeat`` runs; ``fresh`` is deleted before each so every run creates it.
+
+    Peak RSS comes from GNU time when present: a child forked from this (numpy-laden)
+    process would otherwise report our RSS at fork time as its own maximum.
+    """
+    timer = ["/usr/bin/time", "-f", "%M"] if os.path.exists("/usr/bin/time") else []
     best = Run(float("inf"), 0)
     for _ in range(repeat):
+        if fresh is not None:
+            fresh.unlink(missing_ok=True)
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([*timer, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         elapsed = time.perf_counter() - start
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
+        stderr = proc.stderr.decode(errors="replace")
+        if proc.returncode != 0:
             raise SystemExit(f"failed: {' '.join(cmd)}\n{stderr}")
-        best = Run(min(best.seconds, elapsed), max(best.max_rss_kib, usage.ru_maxrss))
+        last = stderr.strip().splitlines()[-1] if timer and stderr.strip() else "0"
+        rss = int(last) if last.isdigit() else 0
+        best = Run(min(best.seconds, elapsed), max(best.max_rss_kib, rss))
     return best
 
 
-def generate(directory: Path, size: int, edits: int, seed: int = 20240601) -> dict[str, Path]:
+def generate(
+    directory: Path, size: int, edits: int, *, other: bool = True, seed: int = 20240601
+) -> dict[str, Path]:
     """basis, edited (``edits`` scattered 1..100-byte changes) and unrelated, ``size`` bytes."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {name: directory / f"{name}-{size}-{edits}" for name in ("basis", "edited", "other")}
-    if all(p.exists() for p in paths.values()):
+    names = ("basis", "edited", "other") if other else ("basis", "edited")
+    paths = {name: directory / f"{name}-{size}-{edits}" for name in names}
+    done = directory / f".complete-{size}-{edits}-{int(other)}"
+    if done.exists() and all(p.exists() for p in paths.values()):
         return paths
+    unrelated = paths.get("other", Path(os.devnull))
     rng = np.random.default_rng(seed)
     positions = np.sort(rng.choice(size, edits, replace=False)) if edits else np.empty(0, int)
-    with open(paths["basis"], "wb") as basis, open(paths["other"], "wb") as other:
+    with open(paths["basis"], "wb") as basis, open(unrelated, "wb") as unrelated_out:
         for start in range(0, size, 16 * MiB):
             n = min(16 * MiB, size - start)
             basis.write(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
-            other.write(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+            if other:
+                unrelated_out.write(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
     with open(paths["basis"], "rb") as src, open(paths["edited"], "wb") as dst:
         at = 0
         for pos in positions.tolist():
@@ -76,6 +90,7 @@ def generate(directory: Path, size: int, edits: int, seed: int = 20240601) -> di
                 src.seek(n, os.SEEK_CUR)
             at = src.tell()
         shutil.copyfileobj(src, dst, 16 * MiB)
+    done.touch()
     return paths
 
 
@@ -127,39 +142,57 @@ def rsync_literal(basis: Path, new: Path, work: Path, block_size: int) -> tuple[
     return int(match.group(1).replace(",", "").replace(".", "")), elapsed
 
 
+def lib_time(action: Callable[[], None], repeat: int, fresh: Path) -> float:
+    """In-process time of the same rdiff-like call: the CLI's figure minus interpreter start."""
+    best = float("inf")
+    for _ in range(repeat):
+        fresh.unlink(missing_ok=True)
+        start = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def core(size: int, edits: int, directory: Path, repeat: int) -> None:
+    from deltastage import rdiff
+
     paths = generate(directory, size, edits)
     w = directory / "work"
     w.mkdir(exist_ok=True)
     bs = choose_block_size(size)
     basis, edited, other = (str(paths[k]) for k in ("basis", "edited", "other"))
-    rows: list[tuple[str, Run, Run]] = []
-    ours_sig, rd_sig = str(w / "ours.sig"), str(w / "rdiff.sig")
-    rows.append(
-        (
-            "signature",
-            run([*OURS, "signature", basis, ours_sig], repeat=repeat),
-            run(["rdiff", "-f", "signature", basis, rd_sig], repeat=repeat),
-        )
+    sig = str(w / "ours.sig")
+    startup = run([*OURS, "--version"], repeat=repeat).seconds
+    rows: list[tuple[str, Run, float, Run]] = []
+
+    def step(label: str, ours: list[str], lib: Callable[[], None], theirs: list[str]) -> None:
+        out_ours, out_theirs = Path(ours[-1]), Path(theirs[-1])
+        cli = run([*OURS, *ours], repeat=repeat, fresh=out_ours)
+        rd = run(["rdiff", "-f", *theirs], repeat=repeat, fresh=out_theirs)
+        rows.append((label, cli, lib_time(lib, repeat, out_ours), rd))
+
+    step(
+        "signature",
+        ["signature", basis, sig],
+        lambda: rdiff.signature_file(basis, sig),
+        ["signature", basis, str(w / "rdiff.sig")],
     )
-    for label, new in ((f"delta ({edits} edits)", edited), ("delta (nothing matches)", other)):
-        tag = "edit" if new == edited else "miss"
-        rows.append(
-            (
-                label,
-                run([*OURS, "delta", ours_sig, new, str(w / f"ours.{tag}")], repeat=repeat),
-                run(["rdiff", "-f", "delta", rd_sig, new, str(w / f"rdiff.{tag}")], repeat=repeat),
-            )
+    for label, new, tag in (
+        (f"delta ({edits} edits)", edited, "edit"),
+        ("delta (nothing matches)", other, "miss"),
+    ):
+        out = str(w / f"ours.{tag}")
+        step(
+            label,
+            ["delta", sig, new, out],
+            lambda new=new, out=out: rdiff.delta_file(sig, new, out),  # type: ignore[misc]
+            ["delta", str(w / "rdiff.sig"), new, str(w / f"rdiff.{tag}")],
         )
-    rows.append(
-        (
-            f"patch ({edits} edits)",
-            run([*OURS, "patch", basis, str(w / "ours.edit"), str(w / "ours.out")], repeat=repeat),
-            run(
-                ["rdiff", "-f", "patch", basis, str(w / "rdiff.edit"), str(w / "rdiff.out")],
-                repeat=repeat,
-            ),
-        )
+    step(
+        f"patch ({edits} edits)",
+        ["patch", basis, str(w / "ours.edit"), str(w / "ours.out")],
+        lambda: rdiff.patch_file(basis, str(w / "ours.edit"), str(w / "ours.out")),
+        ["patch", basis, str(w / "rdiff.edit"), str(w / "rdiff.out")],
     )
     for name in ("ours.out", "rdiff.out"):
         if not filecmp_equal(w / name, Path(edited)):
@@ -167,13 +200,18 @@ def core(size: int, edits: int, directory: Path, repeat: int) -> None:
     mb = size / 1e6
     print(f"\ndelta core vs rdiff (librsync, defaults): {size / MiB:.0f} MiB, block size {bs}")
     print(
-        f"{'operation':<26}{'ours s':>8}{'ours MB/s':>11}{'rdiff s':>9}{'rdiff MB/s':>12}"
-        f"{'speedup':>9}"
+        f"ours = `python -m deltastage ...` (interpreter start {startup:.2f} s included); "
+        f"lib = the same call in-process; best of {repeat}"
     )
-    for label, ours, theirs in rows:
+    print(
+        f"{'operation':<26}{'ours s':>8}{'MB/s':>7}{'lib MB/s':>10}{'rdiff s':>9}"
+        f"{'MB/s':>7}{'ours/rdiff':>12}{'lib/rdiff':>11}"
+    )
+    for label, cli, lib, theirs in rows:
         print(
-            f"{label:<26}{ours.seconds:>8.2f}{mb / ours.seconds:>11.0f}{theirs.seconds:>9.2f}"
-            f"{mb / theirs.seconds:>12.0f}{theirs.seconds / ours.seconds:>8.2f}x"
+            f"{label:<26}{cli.seconds:>8.2f}{mb / cli.seconds:>7.0f}{mb / lib:>10.0f}"
+            f"{theirs.seconds:>9.2f}{mb / theirs.seconds:>7.0f}"
+            f"{theirs.seconds / cli.seconds:>11.2f}x{theirs.seconds / lib:>10.2f}x"
         )
     ours_lit = literal_bytes_of(w / "ours.edit")
     rsync_lit, rsync_s = rsync_literal(paths["basis"], paths["edited"], w, bs)
@@ -201,7 +239,7 @@ def filecmp_equal(a: Path, b: Path) -> bool:
 
 
 def peak_rss(size: int, edits: int, directory: Path) -> None:
-    paths = generate(directory, size, edits)
+    paths = generate(directory, size, edits, other=False)
     w = directory / "work-rss"
     w.mkdir(exist_ok=True)
     basis, edited = str(paths["basis"]), str(paths["edited"])
