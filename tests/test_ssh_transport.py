@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 
 from deltastage.errors import ConnectError, ConnectionClosed, TransportTimeout
 from deltastage.models import Gateway
+from deltastage.session import AgentError, PeerSession
 from deltastage.transports.ssh import SSHTransport, known_hosts_name
-from tests.sshd import SSHServer, free_port, keygen, public_key
+from tests.sshd import SSHServer, agent_command, free_port, keygen, public_key
 
 pytestmark = pytest.mark.ssh
 
@@ -289,3 +291,69 @@ def test_forced_command_overrides_the_requested_one(sshd_server: SSHServer) -> N
     key = sshd_server.forced_key(["echo", "forced"], name="echo")
     with sshd_server.transport(["cat"], identity_file=key) as transport:
         assert recv_exactly(transport, 7) == b"forced\n"
+
+
+# --- the real agent over SSH ------------------------------------------------------------
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "daily.tar": os.urandom(300_000),
+        "etc/hosts": b"127.0.0.1 localhost\n",
+        "deep/er/notes.txt": b"x" * 5000,
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_agent_handshake_and_listing_over_ssh(sshd_server: SSHServer, tmp_path: Path) -> None:
+    collect = tmp_path / "collect"
+    files = make_tree(collect)
+    transport = sshd_server.transport(agent_command(collect))
+    session = PeerSession(transport)
+    try:
+        info = session.handshake()
+        assert info.roots == (str(collect),)
+        entries = session.list_files(str(collect))
+        assert {e.path: e.size for e in entries} == {p: len(d) for p, d in files.items()}
+        assert all(e.kind == "file" and e.xxh3_128 is not None for e in entries)
+        assert transport.bytes_sent > 0 and transport.bytes_received > 0
+        assert session.wire_bytes == transport.wire_bytes
+    finally:
+        session.close()
+
+
+def test_agent_failing_to_start_reports_its_last_stderr_line(
+    sshd_server: SSHServer, tmp_path: Path
+) -> None:
+    bogus = [sys.executable, "-m", "deltastage", "agent", "--no-such-option"]
+    transport = sshd_server.transport(bogus)
+    session = PeerSession(transport)
+    try:
+        with pytest.raises(ConnectionClosed, match=r"agent exited with status 2: .*no-such-option"):
+            session.handshake()
+    finally:
+        session.close()
+
+
+def test_forced_command_confines_the_key_to_its_root(
+    sshd_server: SSHServer, tmp_path: Path
+) -> None:
+    allowed = tmp_path / "allowed"
+    other = tmp_path / "other"
+    make_tree(allowed)
+    make_tree(other)
+    key = sshd_server.forced_key(agent_command(allowed), name="agent-allowed")
+    # The master asks for another root; sshd runs the forced command regardless.
+    transport = sshd_server.transport(agent_command(other), identity_file=key)
+    session = PeerSession(transport)
+    try:
+        assert session.handshake().roots == (str(allowed),)
+        with pytest.raises(AgentError, match="is not one of this agent's roots") as info:
+            session.list_files(str(other))
+        assert info.value.code == "not-a-root"
+        assert len(session.list_files(str(allowed))) == 3
+    finally:
+        session.close()

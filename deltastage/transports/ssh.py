@@ -44,6 +44,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 _TUNNEL_LOG = logging.getLogger("deltastage.transports.ssh.tunnel")
 _TUNNEL_LOG.addHandler(logging.NullHandler())
 
+_BOX_CHARS = " \t\r│┃║╭╮╰╯─━═┌┐└┘┏┓┗┛╔╗╚╝"
 STDERR_KEEP = 8192  # bytes of the agent's stderr kept for error messages
 EXIT_STATUS_WAIT = 5.0  # seconds to wait for the exit status once stdout hit EOF
 
@@ -434,7 +435,8 @@ class SSHTransport(Transport):
     def stderr_tail(self) -> str:
         """The agent's last non-empty stderr line (printable, at most 300 characters)."""
         text = self._stderr.decode("utf-8", "replace")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        # Click/rich draw usage errors in boxes; the frame lines carry no words.
+        lines = [ln.strip(_BOX_CHARS) for ln in text.splitlines() if ln.strip(_BOX_CHARS)]
         if not lines:
             return ""
         cleaned = "".join(ch if ch.isprintable() else "?" for ch in lines[-1])
