@@ -342,7 +342,11 @@ def history(
             return 0
         table = Table(title=f"deltastage history: last {limit} runs", caption=str(cfg.staging_dir))
         for column in ("date", "run", "peer", "status", "files", "bytes", "wire bytes", "seconds"):
-            table.add_column(column, justify="right" if column in ("run", "files") else "left")
+            table.add_column(
+                column,
+                justify="right" if column in ("run", "files") else "left",
+                no_wrap=True,  # a folded date or size is unreadable; the error column folds
+            )
         table.add_column("error", overflow="fold")
         for row in rows:
             table.add_row(
