@@ -498,15 +498,17 @@ def test_toml_output_of_the_schema_example_round_trips(tmp_path: Path) -> None:
     assert again.source == tmp_path / "again.toml"
 
 
-names = st.text(
-    st.characters(codec="utf-8", exclude_categories=("C", "Z")), min_size=1, max_size=12
-).filter(
-    lambda n: not n.startswith(".") and "/" not in n and "\\" not in n and n not in (".", "..")
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12).filter(
+    lambda n: (
+        n.isprintable()
+        and n == n.strip()
+        and not n.startswith(".")
+        and "/" not in n
+        and "\\" not in n
+    )
 )
 hosts = st.from_regex(r"[a-z][a-z0-9.-]{0,20}", fullmatch=True)
-plain = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12
-).filter(lambda t: "\0" not in t)
+plain = st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1, max_size=12)
 abs_paths = st.lists(
     plain.filter(lambda t: "/" not in t and t not in (".", "..")), min_size=1, max_size=3
 ).map(lambda parts: Path("/" + "/".join(parts)))
@@ -516,10 +518,15 @@ seconds = st.floats(min_value=0.1, max_value=3600, allow_nan=False)
 @st.composite
 def peers(draw: st.DrawFn, name: str, backup_user: str | None) -> PeerConfig:
     ignore = draw(st.sampled_from(IGNORE_FAILURE_MODES))
-    timeouts = {"connect_timeout": draw(seconds), "idle_timeout": draw(seconds)}
+    connect_timeout, idle_timeout = draw(seconds), draw(seconds)
     if draw(st.booleans()):
         return PeerConfig(
-            name=name, type="local", collect_dir=draw(abs_paths), ignore_failures=ignore, **timeouts
+            name=name,
+            type="local",
+            collect_dir=draw(abs_paths),
+            ignore_failures=ignore,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
         )
     return PeerConfig(
         name=name,
@@ -535,7 +542,8 @@ def peers(draw: st.DrawFn, name: str, backup_user: str | None) -> PeerConfig:
         gateway=draw(
             st.none() | st.builds(Gateway, hosts, st.integers(1, 65535), st.none() | hosts)
         ),
-        **timeouts,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
     )
 
 
