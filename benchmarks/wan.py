@@ -1,0 +1,520 @@
+"""deltastage vs rsync vs scp over a shaped link: two network namespaces, one veth pair.
+
+``python -m benchmarks wan [--size-mb 120] [--rate 8mbit]`` (root, Linux: needs ``ip``,
+``tc``, ``sshd``, ``ssh``, ``scp``, ``rsync``).
+
+The peer namespace runs OpenSSH's sshd on 10.250.0.2; the master namespace (10.250.0.1)
+pulls from it. Both veth ends are shaped with ``tc tbf`` (netem is not available here, so
+there is a rate limit but no added delay). The corpus is a tree of mostly text files of
+mixed sizes (deterministic seed) plus an uncompressed tar of that tree. Day 1 is staged
+with the link unshaped and not measured; then 2% of the files are edited (only those get a
+new mtime), 20 are added and 10 removed, the tar is rebuilt, the link is shaped, and day 2
+is pulled three ways:
+
+- deltastage: ``deltastage stage`` with one remote peer (basis: the day-1 staged copy);
+- rsync: ``rsync -a -z --no-whole-file --delete -e ssh`` into a copy of the day-1 tree;
+- scp: ``scp -B -q -C -r`` (Cedar Backup's default copy) into an empty directory.
+
+Each result is checked against the peer's tree (xxh3-128 of every file); wall time and the
+master veth's rx/tx byte counters (Ethernet frames, both directions) are reported.
+Namespaces and daemons are removed on exit, also on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from deltastage.hashing import hash_file
+from deltastage.manifest import MANIFEST_NAME
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+MASTER_IP, PEER_IP = "10.250.0.1", "10.250.0.2"
+DAY1 = date(2026, 1, 5)
+DAY2 = DAY1 + timedelta(days=1)
+DAY1_MTIME = datetime(2026, 1, 5, 1, 0, tzinfo=UTC).timestamp()
+TOOLS = ("ip", "tc", "ssh", "scp", "ssh-keygen", "rsync")
+SSHD = "/usr/sbin/sshd"
+
+
+# --- the corpus -------------------------------------------------------------------------
+
+
+class Corpus:
+    """Deterministic text-heavy tree; all randomness flows from one seed."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.pyrng = random.Random(seed)
+        letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+        words = [
+            bytes(letters[self.rng.integers(0, 26, int(n))]) for n in self.rng.integers(2, 11, 6000)
+        ]
+        # Log-like lines: a timestamp-ish prefix, a level, then words; a finite pool keeps
+        # the text as compressible as real logs and configs (zlib ~3x).
+        levels = [b"INFO", b"WARN", b"DEBUG", b"ERROR"]
+        self.lines = []
+        for i in range(40000):
+            body = b" ".join(self.pyrng.choices(words, k=self.pyrng.randint(3, 14)))
+            stamp = f"{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}.{i % 1000:03d}".encode()
+            self.lines.append(b"%s %s %s" % (stamp, self.pyrng.choice(levels), body))
+        self.counter = 0
+
+    def size(self) -> int:
+        # Heavy-tailed sizes: many small configs and logs, a few multi-megabyte dumps.
+        return int(np.clip(self.rng.lognormal(np.log(24_000), 1.7), 300, 12 * MiB))
+
+    def text(self, size: int) -> bytes:
+        idx = self.rng.integers(0, len(self.lines), size // 40 + 2)
+        data = b"\n".join([self.lines[i] for i in idx])
+        while len(data) < size:
+            data += b"\n" + data
+        return data[:size]
+
+    def content(self, size: int) -> bytes:
+        # One file in ten is incompressible (an already-compressed archive or image).
+        return self.rng.bytes(size) if self.rng.random() < 0.1 else self.text(size)
+
+    def new_path(self) -> str:
+        self.counter += 1
+        d, s = self.pyrng.randrange(12), self.pyrng.randrange(8)
+        ext = self.pyrng.choice(["log", "txt", "conf", "csv", "sql", "dat"])
+        return f"d{d:02d}/s{s:02d}/f{self.counter:05d}.{ext}"
+
+    def edit(self, data: bytes) -> bytes:
+        """A few in-place changes, an insertion and a tail append, like a day of edits."""
+        out = bytearray(data)
+        for _ in range(self.pyrng.randint(1, 3)):
+            at = self.pyrng.randrange(max(1, len(out)))
+            out[at : at + 80] = self.text(self.pyrng.randint(20, 200))
+        at = self.pyrng.randrange(max(1, len(out)))
+        out[at:at] = self.text(self.pyrng.randint(100, 2000))
+        out += b"\n" + self.text(self.pyrng.randint(200, 20_000))
+        return bytes(out)
+
+
+def write_file(root: Path, rel: str, data: bytes, mtime: float) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+
+
+def tree_files(tree: Path) -> list[str]:
+    return sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+
+
+def write_tar(tree: Path, out: Path, mtime: float) -> None:
+    """An uncompressed tar with fixed owners and sorted members: identical input, same bytes."""
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
+        for rel in tree_files(tree):
+            info = tar.gettarinfo(str(tree / rel), arcname=f"tree/{rel}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            with (tree / rel).open("rb") as src:
+                tar.addfile(info, src)
+    os.utime(out, (mtime, mtime))
+
+
+def build_day1(corpus: Corpus, collect: Path, size_bytes: int) -> int:
+    tree = collect / "tree"
+    total = 0
+    while total < size_bytes:
+        size = min(corpus.size(), size_bytes - total + 300)
+        write_file(tree, corpus.new_path(), corpus.content(size), DAY1_MTIME)
+        total += size
+    write_tar(tree, collect / "tree.tar", DAY1_MTIME)
+    (collect / "cback.collect").touch()
+    return len(tree_files(tree))
+
+
+def build_day2(
+    corpus: Corpus, collect: Path, fraction: float, added: int, removed: int
+) -> dict[str, int]:
+    tree = collect / "tree"
+    names = tree_files(tree)
+    day2_mtime = DAY1_MTIME + 86400
+    edited = corpus.pyrng.sample(names, max(1, round(fraction * len(names))))
+    untouched = sorted(set(names) - set(edited))
+    for rel in edited:
+        write_file(tree, rel, corpus.edit((tree / rel).read_bytes()), day2_mtime)
+    for rel in corpus.pyrng.sample(untouched, removed):
+        (tree / rel).unlink()
+    for _ in range(added):
+        write_file(tree, corpus.new_path(), corpus.content(corpus.size()), day2_mtime)
+    write_tar(tree, collect / "tree.tar", day2_mtime)
+    (collect / "cback.stage").unlink(missing_ok=True)
+    (collect / "cback.collect").touch()
+    return {"edited": len(edited), "added": added, "removed": removed}
+
+
+def digests(root: Path) -> dict[str, bytes]:
+    """xxh3-128 of every payload file (indicators and deltastage's own files excluded)."""
+    out: dict[str, bytes] = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        ours = path.name == MANIFEST_NAME or rel.startswith(".deltastage-")
+        if path.is_file() and not path.name.startswith("cback.") and not ours:
+            out[rel] = hash_file(path)[1]
+    return out
+
+
+# --- namespaces, shaping, sshd ----------------------------------------------------------
+
+
+def sh(*cmd: str, check: bool = True, capture: bool = False) -> str:
+    proc = subprocess.run(list(cmd), check=False, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr.strip()}")
+    return proc.stdout if capture else ""
+
+
+@dataclass
+class Link:
+    master_ns: str
+    peer_ns: str
+    master_if: str
+    peer_if: str
+
+    def in_master(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.master_ns, *cmd]
+
+    def counters(self) -> tuple[int, int]:
+        """(rx, tx) bytes of the master's veth: rx is peer->master, tx master->peer."""
+        stats = f"/sys/class/net/{self.master_if}/statistics"
+        out = sh(*self.in_master("cat", f"{stats}/rx_bytes", f"{stats}/tx_bytes"), capture=True)
+        rx, tx = (int(v) for v in out.split())
+        return rx, tx
+
+    def shape(self, rate: str, burst: str, latency: str) -> None:
+        for ns, dev in ((self.master_ns, self.master_if), (self.peer_ns, self.peer_if)):
+            sh("tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf",
+               "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
+
+
+@contextmanager
+def namespaces() -> Iterator[Link]:
+    tag = str(os.getpid())
+    link = Link(f"dswan{tag}m", f"dswan{tag}p", f"dsw{tag}m", f"dsw{tag}p")
+    try:
+        sh("ip", "netns", "add", link.master_ns)
+        sh("ip", "netns", "add", link.peer_ns)
+        sh("ip", "link", "add", link.master_if, "type", "veth", "peer", "name", link.peer_if)
+        for ns, dev, addr in (
+            (link.master_ns, link.master_if, MASTER_IP),
+            (link.peer_ns, link.peer_if, PEER_IP),
+        ):
+            sh("ip", "link", "set", dev, "netns", ns)
+            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield link
+    finally:
+        # Deleting a namespace destroys the veth end inside it (and so the pair).
+        for ns in (link.master_ns, link.peer_ns):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+SSHD_CONFIG = """\
+ListenAddress {ip}
+Port 22
+HostKey {host_key}
+PidFile {work}/sshd.pid
+AuthorizedKeysFile {work}/authorized_keys
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+UseDNS no
+X11Forwarding no
+PrintMotd no
+SetEnv PYTHONPATH={repo}
+Subsystem sftp internal-sftp
+"""
+
+
+@dataclass
+class Keys:
+    client: Path
+    known_hosts: Path
+
+    def ssh_options(self) -> list[str]:
+        return ["-F", "/dev/null", "-i", str(self.client), "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "ConnectTimeout=10"]  # fmt: skip
+
+
+def keygen(path: Path) -> Path:
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deltastage-wan", "-f", str(path))
+    return path
+
+
+@contextmanager
+def peer_sshd(link: Link, work: Path) -> Iterator[Keys]:
+    work.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    host_key, client = keygen(work / "host_ed25519"), keygen(work / "client_ed25519")
+    (work / "authorized_keys").write_text(Path(f"{client}.pub").read_text())
+    host_pub = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+    keys = Keys(client, work / "known_hosts")
+    keys.known_hosts.write_text(f"{PEER_IP} {host_pub}\n")
+    config = work / "sshd_config"
+    config.write_text(SSHD_CONFIG.format(ip=PEER_IP, host_key=host_key, work=work, repo=REPO))
+    log = (work / "sshd.log").open("ab")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", link.peer_ns, SSHD, "-D", "-e", "-f", str(config)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        probe = link.in_master("ssh", *keys.ssh_options(), f"root@{PEER_IP}", "true")
+        for _ in range(50):
+            if proc.poll() is not None:
+                raise SystemExit(f"sshd exited: {(work / 'sshd.log').read_text()[-500:]}")
+            if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise SystemExit("sshd in the peer namespace never answered")
+        yield keys
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# --- the three contenders ---------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    tool: str
+    seconds: float
+    rx_bytes: int  # peer -> master
+    tx_bytes: int  # master -> peer
+
+    @property
+    def total(self) -> int:
+        return self.rx_bytes + self.tx_bytes
+
+
+def measured(link: Link, tool: str, cmd: list[str]) -> Result:
+    rx0, tx0 = link.counters()
+    start = time.perf_counter()
+    proc = subprocess.run(link.in_master(*cmd), capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    rx1, tx1 = link.counters()
+    if proc.returncode != 0:
+        raise SystemExit(f"{tool} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return Result(tool, seconds, rx1 - rx0, tx1 - tx0)
+
+
+def stage_config(work: Path, collect: Path, keys: Keys) -> Path:
+    agent = shlex.join([sys.executable, "-m", "deltastage", "agent"])
+    text = f"""\
+[options]
+retries = 0
+
+[stage]
+staging_dir = {json.dumps(str(work / "staging"))}
+
+[[peers]]
+name = "wanpeer"
+type = "remote"
+host = "{PEER_IP}"
+port = 22
+user = "root"
+collect_dir = {json.dumps(str(collect))}
+identity_file = {json.dumps(str(keys.client))}
+known_hosts = {json.dumps(str(keys.known_hosts))}
+agent_command = {json.dumps(agent)}
+connect_timeout = 30.0
+idle_timeout = 600.0
+"""
+    path = work / "deltastage.toml"
+    path.write_text(text)
+    return path
+
+
+def deltastage_cmd(config: Path, day: date) -> list[str]:
+    return ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "deltastage", "stage",
+            "--config", str(config), "--date", day.isoformat(), "--json"]  # fmt: skip
+
+
+def rsync_cmd(keys: Keys, collect: Path, dest: Path) -> list[str]:
+    ssh = shlex.join(["ssh", *keys.ssh_options(), "-o", "Compression=no"])
+    return ["rsync", "-a", "-z", "--no-whole-file", "--delete", "-e", ssh,
+            f"root@{PEER_IP}:{collect}/", f"{dest}/"]  # fmt: skip
+
+
+def scp_cmd(keys: Keys, collect: Path, dest: Path) -> list[str]:
+    return ["scp", "-B", "-q", "-C", "-r", *keys.ssh_options(), f"root@{PEER_IP}:{collect}",
+            str(dest)]  # fmt: skip
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def table(results: dict[str, Result], payload: int) -> str:
+    head = f"{'tool':<11}{'wall s':>9}{'peer->master':>15}{'master->peer':>15}{'total':>13}"
+    rows = [head, "-" * len(head)]
+    for r in results.values():
+        rows.append(
+            f"{r.tool:<11}{r.seconds:>9.1f}{human(r.rx_bytes):>15}{human(r.tx_bytes):>15}"
+            f"{human(r.total):>13}"
+        )
+    ours = results.get("deltastage")
+    if ours is not None:
+        rows.append("")
+        for other in ("rsync", "scp"):
+            if other in results:
+                theirs = results[other]
+                rows.append(
+                    f"deltastage/{other}: time {ours.seconds / theirs.seconds:.3f}x, "
+                    f"bytes {ours.total / max(1, theirs.total):.3f}x"
+                )
+    rows.append(f"day-2 payload: {human(payload)} (tree + tar)")
+    return "\n".join(rows)
+
+
+# --- driver -----------------------------------------------------------------------------
+
+
+def check_environment() -> str | None:
+    if sys.platform != "linux":
+        return "needs Linux network namespaces"
+    if os.geteuid() != 0:
+        return "needs root (ip netns, tc)"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if not os.access(SSHD, os.X_OK):
+        missing.append(SSHD)
+    return f"missing tools: {', '.join(missing)}" if missing else None
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks wan", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--size-mb", type=float, default=120.0, help="tree size (the tar doubles it)"
+    )
+    parser.add_argument("--rate", default="8mbit", help="tbf rate on both veth ends")
+    parser.add_argument("--burst", default="32kb", help="tbf burst")
+    parser.add_argument("--latency", default="100ms", help="tbf queue latency bound")
+    parser.add_argument("--seed", type=int, default=20260105)
+    parser.add_argument("--edit-fraction", type=float, default=0.02)
+    parser.add_argument("--added", type=int, default=20)
+    parser.add_argument("--removed", type=int, default=10)
+    parser.add_argument("--tools", default="deltastage,rsync,scp", help="comma-separated subset")
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a fresh dir in /tmp")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args(argv)
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = set(tools) - {"deltastage", "rsync", "scp"}
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    problem = check_environment()
+    if problem:
+        print(f"wan benchmark skipped: {problem}", file=sys.stderr)
+        return 2
+
+    signal.signal(signal.SIGTERM, _terminate)
+    work = args.workdir or Path(f"/tmp/deltastage-wan-{os.getpid()}")
+    work.mkdir(parents=True, exist_ok=True)
+    collect = work / "peer" / "collect"
+    try:
+        started = time.perf_counter()
+        corpus = Corpus(args.seed)
+        count = build_day1(corpus, collect, int(args.size_mb * MiB))
+        tree_bytes = sum(
+            (collect / "tree" / p).stat().st_size for p in tree_files(collect / "tree")
+        )
+        elapsed = time.perf_counter() - started
+        print(f"corpus: {count} files, {human(tree_bytes)} + tar ({elapsed:.1f}s)", flush=True)
+        with namespaces() as link, peer_sshd(link, work / "sshd") as keys:
+            config = stage_config(work, collect, keys)
+            # Day 1, unshaped and unmeasured: deltastage's basis and rsync's copy of yesterday.
+            if "deltastage" in tools:
+                measured(link, "deltastage", deltastage_cmd(config, DAY1))
+            if "rsync" in tools:
+                shutil.copytree(collect, work / "rsync", symlinks=True)
+            changes = build_day2(corpus, collect, args.edit_fraction, args.added, args.removed)
+            expected = digests(collect)
+            payload = sum((collect / rel).stat().st_size for rel in expected)
+            print(f"day 2: {changes}; payload {human(payload)}", flush=True)
+            link.shape(args.rate, args.burst, args.latency)
+            results: dict[str, Result] = {}
+            outputs = {
+                "deltastage": work / "staging" / f"{DAY2:%Y/%m/%d}" / "wanpeer",
+                "rsync": work / "rsync",
+                "scp": work / "scp" / "collect",
+            }
+            commands = {
+                "deltastage": lambda: deltastage_cmd(config, DAY2),
+                "rsync": lambda: rsync_cmd(keys, collect, work / "rsync"),
+                "scp": lambda: scp_cmd(keys, collect, work / "scp"),
+            }
+            (work / "scp").mkdir(exist_ok=True)
+            for tool in tools:
+                result = measured(link, tool, commands[tool]())
+                got = digests(outputs[tool])
+                if got != expected:
+                    diff = sorted(set(got.items()) ^ set(expected.items()))[:5]
+                    raise SystemExit(f"{tool}: output differs from the peer's tree: {diff}")
+                results[tool] = result
+                print(
+                    f"  {tool}: {result.seconds:.1f}s, {human(result.total)} (verified)", flush=True
+                )
+        print()
+        print(f"link: tbf rate {args.rate} burst {args.burst} latency {args.latency}, both ends")
+        print(table(results, payload))
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "changes": changes,
+                        "payload": payload,
+                        "results": [asdict(r) for r in results.values()],
+                    },
+                    indent=2,
+                )
+            )
+        return 0
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
