@@ -910,8 +910,8 @@ class _SshSettings:
 # ssh/scp options that take an argument (ssh(1), scp(1)); others are single-letter flags.
 _SSH_ARG_FLAGS = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
 _SCP_ARG_FLAGS = frozenset("cDFiJloPSX")
-# Flags that change nothing deltastage needs to reproduce: batch mode, quiet, verbose,
-# compression (deltastage compresses itself), and scp's preserve-times.
+# Flags that change nothing deltastage needs to reproduce: batch mode, quiet, verbose and
+# compression (deltastage compresses literals itself); scp's -p and -r are added below.
 _HARMLESS_FLAGS = frozenset("BqvC")
 
 
@@ -998,13 +998,15 @@ def _cedar_options(root: ET.Element, reader: _CedarReader) -> _CedarOptions | No
     rsh = reader.text(section, "rsh_command", where)
     cback = reader.text(section, "cback_command", where)
     actions = _managed_actions(reader, section, where)
-    for index, hook in enumerate((c for c in section if c.tag.endswith("_action_hook")), 1):
-        if reader.text(hook, "action", f"{where}/{hook.tag}[{index}]") == "stage":
-            command = reader.text(hook, "command", f"{where}/{hook.tag}[{index}]")
-            reader.warnings.append(
-                f"{where}/{hook.tag}[{index}]: the stage hook {command!r} is not run by "
-                "deltastage; run it from the job that calls `deltastage stage`"
-            )
+    for tag in ("pre_action_hook", "post_action_hook"):
+        for index, hook in enumerate((c for c in section if c.tag == tag), 1):
+            at = f"{where}/{tag}[{index}]"
+            if reader.text(hook, "action", at) == "stage":
+                command = reader.text(hook, "command", at)
+                reader.warnings.append(
+                    f"{at}: the stage hook {command!r} is not run by deltastage; "
+                    "run it from the job that calls `deltastage stage`"
+                )
     options = Options(starting_day=day or "monday", backup_user=user, backup_group=group)
     return _CedarOptions(options, rcp, rsh, cback, actions)
 

@@ -261,3 +261,20 @@ def test_cli_import_cedar_fails_with_one_line_and_exit_2(name: str) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"deltastage: error: {DATA / name}: ")
+
+
+def test_only_stage_hooks_warn_and_are_numbered_per_kind(tmp_path: Path) -> None:
+    hooks = (
+        "<pre_action_hook><action>collect</action><command>/bin/a</command></pre_action_hook>"
+        "<post_action_hook><action>purge</action><command>/bin/b</command></post_action_hook>"
+        "<post_action_hook><action>stage</action><command>/bin/c</command></post_action_hook>"
+    )
+    path = tmp_path / "cback3.conf"
+    options = OPTIONS.format(rcp="scp", extra=hooks)
+    path.write_text(f"<cb_config>{options}{REMOTE}</cb_config>", encoding="utf-8")
+    _, warnings = load_cedar_config(path, check_accounts=False)
+    hook_warnings = [w for w in warnings if "hook" in w]
+    assert hook_warnings == [
+        "options/post_action_hook[2]: the stage hook '/bin/c' is not run by deltastage; "
+        "run it from the job that calls `deltastage stage`"
+    ]
