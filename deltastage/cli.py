@@ -341,11 +341,13 @@ def history(
             _print_json([row.as_json() for row in rows])
             return 0
         table = Table(title=f"deltastage history: last {limit} runs", caption=str(cfg.staging_dir))
-        for column in ("date", "run", "peer", "status", "files", "bytes", "wire bytes", "seconds"):
+        for column in ("date", "run", "peer", "status", "files", "bytes", "wire", "secs"):
             table.add_column(
                 column,
-                justify="right" if column in ("run", "files") else "left",
-                no_wrap=True,  # a folded date or size is unreadable; the error column folds
+                justify="left" if column in ("date", "peer", "status") else "right",
+                # A folded date or size is unreadable; names, statuses and errors may fold.
+                no_wrap=column not in ("peer", "status"),
+                min_width=9 if column == "status" else None,  # "not-ready" whole
             )
         table.add_column("error", overflow="fold")
         for row in rows:

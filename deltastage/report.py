@@ -130,16 +130,17 @@ def summarise(rows: Iterable[HistoryRow]) -> list[PeerSummary]:
 
 
 def _nice_ceiling(value: int) -> int:
-    """The smallest 1, 2 or 5 times a power of ten of a binary unit (B, KiB, MiB...) that is
-    >= value, so the axis ticks read as round sizes."""
+    """The smallest round size >= value: 1, 1.5, 2, 3, 4, 5, 6 or 8 times 1, 10 or 100 of a
+    binary unit (B, KiB, MiB...), so the axis and its half-way tick read as round sizes."""
     if value <= 0:
         return 1
     unit = 1
     while value > unit * 1000:
         unit *= 1024
-    for factor in (1, 2, 5, 10, 20, 50, 100, 200, 500):
-        if unit * factor >= value:
-            return unit * factor
+    for scale in (1, 10, 100):
+        for factor in (1, 1.5, 2, 3, 4, 5, 6, 8):
+            if unit * factor * scale >= value:
+                return round(unit * factor * scale)
     return unit * 1024
 
 
@@ -272,9 +273,10 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 110
 h1 {{ font-size: 1.4em; margin-bottom: .2em; }}
 .meta {{ color: #555; margin-top: 0; }}
 table {{ border-collapse: collapse; margin: 1em 0 2em; width: 100%; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: .3em .6em; text-align: right; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: .3em .6em; text-align: right;
+          white-space: nowrap; }}
 th:first-child, td:first-child, td.status, td.error {{ text-align: left; }}
-td.error {{ max-width: 28em; overflow-wrap: anywhere; color: #7a1f1f; }}
+td.error {{ max-width: 28em; overflow-wrap: anywhere; color: #7a1f1f; white-space: normal; }}
 tr.bad {{ background: #fdecea; }}
 tr.warn {{ background: #fff8e1; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 1em; }}

@@ -19,11 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from deltastage.cli import app
 from deltastage.history import CATALOG_NAME, HistoryRow, read_history
-from deltastage.report import peer_chart_svg, render_html, summarise, write_report
+from deltastage.report import (
+    human_bytes,
+    peer_chart_svg,
+    render_html,
+    summarise,
+    write_report,
+)
 
 runner = CliRunner()
 DAYS = ("2026-11-23", "2026-11-24", "2026-11-25")
@@ -392,3 +400,13 @@ def test_peer_filter_counts_that_peers_runs_and_failures_are_kept(tmp_path: Path
         "2026-11-03",
         "2026-11-02",
     ]
+
+
+@given(st.integers(min_value=1, max_value=1 << 50))
+def test_chart_scale_is_round_and_tight(value: int) -> None:
+    from deltastage.report import _nice_ceiling
+
+    top = _nice_ceiling(value)
+    assert value <= top <= 1.5 * value + 1, "the busiest run fills at least 2/3 of the chart"
+    number = human_bytes(top).split()[0].removesuffix(".0")
+    assert re.fullmatch(r"[1-9][0-9]{0,2}|[1-9]\.5|1024", number), human_bytes(top)
