@@ -546,7 +546,7 @@ def _sub_table(root: _Table, name: str, required: bool) -> _Table | None:
     return _Table(cast("dict[str, object]", value), name, root.problems)
 
 
-def _toml_options(table: _Table | None, problems: _Problems) -> Options:
+def _toml_options(table: _Table | None) -> Options:
     if table is None:
         return Options()
     default = Options()
@@ -676,7 +676,7 @@ def load_config(path: str | Path, *, check_accounts: bool | None = None) -> Conf
     base = Path(os.path.abspath(source)).parent
     problems = _Problems(source)
     root = _Table(document, "", problems)
-    options = _toml_options(_sub_table(root, "options", required=False), problems)
+    options = _toml_options(_sub_table(root, "options", required=False))
     stage = _sub_table(root, "stage", required=True)
     staging_dir: Path | None = None
     if stage is not None:
