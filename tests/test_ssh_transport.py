@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deltastage.errors import ConnectError, ConnectionClosed, TransportTimeout
+from deltastage.errors import ConfigError, ConnectError, ConnectionClosed, TransportTimeout
 from deltastage.models import Gateway
 from deltastage.session import AgentError, PeerSession
 from deltastage.transports.ssh import SSHTransport, known_hosts_name
@@ -203,6 +203,11 @@ def test_silent_server_times_out_during_connect() -> None:
                 connect_timeout=0.5,
             )
         assert time.monotonic() - started < 5
+
+
+def test_empty_command_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no agent command"):
+        SSHTransport(host="127.0.0.1", port=1, user="u", command=[])
 
 
 def test_send_and_recv_after_close_are_connection_closed(sshd_server: SSHServer) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import paramiko
 from sshtunnel import BaseSSHTunnelForwarderError, SSHTunnelForwarder
 
-from deltastage.errors import ConnectError, ConnectionClosed, TransportTimeout
+from deltastage.errors import ConfigError, ConnectError, ConnectionClosed, TransportTimeout
 from deltastage.models import Gateway
 from deltastage.transports.base import Transport
 
@@ -141,8 +141,6 @@ class SSHTransport(Transport):
         keepalive: float = 30.0,
     ) -> None:
         super().__init__()
-        if not command:
-            raise ValueError("command must name the agent to run")
         self.host = host
         self.port = port
         self.user = user
@@ -152,6 +150,8 @@ class SSHTransport(Transport):
         self.url = f"ssh://{user}@{host}:{port}"
         if gateway is not None:
             self.url += f" via {gateway.user or user}@{gateway.host}:{gateway.port}"
+        if not command:
+            raise ConfigError(f"{self.url}: no agent command to run")
         self._stderr = bytearray()
         self._closed = False
         self._eof = False
