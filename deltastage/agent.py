@@ -320,7 +320,10 @@ class _Agent:
                     break
                 hasher = Hasher()
                 offset = 0
-                while chunk := os.pread(fd, READ_CHUNK, offset):
+                # read no further than the size seen first: a file that keeps growing ends
+                while offset < before.st_size and (
+                    chunk := os.pread(fd, min(READ_CHUNK, before.st_size - offset), offset)
+                ):
                     hasher.update(chunk)
                     offset += len(chunk)
                 after = os.fstat(fd)
@@ -433,7 +436,10 @@ class _Agent:
             before = os.fstat(fd)
             encoder = DeltaEncoder(signature, level=request.level)
             offset = 0
-            while chunk := os.pread(fd, FILE_CHUNK, offset):
+            # the size seen first bounds the read: a file that keeps growing still ends
+            while offset < before.st_size and (
+                chunk := os.pread(fd, min(FILE_CHUNK, before.st_size - offset), offset)
+            ):
                 offset += len(chunk)
                 self.send_delta(encoder.update(chunk))
             self.send_delta(encoder.finish())

@@ -1,0 +1,503 @@
+"""The agent: confinement to its roots, listing, indicators, fetch, and robustness.
+
+Most tests speak raw protocol to ``agent.serve`` over a socketpair, so the agent's own
+checks are exercised (the session would refuse many of these requests before sending).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from deltastage import agent as agent_module
+from deltastage.agent import serve
+from deltastage.delta import Patcher, SignatureBuilder
+from deltastage.protocol import (
+    CAPABILITIES,
+    EOF,
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Bye,
+    Connection,
+    DeltaData,
+    DeltaEnd,
+    Error,
+    ErrorCode,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    Role,
+    SigData,
+    SigEnd,
+    WireEntry,
+)
+from deltastage.protocol.frames import encode_frame
+
+
+class RawMaster:
+    """A master that speaks raw protocol to an agent thread; no session-side checks."""
+
+    def __init__(self, roots: list[str]) -> None:
+        self.sock, agent_sock = socket.socketpair()
+        self.sock.settimeout(20)
+
+        def run() -> None:
+            try:
+                serve(roots, agent_sock.recv, agent_sock.sendall)
+            finally:
+                agent_sock.close()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        self.conn = Connection(Role.MASTER)
+
+    def send(self, event: Event) -> None:
+        self.sock.sendall(self.conn.send(event))
+
+    def receive(self) -> Event | None:
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                self.conn.receive_data(self.sock.recv(1 << 16))
+            elif event is EOF:
+                return None
+            else:
+                assert isinstance(event, Event)
+                return event
+
+    def hello(self) -> HelloReply:
+        self.send(Hello(PROTOCOL_VERSION, "test", CAPABILITIES))
+        reply = self.receive()
+        assert isinstance(reply, HelloReply)
+        return reply
+
+    def fetch(self, root: str, path: str, sig: bytes, level: int = 3) -> tuple[bytes, Event]:
+        self.send(Fetch(root, path, level))
+        for start in range(0, len(sig), 1000):
+            self.send(SigData(sig[start : start + 1000]))
+        self.send(SigEnd())
+        delta = bytearray()
+        while True:
+            event = self.receive()
+            if isinstance(event, DeltaData):
+                delta += event.data
+            else:
+                assert event is not None
+                return bytes(delta), event
+
+    def listing(self, root: str) -> list[WireEntry] | Error:
+        self.send(ListRequest(root))
+        entries: list[WireEntry] = []
+        while True:
+            event = self.receive()
+            if isinstance(event, ListBatch):
+                entries.extend(event.entries)
+            elif isinstance(event, ListEnd):
+                assert event.count == len(entries)
+                return entries
+            else:
+                assert isinstance(event, Error)
+                return event
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A root with the awkward things a collect dir can hold, and a secret outside it."""
+    root = tmp_path / "collect"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"top secret")
+    (root / "plain.tar").write_bytes(b"plain" * 100)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "sub" / "deeper" / "f").write_bytes(b"")
+    (root / "sub" / "a file with spaces").write_bytes(b"s")
+    (root / "ünïcødé").write_bytes(b"u")
+    (root / "new\nline").write_bytes(b"n")
+    (root / os.fsdecode(b"latin1-\xe9")).write_bytes(b"l")
+    (root / "empty-dir").mkdir()
+    (root / "link-dir").symlink_to(outside)
+    (root / "link-file").symlink_to(outside / "secret")
+    os.mkfifo(root / "fifo")
+    os.chmod(root / "plain.tar", 0o640)
+    yield root, outside
+
+
+@pytest.fixture
+def raw(tree: tuple[Path, Path]) -> Iterator[RawMaster]:
+    master = RawMaster([str(tree[0])])
+    master.hello()
+    yield master
+    master.close()
+
+
+def signature_of(basis: bytes) -> tuple[bytes, SignatureBuilder]:
+    builder = SignatureBuilder(len(basis))
+    encoded = builder.update(basis) + builder.finish()
+    return encoded, builder
+
+
+def patch(basis: bytes, delta: bytes, builder: SignatureBuilder) -> bytes:
+    out = bytearray()
+    patcher = Patcher(
+        lambda offset, n: basis[offset : offset + n],
+        out.extend,
+        basis_size=len(basis),
+        basis_hash=builder.signature.basis_hash,
+    )
+    patcher.feed(delta)
+    result = patcher.finish()
+    assert result.xxh3_128 == xxhash.xxh3_128_digest(bytes(out))
+    return bytes(out)
+
+
+# --- confinement --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../outside/secret", "/etc/passwd", "sub/../../outside/secret", "sub//f", "./plain.tar",
+     "plain.tar\0", "", "sub/deeper/", "sub/./deeper/f"],
+)  # fmt: skip
+def test_escaping_paths_are_refused(raw: RawMaster, tree: tuple[Path, Path], path: str) -> None:
+    sig, _ = signature_of(b"")
+    delta, end = raw.fetch(str(tree[0]), path, sig)
+    assert delta == b""
+    assert isinstance(end, Error) and end.code is ErrorCode.UNSAFE_PATH, end
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("link-dir/secret", ErrorCode.UNSAFE_PATH),
+        ("link-file", ErrorCode.UNSAFE_PATH),
+        ("fifo", ErrorCode.UNSAFE_PATH),
+        ("sub", ErrorCode.UNSAFE_PATH),
+        ("missing", ErrorCode.NOT_FOUND),
+        ("plain.tar/x", ErrorCode.NOT_FOUND),
+    ],
+)
+def test_symlinks_and_non_files_are_never_served(
+    raw: RawMaster, tree: tuple[Path, Path], path: str, code: ErrorCode
+) -> None:
+    sig, _ = signature_of(b"")
+    delta, end = raw.fetch(str(tree[0]), path, sig)
+    assert isinstance(end, Error) and end.code is code, end
+    assert b"top secret" not in delta
+
+
+def test_a_symlinked_directory_deeper_in_the_path_is_refused(
+    raw: RawMaster, tree: tuple[Path, Path]
+) -> None:
+    root, outside = tree
+    (outside / "nest").mkdir()
+    (outside / "nest" / "x").write_bytes(b"outside")
+    (root / "sub" / "deeper" / "hop").symlink_to(outside / "nest")
+    sig, _ = signature_of(b"")
+    _, end = raw.fetch(str(root), "sub/deeper/hop/x", sig)
+    assert isinstance(end, Error) and end.code is ErrorCode.UNSAFE_PATH
+    assert "symlink" in end.reason
+
+
+@pytest.mark.parametrize(
+    "root_of", [lambda r: str(r.parent), lambda r: str(r) + "/", lambda r: "/"]
+)
+def test_only_the_exact_roots_are_served(raw: RawMaster, tree: tuple[Path, Path], root_of) -> None:  # type: ignore[no-untyped-def]
+    root = root_of(tree[0])
+    result = raw.listing(root)
+    assert isinstance(result, Error) and result.code is ErrorCode.NOT_A_ROOT
+    raw.send(IndicatorWrite(root, "cback.stage"))
+    answer = raw.receive()
+    assert isinstance(answer, Error) and answer.code is ErrorCode.NOT_A_ROOT
+    sig, _ = signature_of(b"")
+    _, end = raw.fetch(root, "collect/plain.tar", sig)
+    assert isinstance(end, Error) and end.code is ErrorCode.NOT_A_ROOT
+
+
+# --- listing ------------------------------------------------------------------------------
+
+
+def test_listing_reports_everything_and_follows_nothing(
+    raw: RawMaster, tree: tuple[Path, Path]
+) -> None:
+    root, _ = tree
+    entries = raw.listing(str(root))
+    assert isinstance(entries, list)
+    by_path = {e.path: e for e in entries}
+    latin1 = os.fsdecode(b"latin1-\xe9")
+    assert [e.path for e in entries] == sorted(by_path, key=os.fsencode)
+    assert set(by_path) == {
+        "fifo", "latin1-\udce9", "link-dir", "link-file", "new\nline", "plain.tar",
+        "sub/a file with spaces", "sub/deeper/f", "ünïcødé",
+    }  # fmt: skip
+    assert latin1 in by_path
+    plain = by_path["plain.tar"]
+    assert (plain.kind, plain.size, plain.mode) == ("file", 500, 0o640)
+    assert plain.xxh3_128 == xxhash.xxh3_128_digest(b"plain" * 100)
+    assert plain.mtime_ns == os.stat(root / "plain.tar").st_mtime_ns
+    assert by_path["sub/deeper/f"].xxh3_128 == xxhash.xxh3_128_digest(b"")
+    assert by_path["link-dir"].kind == "symlink" and by_path["link-dir"].xxh3_128 is None
+    assert by_path["link-file"].kind == "symlink"
+    assert by_path["fifo"].kind == "special" and by_path["fifo"].xxh3_128 is None
+    assert not any(e.path.startswith("link-dir/") for e in entries)
+
+
+def test_listing_is_deterministic(raw: RawMaster, tree: tuple[Path, Path]) -> None:
+    assert raw.listing(str(tree[0])) == raw.listing(str(tree[0]))
+
+
+def test_listing_a_missing_root(tmp_path: Path) -> None:
+    master = RawMaster([str(tmp_path / "nope")])
+    master.hello()
+    result = master.listing(str(tmp_path / "nope"))
+    assert isinstance(result, Error) and result.code is ErrorCode.NOT_FOUND
+    master.send(IndicatorQuery(str(tmp_path / "nope"), "cback.collect"))
+    answer = master.receive()  # a missing collect dir is named, not passed off as "not ready"
+    assert isinstance(answer, Error) and answer.code is ErrorCode.NOT_FOUND
+    master.close()
+
+
+def test_listing_an_unreadable_directory_fails_clearly(
+    raw: RawMaster, tree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tree[0] / "sub" / "locked").mkdir()
+    real_listdir = os.listdir
+
+    def listdir(fd: int) -> list[str]:
+        # tests run as root, where chmod 0 would not stop the read: refuse it here instead
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/locked"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_listdir(fd)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    result = raw.listing(str(tree[0]))
+    assert isinstance(result, Error) and result.code is ErrorCode.IO
+    assert "sub/locked" in result.reason and "Permission denied" in result.reason
+
+
+def test_listing_in_many_batches(tmp_path: Path) -> None:
+    for i in range(3000):
+        (tmp_path / f"{'x' * 100}-{i:05d}").write_bytes(b"")
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    master.send(ListRequest(str(tmp_path)))
+    batches = 0
+    count = 0
+    while isinstance(event := master.receive(), ListBatch):
+        batches += 1
+        count += len(event.entries)
+    assert event == ListEnd(3000) and count == 3000 and batches >= 2
+    master.close()
+
+
+# --- indicators ---------------------------------------------------------------------------
+
+
+def test_indicators(raw: RawMaster, tree: tuple[Path, Path]) -> None:
+    root, outside = tree
+    raw.send(IndicatorQuery(str(root), "cback.collect"))
+    assert raw.receive() == IndicatorState(False)
+    raw.send(IndicatorWrite(str(root), "cback.collect"))
+    assert raw.receive() == Ok()
+    assert (root / "cback.collect").read_bytes() == b""
+    raw.send(IndicatorQuery(str(root), "cback.collect"))
+    assert raw.receive() == IndicatorState(True)
+    assert not [p for p in os.listdir(root) if "tmp" in p]
+    # a symlink named like the indicator neither counts nor gets written through
+    (root / "cback.stage").symlink_to(outside / "secret")
+    raw.send(IndicatorQuery(str(root), "cback.stage"))
+    assert raw.receive() == IndicatorState(False)
+    raw.send(IndicatorWrite(str(root), "cback.stage"))
+    assert raw.receive() == Ok()
+    assert (outside / "secret").read_bytes() == b"top secret"
+    assert (root / "cback.stage").is_file() and not (root / "cback.stage").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".", "..", "", "x\0y"])
+def test_indicator_names_must_be_one_safe_component(
+    raw: RawMaster, tree: tuple[Path, Path], name: str
+) -> None:
+    for request in (IndicatorQuery(str(tree[0]), name), IndicatorWrite(str(tree[0]), name)):
+        raw.send(request)
+        answer = raw.receive()
+        assert isinstance(answer, Error) and answer.code is ErrorCode.UNSAFE_PATH, answer
+    assert sorted(os.listdir(tree[0].parent)) == ["collect", "outside"]
+
+
+def test_a_failed_indicator_write_leaves_no_temp_file(
+    raw: RawMaster, tree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def rename(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    before = sorted(os.listdir(tree[0]))
+    monkeypatch.setattr(os, "rename", rename)
+    raw.send(IndicatorWrite(str(tree[0]), "cback.stage"))
+    answer = raw.receive()
+    assert isinstance(answer, Error) and answer.code is ErrorCode.IO
+    assert "Read-only" in answer.reason
+    assert sorted(os.listdir(tree[0])) == before
+
+
+# --- fetch --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"x", os.urandom(3 << 20)])
+def test_fetch_without_a_basis(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "f").write_bytes(content)
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    sig, builder = signature_of(b"")
+    delta, end = master.fetch(str(tmp_path), "f", sig)
+    assert end == DeltaEnd()
+    assert patch(b"", delta, builder) == content
+    master.close()
+
+
+def test_fetch_against_a_basis_sends_little(tmp_path: Path) -> None:
+    basis = os.urandom(1 << 20)
+    new = basis[:1000] + b"an edit" + basis[1000:500_000] + basis[500_100:]
+    (tmp_path / "f").write_bytes(new)
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    sig, builder = signature_of(basis)
+    delta, end = master.fetch(str(tmp_path), "f", sig, level=1)
+    assert end == DeltaEnd()
+    assert patch(basis, delta, builder) == new
+    assert len(delta) < len(new) // 20
+    master.close()
+
+
+def test_a_file_changed_while_read_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "growing.log"
+    target.write_bytes(b"a" * 1000)
+    real_encoder = agent_module.DeltaEncoder
+
+    class AppendingEncoder(real_encoder):  # type: ignore[misc, valid-type]
+        def update(self, data: bytes) -> bytes:
+            with open(target, "ab") as handle:
+                handle.write(b"more")
+            return super().update(data)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(agent_module, "DeltaEncoder", AppendingEncoder)
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    sig, _ = signature_of(b"")
+    _, end = master.fetch(str(tmp_path), "growing.log", sig)
+    assert isinstance(end, Error) and end.code is ErrorCode.CHANGED
+    assert "growing.log" in end.reason
+    # the conversation goes on
+    monkeypatch.setattr(agent_module, "DeltaEncoder", real_encoder)
+    _, end = master.fetch(str(tmp_path), "growing.log", sig)
+    assert end == DeltaEnd()
+    master.close()
+
+
+def test_a_malformed_signature_ends_the_conversation(
+    raw: RawMaster, tree: tuple[Path, Path]
+) -> None:
+    _, end = raw.fetch(str(tree[0]), "plain.tar", b"not a signature at all")
+    assert isinstance(end, Error) and end.code is ErrorCode.PROTOCOL
+    assert "signature" in end.reason
+    assert raw.receive() is None
+
+
+def test_a_truncated_signature_ends_the_conversation(
+    raw: RawMaster, tree: tuple[Path, Path]
+) -> None:
+    sig, _ = signature_of(b"0123456789" * 1000)
+    _, end = raw.fetch(str(tree[0]), "plain.tar", sig[:-5])
+    assert isinstance(end, Error) and end.code is ErrorCode.PROTOCOL
+    assert "ended early" in end.reason
+
+
+# --- robustness ---------------------------------------------------------------------------
+
+
+def test_version_mismatch_names_both_versions(tmp_path: Path) -> None:
+    master = RawMaster([str(tmp_path)])
+    master.send(Hello(PROTOCOL_VERSION + 1, "9.9", CAPABILITIES))
+    answer = master.receive()
+    assert isinstance(answer, Error) and answer.code is ErrorCode.PROTOCOL
+    assert f"master speaks {PROTOCOL_VERSION + 1}" in answer.reason
+    assert f"speaks {PROTOCOL_VERSION}" in answer.reason
+    assert master.receive() is None
+    master.close()
+
+
+def test_missing_capability_is_refused(tmp_path: Path) -> None:
+    master = RawMaster([str(tmp_path)])
+    master.send(Hello(PROTOCOL_VERSION, "x", frozenset({"hash=md5"})))
+    answer = master.receive()
+    assert isinstance(answer, Error) and "hash=xxh3-128" in answer.reason
+    master.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\n\r\n",
+        encode_frame(0x01, b"DSTG"),
+        b"\x01\xff\xff\xff\xff",
+        encode_frame(ListRequest.TYPE, ListRequest("/").encode_payload()),  # before Hello
+    ],
+)
+def test_garbage_gets_a_last_word_not_a_crash(tmp_path: Path, garbage: bytes) -> None:
+    master = RawMaster([str(tmp_path)])
+    master.sock.sendall(garbage)
+    data = b""
+    while chunk := master.sock.recv(4096):
+        data += chunk
+    reader = Connection(Role.MASTER)
+    reader.send(Hello(1, "x", frozenset()))  # lets the agent's error arrive in a legal state
+    reader.receive_data(data)
+    answer = reader.next_event()
+    assert isinstance(answer, Error) and answer.code is ErrorCode.PROTOCOL
+    master.close()
+
+
+def test_out_of_order_request_mid_conversation(raw: RawMaster) -> None:
+    raw.sock.sendall(encode_frame(SigEnd.TYPE, b""))
+    answer = raw.receive()
+    assert isinstance(answer, Error) and answer.code is ErrorCode.PROTOCOL
+    assert "SigEnd" in answer.reason
+
+
+def test_bye_and_eof_end_the_agent(raw: RawMaster) -> None:
+    raw.send(Bye())
+    raw.thread.join(10)
+    assert not raw.thread.is_alive()
+
+
+def test_master_vanishing_mid_delta_does_not_crash(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(os.urandom(4 << 20))
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    sig, _ = signature_of(b"")
+    master.send(Fetch(str(tmp_path), "big", 0))
+    master.send(SigData(sig))
+    master.send(SigEnd())
+    assert isinstance(master.receive(), DeltaData)
+    master.close()  # joins the agent thread: it must notice and return
