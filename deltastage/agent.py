@@ -352,12 +352,8 @@ class _Agent:
 
     def indicator_exists(self, root: str, name: str) -> bool:
         name = self.checked_name(name)
-        try:
-            root_fd = self.open_root(root)
-        except _Refusal as refusal:
-            if refusal.code is ErrorCode.NOT_FOUND:
-                return False  # a missing collect dir holds no indicator: the peer is not ready
-            raise
+        # a missing root is an error, not "no indicator": a wrong collect dir must be named
+        root_fd = self.open_root(root)
         try:
             st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
         except FileNotFoundError:
