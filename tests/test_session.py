@@ -1,0 +1,376 @@
+"""PeerSession, the master's end: over the in-process agent, over a subprocess agent, and
+against a scripted hostile agent."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from deltastage import agent as agent_module
+from deltastage.delta import Patcher, SignatureBuilder
+from deltastage.errors import (
+    ConnectionClosed,
+    IntegrityError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ResourceLimitError,
+    SourceChangedError,
+    TransportTimeout,
+    UnsafePathError,
+)
+from deltastage.protocol import (
+    CAPABILITIES,
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Bye,
+    Connection,
+    Error,
+    ErrorCode,
+    Event,
+    Hello,
+    HelloReply,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Role,
+    WireEntry,
+)
+from deltastage.session import AgentError, PeerSession
+from deltastage.transports.base import Transport
+from deltastage.transports.local import LocalTransport
+from deltastage.transports.pipe import PipeTransport
+
+AGENT = [sys.executable, "-m", "deltastage", "agent"]
+
+
+@pytest.fixture(params=["local", "pipe"])
+def make_session(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], PeerSession]]:
+    sessions: list[PeerSession] = []
+
+    def make(root: Path) -> PeerSession:
+        if request.param == "local":
+            transport: Transport = LocalTransport([str(root)])
+        else:
+            transport = PipeTransport([*AGENT, "--root", str(root)], idle_timeout=30)
+        session = PeerSession(transport)
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+def fetch_file(session: PeerSession, root: Path, path: str, basis: bytes = b"") -> bytes:
+    builder = SignatureBuilder(len(basis))
+
+    def signature() -> Iterator[bytes]:
+        for start in range(0, len(basis), 100_000):
+            yield builder.update(basis[start : start + 100_000])
+        yield builder.finish()
+
+    out = bytearray()
+    patcher: Patcher | None = None
+    for chunk in session.fetch(str(root), path, signature()):
+        if patcher is None:  # the signature has been sent by the time a delta byte arrives
+            patcher = Patcher(
+                lambda offset, n: basis[offset : offset + n],
+                out.extend,
+                basis_size=len(basis),
+                basis_hash=builder.signature.basis_hash,
+            )
+        patcher.feed(chunk)
+    assert patcher is not None
+    result = patcher.finish()
+    assert result.xxh3_128 == xxhash.xxh3_128_digest(bytes(out))
+    return bytes(out)
+
+
+def test_a_whole_staging_conversation(
+    make_session: Callable[[Path], PeerSession], tmp_path: Path
+) -> None:
+    basis = os.urandom(2 << 20)
+    new = basis[:100_000] + b"edited" + basis[100_000:]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "backup.tar").write_bytes(new)
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    session = make_session(tmp_path)
+    info = session.handshake()
+    assert info.protocol == PROTOCOL_VERSION and info.roots == (str(tmp_path),)
+    assert "hash=xxh3-128" in info.capabilities
+    assert not session.indicator_exists(str(tmp_path), "cback.collect")
+    session.write_indicator(str(tmp_path), "cback.collect")
+    assert session.indicator_exists(str(tmp_path), "cback.collect")
+    entries = session.list_files(str(tmp_path))
+    assert [(e.path, e.kind) for e in entries] == [
+        ("cback.collect", "file"),
+        ("d/backup.tar", "file"),
+        ("link", "symlink"),
+    ]
+    assert entries[1].xxh3_128 == xxhash.xxh3_128_digest(new)
+    wire_before = session.wire_bytes
+    assert fetch_file(session, tmp_path, "d/backup.tar", basis) == new
+    assert session.wire_bytes - wire_before < len(new) // 10
+    assert fetch_file(session, tmp_path, "d/backup.tar") == new  # no basis: all literals
+    session.close()
+    session.close()
+    with pytest.raises(ConnectionClosed):
+        session.list_files(str(tmp_path))
+
+
+def test_agent_errors_map_to_the_error_tree(
+    make_session: Callable[[Path], PeerSession], tmp_path: Path
+) -> None:
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    session = make_session(tmp_path)
+    session.handshake()
+    with pytest.raises(AgentError, match="not one of this agent's roots") as info:
+        session.list_files("/etc")
+    assert info.value.code == "not-a-root"
+    with pytest.raises(UnsafePathError, match="symlink"):
+        fetch_file(session, tmp_path, "link")
+    with pytest.raises(SourceChangedError, match="no such file"):
+        fetch_file(session, tmp_path, "vanished")
+    # refused locally, before anything is sent
+    for bad in ("../x", "/etc/passwd", "a//b", "a\0b"):
+        with pytest.raises(UnsafePathError):
+            session.fetch(str(tmp_path), bad, [])
+    with pytest.raises(UnsafePathError):
+        session.write_indicator(str(tmp_path), "../cback.stage")
+    # none of that hurt the conversation
+    assert [e.path for e in session.list_files(str(tmp_path))] == ["link"]
+
+
+def test_a_file_changed_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "live.db"
+    target.write_bytes(b"x" * 5000)
+    real_encoder = agent_module.DeltaEncoder
+
+    class TouchingEncoder(real_encoder):  # type: ignore[misc, valid-type]
+        def update(self, data: bytes) -> bytes:
+            os.utime(target, ns=(1, 1))
+            return super().update(data)  # type: ignore[no-any-return]
+
+    session = PeerSession(LocalTransport([str(tmp_path)]))  # the encoder is swapped in-process
+    monkeypatch.setattr(agent_module, "DeltaEncoder", TouchingEncoder)
+    session.handshake()
+    with pytest.raises(SourceChangedError, match=r"live\.db: changed while read"):
+        fetch_file(session, tmp_path, "live.db")
+    monkeypatch.setattr(agent_module, "DeltaEncoder", real_encoder)
+    assert fetch_file(session, tmp_path, "live.db") == b"x" * 5000
+    session.close()
+
+
+def test_an_abandoned_fetch_is_drained(
+    make_session: Callable[[Path], PeerSession], tmp_path: Path
+) -> None:
+    big = os.urandom(3 << 20)
+    (tmp_path / "big").write_bytes(big)
+    session = make_session(tmp_path)
+    session.handshake()
+    stream = session.fetch(str(tmp_path), "big", [SignatureBuilder(0).finish()], level=0)
+    next(stream)
+    del stream  # dropped half way, as a caller does when its patcher raises
+    assert [e.path for e in session.list_files(str(tmp_path))] == ["big"]
+    # and one left suspended is finished by the next request
+    stream = session.fetch(str(tmp_path), "big", [SignatureBuilder(0).finish()], level=0)
+    next(stream)
+    assert session.indicator_exists(str(tmp_path), "cback.collect") is False
+    with pytest.raises(StopIteration):
+        next(stream)
+    assert fetch_file(session, tmp_path, "big") == big
+
+
+def test_a_failing_basis_withdraws_the_request(
+    make_session: Callable[[Path], PeerSession], tmp_path: Path
+) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    session = make_session(tmp_path)
+    session.handshake()
+
+    def broken_signature() -> Iterator[bytes]:
+        yield b"DSIG"
+        raise IntegrityError("basis shrank while being signed")
+
+    with pytest.raises(IntegrityError, match="basis shrank"):
+        list(session.fetch(str(tmp_path), "f", broken_signature()))
+    assert fetch_file(session, tmp_path, "f") == b"data"
+
+
+def test_a_malformed_signature_kills_the_session(
+    make_session: Callable[[Path], PeerSession], tmp_path: Path
+) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    session = make_session(tmp_path)
+    session.handshake()
+    with pytest.raises(RemoteProtocolError, match="malformed signature"):
+        list(session.fetch(str(tmp_path), "f", [b"garbage"]))
+    with pytest.raises(ConnectionClosed, match="earlier failure"):
+        session.list_files(str(tmp_path))
+    session.close()
+
+
+def test_requests_out_of_turn(make_session: Callable[[Path], PeerSession], tmp_path: Path) -> None:
+    session = make_session(tmp_path)
+    with pytest.raises(LocalProtocolError):
+        session.list_files(str(tmp_path))  # before the handshake
+    with pytest.raises(ConnectionClosed):
+        session.handshake()
+
+
+def test_a_request_from_inside_a_running_fetch_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    session = PeerSession(LocalTransport([str(tmp_path)]))
+    session.handshake()
+
+    def signature() -> Iterator[bytes]:
+        with pytest.raises(LocalProtocolError, match="in progress"):
+            session.list_files(str(tmp_path))
+        yield SignatureBuilder(0).finish()
+
+    assert list(session.fetch(str(tmp_path), "f", signature()))
+    assert [e.path for e in session.list_files(str(tmp_path))] == ["f"]
+    session.close()
+
+
+# --- a scripted, hostile agent ------------------------------------------------------------
+
+
+class ScriptedAgent(Transport):
+    """Answers each master message with whatever ``script`` returns (events or raw bytes)."""
+
+    def __init__(self, script: Callable[[Event], list[Event | bytes]]) -> None:
+        super().__init__()
+        self.script = script
+        self.conn = Connection(Role.AGENT)
+        self.outbox = bytearray()
+        self.closed = False
+        self.seen: list[Event] = []
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            raise ConnectionClosed("closed")
+        self.bytes_sent += len(data)
+        self.conn.receive_data(data)
+        while (event := self.conn.next_event()) is not NEED_DATA:
+            assert isinstance(event, Event)
+            self.seen.append(event)
+            for answer in self.script(event):
+                self.outbox += answer if isinstance(answer, bytes) else self.conn.send(answer)
+
+    def recv(self, max_bytes: int) -> bytes:
+        if self.closed:
+            raise ConnectionClosed("closed")
+        data = bytes(self.outbox[:max_bytes])
+        del self.outbox[:max_bytes]
+        self.bytes_received += len(data)
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def hello_then(
+    on_list: Callable[[], list[Event | bytes]],
+) -> Callable[[Event], list[Event | bytes]]:
+    def script(event: Event) -> list[Event | bytes]:
+        if isinstance(event, Hello):
+            return [HelloReply(PROTOCOL_VERSION, "evil", ("/r",), CAPABILITIES)]
+        if isinstance(event, ListRequest):
+            return on_list()
+        return []
+
+    return script
+
+
+def entry(path: str) -> WireEntry:
+    return WireEntry(path, "file", 1, 1, 0o644, b"\0" * 16)
+
+
+@pytest.mark.parametrize(
+    ("batches", "error", "message"),
+    [
+        ([("../etc/passwd",)], UnsafePathError, r"'\.\.'"),
+        ([("/etc/passwd",)], UnsafePathError, "absolute"),
+        ([("a//b",)], UnsafePathError, "empty"),
+        ([("a", "a")], RemoteProtocolError, "twice"),
+        ([("a",), ("a/b",)], UnsafePathError, "both a file and a directory"),
+        ([("x1", "x2", "x3", "x4")], ResourceLimitError, "more than 3 entries"),
+    ],
+)
+def test_hostile_listings_are_refused(
+    batches: list[tuple[str, ...]], error: type[Exception], message: str
+) -> None:
+    def listing() -> list[Event | bytes]:
+        events: list[Event | bytes] = [ListBatch(tuple(entry(p) for p in b)) for b in batches]
+        return [*events, ListEnd(sum(len(b) for b in batches))]
+
+    transport = ScriptedAgent(hello_then(listing))
+    session = PeerSession(transport, max_entries=3)
+    session.handshake()
+    with pytest.raises(error, match=message):
+        session.list_files("/r")
+    assert transport.closed
+    with pytest.raises(ConnectionClosed):
+        session.list_files("/r")
+
+
+def test_a_lying_count_is_refused() -> None:
+    transport = ScriptedAgent(hello_then(lambda: [ListBatch((entry("a"),)), ListEnd(2)]))
+    session = PeerSession(transport)
+    session.handshake()
+    with pytest.raises(RemoteProtocolError, match="count mismatch"):
+        session.list_files("/r")
+
+
+def test_agent_going_silent_is_a_closed_connection() -> None:
+    session = PeerSession(ScriptedAgent(hello_then(lambda: [ListBatch((entry("a"),))])))
+    session.handshake()
+    with pytest.raises(ConnectionClosed, match="agent closed"):
+        session.list_files("/r")
+
+
+def test_garbage_instead_of_an_agent() -> None:
+    session = PeerSession(ScriptedAgent(lambda event: [b"Last login: Mon\r\n$ "]))
+    with pytest.raises(RemoteProtocolError, match="not a deltastage peer"):
+        session.handshake()
+    with pytest.raises(ConnectionClosed):
+        session.handshake()
+
+
+def test_version_mismatch_either_way() -> None:
+    newer = ScriptedAgent(lambda e: [HelloReply(PROTOCOL_VERSION + 1, "9.0", (), CAPABILITIES)])
+    with pytest.raises(RemoteProtocolError, match=rf"speaks {PROTOCOL_VERSION}, agent 9.0 speaks"):
+        PeerSession(newer).handshake()
+    refusing = ScriptedAgent(lambda e: [Error(ErrorCode.PROTOCOL, "protocol version mismatch")])
+    with pytest.raises(RemoteProtocolError, match="agent ended the conversation: protocol"):
+        PeerSession(refusing).handshake()
+    lacking = ScriptedAgent(lambda e: [HelloReply(PROTOCOL_VERSION, "0", (), frozenset())])
+    with pytest.raises(RemoteProtocolError, match="lacks capabilities"):
+        PeerSession(lacking).handshake()
+
+
+def test_close_says_bye_only_when_it_may() -> None:
+    transport = ScriptedAgent(hello_then(lambda: []))
+    session = PeerSession(transport)
+    session.handshake()
+    session.close()
+    assert transport.seen[-1] == Bye() and transport.closed
+    assert session.wire_bytes == transport.bytes_sent + transport.bytes_received
+
+
+def test_timeouts_kill_the_session() -> None:
+    class Silent(ScriptedAgent):
+        def recv(self, max_bytes: int) -> bytes:
+            raise TransportTimeout("agent sent nothing for 1s")
+
+    session = PeerSession(Silent(lambda e: []))
+    with pytest.raises(TransportTimeout):
+        session.handshake()
+    with pytest.raises(ConnectionClosed, match="sent nothing"):
+        session.handshake()
