@@ -12,7 +12,7 @@ import pytest
 import xxhash
 
 from deltastage import agent as agent_module
-from deltastage.delta import Patcher, SignatureBuilder
+from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder
 from deltastage.errors import (
     ConnectionClosed,
     IntegrityError,
@@ -149,19 +149,18 @@ def test_agent_errors_map_to_the_error_tree(
 def test_a_file_changed_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "live.db"
     target.write_bytes(b"x" * 5000)
-    real_encoder = agent_module.DeltaEncoder
 
-    class TouchingEncoder(real_encoder):  # type: ignore[misc, valid-type]
-        def update(self, data: bytes) -> bytes:
+    class TouchingEncoder(DeltaEncoder):
+        def update(self, data: bytes | bytearray | memoryview) -> bytes:
             os.utime(target, ns=(1, 1))
-            return super().update(data)  # type: ignore[no-any-return]
+            return super().update(data)
 
     session = PeerSession(LocalTransport([str(tmp_path)]))  # the encoder is swapped in-process
     monkeypatch.setattr(agent_module, "DeltaEncoder", TouchingEncoder)
     session.handshake()
     with pytest.raises(SourceChangedError, match=r"live\.db: changed while read"):
         fetch_file(session, tmp_path, "live.db")
-    monkeypatch.setattr(agent_module, "DeltaEncoder", real_encoder)
+    monkeypatch.setattr(agent_module, "DeltaEncoder", DeltaEncoder)
     assert fetch_file(session, tmp_path, "live.db") == b"x" * 5000
     session.close()
 
