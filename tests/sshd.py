@@ -9,10 +9,12 @@ passes by skipping.
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from deltastage.models import Gateway
 SSHD = "/usr/sbin/sshd"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 __all__ = ["SSHServer", "sshd_bastion", "sshd_keys", "sshd_server"]
 
@@ -205,6 +208,7 @@ def start_sshd(name: str, workdir: Path, keys: SSHKeys, *, forwarding: bool) -> 
                 stdin=subprocess.DEVNULL,
                 stdout=log_out,
                 stderr=log_out,
+                preexec_fn=_die_with_parent,
             )
         if _wait_for_banner(port, process):
             with keys.known_hosts.open("a") as out:
@@ -225,6 +229,13 @@ def start_sshd(name: str, workdir: Path, keys: SSHKeys, *, forwarding: bool) -> 
         _stop(process)
         last_error = (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
     pytest.fail(f"sshd ({name}) did not start: {last_error}")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when pytest dies, so a killed run leaves no daemon behind."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_for_banner(port: int, process: subprocess.Popen[bytes]) -> bool:
