@@ -1,6 +1,6 @@
 """The agent as a subprocess over its stdin/stdout: tests, and anything that spawns a command.
 
-Reads and writes go through ``select`` with the idle timeout, so a hung agent becomes a
+Reads and writes go through ``poll`` with the idle timeout, so a hung agent becomes a
 ``TransportTimeout`` instead of a hung master. The agent's stderr goes to an anonymous
 temporary file (a pipe could fill and stall it); its last lines are quoted when the agent
 goes away, since they usually say why.
@@ -74,14 +74,20 @@ class PipeTransport(Transport):
             message += f": {tail}"
         return ConnectionClosed(message)
 
+    def _wait(self, fd: int, event: int) -> bool:
+        """Whether ``fd`` became ready (or failed) within the idle timeout."""
+        # poll, not select: a master with many open files may hold descriptors above 1023
+        poller = select.poll()
+        poller.register(fd, event)
+        return bool(poller.poll(self._idle_timeout * 1000))
+
     def send(self, data: bytes) -> None:
         if self._closed:
             raise ConnectionClosed("agent pipe already closed")
         fd = self._stdin.fileno()
         view = memoryview(data)
         while view:
-            _, writable, _ = select.select([], [fd], [], self._idle_timeout)
-            if not writable:
+            if not self._wait(fd, select.POLLOUT):
                 raise TransportTimeout(f"agent did not read for {self._idle_timeout:g}s")
             try:
                 written = os.write(fd, view)
@@ -96,8 +102,7 @@ class PipeTransport(Transport):
         if self._closed:
             raise ConnectionClosed("agent pipe already closed")
         fd = self._stdout.fileno()
-        readable, _, _ = select.select([fd], [], [], self._idle_timeout)
-        if not readable:
+        if not self._wait(fd, select.POLLIN):
             raise TransportTimeout(f"agent sent nothing for {self._idle_timeout:g}s")
         try:
             data = os.read(fd, max_bytes)
