@@ -68,7 +68,7 @@ __all__ = [
 log = logging.getLogger("deltastage.stage")
 
 TMP_PREFIX = f"{INTERNAL_PREFIX}tmp-"
-FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -498,6 +498,14 @@ class PeerStager:
     # --- one file ---------------------------------------------------------------------
 
     def _stage_file(
+        self, session: PeerSession, peer_fd: int, finder: BasisFinder, entry: RemoteEntry
+    ) -> ManifestEntry:
+        try:
+            return self._stage_file_at(session, peer_fd, finder, entry)
+        except OSError as exc:
+            raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
+
+    def _stage_file_at(
         self, session: PeerSession, peer_fd: int, finder: BasisFinder, entry: RemoteEntry
     ) -> ManifestEntry:
         parts = check_relative_path(entry.path)
