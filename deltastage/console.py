@@ -36,6 +36,21 @@ __all__ = [
 LOG_FORMAT = "%(asctime)s deltastage[%(process)d] %(levelname)s %(message)s"
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now, so a replaced stderr never gets stale."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(
     *, level: str = "info", log_file: Path | None = None, syslog: bool = False, rich: bool = False
 ) -> None:
@@ -46,7 +61,7 @@ def setup_logging(
     if rich:
         root.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)
     if log_file is not None:

@@ -110,6 +110,10 @@ class PeerSession:
     def wire_bytes(self) -> int:
         return self._transport.wire_bytes
 
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
     # --- plumbing -------------------------------------------------------------------------
 
     def _die(self, reason: str) -> None:
