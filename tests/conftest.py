@@ -12,10 +12,18 @@ settings.register_profile(
     "default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile(
-    "ci", deadline=None, max_examples=60, derandomize=True,
+    "ci",
+    deadline=None,
+    max_examples=60,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "fuzz", deadline=None, max_examples=20000, suppress_health_check=list(HealthCheck),
+    "fuzz",
+    deadline=None,
+    max_examples=20000,
+    suppress_health_check=list(HealthCheck),
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default")
+)
