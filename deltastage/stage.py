@@ -47,11 +47,13 @@ from deltastage.manifest import (
 from deltastage.models import RemoteEntry
 from deltastage.safefs import (
     DIR_FLAGS,
+    DirCache,
     check_relative_path,
     fsync_dir,
     open_dir,
     open_parent_beneath,
     remove_tree_beneath,
+    syncfs,
     walk_files,
 )
 from deltastage.session import PeerSession
@@ -68,6 +70,9 @@ __all__ = [
 log = logging.getLogger("deltastage.stage")
 
 TMP_PREFIX = f"{INTERNAL_PREFIX}tmp-"
+# Written files are synced, re-read and renamed in batches of this many files or bytes.
+BATCH_FILES = 1024
+BATCH_BYTES = 512 << 20
 FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -455,26 +460,43 @@ class PeerStager:
         self.observer.peer_started(self.peer.name, len(files), sum(e.size for e in files))
 
         peer_fd = open_dir(self.peer_dir)
+        self.peer_fd = peer_fd
+        self.dirs = DirCache(peer_fd, create=True, mode=self.ownership.dir_mode)
+        self.basis_dirs: dict[Path, DirCache] = {}
+        self.pending: list[_Pending] = []
+        self.pending_bytes = 0
         try:
             remove_manifest(peer_fd)  # files are about to change: no manifest may vouch for them
             finder = BasisFinder(
                 self.config.staging_dir, self.peer.name, self.run_date, self.peer_dir
             )
             _sweep_temp_files(peer_fd)
-            entries: list[ManifestEntry] = []
+            results: dict[str, ManifestEntry] = {}
             self.report.files = 0
             self.report.bytes = 0
             self.report.reused = 0
             self.bytes_written = 0
-            for entry in files:
-                entries.append(self._stage_file(session, peer_fd, finder, entry))
-                self.report.files += 1
-                self.report.bytes += entry.size
-                self.observer.file_done(self.peer.name, entry.path, entry.size)
+            try:
+                for entry in files:
+                    self._stage_file(session, finder, entry, results)
+                    self.report.files += 1
+                    self.report.bytes += entry.size
+                    self.observer.file_done(self.peer.name, entry.path, entry.size)
+                    if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
+                        self._commit(session, results)
+                self._commit(session, results)
+            except TransportError:
+                # Files already received in full are kept (verified) for the next attempt.
+                with contextlib.suppress(DeltastageError, OSError):
+                    self._commit(None, results)
+                raise
+            finally:
+                self._discard_pending()
+            entries = tuple(results[e.path] for e in files)
             _remove_extras(peer_fd, {e.path for e in entries})
             remove_tree_beneath(peer_fd, PARTIAL_DIR)
             self._apply_dir_ownership(peer_fd)
-            manifest = Manifest(self.peer.name, self.run_date.isoformat(), tuple(entries))
+            manifest = Manifest(self.peer.name, self.run_date.isoformat(), entries)
             write_manifest(
                 peer_fd,
                 manifest,
@@ -482,6 +504,10 @@ class PeerStager:
                 mode=self.ownership.file_mode or 0o644,
             )
         finally:
+            self.dirs.close()
+            for cache in self.basis_dirs.values():
+                cache.close()
+                os.close(cache.root_fd)
             os.close(peer_fd)
         session.write_indicator(self.root, self.options.stage_indicator)
         self.report.status = "staged"
@@ -498,68 +524,65 @@ class PeerStager:
     # --- one file ---------------------------------------------------------------------
 
     def _stage_file(
-        self, session: PeerSession, peer_fd: int, finder: BasisFinder, entry: RemoteEntry
-    ) -> ManifestEntry:
+        self,
+        session: PeerSession,
+        finder: BasisFinder,
+        entry: RemoteEntry,
+        results: dict[str, ManifestEntry],
+    ) -> None:
         try:
-            return self._stage_file_at(session, peer_fd, finder, entry)
+            self._stage_file_at(session, finder, entry, results)
         except OSError as exc:
             raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
 
     def _stage_file_at(
-        self, session: PeerSession, peer_fd: int, finder: BasisFinder, entry: RemoteEntry
-    ) -> ManifestEntry:
+        self,
+        session: PeerSession,
+        finder: BasisFinder,
+        entry: RemoteEntry,
+        results: dict[str, ManifestEntry],
+    ) -> None:
+        """Write ``entry`` to a temp file (verified and renamed later, by ``_commit``)."""
         parts = check_relative_path(entry.path)
         assert entry.xxh3_128 is not None
-        with open_parent_beneath(
-            peer_fd, parts, create=True, mode=self.ownership.dir_mode
-        ) as dir_fd:
-            name = parts[-1]
-            if self._already_staged(dir_fd, name, entry, finder):
-                self.report.reused += 1
-                return ManifestEntry(
-                    entry.path, entry.size, entry.xxh3_128, self._final_mode(entry), entry.mtime_ns
+        dir_fd = self.dirs.parent_of(parts)
+        if self._already_staged(dir_fd, parts[-1], entry):
+            self.report.reused += 1
+            results[entry.path] = self._manifest_entry(entry, entry.size, entry.xxh3_128)
+            return
+        candidates = finder.candidates(entry.path, entry.size)
+        plans: list[tuple[Basis | None, int | None]] = [
+            (candidates[0] if candidates else None, None),
+            (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
+        ]
+        changed_retry = True
+        last_error: DeltastageError | None = None
+        index = 0
+        while index < len(plans):
+            basis, strong_len = plans[index]
+            try:
+                self._write(session, entry, parts, basis, strong_len)
+                return
+            except IntegrityError as exc:
+                last_error = exc
+                log.warning(
+                    "peer=%s %s: %s; retrying without a basis", self.peer.name, entry.path, exc
                 )
-            candidates = finder.candidates(entry.path, entry.size)
-            plans: list[tuple[Basis | None, int | None]] = [
-                (candidates[0] if candidates else None, None),
-                (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
-            ]
-            changed_retry = True
-            last_error: DeltastageError | None = None
-            index = 0
-            while index < len(plans):
-                basis, strong_len = plans[index]
-                try:
-                    size, digest = self._transfer(
-                        session, peer_fd, dir_fd, name, entry, basis, strong_len
-                    )
-                    return ManifestEntry(
-                        entry.path, size, digest, self._final_mode(entry), entry.mtime_ns
-                    )
-                except IntegrityError as exc:
-                    last_error = exc
-                    log.warning(
-                        "peer=%s %s: %s; retrying without a basis", self.peer.name, entry.path, exc
-                    )
-                    index += 1
-                except SourceChangedError as exc:
-                    last_error = exc
-                    if not changed_retry:
-                        break
-                    changed_retry = False
-                    log.warning(
-                        "peer=%s %s changed while read; retrying", self.peer.name, entry.path
-                    )
-            assert last_error is not None
-            raise type(last_error)(f"{entry.path}: {last_error}")
+                index += 1
+            except SourceChangedError as exc:
+                last_error = exc
+                if not changed_retry:
+                    break
+                changed_retry = False
+                log.warning("peer=%s %s changed while read; retrying", self.peer.name, entry.path)
+        assert last_error is not None
+        raise type(last_error)(f"{entry.path}: {last_error}")
 
-    def _final_mode(self, entry: RemoteEntry) -> int:
+    def _manifest_entry(self, entry: RemoteEntry, size: int, digest: bytes) -> ManifestEntry:
         mode = self.ownership.file_mode if self.ownership.file_mode is not None else entry.mode
-        return mode & 0o7777 & ~0o6000
+        return ManifestEntry(entry.path, size, digest, mode & 0o7777 & ~0o6000, entry.mtime_ns)
 
-    def _already_staged(
-        self, dir_fd: int, name: str, entry: RemoteEntry, finder: BasisFinder
-    ) -> bool:
+    def _already_staged(self, dir_fd: int, name: str, entry: RemoteEntry) -> bool:
         """A same-day re-run: the file is there with the right content; fix perms only."""
         try:
             fd = os.open(name, FILE_READ, dir_fd=dir_fd)
@@ -576,19 +599,19 @@ class PeerStager:
         finally:
             os.close(fd)
 
-    def _transfer(
+    def _write(
         self,
         session: PeerSession,
-        peer_fd: int,
-        dir_fd: int,
-        name: str,
         entry: RemoteEntry,
+        parts: list[str],
         basis: Basis | None,
         strong_len: int | None,
-    ) -> tuple[int, bytes]:
+    ) -> None:
+        """Fill a temp file next to the target from the basis and the peer's delta."""
+        dir_fd = self.dirs.parent_of(parts)
         tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}"
         out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
-        basis_fd = _open_basis(basis) if basis is not None else -1
+        basis_fd = self._open_basis(basis) if basis is not None else -1
         keep_partial = False
         try:
             assert entry.xxh3_128 is not None
@@ -601,21 +624,14 @@ class PeerStager:
             else:
                 keep_partial = True
                 size, digest = self._fetch(session, basis_fd, out_fd, entry, strong_len)
-            os.fsync(out_fd)
-            with contextlib.suppress(OSError, AttributeError):  # make the re-read hit the disk
-                os.posix_fadvise(out_fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            if hash_fd(out_fd) != (size, digest):
-                raise IntegrityError("staged copy does not match the source's xxh3-128")
             self.ownership.apply_fd(out_fd, source_mode=entry.mode)
             os.utime(out_fd, ns=(entry.mtime_ns, entry.mtime_ns))
-            _clear_name(dir_fd, name)
-            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            fsync_dir(dir_fd)
+            self.pending.append(_Pending(entry, parts, tmp, size, digest))
+            self.pending_bytes += size
             tmp = ""
-            return size, digest
         except TransportError:
             if keep_partial:
-                self._keep_partial(peer_fd, dir_fd, tmp, entry.path)
+                self._keep_partial(dir_fd, tmp, parts)
                 tmp = ""
             raise
         finally:
@@ -625,6 +641,59 @@ class PeerStager:
             if tmp:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=dir_fd)
+
+    def _commit(self, session: PeerSession | None, results: dict[str, ManifestEntry]) -> None:
+        """Make the pending temp files durable, re-read and verify each, then rename them.
+
+        One syncfs covers the whole batch; each file is then dropped from the page cache so
+        its re-read comes from the disk, and only a file whose xxh3-128 matches the source's
+        takes its final name. A mismatch is fetched again without a basis (when a session is
+        at hand) and must verify on that second try.
+        """
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        if not batch:
+            return
+        syncfs(self.peer_fd)
+        mismatched: list[_Pending] = []
+        for item in batch:
+            dir_fd = self.dirs.parent_of(item.parts)
+            if _verify_on_disk(dir_fd, item.tmp, item.size, item.digest):
+                name = item.parts[-1]
+                if _clear_name(dir_fd, name):
+                    self.dirs.forget(tuple(item.parts))
+                os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                results[item.entry.path] = self._manifest_entry(item.entry, item.size, item.digest)
+            else:
+                os.unlink(item.tmp, dir_fd=dir_fd)
+                mismatched.append(item)
+        syncfs(self.peer_fd)  # the renames, durable before anything vouches for them
+        for item in mismatched:
+            if session is None or item.strong_len_retry:
+                raise IntegrityError(
+                    f"{item.entry.path}: staged copy does not match the source's xxh3-128"
+                )
+            log.warning(
+                "peer=%s %s: staged copy did not verify; fetching it again without a basis",
+                self.peer.name,
+                item.entry.path,
+            )
+            self._write(session, item.entry, item.parts, None, MAX_STRONG_LEN)
+            self.pending[-1].strong_len_retry = True
+            self._commit(session, results)
+
+    def _discard_pending(self) -> None:
+        for item in self.pending:
+            with contextlib.suppress(OSError):
+                os.unlink(item.tmp, dir_fd=self.dirs.parent_of(item.parts))
+        self.pending, self.pending_bytes = [], 0
+
+    def _open_basis(self, basis: Basis) -> int:
+        cache = self.basis_dirs.get(basis.root)
+        if cache is None:
+            cache = DirCache(open_dir(basis.root), create=False)
+            self.basis_dirs[basis.root] = cache
+        parts = check_relative_path(basis.path)
+        return os.open(parts[-1], FILE_READ, dir_fd=cache.parent_of(parts))
 
     def _fetch(
         self,
@@ -670,7 +739,10 @@ class PeerStager:
         ):
             if patcher is None:
                 patcher = Patcher(
-                    read_at, write, basis_size=basis_size, basis_hash=builder.signature.basis_hash
+                    read_at,
+                    write,
+                    basis_size=basis_size,
+                    basis_hash=builder.signature.basis_hash,
                 )
             patcher.feed(chunk)
         if patcher is None:
@@ -679,46 +751,67 @@ class PeerStager:
         self.bytes_written += result.size
         return result.size, result.xxh3_128
 
-    def _keep_partial(self, peer_fd: int, dir_fd: int, tmp: str, path: str) -> None:
+    def _keep_partial(self, dir_fd: int, tmp: str, parts: list[str]) -> None:
         """An interrupted transfer's output becomes an extra basis for the next attempt."""
-        parts = [PARTIAL_DIR, *check_relative_path(path)]
+        partial_parts = [PARTIAL_DIR, *parts]
         try:
-            with open_parent_beneath(peer_fd, parts, create=True, mode=0o700) as partial_fd:
-                _clear_name(partial_fd, parts[-1])
-                os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=partial_fd)
+            with open_parent_beneath(
+                self.peer_fd, partial_parts, create=True, mode=0o700
+            ) as partial_fd:
+                _clear_name(partial_fd, partial_parts[-1])
+                os.rename(tmp, partial_parts[-1], src_dir_fd=dir_fd, dst_dir_fd=partial_fd)
         except OSError:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
 
 
-def _open_basis(basis: Basis) -> int:
-    parts = check_relative_path(basis.path)
-    root_fd = open_dir(basis.root)
+@dataclass
+class _Pending:
+    """A temp file written in full, awaiting the batch's sync, re-read and rename."""
+
+    entry: RemoteEntry
+    parts: list[str]
+    tmp: str
+    size: int
+    digest: bytes
+    strong_len_retry: bool = False
+
+
+def _verify_on_disk(dir_fd: int, name: str, size: int, digest: bytes) -> bool:
+    fd = os.open(name, FILE_READ, dir_fd=dir_fd)
     try:
-        with open_parent_beneath(root_fd, parts, create=False) as dir_fd:
-            return os.open(parts[-1], FILE_READ, dir_fd=dir_fd)
+        with contextlib.suppress(OSError, AttributeError):  # make the re-read hit the disk
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return hash_fd(fd) == (size, digest)
     finally:
-        os.close(root_fd)
+        os.close(fd)
 
 
 def _copy_local(src_fd: int, dst_fd: int) -> int:
+    """Copy a whole file in the kernel (a reflink where the filesystem can)."""
     offset = 0
+    with contextlib.suppress(OSError):  # not supported here: finish in user space below
+        while copied := os.copy_file_range(src_fd, dst_fd, 1 << 30, offset, offset):
+            offset += copied
+        return offset
     while chunk := os.pread(src_fd, READ_CHUNK, offset):
         view = memoryview(chunk)
         while view:
-            view = view[os.write(dst_fd, view) :]
-        offset += len(chunk)
+            written = os.pwrite(dst_fd, view, offset)
+            view, offset = view[written:], offset + written
     return offset
 
 
-def _clear_name(dir_fd: int, name: str) -> None:
+def _clear_name(dir_fd: int, name: str) -> bool:
     """Make room for a file where an earlier run left a directory of the same name."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        return
+        return False
     if stat.S_ISDIR(st.st_mode):
         remove_tree_beneath(dir_fd, name)
+        return True
+    return False
 
 
 def _unlink_files(peer_fd: int, doomed: Callable[[list[str]], bool]) -> None:
