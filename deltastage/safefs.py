@@ -8,6 +8,7 @@ write outside the peer's staging dir.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -18,11 +19,14 @@ from deltastage.errors import UnsafePathError
 
 __all__ = [
     "DIR_FLAGS",
+    "DirCache",
     "check_relative_path",
     "fsync_dir",
+    "open_child_dir",
     "open_dir",
     "open_parent_beneath",
     "remove_tree_beneath",
+    "syncfs",
     "walk_files",
 ]
 
@@ -49,31 +53,36 @@ def open_dir(path: str | os.PathLike[str]) -> int:
     return os.open(path, DIR_FLAGS)
 
 
+def open_child_dir(parent_fd: int, name: str, *, create: bool, mode: int = 0o755) -> int:
+    """Open directory ``name`` in ``parent_fd`` without following a link; maybe create it.
+
+    With ``create``, a non-directory in the way (a file staged under that name on an earlier
+    run, or a planted symlink) is removed: the peer's tree is the truth, and a link is never
+    followed.
+    """
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        os.mkdir(name, mode, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP) or not create:
+            raise UnsafePathError(f"{name!r} is not a directory") from exc
+        os.unlink(name, dir_fd=parent_fd)
+        os.mkdir(name, mode, dir_fd=parent_fd)
+    return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+
+
 @contextmanager
 def open_parent_beneath(
     root_fd: int, parts: list[str], *, create: bool, mode: int = 0o755
 ) -> Iterator[int]:
-    """Yield an fd for the directory holding ``parts[-1]``, walking without following links.
-
-    With ``create``, missing directories are made, and a non-directory in the way (a file
-    staged under that name on an earlier run) is removed: the peer's tree is the truth.
-    """
+    """Yield an fd for the directory holding ``parts[-1]``, walking without following links."""
     fd = os.dup(root_fd)
     try:
         for name in parts[:-1]:
-            try:
-                next_fd = os.open(name, DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(name, mode, dir_fd=fd)
-                next_fd = os.open(name, DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTDIR, errno.ELOOP) or not create:
-                    raise UnsafePathError(f"{name!r} is not a directory") from exc
-                os.unlink(name, dir_fd=fd)  # a symlink or file where a dir must be: never follow
-                os.mkdir(name, mode, dir_fd=fd)
-                next_fd = os.open(name, DIR_FLAGS, dir_fd=fd)
+            next_fd = open_child_dir(fd, name, create=create, mode=mode)
             os.close(fd)
             fd = next_fd
         yield fd
@@ -81,8 +90,62 @@ def open_parent_beneath(
         os.close(fd)
 
 
+class DirCache:
+    """Open directory fds beneath one root, by relative parts, each opened once.
+
+    Staging thousands of files walks the same few directories over and over; caching the
+    fds keeps every lookup link-safe (each was opened with O_NOFOLLOW from its parent) and
+    saves several syscalls per file. The cache does not own ``root_fd``.
+    """
+
+    def __init__(self, root_fd: int, *, create: bool, mode: int = 0o755) -> None:
+        self.root_fd = root_fd
+        self.create = create
+        self.mode = mode
+        self.fds: dict[tuple[str, ...], int] = {}
+
+    def get(self, dir_parts: tuple[str, ...]) -> int:
+        if not dir_parts:
+            return self.root_fd
+        fd = self.fds.get(dir_parts)
+        if fd is None:
+            parent = self.get(dir_parts[:-1])
+            fd = open_child_dir(parent, dir_parts[-1], create=self.create, mode=self.mode)
+            self.fds[dir_parts] = fd
+        return fd
+
+    def parent_of(self, parts: list[str]) -> int:
+        return self.get(tuple(parts[:-1]))
+
+    def forget(self, prefix: tuple[str, ...]) -> None:
+        """Close cached fds at or beneath ``prefix`` (that directory was removed)."""
+        for key in [k for k in self.fds if k[: len(prefix)] == prefix]:
+            os.close(self.fds.pop(key))
+
+    def close(self) -> None:
+        self.forget(())
+
+
 def fsync_dir(fd: int) -> None:
     os.fsync(fd)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(fd: int) -> None:
+    """Flush every dirty page of the filesystem holding ``fd`` and wait for it.
+
+    One syncfs after writing a batch of files costs about what one fsync does, where an
+    fsync per file costs a disk flush each: thousands of small files differ by seconds.
+    """
+    call = getattr(_LIBC, "syncfs", None)
+    if call is None:
+        os.sync()
+        return
+    if call(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def remove_tree_beneath(dir_fd: int, name: str) -> None:
