@@ -57,12 +57,14 @@ from deltastage.safefs import (
     walk_files,
 )
 from deltastage.session import PeerSession
+from deltastage.transports.base import Transport
 
 __all__ = [
     "PeerReport",
     "SessionFactory",
     "StageObserver",
     "StageReport",
+    "bounded_session",
     "open_peer_session",
     "run_stage",
 ]
@@ -162,12 +164,20 @@ class _QuietObserver:
 SessionFactory = Callable[[PeerConfig, Options], PeerSession]
 
 
+def bounded_session(transport: Transport, options: Options) -> PeerSession:
+    """A session held to the configured bounds: frame size and listing length."""
+    return PeerSession(
+        transport, max_entries=options.max_files_per_peer, max_frame=options.max_frame_size
+    )
+
+
 def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
     """Start the peer's agent: in-process for a local peer, over SSH for a remote one."""
     if peer.type == "local":
         from deltastage.transports.local import LocalTransport
 
-        return PeerSession(LocalTransport([str(peer.collect_dir)]))
+        local = LocalTransport([str(peer.collect_dir)], idle_timeout=peer.idle_timeout)
+        return bounded_session(local, options)
     from deltastage.transports.ssh import SSHTransport
 
     transport = SSHTransport(
@@ -181,7 +191,7 @@ def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
         connect_timeout=peer.connect_timeout,
         idle_timeout=peer.idle_timeout,
     )
-    return PeerSession(transport)
+    return bounded_session(transport, options)
 
 
 @dataclass(frozen=True)
