@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -157,11 +158,11 @@ _STATUS_STYLE = {"staged": "green", "would-stage": "cyan", "not-ready": "yellow"
 def render_stage_table(report: StageReport, console: Console) -> None:
     title = f"deltastage {'dry run' if report.dry_run else 'stage'} {report.date.isoformat()}"
     table = Table(title=title, caption=str(report.daily_dir))
-    for column in ("peer", "status", "files", "bytes", "transferred", "saved", "seconds"):
-        table.add_column(column, justify="left" if column in ("peer", "status") else "right")
-    table.add_column("error", overflow="fold")
+    for column in ("peer", "status", "files", "bytes", "wire", "saved", "secs"):
+        justify: Literal["left", "right"] = "left" if column in ("peer", "status") else "right"
+        table.add_column(column, justify=justify, no_wrap=True, min_width=len(column))
     for peer in report.peers:
-        status = peer.status + (" (ignored)" if peer.ignored else "")
+        status = peer.status + ("*" if peer.ignored else "")
         style = _STATUS_STYLE.get(peer.status, "")
         table.add_row(
             peer.name,
@@ -171,9 +172,13 @@ def render_stage_table(report: StageReport, console: Console) -> None:
             human_bytes(peer.wire_bytes),
             f"{peer.saved_percent:.1f}%",
             f"{peer.seconds:.1f}",
-            peer.error or "",
         )
     console.print(table)
+    if any(peer.ignored for peer in report.peers):
+        console.print("* failure ignored (ignore_failures)")
+    for peer in report.peers:  # errors below the table: they are long and must not be cut
+        if peer.error:
+            console.print(f"{peer.name}: {peer.error}", markup=False, soft_wrap=True)
 
 
 def render_verify_table(report: VerifyReport, console: Console) -> None:
