@@ -417,3 +417,44 @@ def test_check_reports_peer_state(site: Path) -> None:
     result = runner.invoke(app, ["check", "--config", str(missing), "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["peers"][1]["usable"] is False
+
+
+class ChangingSession:
+    """The agent reports the source changed while read, ``times`` times, then behaves."""
+
+    def __init__(self, inner: Any, times: int) -> None:
+        self.inner = inner
+        self.times = times
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fetch(self, root: str, path: str, signature: Iterable[bytes], **kw: Any) -> Iterator[bytes]:
+        from deltastage.errors import SourceChangedError
+
+        if self.times > 0:
+            self.times -= 1
+            list(signature)
+            raise SourceChangedError(f"{path}: size or mtime changed while read")
+        yield from self.inner.fetch(root, path, signature, **kw)
+
+
+@pytest.mark.parametrize(("times", "status"), [(1, "staged"), (2, "failed")])
+def test_source_changing_while_read_is_retried_then_failed(
+    tmp_path: Path, times: int, status: str
+) -> None:
+    make_peer(tmp_path, "p", {"live.log": b"growing\n" * 100})
+    config = load_config(write_config(tmp_path, {"p": {}}))
+
+    def factory(peer: Any, options: Any) -> Any:
+        return ChangingSession(open_peer_session(peer, options), times)
+
+    report = run_stage(config, run_date=date(2026, 11, 23), session_factory=factory)
+    peer = report.peers[0]
+    assert peer.status == status, peer.error
+    if status == "failed":
+        assert "changed" in (peer.error or "")
+        assert not (staged(tmp_path, DAY1, "p") / MANIFEST_NAME).exists()
+        assert not (tmp_path / "collect/p/cback.stage").exists()
+    else:
+        assert tree(staged(tmp_path, DAY1, "p")) == {"live.log": b"growing\n" * 100}
