@@ -1,36 +1,44 @@
 """The delta core: pure rsync-style signature, delta and patch (bytes in, bytes out, no I/O).
 
 Layout: ``params`` (block size, bounds), ``rolling`` (vectorised weak hash), ``signature``
-(build, encode, decode), ``matcher`` (the search, as COPY/LITERAL ops), ``codec`` (the delta
-stream: encoder and patcher).
+(build, encode, decode), ``matcher`` (the search, as COPY/LITERAL ops), ``ops`` (the two op
+types), ``codec`` (the delta stream: encoder and patcher).
+
+Names are loaded on first use (PEP 562): numpy costs ~0.1 s of start-up, and patching, the
+master's hottest path, never needs it.
 """
 
 from __future__ import annotations
 
-from deltastage.delta.codec import (
-    DeltaEncoder,
-    DeltaStats,
-    Patcher,
-    PatchResult,
-    apply_delta,
-    make_delta,
-)
-from deltastage.delta.matcher import BlockIndex, Copy, Literal, Matcher, PolyIndex, iter_ops
-from deltastage.delta.params import (
-    DEFAULT_STRONG_LEN,
-    MAX_BLOCK_SIZE,
-    MAX_LITERAL,
-    MAX_STRONG_LEN,
-    choose_block_size,
-)
-from deltastage.delta.signature import (
-    Signature,
-    SignatureBuilder,
-    SignatureDecoder,
-    decode_signature,
-    encode_signature,
-    signature_of,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deltastage.delta.codec import (
+        DeltaEncoder,
+        DeltaStats,
+        Patcher,
+        PatchResult,
+        apply_delta,
+        make_delta,
+    )
+    from deltastage.delta.matcher import BlockIndex, Matcher, PolyIndex, iter_ops
+    from deltastage.delta.ops import Copy, Literal
+    from deltastage.delta.params import (
+        DEFAULT_STRONG_LEN,
+        MAX_BLOCK_SIZE,
+        MAX_LITERAL,
+        MAX_STRONG_LEN,
+        choose_block_size,
+    )
+    from deltastage.delta.signature import (
+        Signature,
+        SignatureBuilder,
+        SignatureDecoder,
+        decode_signature,
+        encode_signature,
+        signature_of,
+    )
 
 __all__ = [
     "DEFAULT_STRONG_LEN",
@@ -57,3 +65,40 @@ __all__ = [
     "make_delta",
     "signature_of",
 ]
+
+_HOME = {
+    **dict.fromkeys(
+        ("DeltaEncoder", "DeltaStats", "Patcher", "PatchResult", "apply_delta", "make_delta"),
+        "codec",
+    ),
+    **dict.fromkeys(("BlockIndex", "Matcher", "PolyIndex", "iter_ops"), "matcher"),
+    **dict.fromkeys(("Copy", "Literal"), "ops"),
+    **dict.fromkeys(
+        ("DEFAULT_STRONG_LEN", "MAX_BLOCK_SIZE", "MAX_LITERAL", "MAX_STRONG_LEN"), "params"
+    ),
+    "choose_block_size": "params",
+    **dict.fromkeys(
+        (
+            "Signature",
+            "SignatureBuilder",
+            "SignatureDecoder",
+            "decode_signature",
+            "encode_signature",
+            "signature_of",
+        ),
+        "signature",
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

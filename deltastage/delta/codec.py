@@ -19,14 +19,17 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zstandard
 
-from deltastage.delta.matcher import Copy, Matcher, Op, PolyIndex
+from deltastage.delta.ops import Copy, Op
 from deltastage.delta.params import MAX_LITERAL, check_block_size, count_blocks
-from deltastage.delta.signature import Signature
 from deltastage.errors import DeltaFormatError, IntegrityError
 from deltastage.hashing import HASH_SIZE, Hasher
+
+if TYPE_CHECKING:
+    from deltastage.delta.signature import Signature
 
 __all__ = [
     "DELTA_MAGIC",
@@ -76,6 +79,9 @@ class DeltaEncoder:
     def __init__(self, signature: Signature, *, level: int = 3) -> None:
         if not 0 <= level <= 22:
             raise DeltaFormatError(f"zstd level {level} outside 0..22")
+        # The matcher needs numpy; importing it here keeps the patch side free of it.
+        from deltastage.delta.matcher import Matcher, PolyIndex
+
         self.signature = signature
         self._matcher = Matcher(PolyIndex(signature))
         self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=False) if level else None

@@ -29,33 +29,27 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from deltastage.delta.ops import Copy, Literal, Op
 from deltastage.delta.params import MAX_CHAIN, MAX_LITERAL
 from deltastage.delta.rolling import WEAK_SHIFT, WindowHasher, window_hashes
 from deltastage.delta.signature import Signature, strong_hash
 
-__all__ = ["BlockIndex", "Candidates", "Copy", "Literal", "Matcher", "PolyIndex", "iter_ops"]
+__all__ = [
+    "BlockIndex",
+    "Candidates",
+    "Copy",
+    "Literal",
+    "Matcher",
+    "Op",
+    "PolyIndex",
+    "iter_ops",
+]
 
 U8 = npt.NDArray[np.uint8]
 
 _MIN_WINDOW = 1 << 14
 _MAX_WINDOW = 1 << 18
 _COMPACT_AT = 1 << 22
-
-
-@dataclass(frozen=True, slots=True)
-class Copy:
-    """Copy ``count`` consecutive basis blocks starting at block ``start``."""
-
-    start: int
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Literal:
-    data: bytes
-
-
-Op = Copy | Literal
 
 
 @dataclass(slots=True)
