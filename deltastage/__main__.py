@@ -1,4 +1,12 @@
-from deltastage.cli import main
+import sys
+
+from deltastage.rdiff import run_argv
 
 if __name__ == "__main__":
-    main()
+    # Plain rdiff-like command lines run before cli.py, so they never import typer (~30 ms).
+    code = run_argv(sys.argv[1:])
+    if code is None:
+        from deltastage.cli import main
+
+        main()
+    sys.exit(code)

@@ -54,6 +54,7 @@ _MAX_ZLEN = MAX_LITERAL + (MAX_LITERAL >> 8) + 64
 # Literals this short gain nothing from a zstd frame's own overhead.
 _MIN_COMPRESS = 64
 _WRITE_CHUNK = 1 << 20
+_WRONG_BASIS = "delta was made against a different basis (xxh3-128 differs)"
 
 
 @dataclass
@@ -143,7 +144,15 @@ class DeltaEncoder:
 
 
 class Patcher:
-    """Master side: encoded delta bytes in (any split), rebuilt file out through ``write``."""
+    """Master side: encoded delta bytes in (any split), rebuilt file out through ``write``.
+
+    ``basis_hash`` (the caller hashed the basis beforehand) is checked against the delta's
+    header before anything is written. ``verify_basis=True`` checks the header's hash
+    instead while patching: copies usually walk the basis in order, so hashing the bytes
+    they read anyway saves a whole pass over the basis; ``finish`` hashes whatever the
+    copies skipped and fails on a mismatch, after the output was written (so the caller
+    must be able to discard it).
+    """
 
     def __init__(
         self,
@@ -152,11 +161,15 @@ class Patcher:
         *,
         basis_size: int,
         basis_hash: bytes | None = None,
+        verify_basis: bool = False,
     ) -> None:
         self._read_at = read_at
         self._write = write
         self._basis_size = basis_size
         self._basis_hash = basis_hash
+        self._basis_hasher = Hasher() if verify_basis else None
+        self._basis_hashed = 0
+        self._header_basis_hash = b""
         self._buf = bytearray()
         self._block_size = 0
         self._n_blocks = 0
@@ -252,7 +265,8 @@ class Patcher:
                 f"{self._basis_size} bytes"
             )
         if self._basis_hash is not None and basis_hash != self._basis_hash:
-            raise IntegrityError("delta was made against a different basis (xxh3-128 differs)")
+            raise IntegrityError(_WRONG_BASIS)
+        self._header_basis_hash = basis_hash
         self._block_size = block_size
         self._n_blocks = count_blocks(basis_size, block_size)
         self._header_done = True
@@ -280,19 +294,44 @@ class Patcher:
             )
         offset = start * self._block_size
         stop = min((start + count) * self._block_size, self._basis_size)
+        hasher = self._basis_hasher
+        if hasher is not None and offset > self._basis_hashed:
+            self._hash_basis(offset)
         while offset < stop:
             want = min(_WRITE_CHUNK, stop - offset)
-            data = self._read_at(offset, want)
-            if len(data) != want:
-                raise IntegrityError(f"basis ended early: read {len(data)} of {want} at {offset}")
+            data = self._read_basis(offset, want)
+            # A copy that continues where the basis hash stands feeds it from the same read;
+            # one that goes back is already hashed.
+            if hasher is not None and offset + want > self._basis_hashed:
+                skip = self._basis_hashed - offset
+                hasher.update(memoryview(data)[skip:] if skip else data)
+                self._basis_hashed = offset + want
             self._emit(data)
             offset += want
+
+    def _read_basis(self, offset: int, want: int) -> bytes:
+        data = self._read_at(offset, want)
+        if len(data) != want:
+            raise IntegrityError(f"basis ended early: read {len(data)} of {want} at {offset}")
+        return data
+
+    def _hash_basis(self, stop: int) -> None:
+        """Hash the basis up to ``stop`` from where the copies left it."""
+        assert self._basis_hasher is not None
+        while self._basis_hashed < stop:
+            want = min(_WRITE_CHUNK, stop - self._basis_hashed)
+            self._basis_hasher.update(self._read_basis(self._basis_hashed, want))
+            self._basis_hashed += want
 
     def finish(self) -> PatchResult:
         if self._result is not None:
             return self._result
         if self._trailer is None or self._buf:
             raise DeltaFormatError("delta is truncated (no end marker)")
+        if self._basis_hasher is not None:
+            self._hash_basis(self._basis_size)
+            if self._basis_hasher.digest() != self._header_basis_hash:
+                raise IntegrityError(_WRONG_BASIS)
         size, digest = self._trailer
         actual = self._hasher.digest()
         if size != self._size or digest != actual:
