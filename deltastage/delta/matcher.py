@@ -201,18 +201,19 @@ class Matcher:
             self._ops.append(Literal(bytes(buf[start - base : stop - base])))
         self._lit = upto
 
-    def _copy(self, block: int, at: int, length: int) -> None:
+    def _copy(self, block: int, at: int, length: int, count: int = 1) -> None:
         self._flush_literal(at)
         if self._copy_count and block == self._copy_start + self._copy_count:
-            self._copy_count += 1
+            self._copy_count += count
         else:
             self._flush_copy()
-            self._copy_start, self._copy_count = block, 1
+            self._copy_start, self._copy_count = block, count
         self._pos = self._lit = at + length
-        self._expected = block + 1
+        self._expected = block + count
 
     def _run(self, *, final: bool) -> None:
         index, bs, n_full = self.index, self._bs, self._n_full
+        is_block = index.is_block
         with memoryview(self._buf) as mv:
             base, end = self._base, self._base + len(mv)
             while True:
@@ -225,8 +226,19 @@ class Matcher:
                 if not final and avail < self._lookahead:
                     break
                 e = self._expected
-                if e < n_full and index.is_block(e, mv[p - base : p - base + bs]):
-                    self._copy(e, p, bs)
+                if e < n_full and is_block(e, mv[p - base : p - base + bs]):
+                    # Unchanged stretches are the common case: walk them block by block here,
+                    # one strong hash each and none of the loop's bookkeeping. A block match
+                    # depends on its own bytes only, so this needs no lookahead.
+                    k, q, limit = 1, p + bs, n_full - e
+                    while (
+                        k < limit
+                        and end - q >= bs
+                        and is_block(e + k, mv[q - base : q - base + bs])
+                    ):
+                        k += 1
+                        q += bs
+                    self._copy(e, p, q - p, k)
                     continue
                 if not self._win_start <= p < self._win_end:
                     self._scan(mv, p, avail)
