@@ -31,6 +31,8 @@ OURS = [sys.executable, "-m", "deltastage"]
 class Run:
     seconds: float
     max_rss_kib: int
+    # user + system CPU seconds: on a shared machine, wall time also counts waiting for a core.
+    cpu: float = float("inf")
 
 
 def run(cmd: list[str], *, repeat: int = 1, fresh: Path | None = None) -> Run:
@@ -39,7 +41,7 @@ def run(cmd: list[str], *, repeat: int = 1, fresh: Path | None = None) -> Run:
     Peak RSS comes from GNU time when present: a child forked from this (numpy-laden)
     process would otherwise report our RSS at fork time as its own maximum.
     """
-    timer = ["/usr/bin/time", "-f", "%M"] if os.path.exists("/usr/bin/time") else []
+    timer = ["/usr/bin/time", "-f", "%M %U %S"] if os.path.exists("/usr/bin/time") else []
     best = Run(float("inf"), 0)
     for _ in range(repeat):
         if fresh is not None:
@@ -50,9 +52,10 @@ def run(cmd: list[str], *, repeat: int = 1, fresh: Path | None = None) -> Run:
         stderr = proc.stderr.decode(errors="replace")
         if proc.returncode != 0:
             raise SystemExit(f"failed: {' '.join(cmd)}\n{stderr}")
-        last = stderr.strip().splitlines()[-1] if timer and stderr.strip() else "0"
-        rss = int(last) if last.isdigit() else 0
-        best = Run(min(best.seconds, elapsed), max(best.max_rss_kib, rss))
+        fields = stderr.strip().splitlines()[-1].split() if timer and stderr.strip() else []
+        rss = int(fields[0]) if len(fields) == 3 and fields[0].isdigit() else 0
+        cpu = float(fields[1]) + float(fields[2]) if len(fields) == 3 else float("inf")
+        best = Run(min(best.seconds, elapsed), max(best.max_rss_kib, rss), min(best.cpu, cpu))
     return best
 
 
@@ -115,27 +118,32 @@ def literal_bytes_of(delta: Path) -> int:
     return total
 
 
-def rsync_literal(basis: Path, new: Path, work: Path, block_size: int) -> tuple[int, float]:
+def rsync_literal(
+    basis: Path, new: Path, work: Path, block_size: int, repeat: int = 1
+) -> tuple[int, float]:
+    """rsync's literal bytes and its best end-to-end time (signature, delta and patch)."""
     dest = work / "rsync-dest"
-    shutil.copyfile(basis, dest)
-    start = time.perf_counter()
-    out = subprocess.run(
-        [
-            "rsync",
-            "--no-whole-file",
-            "--ignore-times",
-            "--stats",
-            "-B",
-            str(block_size),
-            str(new),
-            str(dest),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    elapsed = time.perf_counter() - start
-    dest.unlink()
+    elapsed = float("inf")
+    for _ in range(repeat):
+        shutil.copyfile(basis, dest)
+        start = time.perf_counter()
+        out = subprocess.run(
+            [
+                "rsync",
+                "--no-whole-file",
+                "--ignore-times",
+                "--stats",
+                "-B",
+                str(block_size),
+                str(new),
+                str(dest),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        elapsed = min(elapsed, time.perf_counter() - start)
+        dest.unlink()
     match = re.search(r"Literal data: ([\d,.]+) bytes", out)
     if not match:
         raise SystemExit(f"could not parse rsync --stats:\n{out}")
@@ -164,10 +172,11 @@ def core(size: int, edits: int, directory: Path, repeat: int) -> None:
     sig = str(w / "ours.sig")
     empty = w / "empty"
     empty.write_bytes(b"")
-    # The fixed cost rdiff does not pay: interpreter, typer, numpy, zstandard imports.
+    # The fixed cost rdiff does not pay: the interpreter, plus numpy for signature and delta.
     startup = run(
         [*OURS, "signature", str(empty), str(w / "empty.sig")], repeat=repeat, fresh=w / "empty.sig"
     ).seconds
+    bare = run([sys.executable, "-c", "pass"], repeat=repeat).seconds
     rows: list[tuple[str, Run, float, Run]] = []
 
     def step(label: str, ours: list[str], lib: Callable[[], None], theirs: list[str]) -> None:
@@ -205,28 +214,40 @@ def core(size: int, edits: int, directory: Path, repeat: int) -> None:
     mb = size / 1e6
     print(f"\ndelta core vs rdiff (librsync, defaults): {size / MiB:.0f} MiB, block size {bs}")
     print(
-        f"ours = `python -m deltastage ...` (start-up {startup:.2f} s included); "
-        f"lib = the same call in-process; best of {repeat}"
+        f"ours = `python -m deltastage ...` (start-up included: {startup:.2f} s with numpy, "
+        f"bare interpreter {bare:.2f} s); lib = the same call in-process; best of {repeat}"
     )
     print(
         f"{'operation':<26}{'ours s':>8}{'MB/s':>7}{'lib MB/s':>10}{'rdiff s':>9}"
-        f"{'MB/s':>7}{'ours/rdiff':>12}{'lib/rdiff':>11}"
+        f"{'MB/s':>7}{'ours/rdiff':>12}{'lib/rdiff':>11}{'cpu ours':>9}{'rdiff':>8}{'cpu x':>10}"
     )
     for label, cli, lib, theirs in rows:
         print(
             f"{label:<26}{cli.seconds:>8.2f}{mb / cli.seconds:>7.0f}{mb / lib:>10.0f}"
             f"{theirs.seconds:>9.2f}{mb / theirs.seconds:>7.0f}"
             f"{theirs.seconds / cli.seconds:>11.2f}x{theirs.seconds / lib:>10.2f}x"
+            f"{cli.cpu:>9.2f}{theirs.cpu:>8.2f}{theirs.cpu / cli.cpu:>9.2f}x"
         )
     ours_lit = literal_bytes_of(w / "ours.edit")
-    rsync_lit, rsync_s = rsync_literal(paths["basis"], paths["edited"], w, bs)
+    rsync_lit, rsync_s = rsync_literal(paths["basis"], paths["edited"], w, bs, repeat)
+    # rsync does signature, delta and patch in one run: compare it with the three commands.
+    trio = [rows[i] for i in (0, 1, 3)]
+    ours_e2e = sum(r[1].seconds for r in trio)
+    lib_e2e = sum(r[2] for r in trio)
+    rdiff_e2e = sum(r[3].seconds for r in trio)
+    print(
+        f"{'sig+delta+patch':<26}{ours_e2e:>8.2f}{mb / ours_e2e:>7.0f}"
+        f"{mb / lib_e2e:>10.0f}{rdiff_e2e:>9.2f}{mb / rdiff_e2e:>7.0f}"
+        f"{rdiff_e2e / ours_e2e:>11.2f}x{rdiff_e2e / lib_e2e:>10.2f}x"
+    )
+    print(
+        f"  vs rsync --no-whole-file (local, one process pair): rsync {rsync_s:.2f} s;"
+        f" rsync/ours {rsync_s / ours_e2e:.2f}x, rsync/lib {rsync_s / lib_e2e:.2f}x"
+    )
     sizes = {
         n: os.path.getsize(w / n) for n in ("ours.edit", "rdiff.edit", "ours.sig", "rdiff.sig")
     }
-    print(
-        f"\nliteral bytes ({edits} edits, -B {bs}): ours {ours_lit:,}  rsync {rsync_lit:,}  "
-        f"(rsync end to end {rsync_s:.2f} s)"
-    )
+    print(f"\nliteral bytes ({edits} edits, -B {bs}): ours {ours_lit:,}  rsync {rsync_lit:,}")
     print(
         f"delta file: ours {sizes['ours.edit']:,} B  rdiff {sizes['rdiff.edit']:,} B;  "
         f"signature: ours {sizes['ours.sig']:,} B  rdiff {sizes['rdiff.sig']:,} B"
