@@ -207,6 +207,9 @@ class PeerSession:
                 self._check_tree(paths)
                 return entries
             assert isinstance(event, ListBatch)
+            if not event.entries:
+                # an honest agent never sends one; endless empty batches would never end
+                raise self._violation(RemoteProtocolError("agent sent an empty listing batch"))
             if len(entries) + len(event.entries) > self._max_entries:
                 raise self._violation(
                     ResourceLimitError(f"{root}: more than {self._max_entries} entries")
@@ -281,6 +284,11 @@ class PeerSession:
             while True:
                 event = self._receive()
                 if isinstance(event, DeltaData):
+                    if not event.data:
+                        # endless empty frames would make no progress and never hit a bound
+                        raise self._violation(
+                            RemoteProtocolError("agent sent an empty delta frame")
+                        )
                     yield event.data
                 elif isinstance(event, DeltaEnd):
                     finished = True

@@ -33,6 +33,7 @@ from deltastage.errors import (
     ResourceLimitError,
     SourceChangedError,
     TransportError,
+    UnsafePathError,
 )
 from deltastage.hashing import READ_CHUNK, hash_fd
 from deltastage.lock import StagingLock
@@ -374,6 +375,12 @@ def _select_entries(
         if entry.kind != "file" or entry.xxh3_128 is None:
             skipped.append(f"{entry.path} ({entry.kind})")
             continue
+        if entry.path == MANIFEST_NAME or any(
+            part.startswith(INTERNAL_PREFIX) for part in entry.path.split("/")
+        ):
+            # staged, it would be overwritten by the manifest, swept as a temp file or
+            # removed with the partial dir, and the manifest would vouch for a lost file
+            raise UnsafePathError(f"peer lists {entry.path[:200]!r}, a name deltastage reserves")
         files.append(entry)
     if len(files) > options.max_files_per_peer:
         raise ResourceLimitError(

@@ -11,7 +11,11 @@ from __future__ import annotations
 from deltastage.errors import UnsafePathError
 from deltastage.protocol.events import MAX_NAME, MAX_PATH
 
-__all__ = ["check_name", "split_relative"]
+__all__ = ["MAX_DEPTH", "check_name", "split_relative"]
+
+# Directories a path may descend through: the agent lists no deeper, and the master's
+# recursive directory walks stay far from Python's recursion limit.
+MAX_DEPTH = 256
 
 
 def _encoded_len(text: str) -> int:
@@ -43,6 +47,8 @@ def split_relative(path: str) -> tuple[str, ...]:
     if _encoded_len(path) > MAX_PATH:
         raise UnsafePathError(f"{path[:40]!r}...: path longer than {MAX_PATH} bytes")
     parts = tuple(path.split("/"))
+    if len(parts) > MAX_DEPTH + 1:
+        raise UnsafePathError(f"{path[:40]!r}...: nested deeper than {MAX_DEPTH} directories")
     for part in parts:
         if part in ("", ".", ".."):
             raise UnsafePathError(f"{path!r}: empty, '.' or '..' component")

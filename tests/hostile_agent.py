@@ -1,0 +1,235 @@
+"""A scripted agent that speaks the protocol but lies, for the hostile-peer tests.
+
+``HostileTransport`` is a real byte pipe (a socketpair with an idle timeout, like the local
+transport) whose far end is a thread playing a ``Liar``: by default an honest agent serving
+``files`` from memory, with any answer replaceable by an attack. Answers are iterables, so an
+attack can stream forever; the thread stops when the master hangs up. The liar is written
+against the protocol's public events and ``Connection`` only; raw bytes are available for
+what no honest ``Connection`` would send (``frame``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import zstandard
+
+from deltastage.delta import DeltaEncoder, Signature, SignatureDecoder
+from deltastage.errors import ConnectionClosed, DeltastageError, TransportTimeout
+from deltastage.hashing import hash_bytes
+from deltastage.protocol import (
+    CAPABILITIES,
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Connection,
+    DeltaData,
+    DeltaEnd,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    Role,
+    SigData,
+    SigEnd,
+    WireEntry,
+)
+from deltastage.protocol.frames import encode_frame
+from deltastage.transports.base import Transport
+
+__all__ = [
+    "Answer",
+    "HostileTransport",
+    "Liar",
+    "forged_list_batch",
+    "frame",
+]
+
+Answer = Event | bytes
+RECV_CHUNK = 64 << 10
+JOIN_TIMEOUT = 10.0
+
+
+def frame(event: Event) -> bytes:
+    """``event`` framed without consulting any state table (for out-of-turn messages)."""
+    return encode_frame(event.TYPE, event.encode_payload(), 1 << 31)
+
+
+def forged_list_batch(
+    entries: Iterable[tuple[str, int, int, int]], *, count: int | None = None
+) -> bytes:
+    """A ListBatch frame built by hand, free of the sender-side checks on paths and counts.
+
+    Each entry is (path, size, mtime_ns, mode) of a "file" with a zero hash; the layout
+    mirrors ``WireEntry`` (kind u8, mode u16, size u64, mtime i64, path, hash).
+    """
+    body = bytearray()
+    n = 0
+    for path, size, mtime_ns, mode in entries:
+        raw = path.encode("utf-8", "surrogateescape")
+        body += struct.pack(">BHQqI", 0, mode, size, mtime_ns, len(raw)) + raw + b"\0" * 16
+        n += 1
+    payload = struct.pack(">I", n if count is None else count)
+    payload += zstandard.ZstdCompressor().compress(bytes(body))
+    return encode_frame(ListBatch.TYPE, payload, 1 << 31)
+
+
+def file_entry(path: str, data: bytes, *, mode: int = 0o644, mtime_ns: int = 10**18) -> WireEntry:
+    return WireEntry(path, "file", len(data), mtime_ns, mode, hash_bytes(data))
+
+
+@dataclass
+class Liar:
+    """An agent serving ``files``; each ``on_*`` hook may be replaced to lie.
+
+    Hooks return the answers to one request: events (sent through the agent's
+    ``Connection``, so they must be legal in the conversation) or raw bytes (sent as is).
+    """
+
+    files: dict[str, bytes]
+    root: str = "/collect"
+    level: int = 3
+    on_list: Callable[[Liar], Iterable[Answer]] | None = None
+    on_fetch: Callable[[Liar, Fetch, Signature], Iterable[Answer]] | None = None
+    on_hello: Callable[[Liar], Iterable[Answer]] | None = None
+    indicators_written: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+
+    # --- honest answers, for attacks to build on -------------------------------------
+
+    def entries(self) -> list[WireEntry]:
+        return [file_entry(path, data) for path, data in sorted(self.files.items())]
+
+    def honest_listing(self) -> list[Answer]:
+        entries = self.entries()
+        return [ListBatch(tuple(entries)), ListEnd(len(entries))] if entries else [ListEnd(0)]
+
+    def delta_bytes(self, path: str, signature: Signature) -> bytes:
+        encoder = DeltaEncoder(signature, level=self.level)
+        return encoder.update(self.files[path]) + encoder.finish()
+
+    def honest_delta(self, request: Fetch, signature: Signature) -> list[Answer]:
+        return [DeltaData(self.delta_bytes(request.path, signature)), DeltaEnd()]
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    def answer(self, event: Event, signature: Signature | None) -> Iterable[Answer]:
+        if isinstance(event, Hello):
+            if self.on_hello is not None:
+                return self.on_hello(self)
+            return [HelloReply(PROTOCOL_VERSION, "liar", (self.root,), CAPABILITIES)]
+        if isinstance(event, IndicatorQuery):
+            return [IndicatorState(True)]
+        if isinstance(event, IndicatorWrite):
+            self.indicators_written.append(event.name)
+            return [Ok()]
+        if isinstance(event, ListRequest):
+            return self.on_list(self) if self.on_list is not None else self.honest_listing()
+        if isinstance(event, SigEnd):
+            assert signature is not None and self._fetch is not None
+            self.fetched.append(self._fetch.path)
+            if self.on_fetch is not None:
+                return self.on_fetch(self, self._fetch, signature)
+            return self.honest_delta(self._fetch, signature)
+        return []
+
+    _fetch: Fetch | None = None
+
+
+class HostileTransport(Transport):
+    """The master's end of a socketpair whose other end a ``Liar`` thread answers."""
+
+    def __init__(self, liar: Liar, *, idle_timeout: float = 10.0) -> None:
+        super().__init__()
+        self.liar = liar
+        self._sock, self._agent_sock = socket.socketpair()
+        self._sock.settimeout(idle_timeout)
+        self._closed = False
+        self.agent_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="liar", daemon=True)
+        self._thread.start()
+
+    # --- the liar's side ----------------------------------------------------------------
+
+    def _serve(self) -> None:
+        sock = self._agent_sock
+        conn = Connection(Role.AGENT)
+        sig: SignatureDecoder | None = None
+        try:
+            while data := sock.recv(RECV_CHUNK):
+                conn.receive_data(data)
+                while (event := conn.next_event()) is not NEED_DATA:
+                    assert isinstance(event, Event)
+                    if isinstance(event, Fetch):
+                        self.liar._fetch, sig = event, SignatureDecoder()
+                    elif isinstance(event, SigData):
+                        assert sig is not None
+                        sig.feed(event.data)
+                    signature = sig.result() if isinstance(event, SigEnd) and sig else None
+                    for answer in self.liar.answer(event, signature):
+                        sock.sendall(answer if isinstance(answer, bytes) else conn.send(answer))
+        except OSError:
+            pass  # the master hung up, perhaps in the middle of an endless answer
+        except DeltastageError as exc:
+            self.agent_error = exc  # the master sent something a liar cannot parse
+        finally:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    # --- the master's side: the same contract as the local transport ----------------------
+
+    def send(self, data: bytes) -> None:
+        if self._closed:
+            raise ConnectionClosed("liar: transport closed")
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            raise TransportTimeout("liar: not reading (idle timeout)") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"liar: {exc.strerror or exc}") from None
+        self.bytes_sent += len(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        if self._closed:
+            raise ConnectionClosed("liar: transport closed")
+        try:
+            data = self._sock.recv(max_bytes)
+        except TimeoutError:
+            raise TransportTimeout("liar: no answer (idle timeout)") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"liar: {exc.strerror or exc}") from None
+        self.bytes_received += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(JOIN_TIMEOUT)
+
+    @property
+    def agent_alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def endless(make: Callable[[int], Answer]) -> Iterator[Answer]:
+    """``make(0), make(1), ...`` forever: a stream only the master's bounds can stop."""
+    n = 0
+    while True:
+        yield make(n)
+        n += 1
