@@ -81,7 +81,7 @@ def _field(obj: dict[str, Any], key: str, kind: type) -> Any:
 def decode_manifest(data: bytes) -> Manifest:
     try:
         document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also deep nesting and overlong integers
         raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise IntegrityError("not a deltastage manifest")

@@ -1,0 +1,358 @@
+"""Fuzzing every decoder a peer's bytes reach: only the library's own errors come out.
+
+Random and mutated inputs go through the frame decoder and state table (both roles), a
+whole master session replaying a mutated agent transcript in random splits (listing,
+indicator, delta stream, patch), the signature decoder, the delta patcher and the manifest
+decoder. The ``*_long`` variants are marked slow; ``nox -s fuzz`` runs them under the
+"fuzz" profile (``--hypothesis-show-statistics`` prints how many inputs were tried).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deltastage.delta import (
+    Patcher,
+    SignatureDecoder,
+    encode_signature,
+    make_delta,
+    signature_of,
+)
+from deltastage.errors import DeltastageError, ProtocolError
+from deltastage.manifest import Manifest, ManifestEntry, decode_manifest, encode_manifest
+from deltastage.protocol import (
+    CAPABILITIES,
+    EOF,
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Connection,
+    DeltaData,
+    DeltaEnd,
+    Error,
+    ErrorCode,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    Role,
+    SigData,
+    SigEnd,
+    WireEntry,
+)
+from deltastage.session import PeerSession
+from deltastage.transports.base import Transport
+from tests.hostile_agent import file_entry
+
+ROOT = "/collect"
+BASIS = random.Random(1).randbytes(6000)
+NEW = BASIS[:2000] + b"an edit in the middle" + BASIS[2500:] + b"and a tail"
+SIG = signature_of(BASIS, block_size=512)
+SIG_BYTES = encode_signature(SIG)
+DELTA = make_delta(SIG, NEW)
+ENTRIES = (
+    file_entry("a", NEW),
+    file_entry("dir/b.txt", b"bee\n"),
+    WireEntry("link", "symlink", 4, 0, 0o777, None),
+)
+
+
+def conversation() -> tuple[bytes, bytes]:
+    """(master's bytes, agent's bytes) of a whole honest conversation, made by the real codecs."""
+    master, agent = Connection(Role.MASTER), Connection(Role.AGENT)
+    to_agent, to_master = bytearray(), bytearray()
+    steps: list[tuple[list[Event], list[Event]]] = [
+        (
+            [Hello(PROTOCOL_VERSION, "m", CAPABILITIES)],
+            [HelloReply(PROTOCOL_VERSION, "a", (ROOT,), CAPABILITIES)],
+        ),
+        ([IndicatorQuery(ROOT, "cback.collect")], [IndicatorState(True)]),
+        ([ListRequest(ROOT)], [ListBatch(ENTRIES[:2]), ListBatch(ENTRIES[2:]), ListEnd(3)]),
+        (
+            [Fetch(ROOT, "a"), SigData(SIG_BYTES), SigEnd()],
+            [DeltaData(DELTA[:100]), DeltaData(DELTA[100:]), DeltaEnd()],
+        ),
+        ([Fetch(ROOT, "dir/b.txt"), SigEnd()], [Error(ErrorCode.CHANGED, "changed while read")]),
+        ([IndicatorWrite(ROOT, "cback.stage")], [Ok()]),
+    ]
+    for requests, answers in steps:
+        for request in requests:
+            data = master.send(request)
+            to_agent += data
+            agent.receive_data(data)
+            while agent.next_event() is not NEED_DATA:
+                pass
+        for answer in answers:
+            data = agent.send(answer)
+            to_master += data
+            master.receive_data(data)
+            while master.next_event() is not NEED_DATA:
+                pass
+    return bytes(to_agent), bytes(to_master)
+
+
+TO_AGENT, TO_MASTER = conversation()
+
+
+class Replay(Transport):
+    """Plays back ``data`` in the given chunk sizes, whatever the master sends."""
+
+    def __init__(self, data: bytes, splits: list[int]) -> None:
+        super().__init__()
+        self.data = data
+        self.splits = splits
+
+    def send(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        size = max(1, min(self.splits.pop(0) if self.splits else max_bytes, max_bytes))
+        chunk, self.data = self.data[:size], self.data[size:]
+        self.bytes_received += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.data = b""
+
+
+def run_master(data: bytes, splits: list[int]) -> bytes | None:
+    """A whole staging conversation against replayed agent bytes; the patched file, if any."""
+    session = PeerSession(Replay(data, splits), max_entries=100)
+    out: list[bytes] = []
+    try:
+        session.handshake()
+        session.indicator_exists(ROOT, "cback.collect")
+        session.list_files(ROOT)
+        patcher = Patcher(
+            lambda offset, n: BASIS[offset : offset + n],
+            out.append,
+            basis_size=len(BASIS),
+            basis_hash=SIG.basis_hash,
+        )
+        for chunk in session.fetch(ROOT, "a", [SIG_BYTES]):
+            patcher.feed(chunk)
+        patcher.finish()
+        with pytest.raises(DeltastageError):
+            for _ in session.fetch(ROOT, "dir/b.txt", [b""]):
+                pass
+        session.write_indicator(ROOT, "cback.stage")
+    finally:
+        session.close()
+    return b"".join(out)
+
+
+def mutate(data: bytes, changes: list[tuple[int, int, bytes]]) -> bytes:
+    """Apply (kind, position, bytes) edits: 0 flips, 1 inserts, 2 deletes, 3 overwrites."""
+    buf = bytearray(data)
+    for kind, position, blob in changes:
+        at = position % (len(buf) + 1)
+        if kind == 0 and buf and at < len(buf):
+            buf[at] ^= blob[0] if blob else 0x80
+        elif kind == 1:
+            buf[at:at] = blob
+        elif kind == 2:
+            del buf[at : at + max(1, len(blob))]
+        else:
+            buf[at : at + len(blob)] = blob
+    return bytes(buf)
+
+
+changes = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 1 << 20), st.binary(max_size=12)),
+    min_size=1,
+    max_size=6,
+)
+splits = st.lists(st.integers(1, 4096), max_size=20)
+
+
+def only_our_errors(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except DeltastageError as exc:
+        message = str(exc)
+        assert message and "\n" not in message.strip(), message
+
+
+# --- sanity: the unmutated inputs pass, so a mutant's error is the mutation's doing --------
+
+
+def test_the_honest_conversation_replays_cleanly() -> None:
+    assert run_master(TO_MASTER, [1] * 300) == NEW
+
+
+def test_the_honest_inputs_decode() -> None:
+    decoder = SignatureDecoder()
+    decoder.feed(SIG_BYTES)
+    assert decoder.result() == SIG
+    manifest = Manifest("p", "2026-11-23", (ManifestEntry("a/b", 3, b"\1" * 16, 0o644, 5),))
+    assert decode_manifest(encode_manifest(manifest)) == manifest
+
+
+# --- the campaigns ------------------------------------------------------------------------
+
+
+def fuzz_master_session(edits: list[tuple[int, int, bytes]], split: list[int]) -> None:
+    only_our_errors(lambda: run_master(mutate(TO_MASTER, edits), list(split)))
+
+
+def fuzz_connection(role: Role, data: bytes, split: list[int]) -> None:
+    conn = Connection(role)
+    if role is Role.MASTER:
+        conn.send(Hello(PROTOCOL_VERSION, "m", CAPABILITIES))
+    pieces, rest = [], data
+    for size in split:
+        pieces.append(rest[:size])
+        rest = rest[size:]
+    pieces.append(rest)
+    try:
+        for piece in pieces:
+            if piece:
+                conn.receive_data(piece)
+                while conn.next_event() is not NEED_DATA:
+                    pass
+        conn.receive_data(b"")
+        while conn.next_event() is not EOF:
+            pass
+    except ProtocolError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+def fuzz_signature(data: bytes) -> None:
+    def decode() -> None:
+        decoder = SignatureDecoder(max_blocks=1 << 16, max_basis_size=1 << 26)
+        decoder.feed(data)
+        decoder.result()
+
+    only_our_errors(decode)
+
+
+def fuzz_patch(data: bytes) -> None:
+    def patch() -> None:
+        written = 0
+
+        def write(chunk: bytes) -> None:
+            nonlocal written
+            written += len(chunk)
+            assert written <= 64 << 20, "a fuzzed delta may not expand without bound"
+
+        patcher = Patcher(
+            lambda offset, n: BASIS[offset : offset + n],
+            write,
+            basis_size=len(BASIS),
+            basis_hash=SIG.basis_hash,
+        )
+        patcher.feed(data)
+        patcher.finish()
+
+    only_our_errors(patch)
+
+
+MANIFEST = encode_manifest(
+    Manifest(
+        "web1",
+        "2026-11-23",
+        (
+            ManifestEntry("a/b.txt", 12, b"\1" * 16, 0o644, 10**18),
+            ManifestEntry("c", 0, b"\2" * 16, 0o600, 0),
+        ),
+    )
+)
+
+
+def fuzz_manifest(data: bytes) -> None:
+    only_our_errors(lambda: decode_manifest(data))
+
+
+@given(changes, splits)
+def test_mutated_agent_transcript(edits: list[tuple[int, int, bytes]], split: list[int]) -> None:
+    fuzz_master_session(edits, split)
+
+
+@given(st.sampled_from([Role.MASTER, Role.AGENT]), st.binary(max_size=2048), splits)
+def test_random_bytes_into_a_connection(role: Role, data: bytes, split: list[int]) -> None:
+    fuzz_connection(role, data, split)
+
+
+@given(st.sampled_from([Role.MASTER, Role.AGENT]), changes, splits)
+def test_mutated_streams_into_a_connection(
+    role: Role, edits: list[tuple[int, int, bytes]], split: list[int]
+) -> None:
+    fuzz_connection(role, mutate(TO_MASTER if role is Role.MASTER else TO_AGENT, edits), split)
+
+
+@given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(SIG_BYTES, c))))
+def test_signature_decoder(data: bytes) -> None:
+    fuzz_signature(data)
+
+
+@given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(DELTA, c))))
+def test_patcher(data: bytes) -> None:
+    fuzz_patch(data)
+
+
+MANIFEST_TRAPS = [
+    b"[" * 100_000,
+    b'{"format": "deltastage-manifest", "files": ' + b"[" * 50_000,
+    b'{"format": "deltastage-manifest", "files": [{"size": ' + b"9" * 5000 + b"}]}",
+    b'{"format": "deltastage-manifest", "files": [{"path": "../x", "size": 1}]}',
+    b'{"format": "deltastage-manifest", "files": {"a": 1}}',
+    b'{"format": "deltastage-manifest", "files": [{"path": "a", "xxh3_128": "zz", "size": 1}]}',
+    b"\xff\xfe",
+]
+
+
+@pytest.mark.parametrize("data", MANIFEST_TRAPS, ids=range(len(MANIFEST_TRAPS)))
+def test_manifest_traps(data: bytes) -> None:
+    with pytest.raises(DeltastageError):
+        decode_manifest(data)
+
+
+@given(st.one_of(st.binary(max_size=1024), changes.map(lambda c: mutate(MANIFEST, c))))
+def test_manifest_decoder(data: bytes) -> None:
+    fuzz_manifest(data)
+
+
+# --- long campaigns (nox -s fuzz) ---------------------------------------------------------
+
+
+@pytest.mark.slow
+@given(changes, splits)
+def test_mutated_agent_transcript_long(
+    edits: list[tuple[int, int, bytes]], split: list[int]
+) -> None:
+    fuzz_master_session(edits, split)
+
+
+@pytest.mark.slow
+@given(st.sampled_from([Role.MASTER, Role.AGENT]), st.binary(max_size=8192), splits)
+def test_random_bytes_into_a_connection_long(role: Role, data: bytes, split: list[int]) -> None:
+    fuzz_connection(role, data, split)
+
+
+@pytest.mark.slow
+@given(st.one_of(st.binary(max_size=8192), changes.map(lambda c: mutate(SIG_BYTES, c))))
+def test_signature_decoder_long(data: bytes) -> None:
+    fuzz_signature(data)
+
+
+@pytest.mark.slow
+@given(st.one_of(st.binary(max_size=8192), changes.map(lambda c: mutate(DELTA, c))))
+def test_patcher_long(data: bytes) -> None:
+    fuzz_patch(data)
+
+
+@pytest.mark.slow
+@given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(MANIFEST, c))))
+def test_manifest_decoder_long(data: bytes) -> None:
+    fuzz_manifest(data)
