@@ -41,12 +41,20 @@ def fuzz(session: nox.Session) -> None:
     """A longer hypothesis campaign over every decoder and the config loader."""
     session.install(".[test]")
     session.run(
-        "pytest", "-m", "slow", "--hypothesis-profile=fuzz", "--hypothesis-show-statistics",
-        "tests", *session.posargs,
+        "pytest",
+        "-m",
+        "slow",
+        "--hypothesis-profile=fuzz",
+        "--hypothesis-show-statistics",
+        "tests",
+        *session.posargs,
         env={"DELTASTAGE_FUZZ": "1"},
     )
     # the config loaders' fuzz tests carry no slow marker: run them under the long profile too
     session.run(
-        "pytest", "--hypothesis-profile=fuzz", "--hypothesis-show-statistics",
-        "tests/test_config_fuzz.py", *session.posargs,
+        "pytest",
+        "--hypothesis-profile=fuzz",
+        "--hypothesis-show-statistics",
+        "tests/test_config_fuzz.py",
+        *session.posargs,
     )
