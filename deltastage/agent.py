@@ -67,6 +67,7 @@ __all__ = ["run_stdio", "serve"]
 RECV_CHUNK = 64 << 10
 FILE_CHUNK = READ_CHUNK  # bytes of the source file per DeltaEncoder.update
 DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the frame limit
+WRITE_BATCH = 64 << 10  # answer bytes gathered before a write to the master
 BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
 MAX_DEPTH = 256  # directory nesting the listing will follow
 HASH_ATTEMPTS = 3  # re-hash a file that changed while listed, then give up on it
@@ -141,11 +142,22 @@ class _Agent:
         self._read = read
         self._write = write
         self.conn = Connection(Role.AGENT)
+        self._out = bytearray()
 
     # --- the byte pipe --------------------------------------------------------------------
 
     def send(self, event: Event) -> None:
-        data = self.conn.send(event)
+        # Answers are gathered and written in batches: on a WAN link every write is an SSH
+        # packet and a TCP segment of its own, and a file's DeltaData and DeltaEnd should
+        # travel together. Everything is written before the agent waits for the master.
+        self._out += self.conn.send(event)
+        if len(self._out) >= WRITE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._out:
+            return
+        data, self._out = bytes(self._out), bytearray()
         try:
             self._write(data)
         except OSError as exc:
@@ -156,6 +168,7 @@ class _Agent:
         while True:
             event = self.conn.next_event()
             if event is NEED_DATA:
+                self.flush()
                 try:
                     data = self._read(RECV_CHUNK)
                 except OSError as exc:
@@ -170,6 +183,8 @@ class _Agent:
     def last_word(self, reason: str) -> None:
         with contextlib.suppress(_MasterGone, LocalProtocolError):
             self.send(Error(ErrorCode.PROTOCOL, _reason(reason)))
+        with contextlib.suppress(_MasterGone):
+            self.flush()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -430,15 +445,23 @@ class _Agent:
             os.close(root_fd)
         try:
             before = os.fstat(fd)
-            encoder = DeltaEncoder(signature, level=request.level)
+            # literals go raw into the connection's zstd stream, which also sees every
+            # earlier file of the session (see protocol.stream)
+            self.conn.compress_deltas(request.level)
+            encoder = DeltaEncoder(signature, level=0)
+            pending = bytearray()
             offset = 0
             # the size seen first bounds the read: a file that keeps growing still ends
             while offset < before.st_size and (
                 chunk := os.pread(fd, min(FILE_CHUNK, before.st_size - offset), offset)
             ):
                 offset += len(chunk)
-                self.send_delta(encoder.update(chunk))
-            self.send_delta(encoder.finish())
+                pending += encoder.update(chunk)
+                if len(pending) >= DATA_FRAME:
+                    self.send_delta(pending)
+                    pending = bytearray()
+            pending += encoder.finish()
+            self.send_delta(pending)
             after = os.fstat(fd)
         except OSError as exc:
             raise _Refusal(ErrorCode.IO, f"{request.path}: {exc.strerror or exc}") from None
@@ -451,9 +474,9 @@ class _Agent:
             )
         self.send(DeltaEnd())
 
-    def send_delta(self, data: bytes) -> None:
+    def send_delta(self, data: bytes | bytearray) -> None:
         for start in range(0, len(data), DATA_FRAME):
-            self.send(DeltaData(data[start : start + DATA_FRAME]))
+            self.send(DeltaData(bytes(data[start : start + DATA_FRAME])))
 
 
 def serve(
@@ -469,6 +492,7 @@ def serve(
     agent = _Agent(roots, read, write)
     try:
         agent.run()
+        agent.flush()
     except _MasterGone:
         return
     except RemoteProtocolError as exc:

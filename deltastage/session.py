@@ -65,6 +65,7 @@ __all__ = ["AgentError", "PeerSession"]
 
 RECV_CHUNK = 256 << 10
 SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
+SEND_BATCH = 64 << 10  # request bytes gathered before a write to the agent
 
 
 class AgentError(RemoteProtocolError):
@@ -104,6 +105,7 @@ class PeerSession:
         self._dead: str | None = None
         self._closed = False
         self._fetch: Generator[bytes, None, None] | None = None
+        self._out = bytearray()
         self.info: AgentInfo | None = None
 
     @property
@@ -137,14 +139,24 @@ class PeerSession:
                 raise ConnectionClosed(f"session unusable after an earlier failure: {self._dead}")
 
     def _send(self, event: Event) -> None:
+        # Requests are gathered and written before the next wait for an answer: a small
+        # file's Fetch, SigData and SigEnd then cross the WAN as one SSH packet.
         try:
-            self._transport.send(self._conn.send(event))
+            self._out += self._conn.send(event)
+            if len(self._out) >= SEND_BATCH:
+                self._flush()
         except (TransportError, ProtocolError) as exc:
             self._die(str(exc))
             raise
 
+    def _flush(self) -> None:
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
+            self._transport.send(data)
+
     def _receive(self) -> Event:
         try:
+            self._flush()
             while True:
                 event = self._conn.next_event()
                 if event is NEED_DATA:
@@ -344,6 +356,7 @@ class PeerSession:
             fetch.close()  # with the session marked dead this does not drain
         if was_dead is None and self._conn.state in (State.IDLE, State.HANDSHAKE):
             with contextlib.suppress(DeltastageError):
-                self._transport.send(self._conn.send(Bye()))
+                self._out += self._conn.send(Bye())
+                self._flush()
         with contextlib.suppress(DeltastageError):
             self._transport.close()

@@ -7,6 +7,10 @@ protocol: (state, sender, message type) -> next state. Anything not in it is ref
 
 An ``Error`` with code ``protocol`` is the agent's last word and is allowed in any state
 (including after it saw a malformed message): it ends the conversation.
+
+Delta data can travel compressed: after ``compress_deltas(level)`` the sender turns each
+``DeltaData`` into ``CompressedDeltaData`` frames of one connection-wide zstd stream, and
+the receiver turns them back, so both ends deal in ``DeltaData`` only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from deltastage.protocol.events import (
     EVENT_TYPES,
     Bye,
     Cancel,
+    CompressedDeltaData,
     DeltaData,
     DeltaEnd,
     Error,
@@ -38,6 +43,7 @@ from deltastage.protocol.events import (
     decode_event,
 )
 from deltastage.protocol.frames import MAX_FRAME, FrameDecoder, encode_frame
+from deltastage.protocol.stream import STREAM_CHUNK, StreamCompressor, StreamDecompressor
 
 __all__ = ["EOF", "NEED_DATA", "TRANSITIONS", "Connection", "Role", "Sentinel", "State"]
 
@@ -118,6 +124,9 @@ class Connection:
         self._decoder = FrameDecoder(EVENT_TYPES, max_frame)
         self._eof = False
         self._error: ProtocolError | None = None
+        self._deflater: StreamCompressor | None = None
+        self._compressing = False
+        self._inflater: StreamDecompressor | None = None
 
     @property
     def state(self) -> State:
@@ -131,9 +140,38 @@ class Connection:
                 f"{self.role.value} may not send {type(event).__name__} "
                 f"in state {self._state.value}"
             )
-        data = encode_frame(event.TYPE, event.encode_payload(), self.max_frame)
+        if isinstance(event, DeltaData) and self._compressing and event.data:
+            data = self._compressed_frames(event.data)
+        else:
+            data = encode_frame(event.TYPE, event.encode_payload(), self.max_frame)
         self._state = new_state
         return data
+
+    def compress_deltas(self, level: int) -> None:
+        """Send later ``DeltaData`` through the connection's zstd stream (0: uncompressed).
+
+        The stream is made at the first non-zero level and keeps it: a stream cannot
+        change level, and its history is what makes it pay.
+        """
+        if not 0 <= level <= 22:
+            raise LocalProtocolError(f"compression level out of range: {level}")
+        if level and self._deflater is None:
+            self._deflater = StreamCompressor(level)
+        self._compressing = level > 0
+
+    def _compressed_frames(self, data: bytes) -> bytes:
+        assert self._deflater is not None
+        frames = []
+        for start in range(0, len(data), STREAM_CHUNK):
+            raw = data[start : start + STREAM_CHUNK]
+            packed = CompressedDeltaData(len(raw), self._deflater.compress(raw))
+            frames.append(encode_frame(packed.TYPE, packed.encode_payload(), self.max_frame))
+        return b"".join(frames)
+
+    def _inflate(self, event: CompressedDeltaData) -> DeltaData:
+        if self._inflater is None:
+            self._inflater = StreamDecompressor()
+        return DeltaData(self._inflater.decompress(event.packed, event.raw_len))
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; ``b""`` means the peer closed its end."""
@@ -159,6 +197,14 @@ class Connection:
                     )
                 return EOF
             event = decode_event(*frame)
+            if isinstance(event, CompressedDeltaData):
+                # checked against the table as the DeltaData it stands for, before inflating
+                if _next_state(self._state, self.role.other, DeltaData(b"")) is None:
+                    raise RemoteProtocolError(
+                        f"{self.role.other.value} sent CompressedDeltaData "
+                        f"in state {self._state.value}"
+                    )
+                event = self._inflate(event)
             new_state = _next_state(self._state, self.role.other, event)
             if new_state is None:
                 raise RemoteProtocolError(

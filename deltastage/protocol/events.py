@@ -32,6 +32,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Bye",
     "Cancel",
+    "CompressedDeltaData",
     "DeltaData",
     "DeltaEnd",
     "Error",
@@ -53,10 +54,11 @@ __all__ = [
     "decode_event",
 ]
 
-PROTOCOL_VERSION = 1
+# 2: delta data may travel as one connection-wide zstd stream (CompressedDeltaData)
+PROTOCOL_VERSION = 2
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
-CAPABILITIES = frozenset({"hash=xxh3-128", "compression=zstd", "delta=1"})
+CAPABILITIES = frozenset({"hash=xxh3-128", "compression=zstd", "delta=1", "stream=zstd-w24"})
 
 MAX_PATH = 4096  # bytes of a relative path or root (Linux PATH_MAX)
 MAX_NAME = 255  # bytes of one path component (Linux NAME_MAX)
@@ -444,6 +446,25 @@ class DeltaData(_Data):
 
 
 @dataclass(frozen=True)
+class CompressedDeltaData(Event):
+    """Agent → master: a ``DeltaData`` carried as the next piece of the connection's zstd
+    stream (see ``stream``). ``Connection`` makes and unpacks these; callers only ever see
+    ``DeltaData``."""
+
+    TYPE: ClassVar[int] = 0x36
+    raw_len: int
+    packed: bytes = field(repr=False)
+
+    def _write(self, writer: Writer) -> None:
+        writer.u32(self.raw_len, "raw length")
+        writer.raw(self.packed)
+
+    @classmethod
+    def _read(cls, reader: Reader) -> CompressedDeltaData:
+        return cls(reader.u32("raw length"), reader.rest())
+
+
+@dataclass(frozen=True)
 class DeltaEnd(Event):
     """Agent → master: the delta is complete and the file did not change while read."""
 
@@ -470,6 +491,7 @@ EVENT_TYPES: dict[int, type[Event]] = {
         Cancel,
         DeltaData,
         DeltaEnd,
+        CompressedDeltaData,
     )
 }
 
