@@ -1,0 +1,318 @@
+"""Faults mid-run: a link cut at random byte offsets, SIGKILL of a real CLI run, a full disk.
+
+After every fault the invariants hold: a manifest exists only if every file it lists is
+complete and matches the source (re-hashed here), the peer's stage indicator only beside
+such a manifest, no temp file is left where a staged file would be, and the next run stages
+correct data. Offsets and kill times are drawn from fixed seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deltastage.config import Options, PeerConfig, load_config
+from deltastage.errors import ConnectionClosed
+from deltastage.hashing import hash_bytes
+from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
+from deltastage.session import PeerSession
+from deltastage.stage import bounded_session, open_peer_session, run_stage
+from deltastage.transports.base import Transport
+from deltastage.verify import verify_peer_dir
+
+START = date(2026, 11, 23)
+FIGURES: dict[str, int] = {}
+
+
+class CuttingTransport(Transport):
+    """Passes bytes through until ``budget`` bytes were received, then drops the link."""
+
+    def __init__(self, inner: Transport, budget: int | None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.budget = budget
+
+    def send(self, data: bytes) -> None:
+        self.inner.send(data)
+        self.bytes_sent += len(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        if self.budget is not None:
+            if self.budget <= 0:
+                self.inner.close()
+                raise ConnectionClosed("test: link cut")
+            max_bytes = min(max_bytes, self.budget)
+        data = self.inner.recv(max_bytes)
+        if self.budget is not None:
+            self.budget -= len(data)
+        self.bytes_received += len(data)
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def write_config(tmp: Path, staging: Path | None = None) -> Path:
+    path = tmp / "deltastage.toml"
+    path.write_text(
+        f"""
+[options]
+retries = 0
+retry_backoff = 0
+
+[stage]
+staging_dir = "{staging or tmp / "staging"}"
+
+[[peers]]
+name = "p"
+type = "local"
+collect_dir = "{tmp / "collect/p"}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def make_source(tmp: Path, rng: random.Random, sizes: dict[str, int]) -> Path:
+    collect = tmp / "collect/p"
+    for rel, size in sizes.items():
+        (collect / rel).parent.mkdir(parents=True, exist_ok=True)
+        (collect / rel).write_bytes(rng.randbytes(size))
+    (collect / "cback.collect").touch()
+    return collect
+
+
+def edit_source(collect: Path, rng: random.Random) -> None:
+    """A night's changes: a few scattered edits, one file grows, one is replaced."""
+    files = sorted(p for p in collect.rglob("*") if p.is_file() and not p.name.startswith("cback"))
+    for path in rng.sample(files, k=min(3, len(files))):
+        data = bytearray(path.read_bytes())
+        for _ in range(3):
+            at = rng.randrange(max(1, len(data)))
+            data[at : at + 16] = rng.randbytes(16)
+        path.write_bytes(bytes(data) + rng.randbytes(rng.randrange(2000)))
+
+
+def source_tree(collect: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(collect).as_posix(): p.read_bytes()
+        for p in collect.rglob("*")
+        if p.is_file() and not p.name.startswith("cback.")
+    }
+
+
+def peer_dir(staging: Path, day: date) -> Path:
+    return staging / f"{day:%Y/%m/%d}" / "p"
+
+
+def check_invariants(staging: Path, day: date, collect: Path) -> bool:
+    """The promises after any fault; True when the peer counts as staged."""
+    directory = peer_dir(staging, day)
+    indicator = (collect / "cback.stage").exists()
+    manifest = directory / MANIFEST_NAME
+    if not manifest.exists():
+        assert not indicator, "an indicator without a manifest"
+        return False
+    verification = verify_peer_dir(directory)
+    assert verification.ok, verification
+    listed = {f["path"]: f for f in json.loads(manifest.read_text())["files"]}
+    source = source_tree(collect)
+    assert sorted(listed) == sorted(source), "a manifest must cover the whole source"
+    for rel, data in source.items():
+        assert (directory / rel).read_bytes() == data
+        assert listed[rel]["xxh3_128"] == hash_bytes(data).hex()
+    return True
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temp or partial files a finished run must not leave."""
+    return sorted(
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.name.startswith(INTERNAL_PREFIX)
+    )
+
+
+def cut_campaign(tmp: Path, seed: int, rounds: int) -> int:
+    rng = random.Random(seed)
+    collect = make_source(
+        tmp, rng, {"big.bin": 600_000, "logs/a.log": 90_000, "logs/b.log": 3000, "c": 10}
+    )
+    config = load_config(write_config(tmp))
+    staging = tmp / "staging"
+    received = 700_000
+    faults = failed = 0
+    for round_ in range(rounds):
+        day = START + timedelta(days=round_)
+        if round_:
+            edit_source(collect, rng)
+        (collect / "cback.stage").unlink(missing_ok=True)
+        counted: list[CuttingTransport] = []
+        factory = cutting_factory([rng.randrange(1, max(2, received)), None], counted)
+        cut = run_stage(config, run_date=day, session_factory=factory).peers[0]
+        faults += 1
+        failed += cut.status == "failed"
+        assert cut.status in ("staged", "failed"), cut
+        assert check_invariants(staging, day, collect) == (cut.status == "staged")
+        again = run_stage(config, run_date=day, session_factory=factory).peers[0]
+        assert again.status == "staged", again.error
+        assert check_invariants(staging, day, collect)
+        assert leftovers(peer_dir(staging, day)) == []
+        received = counted[-1].bytes_received + counted[0].bytes_received
+    assert failed >= faults // 2, "most cuts must land inside the transfer"
+    return faults
+
+
+def cutting_factory(
+    budgets: list[int | None], counted: list[CuttingTransport]
+) -> Callable[[PeerConfig, Options], PeerSession]:
+    """Each new session gets the next receive budget (None: uncut)."""
+
+    def factory(peer: PeerConfig, options: Options) -> PeerSession:
+        inner = open_peer_session(peer, options).transport
+        transport = CuttingTransport(inner, budgets.pop(0))
+        counted.append(transport)
+        return bounded_session(transport, options)
+
+    return factory
+
+
+def test_link_cut_at_random_offsets(tmp_path: Path) -> None:
+    FIGURES["cuts"] = cut_campaign(tmp_path, seed=5, rounds=24)
+
+
+@pytest.mark.slow
+def test_link_cut_at_random_offsets_long(tmp_path: Path) -> None:
+    FIGURES["cuts_long"] = cut_campaign(tmp_path, seed=6, rounds=150)
+
+
+# --- SIGKILL of a real CLI run ------------------------------------------------------------
+
+
+STAGE = [sys.executable, "-m", "deltastage", "stage"]
+
+
+def cli(config: Path, day: date) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*STAGE, "--config", str(config), "--date", day.isoformat(), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def kill_campaign(tmp: Path, seed: int, rounds: int) -> int:
+    rng = random.Random(seed)
+    sizes = {f"d{i}/f{j}.bin": 200_000 for i in range(4) for j in range(5)}
+    sizes["huge.bin"] = 12 << 20
+    collect = make_source(tmp, rng, sizes)
+    config = write_config(tmp)
+    staging = tmp / "staging"
+    started = time.monotonic()
+    first = cli(config, START - timedelta(days=1))
+    assert first.wait(120) == 0, first.communicate()
+    duration = time.monotonic() - started
+    kills = 0
+    for round_ in range(rounds):
+        day = START + timedelta(days=round_)
+        edit_source(collect, rng)
+        (collect / "cback.stage").unlink(missing_ok=True)
+        victim = cli(config, day)
+        time.sleep(rng.uniform(0.1, duration))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(30)
+        kills += victim.returncode == -signal.SIGKILL
+        check_invariants(staging, day, collect)
+        survivor = cli(config, day)
+        out, err = survivor.communicate(timeout=120)
+        assert survivor.returncode == 0, err.decode()
+        assert json.loads(out)["peers"][0]["status"] == "staged"
+        assert check_invariants(staging, day, collect)
+        assert leftovers(peer_dir(staging, day)) == []
+    assert kills >= rounds // 2, "most kills must land before the run ends"
+    return kills
+
+
+def test_sigkill_at_random_points_of_a_cli_run(tmp_path: Path) -> None:
+    FIGURES["kills"] = kill_campaign(tmp_path, seed=11, rounds=5)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_of_a_cli_run_long(tmp_path: Path) -> None:
+    FIGURES["kills_long"] = kill_campaign(tmp_path, seed=12, rounds=30)
+
+
+# --- a full disk --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"mount tmpfs failed: {result.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def can_mount() -> bool:
+    return os.geteuid() == 0 and os.path.exists("/proc/filesystems")
+
+
+def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, monkeypatch: Any) -> None:
+    rng = random.Random(21)
+    collect = make_source(tmp_path, rng, {"a.bin": 1 << 20, "b.bin": 3 << 20, "c.txt": 100})
+    if can_mount():
+        staging = tmp_path / "disk"
+        mounted = small_tmpfs(staging, "2m")
+        mounted.__enter__()
+        config = load_config(write_config(tmp_path, staging))
+    else:  # no mount: every write to the staging tree fails with ENOSPC past 2 MiB
+        staging = tmp_path / "staging"
+        config = load_config(write_config(tmp_path, staging))
+        real_write, budget = os.write, [2 << 20]
+
+        def write(fd: int, data: Any) -> int:
+            budget[0] -= len(data)
+            if budget[0] < 0:
+                raise OSError(28, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", write)
+        mounted = None
+    try:
+        report = run_stage(config, run_date=START).peers[0]
+        assert report.status == "failed"
+        assert report.error and "No space left on device" in report.error
+        assert "\n" not in report.error
+        assert not check_invariants(staging, START, collect)
+        assert not (collect / "cback.stage").exists()
+        FIGURES["enospc"] = 1
+        if mounted is not None:
+            subprocess.run(["mount", "-o", "remount,size=64m", str(staging)], check=True)
+        else:
+            monkeypatch.undo()
+        report = run_stage(config, run_date=START).peers[0]
+        assert report.status == "staged", report.error
+        assert check_invariants(staging, START, collect)
+        assert leftovers(peer_dir(staging, START)) == []
+    finally:
+        if mounted is not None:
+            mounted.__exit__(None, None, None)
