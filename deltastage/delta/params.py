@@ -19,6 +19,7 @@ __all__ = [
     "check_block_size",
     "check_strong_len",
     "choose_block_size",
+    "choose_strong_len",
     "count_blocks",
 ]
 
@@ -26,6 +27,9 @@ __all__ = [
 # match, and the whole-file xxh3-128 check catches even that (the caller then retries at 16).
 DEFAULT_STRONG_LEN = 8
 MAX_STRONG_LEN = 16
+# Floor of the adaptive length: the matcher tries the block after a match by its strong
+# hash alone (no weak hash), so these bits are all that guard that path.
+MIN_ADAPTIVE_STRONG_LEN = 3
 
 MIN_DEFAULT_BLOCK_SIZE = 512
 MAX_DEFAULT_BLOCK_SIZE = 128 * 1024
@@ -52,6 +56,15 @@ def choose_block_size(size: int) -> int:
     root = math.isqrt(size)
     rounded = (root + 32) // 64 * 64
     return max(MIN_DEFAULT_BLOCK_SIZE, min(MAX_DEFAULT_BLOCK_SIZE, rounded))
+
+
+def choose_strong_len(basis_size: int, block_size: int) -> int:
+    """rsync's s2length: strong bytes per block so that, with the 32-bit weak hash, a false
+    block match anywhere in this file is about 2^-10 likely; the whole-file xxh3-128 catches
+    the rest (the stage then retries at ``MAX_STRONG_LEN``). 3 bytes for a 120 MB tar in
+    11 KiB blocks, where a fixed 8 would make the signature 70% larger."""
+    bits = 9 + 2 * max(basis_size, 1).bit_length() - max(block_size, 1).bit_length()
+    return max(MIN_ADAPTIVE_STRONG_LEN, min(MAX_STRONG_LEN, (bits + 1 - 32 + 7) // 8))
 
 
 def count_blocks(basis_size: int, block_size: int) -> int:

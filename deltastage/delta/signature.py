@@ -23,10 +23,10 @@ import xxhash
 from deltastage.delta.params import (
     DEFAULT_MAX_BASIS_SIZE,
     DEFAULT_MAX_BLOCKS,
-    DEFAULT_STRONG_LEN,
     check_block_size,
     check_strong_len,
     choose_block_size,
+    choose_strong_len,
     count_blocks,
 )
 from deltastage.delta.rolling import block_weaks
@@ -119,7 +119,9 @@ class SignatureBuilder:
         self.block_size = check_block_size(
             choose_block_size(basis_size) if block_size is None else block_size
         )
-        self.strong_len = check_strong_len(DEFAULT_STRONG_LEN if strong_len is None else strong_len)
+        self.strong_len = check_strong_len(
+            choose_strong_len(basis_size, self.block_size) if strong_len is None else strong_len
+        )
         self._pending = bytearray()
         self._fed = 0
         self._hasher = Hasher()
