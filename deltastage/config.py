@@ -582,7 +582,9 @@ def _toml_options(table: _Table | None) -> Options:
         max_bytes_per_peer=table.integer(
             "max_bytes_per_peer", default.max_bytes_per_peer, 1, 1 << 62
         ),
-        max_frame_size=table.integer("max_frame_size", default.max_frame_size, 1 << 12, 1 << 30),
+        max_frame_size=table.integer(
+            "max_frame_size", default.max_frame_size, 1 << 20, 1 << 30
+        ),  # honest agents send 256 KiB data frames: a smaller bound would refuse them
     )
     if options.collect_indicator == options.stage_indicator:
         table.bad("stage_indicator", "must differ from collect_indicator")

@@ -110,7 +110,7 @@ retry_backoff = 1
 compress_level = 0
 max_files_per_peer = 10
 max_bytes_per_peer = 1000
-max_frame_size = 65536
+max_frame_size = 2097152
 """
         + STAGE
         + LOCAL
@@ -128,7 +128,7 @@ max_frame_size = 65536
         compress_level=0,
         max_files_per_peer=10,
         max_bytes_per_peer=1000,
-        max_frame_size=65536,
+        max_frame_size=2097152,
     )
 
 
@@ -564,7 +564,7 @@ def configs(draw: st.DrawFn) -> Config:
         compress_level=draw(st.integers(0, 22)),
         max_files_per_peer=draw(st.integers(1, 1 << 40)),
         max_bytes_per_peer=draw(st.integers(1, 1 << 62)),
-        max_frame_size=draw(st.integers(1 << 12, 1 << 30)),
+        max_frame_size=draw(st.integers(1 << 20, 1 << 30)),
     )
     peer_names = draw(st.lists(names, min_size=1, max_size=4, unique=True))
     staging = Path("/staging-" + draw(st.from_regex(r"[a-z]{1,8}", fullmatch=True)))
