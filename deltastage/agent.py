@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import os
 import secrets
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from deltastage import __version__
-from deltastage.delta import DeltaEncoder, Signature, SignatureDecoder
 from deltastage.errors import (
     DeltaFormatError,
     DeltastageError,
@@ -61,6 +63,28 @@ from deltastage.protocol import (
 )
 from deltastage.protocol.events import MAX_BATCH_ENTRIES, MAX_REASON
 from deltastage.protocol.paths import check_name, split_relative
+
+if TYPE_CHECKING:
+    from deltastage.delta import Signature
+
+_LAZY = ("DeltaEncoder", "SignatureDecoder")
+
+
+def __getattr__(name: str) -> Any:
+    """The delta classes, imported on first use (see ``_preload_delta``)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import deltastage.delta
+
+    value = getattr(deltastage.delta, name)
+    globals()[name] = value
+    return value
+
+
+def _lazy(name: str) -> Any:
+    # through the module, so a name set on it (a test's stand-in) is the one used
+    return getattr(sys.modules[__name__], name)
+
 
 __all__ = ["run_stdio", "serve"]
 
@@ -404,7 +428,9 @@ class _Agent:
     # --- fetch ----------------------------------------------------------------------------
 
     def fetch(self, request: Fetch) -> None:
-        decoder = SignatureDecoder(max_blocks=MAX_SIGNATURE_BLOCKS, max_basis_size=MAX_BASIS_SIZE)
+        decoder = _lazy("SignatureDecoder")(
+            max_blocks=MAX_SIGNATURE_BLOCKS, max_basis_size=MAX_BASIS_SIZE
+        )
         problem: _Refusal | None = None
         fatal: str | None = None
         # Read the whole signature even after a problem: the master sends it without
@@ -448,7 +474,7 @@ class _Agent:
             # literals go raw into the connection's zstd stream, which also sees every
             # earlier file of the session (see protocol.stream)
             self.conn.compress_deltas(request.level)
-            encoder = DeltaEncoder(signature, level=0)
+            encoder = _lazy("DeltaEncoder")(signature, level=0)
             pending = bytearray()
             offset = 0
             # the size seen first bounds the read: a file that keeps growing still ends
@@ -501,8 +527,18 @@ def serve(
         agent.last_word(f"agent internal error: {type(exc).__name__}: {exc}")
 
 
+def _preload_delta() -> None:
+    # numpy and the matcher take ~0.1 s to import; the handshake, the indicator query and
+    # the listing need neither, so they load beside them instead of delaying HelloReply.
+    # A failure here resurfaces, and is answered, when the first fetch imports them.
+    with contextlib.suppress(Exception):
+        importlib.import_module("deltastage.delta.codec")
+        importlib.import_module("deltastage.delta.signature")
+
+
 def run_stdio(roots: Sequence[str | Path]) -> int:
     """Serve over stdin/stdout, as ``deltastage agent`` (an authorized_keys forced command)."""
+    threading.Thread(target=_preload_delta, name="preload-delta", daemon=True).start()
     in_fd = sys.stdin.fileno()
     out_fd = os.dup(sys.stdout.fileno())
     # Anything printed by accident must not corrupt the protocol stream: fd 1 becomes stderr.
