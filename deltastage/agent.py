@@ -56,12 +56,14 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     Ok,
+    RefineReply,
+    RefineRequest,
     Role,
     SigData,
     SigEnd,
     WireEntry,
 )
-from deltastage.protocol.events import MAX_BATCH_ENTRIES, MAX_REASON
+from deltastage.protocol.events import MAX_BATCH_ENTRIES, MAX_REASON, MAX_REFINE_BLOCKS
 from deltastage.protocol.paths import check_name, split_relative
 
 if TYPE_CHECKING:
@@ -91,6 +93,10 @@ __all__ = ["run_stdio", "serve"]
 RECV_CHUNK = 64 << 10
 FILE_CHUNK = READ_CHUNK  # bytes of the source file per DeltaEncoder.update
 DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the frame limit
+# A coarse block is refined into blocks of 1/REFINE_SPLIT its size (at least
+# REFINE_MIN_BLOCK): 1/16 of a 120 MB tar's 11 KiB blocks cut its day-2 literal by half.
+REFINE_SPLIT = 16
+REFINE_MIN_BLOCK = 512
 WRITE_BATCH = 64 << 10  # answer bytes gathered before a write to the master
 BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
 MAX_DEPTH = 256  # directory nesting the listing will follow
@@ -474,6 +480,7 @@ class _Agent:
             # literals go raw into the connection's zstd stream, which also sees every
             # earlier file of the session (see protocol.stream)
             self.conn.compress_deltas(request.level)
+            signature = self.refine(fd, before.st_size, signature)
             encoder = _lazy("DeltaEncoder")(signature, level=0)
             pending = bytearray()
             offset = 0
@@ -499,6 +506,102 @@ class _Agent:
                 f"{request.path}: changed while read (size {before.st_size} -> {after.st_size})",
             )
         self.send(DeltaEnd())
+
+    def refine(self, fd: int, size: int, coarse: Signature) -> Signature:
+        """A finer signature for a file whose coarse delta has literals, else ``coarse``.
+
+        An edit costs a whole block of literal; in a big file's 11 KiB blocks that is mostly
+        old bytes the master already has. A first pass finds what the coarse blocks copy.
+        Fine blocks inside copied stretches are hashed here, from the identical new bytes;
+        only the rest (around the edits) is asked of the master, one round trip of a few
+        KiB. A wrong guess costs nothing but time: the delta is still checked whole.
+        """
+        import numpy as np
+
+        from deltastage.delta import Copy, Matcher, PolyIndex, Signature, signature_of
+        from deltastage.delta.params import choose_strong_len, count_blocks
+
+        fine = max(REFINE_MIN_BLOCK, coarse.block_size // REFINE_SPLIT // 64 * 64)
+        if coarse.basis_size == 0 or coarse.block_size < 2 * fine or size == 0:
+            return coarse
+        matcher = Matcher(PolyIndex(coarse))
+        copies: list[tuple[int, int, int]] = []  # (basis offset, new-file offset, length)
+        literal = 0
+        position = 0
+        offset = 0
+        done = False
+        while not done:
+            chunk = b""
+            if offset < size:
+                chunk = os.pread(fd, min(FILE_CHUNK, size - offset), offset)
+                offset += len(chunk)
+            done = not chunk
+            for op in matcher.finish() if done else matcher.feed(chunk):
+                if isinstance(op, Copy):
+                    start = op.start * coarse.block_size
+                    stop = min((op.start + op.count) * coarse.block_size, coarse.basis_size)
+                    copies.append((start, position, stop - start))
+                    position += stop - start
+                else:
+                    literal += len(op.data)
+                    position += len(op.data)
+        if literal == 0:
+            return coarse
+        n_fine = count_blocks(coarse.basis_size, fine)
+        strong_len = choose_strong_len(coarse.basis_size, fine)
+        known = np.zeros(n_fine, dtype=bool)
+        weak = np.zeros(n_fine, dtype="<u4")
+        strong = np.zeros((n_fine, strong_len), dtype=np.uint8)
+        for start, at, length in copies:
+            first = -(-start // fine)
+            end = start + length
+            last = n_fine if end == coarse.basis_size else end // fine
+            if last <= first or known[first:last].all():
+                continue
+            skip = first * fine - start
+            data = os.pread(fd, min(last * fine, coarse.basis_size) - first * fine, at + skip)
+            sig = signature_of(data, block_size=fine, strong_len=strong_len)
+            if sig.n_blocks != last - first:
+                continue  # the file changed under us; the stat check after the delta says so
+            weak[first:last] = np.frombuffer(sig.weak, dtype="<u4")
+            strong[first:last] = np.frombuffer(sig.strong, dtype=np.uint8).reshape(-1, strong_len)
+            known[first:last] = True
+        missing = np.flatnonzero(~known)
+        if len(missing) == 0:
+            return coarse
+        if len(missing) > MAX_REFINE_BLOCKS:
+            return coarse
+        # runs of consecutive missing blocks as (first, count)
+        breaks = np.flatnonzero(np.diff(missing) != 1) + 1
+        starts = np.concatenate(([0], breaks))
+        ends = np.concatenate((breaks, [len(missing)]))
+        ranges = tuple(
+            (int(missing[a]), int(b - a))
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+        )
+        self.send(RefineRequest(fine, strong_len, ranges))
+        reply = self.next_event()
+        if reply is None:
+            raise _MasterGone("stream ended inside a refinement")
+        assert isinstance(reply, RefineReply)  # the state table admits nothing else here
+        if not reply.data:
+            return coarse
+        if len(reply.data) != len(missing) * (4 + strong_len):
+            raise RemoteProtocolError(
+                f"refinement reply has {len(reply.data)} bytes for {len(missing)} blocks"
+            )
+        split = 4 * len(missing)
+        weak[missing] = np.frombuffer(reply.data[:split], dtype="<u4")
+        strong[missing] = np.frombuffer(reply.data[split:], dtype=np.uint8).reshape(-1, strong_len)
+        result: Signature = Signature(
+            block_size=fine,
+            strong_len=strong_len,
+            basis_size=coarse.basis_size,
+            basis_hash=coarse.basis_hash,
+            weak=weak.tobytes(),
+            strong=strong.tobytes(),
+        )
+        return result
 
     def send_delta(self, data: bytes | bytearray) -> None:
         for start in range(0, len(data), DATA_FRAME):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 
 from deltastage import __version__
 from deltastage.errors import (
@@ -53,11 +53,14 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     Ok,
+    RefineReply,
+    RefineRequest,
     Role,
     SigData,
     SigEnd,
     State,
 )
+from deltastage.protocol.events import MAX_REFINE_BLOCKS
 from deltastage.protocol.paths import check_name, split_relative
 from deltastage.transports.base import Transport
 
@@ -65,6 +68,7 @@ __all__ = ["AgentError", "PeerSession"]
 
 RECV_CHUNK = 256 << 10
 SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
+_SIG_HEAD = 20  # bytes of an encoded signature up to and including the basis size
 SEND_BATCH = 64 << 10  # request bytes gathered before a write to the agent
 
 
@@ -106,6 +110,7 @@ class PeerSession:
         self._closed = False
         self._fetch: Generator[bytes, None, None] | None = None
         self._out = bytearray()
+        self._basis_size: int | None = None
         self.info: AgentInfo | None = None
 
     @property
@@ -271,9 +276,19 @@ class PeerSession:
         assert isinstance(event, Ok)
 
     def fetch(
-        self, root: str, path: str, signature: Iterable[bytes], *, level: int = 3
+        self,
+        root: str,
+        path: str,
+        signature: Iterable[bytes],
+        *,
+        level: int = 3,
+        basis: Callable[[int, int], bytes] | None = None,
     ) -> Iterator[bytes]:
         """Send the encoded signature stream, then yield the encoded delta stream.
+
+        ``basis(offset, n)`` reads the basis the signature was made from: with it the agent
+        may ask for finer block hashes of the parts its delta could not copy (a few KiB
+        that save most of a coarse block of literal per edit); without it, that is declined.
 
         Nothing is sent until the first ``next()``. A fetch abandoned half way is drained
         when the generator is closed or when the next request starts, so the session stays
@@ -281,21 +296,33 @@ class PeerSession:
         """
         split_relative(path)
         self._ready()
-        stream = self._fetch_stream(Fetch(root, path, level), signature)
+        stream = self._fetch_stream(Fetch(root, path, level), signature, basis)
         self._fetch = stream
         return stream
 
     def _fetch_stream(
-        self, request: Fetch, signature: Iterable[bytes]
+        self,
+        request: Fetch,
+        signature: Iterable[bytes],
+        basis: Callable[[int, int], bytes] | None,
     ) -> Generator[bytes, None, None]:
         finished = False
+        started = False
         try:
             self._send(request)
             self._send_signature(signature)
             self._send(SigEnd())
             while True:
                 event = self._receive()
+                if isinstance(event, RefineRequest):
+                    if started:
+                        raise self._violation(
+                            RemoteProtocolError("agent asked for refinement after delta data")
+                        )
+                    self._send(RefineReply(self._refine(event, basis)))
+                    continue
                 if isinstance(event, DeltaData):
+                    started = True
                     if not event.data:
                         # endless empty frames would make no progress and never hit a bound
                         raise self._violation(
@@ -315,7 +342,37 @@ class PeerSession:
                 self._drain_delta()
             self._fetch = None
 
+    def _refine(self, request: RefineRequest, basis: Callable[[int, int], bytes] | None) -> bytes:
+        """The requested blocks' hashes, read from the basis; b"" declines."""
+        from deltastage.delta import signature_of
+
+        size, bs = self._basis_size, request.block_size
+        if basis is None or size is None:
+            return b""
+        n_blocks = -(-size // bs)
+        if request.n_blocks > MAX_REFINE_BLOCKS or any(
+            first + count > n_blocks for first, count in request.ranges
+        ):
+            raise self._violation(
+                RemoteProtocolError(f"agent asked for blocks past the basis' {n_blocks}")
+            )
+        weak: list[bytes] = []
+        strong: list[bytes] = []
+        for first, count in request.ranges:
+            offset, stop = first * bs, min((first + count) * bs, size)
+            data = bytearray()
+            while len(data) < stop - offset:
+                chunk = basis(offset + len(data), stop - offset - len(data))
+                if not chunk:
+                    return b""  # the basis shrank: the patch will say so
+                data += chunk
+            sig = signature_of(bytes(data), block_size=bs, strong_len=request.strong_len)
+            weak.append(sig.weak)
+            strong.append(sig.strong)
+        return b"".join(weak) + b"".join(strong)
+
     def _send_signature(self, signature: Iterable[bytes]) -> None:
+        self._basis_size = None
         pending = bytearray()
         iterator = iter(signature)
         while True:
@@ -328,6 +385,11 @@ class PeerSession:
                 if self._dead is None:
                     self._send(Cancel())
                 raise
+            if self._basis_size is None and len(pending) + len(chunk) >= _SIG_HEAD:
+                # the basis size that refinement requests are checked against, read from
+                # the signature header (magic, version, strong_len, 0, block_size, size)
+                head = bytes(pending[:_SIG_HEAD]) + bytes(chunk[: _SIG_HEAD - len(pending)])
+                self._basis_size = int.from_bytes(head[12:20], "little")
             pending += chunk
             while len(pending) >= SIG_FRAME:
                 self._send(SigData(bytes(pending[:SIG_FRAME])))

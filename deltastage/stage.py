@@ -752,7 +752,11 @@ class PeerStager:
 
         patcher: Patcher | None = None
         for chunk in session.fetch(
-            self.root, entry.path, signature_chunks(), level=self.options.compress_level
+            self.root,
+            entry.path,
+            signature_chunks(),
+            level=self.options.compress_level,
+            basis=read_at if basis_fd >= 0 else None,
         ):
             if patcher is None:
                 patcher = Patcher(

@@ -13,12 +13,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xxhash
 
 from deltastage import agent as agent_module
 from deltastage.agent import serve
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder
+from deltastage.delta import signature_of as sign
 from deltastage.protocol import (
     CAPABILITIES,
     EOF,
@@ -41,12 +43,24 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     Ok,
+    RefineReply,
+    RefineRequest,
     Role,
     SigData,
     SigEnd,
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
+
+
+def refine_reply(request: RefineRequest, basis: bytes) -> bytes:
+    """What an honest master answers: the requested fine blocks' weak, then strong hashes."""
+    bs = request.block_size
+    sigs = [
+        sign(basis[first * bs : (first + count) * bs], block_size=bs, strong_len=request.strong_len)
+        for first, count in request.ranges
+    ]
+    return b"".join(s.weak for s in sigs) + b"".join(s.strong for s in sigs)
 
 
 class RawMaster:
@@ -65,6 +79,7 @@ class RawMaster:
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
         self.conn = Connection(Role.MASTER)
+        self.refinements: list[RefineRequest] = []
 
     def send(self, event: Event) -> None:
         self.sock.sendall(self.conn.send(event))
@@ -86,7 +101,10 @@ class RawMaster:
         assert isinstance(reply, HelloReply)
         return reply
 
-    def fetch(self, root: str, path: str, sig: bytes, level: int = 3) -> tuple[bytes, Event]:
+    def fetch(
+        self, root: str, path: str, sig: bytes, level: int = 3, basis: bytes | None = None
+    ) -> tuple[bytes, Event]:
+        """A fetch; a refinement request is answered from ``basis``, or declined."""
         self.send(Fetch(root, path, level))
         for start in range(0, len(sig), 1000):
             self.send(SigData(sig[start : start + 1000]))
@@ -96,6 +114,9 @@ class RawMaster:
             event = self.receive()
             if isinstance(event, DeltaData):
                 delta += event.data
+            elif isinstance(event, RefineRequest):
+                self.refinements.append(event)
+                self.send(RefineReply(refine_reply(event, basis) if basis is not None else b""))
             else:
                 assert event is not None
                 return bytes(delta), event
@@ -385,6 +406,47 @@ def test_fetch_against_a_basis_sends_little(tmp_path: Path) -> None:
     assert end == DeltaEnd()
     assert patch(basis, delta, builder) == new
     assert len(delta) < len(new) // 20
+    # the agent asked for finer hashes around the edits only, and did without them
+    (asked,) = master.refinements
+    assert asked.n_blocks < 10 and asked.block_size < builder.block_size
+    master.close()
+
+
+def test_refined_fetch_sends_less_and_still_rebuilds_the_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    basis = rng.integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    new = bytearray(basis)
+    for at in range(100_000, len(new), 400_000):  # scattered small edits
+        new[at : at + 10] = b"0123456789"
+    new[2_000_000:2_000_000] = b"an insertion"
+    (tmp_path / "f").write_bytes(new)
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    sig, builder = signature_of(basis)
+    coarse, _ = master.fetch(str(tmp_path), "f", sig, level=0)
+    refined, end = master.fetch(str(tmp_path), "f", sig, level=0, basis=basis)
+    assert end == DeltaEnd()
+    assert patch(basis, refined, builder) == bytes(new) == patch(basis, coarse, builder)
+    assert len(master.refinements) == 2
+    # each edit costs a fine block of literal instead of a coarse one
+    assert len(refined) * 3 < len(coarse)
+    master.close()
+
+
+def test_a_short_refinement_reply_ends_the_conversation(tmp_path: Path) -> None:
+    basis = bytes(range(256)) * 4096
+    (tmp_path / "f").write_bytes(basis[:5000] + b"edit" + basis[5000:])
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    sig, _ = signature_of(basis)
+    master.send(Fetch(str(tmp_path), "f", 1))
+    master.send(SigData(sig))
+    master.send(SigEnd())
+    assert isinstance(master.receive(), RefineRequest)
+    master.send(RefineReply(b"\x00" * 5))
+    answer = master.receive()
+    assert isinstance(answer, Error) and answer.code is ErrorCode.PROTOCOL
+    assert "refinement reply has 5 bytes" in answer.reason
     master.close()
 
 

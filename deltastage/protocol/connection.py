@@ -38,6 +38,8 @@ from deltastage.protocol.events import (
     ListEnd,
     ListRequest,
     Ok,
+    RefineReply,
+    RefineRequest,
     SigData,
     SigEnd,
     decode_event,
@@ -66,6 +68,7 @@ class State(enum.Enum):
     AWAIT_OK = "await-ok"
     SENDING_SIGNATURE = "sending-signature"
     SENDING_DELTA = "sending-delta"
+    AWAIT_REFINE = "await-refine"
     CLOSED = "closed"
     ERROR = "error"
 
@@ -102,6 +105,8 @@ TRANSITIONS: dict[tuple[State, Role, type[Event]], State] = {
     (S.SENDING_DELTA, A, DeltaData): S.SENDING_DELTA,
     (S.SENDING_DELTA, A, DeltaEnd): S.IDLE,
     (S.SENDING_DELTA, A, Error): S.IDLE,
+    (S.SENDING_DELTA, A, RefineRequest): S.AWAIT_REFINE,
+    (S.AWAIT_REFINE, M, RefineReply): S.SENDING_DELTA,
 }
 del M, A, S
 

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_BATCH_RAW",
     "MAX_PATH",
     "MAX_REASON",
+    "MAX_REFINE_BLOCKS",
     "PROTOCOL_VERSION",
     "Bye",
     "Cancel",
@@ -48,17 +49,22 @@ __all__ = [
     "ListEnd",
     "ListRequest",
     "Ok",
+    "RefineReply",
+    "RefineRequest",
     "SigData",
     "SigEnd",
     "WireEntry",
     "decode_event",
 ]
 
-# 2: delta data may travel as one connection-wide zstd stream (CompressedDeltaData)
+# 2: delta data may travel as one connection-wide zstd stream (CompressedDeltaData), and the
+# agent may ask for finer block hashes of the basis mid-fetch (RefineRequest/RefineReply)
 PROTOCOL_VERSION = 2
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
-CAPABILITIES = frozenset({"hash=xxh3-128", "compression=zstd", "delta=1", "stream=zstd-w24"})
+CAPABILITIES = frozenset(
+    {"hash=xxh3-128", "compression=zstd", "delta=1", "stream=zstd-w24", "refine=1"}
+)
 
 MAX_PATH = 4096  # bytes of a relative path or root (Linux PATH_MAX)
 MAX_NAME = 255  # bytes of one path component (Linux NAME_MAX)
@@ -70,6 +76,8 @@ MAX_CAPABILITY = 64
 MAX_BATCH_ENTRIES = 65536
 MAX_BATCH_RAW = 4 << 20  # decompressed bytes of one listing batch
 MAX_LEVEL = 22  # zstd's highest level
+MAX_REFINE_BLOCKS = 1 << 17  # fine blocks one RefineRequest may ask for (<= 2.5 MiB reply)
+MAX_REFINE_BLOCK_SIZE = 1 << 20
 LISTING_LEVEL = 3
 
 ENTRY_KINDS = ("file", "symlink", "special")
@@ -471,6 +479,60 @@ class DeltaEnd(Event):
     TYPE: ClassVar[int] = 0x35
 
 
+@dataclass(frozen=True)
+class RefineRequest(Event):
+    """Agent → master, before any delta data of a fetch: the weak and strong hashes of
+    these basis blocks at the finer ``block_size``. ``ranges`` are (first block, count)."""
+
+    TYPE: ClassVar[int] = 0x37
+    block_size: int
+    strong_len: int
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def n_blocks(self) -> int:
+        return sum(count for _, count in self.ranges)
+
+    def _write(self, writer: Writer) -> None:
+        if self.n_blocks > MAX_REFINE_BLOCKS:
+            raise LocalProtocolError(f"refinement of {self.n_blocks} blocks is too large")
+        writer.u32(self.block_size, "block size")
+        writer.u8(self.strong_len, "strong length")
+        writer.u32(len(self.ranges), "range count")
+        for first, count in self.ranges:
+            writer.u64(first, "first block")
+            writer.u32(count, "block count")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> RefineRequest:
+        block_size = reader.u32("block size")
+        if not 1 <= block_size <= MAX_REFINE_BLOCK_SIZE:
+            raise RemoteProtocolError(f"refinement block size {block_size} out of range")
+        strong_len = reader.u8("strong length")
+        if not 1 <= strong_len <= HASH_SIZE:
+            raise RemoteProtocolError(f"refinement strong length {strong_len} out of range")
+        n = reader.u32("range count")
+        if n > MAX_REFINE_BLOCKS:
+            raise RemoteProtocolError(f"too many refinement ranges: {n}")
+        ranges = []
+        total = 0
+        for _ in range(n):
+            first, count = reader.u64("first block"), reader.u32("block count")
+            total += count
+            if count == 0 or total > MAX_REFINE_BLOCKS:
+                raise RemoteProtocolError("refinement ranges are empty or too large")
+            ranges.append((first, count))
+        return cls(block_size, strong_len, tuple(ranges))
+
+
+@dataclass(frozen=True)
+class RefineReply(_Data):
+    """Master → agent: every requested block's weak hash (u32 LE), then every strong hash,
+    in request order; empty when the master declines (the agent keeps the coarse blocks)."""
+
+    TYPE: ClassVar[int] = 0x38
+
+
 EVENT_TYPES: dict[int, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -492,6 +554,8 @@ EVENT_TYPES: dict[int, type[Event]] = {
         DeltaData,
         DeltaEnd,
         CompressedDeltaData,
+        RefineRequest,
+        RefineReply,
     )
 }
 
