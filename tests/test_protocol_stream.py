@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -21,11 +22,13 @@ from deltastage.protocol import (
     Fetch,
     Hello,
     HelloReply,
+    RefineReply,
+    RefineRequest,
     Role,
     SigEnd,
     State,
 )
-from deltastage.protocol.events import CompressedDeltaData
+from deltastage.protocol.events import MAX_REFINE_BLOCKS, CompressedDeltaData, decode_event
 from deltastage.protocol.frames import encode_frame
 from deltastage.protocol.stream import (
     MAX_STREAM_RAW,
@@ -34,6 +37,7 @@ from deltastage.protocol.stream import (
     StreamCompressor,
     StreamDecompressor,
 )
+from deltastage.protocol.wire import Writer
 
 TEXT = b"".join(b"%05d INFO the quick brown fox jumps over the lazy dog\n" % i for i in range(4000))
 
@@ -243,3 +247,65 @@ def test_corrupt_stream_raises_protocol_errors_only(
         return
     # a flip the stream survived must still not yield more than was declared
     assert sum(len(e.data) for e in events if isinstance(e, DeltaData)) <= 2 * len(data) + 10**6
+
+
+# --- refinement messages ------------------------------------------------------------------
+
+
+@given(
+    block_size=st.integers(1, 1 << 20),
+    strong_len=st.integers(1, 16),
+    ranges=st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(1, 1000)), max_size=20),
+)
+def test_refine_request_round_trip(
+    block_size: int, strong_len: int, ranges: list[tuple[int, int]]
+) -> None:
+    event = RefineRequest(block_size, strong_len, tuple(ranges))
+    assert decode_event(event.TYPE, event.encode_payload()) == event
+
+
+@given(payload=st.binary(max_size=64))
+def test_malformed_refine_requests_are_protocol_errors(payload: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_event(RefineRequest.TYPE, payload)
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (RefineRequest(0, 3, ((0, 1),)), "block size"),
+        (RefineRequest(512, 0, ((0, 1),)), "strong length"),
+        (RefineRequest(512, 17, ((0, 1),)), "strong length"),
+        (RefineRequest(512, 3, ((0, 0),)), "empty or too large"),
+        (RefineRequest(512, 3, ((0, MAX_REFINE_BLOCKS), (9, 1))), "empty or too large"),
+    ],
+)
+def test_refine_request_bounds(event: RefineRequest, reason: str) -> None:
+    writer = Writer()
+    writer.u32(event.block_size)
+    writer.u8(event.strong_len)
+    writer.u32(len(event.ranges))
+    for first, count in event.ranges:
+        writer.u64(first)
+        writer.u32(count)
+    with pytest.raises(RemoteProtocolError, match=reason):
+        decode_event(RefineRequest.TYPE, writer.getvalue())
+
+
+def test_an_oversized_refine_request_is_not_sent() -> None:
+    with pytest.raises(LocalProtocolError):
+        RefineRequest(512, 3, ((0, MAX_REFINE_BLOCKS + 1),)).encode_payload()
+
+
+def test_refinement_happens_inside_a_fetch_only() -> None:
+    master, agent = fetching()
+    master.receive_data(agent.send(RefineRequest(512, 3, ((4, 2),))))
+    assert master.next_event() == RefineRequest(512, 3, ((4, 2),))
+    assert master.state is State.AWAIT_REFINE
+    with pytest.raises(LocalProtocolError):
+        agent.send(DeltaData(b"x"))  # the agent waits for the reply
+    agent.receive_data(master.send(RefineReply(b"\0" * 14)))
+    assert agent.next_event() == RefineReply(b"\0" * 14)
+    assert master.state is agent.state is State.SENDING_DELTA
+    with pytest.raises(LocalProtocolError):
+        master.send(RefineReply(b""))  # unasked

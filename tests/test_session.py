@@ -4,6 +4,7 @@ against a scripted hostile agent."""
 from __future__ import annotations
 
 import os
+import random
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from deltastage.protocol import (
     PROTOCOL_VERSION,
     Bye,
     Connection,
+    DeltaData,
     Error,
     ErrorCode,
     Event,
@@ -37,7 +39,9 @@ from deltastage.protocol import (
     ListBatch,
     ListEnd,
     ListRequest,
+    RefineRequest,
     Role,
+    SigEnd,
     WireEntry,
 )
 from deltastage.session import AgentError, PeerSession
@@ -66,7 +70,9 @@ def make_session(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], Pe
         session.close()
 
 
-def fetch_file(session: PeerSession, root: Path, path: str, basis: bytes = b"") -> bytes:
+def fetch_file(
+    session: PeerSession, root: Path, path: str, basis: bytes = b"", *, refine: bool = False
+) -> bytes:
     builder = SignatureBuilder(len(basis))
 
     def signature() -> Iterator[bytes]:
@@ -76,7 +82,8 @@ def fetch_file(session: PeerSession, root: Path, path: str, basis: bytes = b"") 
 
     out = bytearray()
     patcher: Patcher | None = None
-    for chunk in session.fetch(str(root), path, signature()):
+    reader = (lambda offset, n: basis[offset : offset + n]) if refine else None
+    for chunk in session.fetch(str(root), path, signature(), basis=reader):
         if patcher is None:  # the signature has been sent by the time a delta byte arrives
             patcher = Patcher(
                 lambda offset, n: basis[offset : offset + n],
@@ -373,3 +380,53 @@ def test_timeouts_kill_the_session() -> None:
         session.handshake()
     with pytest.raises(ConnectionClosed, match="sent nothing"):
         session.handshake()
+
+
+def test_a_refined_fetch_rebuilds_the_file_for_less(
+    tmp_path: Path, make_session: Callable[[Path], PeerSession]
+) -> None:
+    rng = random.Random(5)
+    basis = rng.randbytes(3 << 20)
+    new = bytearray(basis)
+    for at in range(50_000, len(new), 300_000):
+        new[at : at + 20] = rng.randbytes(20)
+    (tmp_path / "f").write_bytes(new)
+    session = make_session(tmp_path)
+    session.handshake()
+    before = session.wire_bytes
+    assert fetch_file(session, tmp_path, "f", basis) == new
+    coarse = session.wire_bytes - before
+    before = session.wire_bytes
+    assert fetch_file(session, tmp_path, "f", basis, refine=True) == new
+    refined = session.wire_bytes - before
+    assert refined * 2 < coarse
+
+
+def test_a_refinement_past_the_basis_kills_the_session(tmp_path: Path) -> None:
+    def script(event: Event) -> list[Event | bytes]:
+        if isinstance(event, Hello):
+            return [HelloReply(PROTOCOL_VERSION, "evil", (str(tmp_path),), CAPABILITIES)]
+        if isinstance(event, SigEnd):
+            return [RefineRequest(512, 3, ((0, 1), (10**6, 1)))]
+        return []
+
+    session = PeerSession(ScriptedAgent(script))
+    session.handshake()
+    with pytest.raises(RemoteProtocolError, match="past the basis"):
+        fetch_file(session, tmp_path, "f", b"x" * 10_000, refine=True)
+    with pytest.raises(ConnectionClosed):
+        session.list_files(str(tmp_path))
+
+
+def test_a_refinement_after_delta_data_kills_the_session(tmp_path: Path) -> None:
+    def script(event: Event) -> list[Event | bytes]:
+        if isinstance(event, Hello):
+            return [HelloReply(PROTOCOL_VERSION, "evil", (str(tmp_path),), CAPABILITIES)]
+        if isinstance(event, SigEnd):
+            return [DeltaData(b"DDLT"), RefineRequest(512, 3, ((0, 1),))]
+        return []
+
+    session = PeerSession(ScriptedAgent(script))
+    session.handshake()
+    with pytest.raises(RemoteProtocolError, match="refinement after delta data"):
+        fetch_file(session, tmp_path, "f", b"x" * 10_000, refine=True)
