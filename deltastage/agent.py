@@ -88,7 +88,7 @@ def _lazy(name: str) -> Any:
     return getattr(sys.modules[__name__], name)
 
 
-__all__ = ["run_stdio", "serve"]
+__all__ = ["run_argv", "run_stdio", "serve"]
 
 RECV_CHUNK = 64 << 10
 FILE_CHUNK = READ_CHUNK  # bytes of the source file per DeltaEncoder.update
@@ -628,6 +628,25 @@ def serve(
         agent.last_word(str(exc))
     except Exception as exc:  # never a traceback on the master's stream or the peer's log
         agent.last_word(f"agent internal error: {type(exc).__name__}: {exc}")
+
+
+def run_argv(argv: Sequence[str]) -> int | None:
+    """``agent --root DIR ...`` served without the CLI framework (its import costs the
+    master ~0.1 s of waiting per connection); None for anything else, which the CLI
+    then parses and, where it must, refuses with its usual messages."""
+    if not argv or argv[0] != "agent":
+        return None
+    roots: list[str] = []
+    rest = list(argv[1:])
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--root" and rest and rest[0] and not rest[0].startswith("-"):
+            roots.append(rest.pop(0))
+        elif arg.startswith("--root=") and len(arg) > len("--root="):
+            roots.append(arg[len("--root=") :])
+        else:
+            return None
+    return run_stdio(roots) if roots else None
 
 
 def _preload_delta() -> None:

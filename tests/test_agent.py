@@ -562,3 +562,21 @@ def test_master_vanishing_mid_delta_does_not_crash(tmp_path: Path) -> None:
     master.send(SigEnd())
     assert isinstance(master.receive(), DeltaData)
     master.close()  # joins the agent thread: it must notice and return
+
+
+def test_the_agent_command_line_skips_the_cli_only_when_plain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[list[str]] = []
+
+    def fake_run_stdio(roots: list[str]) -> int:
+        served.append(roots)
+        return 0
+
+    monkeypatch.setattr(agent_module, "run_stdio", fake_run_stdio)
+    assert agent_module.run_argv(["agent", "--root", "/a", "--root=/b"]) == 0
+    assert served == [["/a", "/b"]]
+    for argv in (["agent"], ["agent", "--help"], ["agent", "--root"], ["agent", "--root", "-x"],
+                 ["agent", "--root=", "x"], ["signature", "a", "b"], []):  # fmt: skip
+        assert agent_module.run_argv(argv) is None
+    assert served == [["/a", "/b"]]
