@@ -97,6 +97,7 @@ DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the fra
 # REFINE_MIN_BLOCK): 1/16 of a 120 MB tar's 11 KiB blocks cut its day-2 literal by half.
 REFINE_SPLIT = 16
 REFINE_MIN_BLOCK = 512
+REFINE_MAX_LITERAL = 32 << 20  # literal bytes held for a refinement before giving up on it
 WRITE_BATCH = 64 << 10  # answer bytes gathered before a write to the master
 BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
 MAX_DEPTH = 256  # directory nesting the listing will follow
@@ -480,21 +481,12 @@ class _Agent:
             # literals go raw into the connection's zstd stream, which also sees every
             # earlier file of the session (see protocol.stream)
             self.conn.compress_deltas(request.level)
-            signature = self.refine(fd, before.st_size, signature)
-            encoder = _lazy("DeltaEncoder")(signature, level=0)
-            pending = bytearray()
-            offset = 0
-            # the size seen first bounds the read: a file that keeps growing still ends
-            while offset < before.st_size and (
-                chunk := os.pread(fd, min(FILE_CHUNK, before.st_size - offset), offset)
-            ):
-                offset += len(chunk)
-                pending += encoder.update(chunk)
-                if len(pending) >= DATA_FRAME:
-                    self.send_delta(pending)
-                    pending = bytearray()
-            pending += encoder.finish()
-            self.send_delta(pending)
+            refined = self.refined_delta(fd, before.st_size, signature)
+            if refined is not None:
+                delta, offset = refined
+                self.send_delta(delta)
+            else:
+                offset = self.encode_delta(fd, before.st_size, signature)
             after = os.fstat(fd)
         except OSError as exc:
             raise _Refusal(ErrorCode.IO, f"{request.path}: {exc.strerror or exc}") from None
@@ -507,93 +499,94 @@ class _Agent:
             )
         self.send(DeltaEnd())
 
-    def refine(self, fd: int, size: int, coarse: Signature) -> Signature:
-        """A finer signature for a file whose coarse delta has literals, else ``coarse``.
+    def refined_delta(self, fd: int, size: int, coarse: Signature) -> tuple[bytes, int] | None:
+        """The whole raw delta of a big file, refined around its edits; None: not worth it.
 
         An edit costs a whole block of literal; in a big file's 11 KiB blocks that is mostly
-        old bytes the master already has. A first pass finds what the coarse blocks copy.
-        Fine blocks inside copied stretches are hashed here, from the identical new bytes;
-        only the rest (around the edits) is asked of the master, one round trip of a few
-        KiB. A wrong guess costs nothing but time: the delta is still checked whole.
+        old bytes the master already has. One pass matches the coarse blocks (and hashes
+        the file); the master is then asked, in one round trip of a few KiB, for finer
+        hashes of the basis blocks no copy covers (around the edits). Copies stay as they
+        are (in fine units) and only the bytes between them are matched again, against
+        the fine blocks. Returns (delta, bytes read).
         """
         import numpy as np
 
-        from deltastage.delta import Copy, Matcher, PolyIndex, Signature, signature_of
+        from deltastage.delta import Copy, Literal, Matcher, PolyIndex, Signature
+        from deltastage.delta.codec import encode_ops
+        from deltastage.delta.ops import Op
         from deltastage.delta.params import choose_strong_len, count_blocks
 
         fine = max(REFINE_MIN_BLOCK, coarse.block_size // REFINE_SPLIT // 64 * 64)
         if coarse.basis_size == 0 or coarse.block_size < 2 * fine or size == 0:
-            return coarse
+            return None
+        # pass 1: coarse ops, as (basis offset, length, new-file offset) or literal bytes
         matcher = Matcher(PolyIndex(coarse))
-        copies: list[tuple[int, int, int]] = []  # (basis offset, new-file offset, length)
+        hasher = Hasher()
+        segments: list[tuple[int, int, int] | bytes] = []
         literal = 0
-        position = 0
-        offset = 0
+        position = offset = 0
         done = False
         while not done:
             chunk = b""
             if offset < size:
                 chunk = os.pread(fd, min(FILE_CHUNK, size - offset), offset)
                 offset += len(chunk)
+                hasher.update(chunk)
             done = not chunk
             for op in matcher.finish() if done else matcher.feed(chunk):
                 if isinstance(op, Copy):
                     start = op.start * coarse.block_size
                     stop = min((op.start + op.count) * coarse.block_size, coarse.basis_size)
-                    copies.append((start, position, stop - start))
+                    segments.append((start, stop - start, position))
                     position += stop - start
                 else:
+                    segments.append(op.data)
                     literal += len(op.data)
                     position += len(op.data)
+            if literal > REFINE_MAX_LITERAL:
+                return None  # mostly new data: refining would not pay for the memory
+        new_hash = hasher.digest()
+        coarse_ops = [
+            Literal(seg)
+            if isinstance(seg, bytes)
+            else Copy(seg[0] // coarse.block_size, -(-seg[1] // coarse.block_size))
+            for seg in segments
+        ]
         if literal == 0:
-            return coarse
+            return encode_ops(coarse, coarse_ops, new_size=offset, new_hash=new_hash), offset
         n_fine = count_blocks(coarse.basis_size, fine)
         strong_len = choose_strong_len(coarse.basis_size, fine)
-        known = np.zeros(n_fine, dtype=bool)
-        weak = np.zeros(n_fine, dtype="<u4")
-        strong = np.zeros((n_fine, strong_len), dtype=np.uint8)
-        for start, at, length in copies:
-            first = -(-start // fine)
-            end = start + length
-            last = n_fine if end == coarse.basis_size else end // fine
-            if last <= first or known[first:last].all():
-                continue
-            skip = first * fine - start
-            data = os.pread(fd, min(last * fine, coarse.basis_size) - first * fine, at + skip)
-            sig = signature_of(data, block_size=fine, strong_len=strong_len)
-            if sig.n_blocks != last - first:
-                continue  # the file changed under us; the stat check after the delta says so
-            weak[first:last] = np.frombuffer(sig.weak, dtype="<u4")
-            strong[first:last] = np.frombuffer(sig.strong, dtype=np.uint8).reshape(-1, strong_len)
-            known[first:last] = True
-        missing = np.flatnonzero(~known)
-        if len(missing) == 0:
-            return coarse
-        if len(missing) > MAX_REFINE_BLOCKS:
-            return coarse
-        # runs of consecutive missing blocks as (first, count)
+        covered = np.zeros(n_fine, dtype=bool)
+        for seg in segments:
+            if not isinstance(seg, bytes):
+                first, last = self._fine_span(seg[0], seg[1], fine, coarse.basis_size, n_fine)
+                covered[first:last] = True
+        missing = np.flatnonzero(~covered)
+        if len(missing) == 0 or len(missing) > MAX_REFINE_BLOCKS:
+            return encode_ops(coarse, coarse_ops, new_size=offset, new_hash=new_hash), offset
         breaks = np.flatnonzero(np.diff(missing) != 1) + 1
-        starts = np.concatenate(([0], breaks))
-        ends = np.concatenate((breaks, [len(missing)]))
-        ranges = tuple(
-            (int(missing[a]), int(b - a))
-            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
-        )
+        starts = np.concatenate(([0], breaks)).tolist()
+        ends = np.concatenate((breaks, [len(missing)])).tolist()
+        ranges = tuple((int(missing[a]), int(b - a)) for a, b in zip(starts, ends, strict=True))
         self.send(RefineRequest(fine, strong_len, ranges))
         reply = self.next_event()
         if reply is None:
             raise _MasterGone("stream ended inside a refinement")
         assert isinstance(reply, RefineReply)  # the state table admits nothing else here
         if not reply.data:
-            return coarse
+            return encode_ops(coarse, coarse_ops, new_size=offset, new_hash=new_hash), offset
         if len(reply.data) != len(missing) * (4 + strong_len):
             raise RemoteProtocolError(
                 f"refinement reply has {len(reply.data)} bytes for {len(missing)} blocks"
             )
+        # Blocks no copy covers get the master's hashes; the covered ones stay all-zero
+        # (folded into one candidate): the bytes between copies rarely match them anyway.
         split = 4 * len(missing)
+        weak = np.zeros(n_fine, dtype="<u4")
+        strong = np.zeros((n_fine, strong_len), dtype=np.uint8)
         weak[missing] = np.frombuffer(reply.data[:split], dtype="<u4")
         strong[missing] = np.frombuffer(reply.data[split:], dtype=np.uint8).reshape(-1, strong_len)
-        result: Signature = Signature(
+        refined = Signature(
             block_size=fine,
             strong_len=strong_len,
             basis_size=coarse.basis_size,
@@ -601,11 +594,77 @@ class _Agent:
             weak=weak.tobytes(),
             strong=strong.tobytes(),
         )
-        return result
+        index = PolyIndex(refined)
+        ops: list[Op] = []
+        between = bytearray()
+
+        def rematch() -> None:
+            if between:
+                fine_matcher = Matcher(index)
+                ops.extend(fine_matcher.feed(between))
+                ops.extend(fine_matcher.finish())
+                between.clear()
+
+        for seg in segments:
+            if isinstance(seg, bytes):
+                between += seg
+                continue
+            start, length, at = seg
+            first, last = self._fine_span(start, length, fine, coarse.basis_size, n_fine)
+            if last <= first:
+                between += os.pread(fd, length, at)
+                continue
+            head = first * fine - start
+            tail = min(last * fine, coarse.basis_size) - start
+            between += os.pread(fd, head, at)
+            rematch()
+            ops.append(Copy(first, last - first))
+            between += os.pread(fd, length - tail, at + tail)
+        rematch()
+        return encode_ops(refined, _merge_copies(ops), new_size=offset, new_hash=new_hash), offset
+
+    @staticmethod
+    def _fine_span(
+        start: int, length: int, fine: int, basis_size: int, n_fine: int
+    ) -> tuple[int, int]:
+        """The fine blocks lying wholly inside basis bytes [start, start + length)."""
+        end = start + length
+        return -(-start // fine), n_fine if end == basis_size else end // fine
+
+    def encode_delta(self, fd: int, size: int, signature: Signature) -> int:
+        """Stream the delta of the file's first ``size`` bytes; return the bytes read."""
+        encoder = _lazy("DeltaEncoder")(signature, level=0)
+        pending = bytearray()
+        offset = 0
+        # the size seen first bounds the read: a file that keeps growing still ends
+        while offset < size and (chunk := os.pread(fd, min(FILE_CHUNK, size - offset), offset)):
+            offset += len(chunk)
+            pending += encoder.update(chunk)
+            if len(pending) >= DATA_FRAME:
+                self.send_delta(pending)
+                pending = bytearray()
+        pending += encoder.finish()
+        self.send_delta(pending)
+        return offset
 
     def send_delta(self, data: bytes | bytearray) -> None:
         for start in range(0, len(data), DATA_FRAME):
             self.send(DeltaData(bytes(data[start : start + DATA_FRAME])))
+
+
+def _merge_copies(ops: list[Any]) -> list[Any]:
+    """Adjacent copies of consecutive blocks as one op (the rematched pieces end and start
+    at the copies between them)."""
+    from deltastage.delta import Copy
+
+    merged: list[Any] = []
+    for op in ops:
+        last = merged[-1] if merged else None
+        if isinstance(op, Copy) and isinstance(last, Copy) and last.start + last.count == op.start:
+            merged[-1] = Copy(last.start, last.count + op.count)
+        else:
+            merged.append(op)
+    return merged
 
 
 def serve(

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deltastage import agent as agent_module
 from deltastage.agent import serve
@@ -580,3 +582,35 @@ def test_the_agent_command_line_skips_the_cli_only_when_plain(
                  ["agent", "--root=", "x"], ["signature", "a", "b"], []):  # fmt: skip
         assert agent_module.run_argv(argv) is None
     assert served == [["/a", "/b"]]
+
+
+@settings(max_examples=15)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, 70_000), st.integers(0, 300), st.binary(max_size=300)),
+        min_size=1,
+        max_size=6,
+    ),
+    tail=st.binary(max_size=3000),
+)
+def test_refined_deltas_rebuild_any_edit(
+    tmp_path_factory: pytest.TempPathFactory, edits: list[tuple[int, int, bytes]], tail: bytes
+) -> None:
+    rng = np.random.default_rng(len(edits))
+    basis = rng.integers(0, 256, 70_001, dtype=np.uint8).tobytes()
+    new = bytearray(basis)
+    for at, cut, insert in edits:
+        new[at : at + cut] = insert
+    new += tail
+    root = tmp_path_factory.mktemp("refine")
+    (root / "f").write_bytes(new)
+    builder = SignatureBuilder(len(basis), block_size=2048)
+    sig = builder.update(basis) + builder.finish()
+    master = RawMaster([str(root)])
+    try:
+        master.hello()
+        delta, end = master.fetch(str(root), "f", sig, level=1, basis=basis)
+        assert end == DeltaEnd()
+        assert patch(basis, delta, builder) == new
+    finally:
+        master.close()

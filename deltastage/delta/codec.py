@@ -17,7 +17,7 @@ bytes still fails on the trailer's hash.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,7 @@ __all__ = [
     "PatchResult",
     "Patcher",
     "apply_delta",
+    "encode_ops",
     "make_delta",
 ]
 
@@ -342,6 +343,31 @@ class Patcher:
             )
         self._result = PatchResult(size=self._size, xxh3_128=actual)
         return self._result
+
+
+def encode_ops(sig: Signature, ops: Iterable[Op], *, new_size: int, new_hash: bytes) -> bytes:
+    """A whole raw delta (no compression) from ops found by the caller, e.g. composed from
+    a coarse and a fine pass; ``new_size`` and ``new_hash`` describe the rebuilt file.
+
+    Nothing here re-checks the ops against the new file: the trailer's hash does that on
+    the master, so a wrong op fails there as a hash mismatch.
+    """
+    n_blocks = sig.n_blocks
+    out = [
+        _HEADER.pack(DELTA_MAGIC, _VERSION, 0, 0, sig.block_size, sig.basis_size, sig.basis_hash)
+    ]
+    for op in ops:
+        if isinstance(op, Copy):
+            if op.count < 1 or op.start + op.count > n_blocks:
+                raise DeltaFormatError(f"copy of blocks {op.start}+{op.count} past {n_blocks}")
+            out.append(bytes((_OP_COPY,)) + _COPY.pack(op.start, op.count))
+        else:
+            if not 1 <= len(op.data) <= MAX_LITERAL:
+                raise DeltaFormatError(f"literal of {len(op.data)} bytes outside 1..{MAX_LITERAL}")
+            out.append(bytes((_OP_LIT,)) + _LIT.pack(len(op.data)))
+            out.append(op.data)
+    out.append(bytes((_OP_END,)) + _END.pack(new_size, new_hash))
+    return b"".join(out)
 
 
 def make_delta(sig: Signature, new: bytes | bytearray | memoryview, level: int = 3) -> bytes:
