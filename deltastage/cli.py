@@ -433,12 +433,7 @@ def agent(
 
 
 def main() -> None:
-    from deltastage.rdiff import run_argv
-
-    # Plain rdiff-like command lines skip typer's per-parameter pydantic models (rdiff.py).
-    code = run_argv(sys.argv[1:])
-    if code is not None:
-        sys.exit(code)
+    """The Typer application; ``deltastage.__main__.main`` routes the hot paths around it."""
     try:
         app()
     except KeyboardInterrupt:
