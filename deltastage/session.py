@@ -60,7 +60,6 @@ from deltastage.protocol import (
     SigEnd,
     State,
 )
-from deltastage.protocol.events import MAX_REFINE_BLOCKS
 from deltastage.protocol.paths import check_name, split_relative
 from deltastage.transports.base import Transport
 
@@ -68,6 +67,7 @@ __all__ = ["AgentError", "PeerSession"]
 
 RECV_CHUNK = 256 << 10
 SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
+_REFINE_READ = 4 << 20  # basis bytes read and hashed at a time for a refinement
 _SIG_HEAD = 20  # bytes of an encoded signature up to and including the basis size
 SEND_BATCH = 64 << 10  # request bytes gathered before a write to the agent
 
@@ -111,6 +111,7 @@ class PeerSession:
         self._fetch: Generator[bytes, None, None] | None = None
         self._out = bytearray()
         self._basis_size: int | None = None
+        self._sig_block_size = 0
         self.info: AgentInfo | None = None
 
     @property
@@ -343,32 +344,46 @@ class PeerSession:
             self._fetch = None
 
     def _refine(self, request: RefineRequest, basis: Callable[[int, int], bytes] | None) -> bytes:
-        """The requested blocks' hashes, read from the basis; b"" declines."""
+        """The requested blocks' hashes, read from the basis; b"" declines.
+
+        What an agent may ask is bounded: blocks no larger than the signature's, inside the
+        basis, in increasing disjoint ranges, so the master reads each basis byte at most
+        once, a few MiB at a time.
+        """
         from deltastage.delta import signature_of
 
-        size, bs = self._basis_size, request.block_size
+        size, coarse, bs = self._basis_size, self._sig_block_size, request.block_size
         if basis is None or size is None:
             return b""
         n_blocks = -(-size // bs)
-        if request.n_blocks > MAX_REFINE_BLOCKS or any(
-            first + count > n_blocks for first, count in request.ranges
-        ):
-            raise self._violation(
-                RemoteProtocolError(f"agent asked for blocks past the basis' {n_blocks}")
-            )
+        previous_end = 0
+        for first, count in request.ranges:
+            if first < previous_end or first + count > n_blocks or bs > coarse:
+                raise self._violation(
+                    RemoteProtocolError(
+                        f"agent asked for overlapping, oversized or out-of-basis blocks "
+                        f"({first}+{count} of {n_blocks} blocks of {bs} bytes)"
+                    )
+                )
+            previous_end = first + count
         weak: list[bytes] = []
         strong: list[bytes] = []
-        for first, count in request.ranges:
-            offset, stop = first * bs, min((first + count) * bs, size)
-            data = bytearray()
-            while len(data) < stop - offset:
-                chunk = basis(offset + len(data), stop - offset - len(data))
-                if not chunk:
-                    return b""  # the basis shrank: the patch will say so
-                data += chunk
-            sig = signature_of(bytes(data), block_size=bs, strong_len=request.strong_len)
-            weak.append(sig.weak)
-            strong.append(sig.strong)
+        step = max(1, _REFINE_READ // bs)
+        try:
+            for first, count in request.ranges:
+                for at in range(first, first + count, step):
+                    offset, stop = at * bs, min((min(at + step, first + count)) * bs, size)
+                    data = bytearray()
+                    while len(data) < stop - offset:
+                        chunk = basis(offset + len(data), stop - offset - len(data))
+                        if not chunk:
+                            return b""  # the basis shrank: the patch will say so
+                        data += chunk
+                    sig = signature_of(bytes(data), block_size=bs, strong_len=request.strong_len)
+                    weak.append(sig.weak)
+                    strong.append(sig.strong)
+        except OSError:
+            return b""  # the patch reads the basis too and reports the failure there
         return b"".join(weak) + b"".join(strong)
 
     def _send_signature(self, signature: Iterable[bytes]) -> None:
@@ -389,6 +404,7 @@ class PeerSession:
                 # the basis size that refinement requests are checked against, read from
                 # the signature header (magic, version, strong_len, 0, block_size, size)
                 head = bytes(pending[:_SIG_HEAD]) + bytes(chunk[: _SIG_HEAD - len(pending)])
+                self._sig_block_size = int.from_bytes(head[8:12], "little")
                 self._basis_size = int.from_bytes(head[12:20], "little")
             pending += chunk
             while len(pending) >= SIG_FRAME:

@@ -13,7 +13,7 @@ import pytest
 import xxhash
 
 from deltastage import agent as agent_module
-from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder
+from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder, apply_delta
 from deltastage.errors import (
     ConnectionClosed,
     IntegrityError,
@@ -412,7 +412,7 @@ def test_a_refinement_past_the_basis_kills_the_session(tmp_path: Path) -> None:
 
     session = PeerSession(ScriptedAgent(script))
     session.handshake()
-    with pytest.raises(RemoteProtocolError, match="past the basis"):
+    with pytest.raises(RemoteProtocolError, match="out-of-basis"):
         fetch_file(session, tmp_path, "f", b"x" * 10_000, refine=True)
     with pytest.raises(ConnectionClosed):
         session.list_files(str(tmp_path))
@@ -430,3 +430,44 @@ def test_a_refinement_after_delta_data_kills_the_session(tmp_path: Path) -> None
     session.handshake()
     with pytest.raises(RemoteProtocolError, match="refinement after delta data"):
         fetch_file(session, tmp_path, "f", b"x" * 10_000, refine=True)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        RefineRequest(512, 3, ((4, 4), (6, 1))),  # overlapping: the basis read twice
+        RefineRequest(512, 3, ((6, 1), (4, 1))),  # not increasing
+        RefineRequest(1 << 20, 3, ((0, 1),)),  # blocks larger than the signature's
+    ],
+)
+def test_refinements_that_would_cost_more_than_a_signature_kill_the_session(
+    tmp_path: Path, request_: RefineRequest
+) -> None:
+    def script(event: Event) -> list[Event | bytes]:
+        if isinstance(event, Hello):
+            return [HelloReply(PROTOCOL_VERSION, "evil", (str(tmp_path),), CAPABILITIES)]
+        if isinstance(event, SigEnd):
+            return [request_]
+        return []
+
+    session = PeerSession(ScriptedAgent(script))
+    session.handshake()
+    with pytest.raises(RemoteProtocolError, match="overlapping, oversized"):
+        fetch_file(session, tmp_path, "f", b"x" * 100_000, refine=True)
+
+
+def test_an_unreadable_basis_declines_the_refinement(tmp_path: Path) -> None:
+    basis = random.Random(3).randbytes(1 << 20)
+    new = basis[:300_000] + b"edit" + basis[300_000:]
+    (tmp_path / "f").write_bytes(new)
+    session = PeerSession(LocalTransport([str(tmp_path)]))
+    session.handshake()
+    builder = SignatureBuilder(len(basis))
+    sig = builder.update(basis) + builder.finish()
+
+    def unreadable(offset: int, n: int) -> bytes:
+        raise OSError(5, "I/O error")
+
+    delta = b"".join(session.fetch(str(tmp_path), "f", [sig], basis=unreadable))
+    assert apply_delta(basis, delta) == new  # coarse, but complete
+    session.close()
