@@ -517,8 +517,13 @@ class _Agent:
         from deltastage.delta.params import choose_strong_len, count_blocks
 
         fine = max(REFINE_MIN_BLOCK, coarse.block_size // REFINE_SPLIT // 64 * 64)
-        if coarse.basis_size == 0 or coarse.block_size < 2 * fine or size == 0:
-            return None
+        if (
+            coarse.basis_size == 0
+            or coarse.block_size < 2 * fine
+            or size == 0
+            or count_blocks(coarse.basis_size, fine) > MAX_SIGNATURE_BLOCKS
+        ):
+            return None  # nothing to refine, or the fine tables would not fit in memory
         # pass 1: coarse ops, as (basis offset, length, new-file offset) or literal bytes
         matcher = Matcher(PolyIndex(coarse))
         hasher = Hasher()
