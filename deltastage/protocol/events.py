@@ -394,7 +394,10 @@ class Ok(Event):
 
 @dataclass(frozen=True)
 class Fetch(Event):
-    """Master → agent: send me ``path`` as a delta against the signature that follows."""
+    """Master → agent: send me ``path`` as a delta against the signature that follows.
+
+    ``level`` is the zstd level of the connection's delta stream: 0 sends this delta
+    uncompressed; the first non-zero level of a connection is the one it keeps."""
 
     TYPE: ClassVar[int] = 0x30
     root: str
