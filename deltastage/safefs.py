@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -103,24 +104,27 @@ class DirCache:
         self.create = create
         self.mode = mode
         self.fds: dict[tuple[str, ...], int] = {}
+        self.lock = threading.RLock()  # the stage's committer thread shares the cache
 
     def get(self, dir_parts: tuple[str, ...]) -> int:
         if not dir_parts:
             return self.root_fd
-        fd = self.fds.get(dir_parts)
-        if fd is None:
-            parent = self.get(dir_parts[:-1])
-            fd = open_child_dir(parent, dir_parts[-1], create=self.create, mode=self.mode)
-            self.fds[dir_parts] = fd
-        return fd
+        with self.lock:
+            fd = self.fds.get(dir_parts)
+            if fd is None:
+                parent = self.get(dir_parts[:-1])
+                fd = open_child_dir(parent, dir_parts[-1], create=self.create, mode=self.mode)
+                self.fds[dir_parts] = fd
+            return fd
 
     def parent_of(self, parts: list[str]) -> int:
         return self.get(tuple(parts[:-1]))
 
     def forget(self, prefix: tuple[str, ...]) -> None:
         """Close cached fds at or beneath ``prefix`` (that directory was removed)."""
-        for key in [k for k in self.fds if k[: len(prefix)] == prefix]:
-            os.close(self.fds.pop(key))
+        with self.lock:
+            for key in [k for k in self.fds if k[: len(prefix)] == prefix]:
+                os.close(self.fds.pop(key))
 
     def close(self) -> None:
         self.forget(())

@@ -18,7 +18,7 @@ import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -74,8 +74,8 @@ log = logging.getLogger("deltastage.stage")
 
 TMP_PREFIX = f"{INTERNAL_PREFIX}tmp-"
 # Written files are synced, re-read and renamed in batches of this many files or bytes.
-BATCH_FILES = 1024
-BATCH_BYTES = 512 << 20
+BATCH_FILES = 256
+BATCH_BYTES = 64 << 20
 FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -482,6 +482,8 @@ class PeerStager:
         self.basis_dirs: dict[Path, DirCache] = {}
         self.pending: list[_Pending] = []
         self.pending_bytes = 0
+        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self.in_flight: list[Future[tuple[dict[str, ManifestEntry], list[_Pending]]]] = []
         try:
             remove_manifest(peer_fd)  # files are about to change: no manifest may vouch for them
             finder = BasisFinder(
@@ -501,13 +503,15 @@ class PeerStager:
                     self.observer.file_done(self.peer.name, entry.path, entry.size)
                     if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
                         self._commit(session, results)
-                self._commit(session, results)
+                self._commit(session, results, wait=True)
             except TransportError:
                 # Files already received in full are kept (verified) for the next attempt.
                 with contextlib.suppress(DeltastageError, OSError):
-                    self._commit(None, results)
+                    self._commit(None, results, wait=True)
                 raise
             finally:
+                self._drain_committer()
+                self.committer.shutdown(wait=True)
                 self._discard_pending()
             entries = tuple(results[e.path] for e in files)
             _remove_extras(peer_fd, {e.path for e in entries})
@@ -659,31 +663,29 @@ class PeerStager:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=dir_fd)
 
-    def _commit(self, session: PeerSession | None, results: dict[str, ManifestEntry]) -> None:
-        """Make the pending temp files durable, re-read and verify each, then rename them.
+    def _commit(
+        self,
+        session: PeerSession | None,
+        results: dict[str, ManifestEntry],
+        *,
+        wait: bool = False,
+    ) -> None:
+        """Hand the pending batch to the committer thread; with ``wait``, settle them all.
 
-        One syncfs covers the whole batch; each file is then dropped from the page cache so
-        its re-read comes from the disk, and only a file whose xxh3-128 matches the source's
-        takes its final name. A mismatch is fetched again without a basis (when a session is
-        at hand) and must verify on that second try.
+        Verifying overlaps the next transfers. A file that did not verify is fetched again
+        without a basis (when a session is at hand) and must verify on that second try.
         """
-        batch, self.pending, self.pending_bytes = self.pending, [], 0
-        if not batch:
+        if self.pending:
+            batch, self.pending, self.pending_bytes = self.pending, [], 0
+            self.in_flight.append(self.committer.submit(self._commit_batch, batch))
+        if not wait:
             return
-        syncfs(self.peer_fd)
+        futures, self.in_flight = self.in_flight, []
         mismatched: list[_Pending] = []
-        for item in batch:
-            dir_fd = self.dirs.parent_of(item.parts)
-            if _verify_on_disk(dir_fd, item.tmp, item.size, item.digest):
-                name = item.parts[-1]
-                if _clear_name(dir_fd, name):
-                    self.dirs.forget(tuple(item.parts))
-                os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                results[item.entry.path] = self._manifest_entry(item.entry, item.size, item.digest)
-            else:
-                os.unlink(item.tmp, dir_fd=dir_fd)
-                mismatched.append(item)
-        syncfs(self.peer_fd)  # the renames, durable before anything vouches for them
+        for future in futures:
+            verified, bad = future.result()
+            results.update(verified)
+            mismatched += bad
         for item in mismatched:
             if session is None or item.strong_len_retry:
                 raise IntegrityError(
@@ -696,7 +698,40 @@ class PeerStager:
             )
             self._write(session, item.entry, item.parts, None, MAX_STRONG_LEN)
             self.pending[-1].strong_len_retry = True
-            self._commit(session, results)
+            self._commit(session, results, wait=True)
+
+    def _commit_batch(
+        self, batch: list[_Pending]
+    ) -> tuple[dict[str, ManifestEntry], list[_Pending]]:
+        """Make a batch durable, re-read and verify each file, then rename it into place.
+
+        One syncfs covers the whole batch; each file is then dropped from the page cache so
+        its re-read comes from the disk, and only a file whose xxh3-128 matches the source's
+        takes its final name. Runs on the committer thread.
+        """
+        syncfs(self.peer_fd)
+        verified: dict[str, ManifestEntry] = {}
+        mismatched: list[_Pending] = []
+        for item in batch:
+            dir_fd = self.dirs.parent_of(item.parts)
+            if _verify_on_disk(dir_fd, item.tmp, item.size, item.digest):
+                name = item.parts[-1]
+                if _clear_name(dir_fd, name):
+                    self.dirs.forget(tuple(item.parts))
+                os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                verified[item.entry.path] = self._manifest_entry(item.entry, item.size, item.digest)
+            else:
+                os.unlink(item.tmp, dir_fd=dir_fd)
+                mismatched.append(item)
+        syncfs(self.peer_fd)  # the renames, durable before anything vouches for them
+        return verified, mismatched
+
+    def _drain_committer(self) -> None:
+        """Let in-flight batches finish (their errors are already someone else's news)."""
+        futures, self.in_flight = self.in_flight, []
+        for future in futures:
+            with contextlib.suppress(Exception):
+                future.result()
 
     def _discard_pending(self) -> None:
         for item in self.pending:

@@ -458,3 +458,36 @@ def test_source_changing_while_read_is_retried_then_failed(
         assert not (tmp_path / "collect/p/cback.stage").exists()
     else:
         assert tree(staged(tmp_path, DAY1, "p")) == {"live.log": b"growing\n" * 100}
+
+
+@pytest.mark.parametrize(("failures", "status"), [(1, "staged"), (99, "failed")])
+def test_staged_copy_that_does_not_verify_on_disk_is_refetched_then_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int, status: str
+) -> None:
+    """The re-read after syncfs disagrees with the source's hash (a bad disk, say)."""
+    import deltastage.stage as stage_module
+
+    make_peer(tmp_path, "p", {"a.bin": random_bytes(100_000, 5), "b.txt": b"b"})
+    config = load_config(write_config(tmp_path, {"p": {}}))
+    real = stage_module._verify_on_disk
+    left = {"n": failures}
+
+    def flaky(dir_fd: int, name: str, size: int, digest: bytes) -> bool:
+        if size == 100_000 and left["n"] > 0:
+            left["n"] -= 1
+            return False
+        return real(dir_fd, name, size, digest)
+
+    monkeypatch.setattr(stage_module, "_verify_on_disk", flaky)
+    report = run_stage(config, run_date=date(2026, 11, 23))
+    peer = report.peers[0]
+    assert peer.status == status, peer.error
+    peer_dir = staged(tmp_path, DAY1, "p")
+    if status == "staged":
+        assert tree(peer_dir)["a.bin"] == random_bytes(100_000, 5)
+    else:
+        assert "does not match" in (peer.error or "")
+        assert not (peer_dir / MANIFEST_NAME).exists()
+        assert "a.bin" not in tree(peer_dir)
+        assert not (tmp_path / "collect/p/cback.stage").exists()
+    assert not [p for p in peer_dir.rglob(".deltastage-tmp-*")], "no temp file left behind"
