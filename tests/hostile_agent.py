@@ -10,17 +10,15 @@ what no honest ``Connection`` would send (``frame``).
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import zstandard
 
 from deltastage.delta import DeltaEncoder, Signature, SignatureDecoder
-from deltastage.errors import ConnectionClosed, DeltastageError, TransportTimeout
+from deltastage.errors import DeltastageError
 from deltastage.hashing import hash_bytes
 from deltastage.protocol import (
     CAPABILITIES,
@@ -46,7 +44,7 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
-from deltastage.transports.base import Transport
+from deltastage.transports.local import InProcessTransport
 
 __all__ = [
     "Answer",
@@ -58,7 +56,6 @@ __all__ = [
 
 Answer = Event | bytes
 RECV_CHUNK = 64 << 10
-JOIN_TIMEOUT = 10.0
 
 
 def frame(event: Event) -> bytes:
@@ -147,23 +144,19 @@ class Liar:
     _fetch: Fetch | None = None
 
 
-class HostileTransport(Transport):
+class HostileTransport(InProcessTransport):
     """The master's end of a socketpair whose other end a ``Liar`` thread answers."""
 
+    label = "liar"
+
     def __init__(self, liar: Liar, *, idle_timeout: float = 10.0) -> None:
-        super().__init__()
         self.liar = liar
-        self._sock, self._agent_sock = socket.socketpair()
-        self._sock.settimeout(idle_timeout)
-        self._closed = False
         self.agent_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._serve, name="liar", daemon=True)
-        self._thread.start()
+        super().__init__(idle_timeout=idle_timeout)
 
     # --- the liar's side ----------------------------------------------------------------
 
-    def _serve(self) -> None:
-        sock = self._agent_sock
+    def serve_end(self, sock: socket.socket) -> None:
         conn = Connection(Role.AGENT)
         sig: SignatureDecoder | None = None
         try:
@@ -183,44 +176,6 @@ class HostileTransport(Transport):
             pass  # the master hung up, perhaps in the middle of an endless answer
         except DeltastageError as exc:
             self.agent_error = exc  # the master sent something a liar cannot parse
-        finally:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    # --- the master's side: the same contract as the local transport ----------------------
-
-    def send(self, data: bytes) -> None:
-        if self._closed:
-            raise ConnectionClosed("liar: transport closed")
-        try:
-            self._sock.sendall(data)
-        except TimeoutError:
-            raise TransportTimeout("liar: not reading (idle timeout)") from None
-        except OSError as exc:
-            raise ConnectionClosed(f"liar: {exc.strerror or exc}") from None
-        self.bytes_sent += len(data)
-
-    def recv(self, max_bytes: int) -> bytes:
-        if self._closed:
-            raise ConnectionClosed("liar: transport closed")
-        try:
-            data = self._sock.recv(max_bytes)
-        except TimeoutError:
-            raise TransportTimeout("liar: no answer (idle timeout)") from None
-        except OSError as exc:
-            raise ConnectionClosed(f"liar: {exc.strerror or exc}") from None
-        self.bytes_received += len(data)
-        return data
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._thread.join(JOIN_TIMEOUT)
 
     @property
     def agent_alive(self) -> bool:

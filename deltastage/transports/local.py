@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,31 +18,36 @@ from deltastage.agent import serve
 from deltastage.errors import ConnectionClosed, TransportTimeout
 from deltastage.transports.base import Transport
 
-__all__ = ["LocalTransport"]
+__all__ = ["InProcessTransport", "LocalTransport"]
 
 JOIN_TIMEOUT = 10.0
 
 
-class LocalTransport(Transport):
-    def __init__(self, roots: Sequence[str | Path], *, idle_timeout: float | None = 300) -> None:
+class InProcessTransport(Transport):
+    """The master's end of a ``socketpair`` whose other end ``serve_end`` answers in a thread.
+
+    Subclasses say who answers; this class owns the pipe, the timeouts and the byte count.
+    """
+
+    label = "in-process agent"
+
+    def __init__(self, *, idle_timeout: float | None = 300) -> None:
         super().__init__()
         self._sock, agent_sock = socket.socketpair()
         self._sock.settimeout(idle_timeout)
-        self._agent_sock = agent_sock
         self._closed = False
         self._thread = threading.Thread(
-            target=self._run_agent, args=(list(roots),), name="deltastage-agent", daemon=True
+            target=self._run, args=(agent_sock,), name="deltastage-agent", daemon=True
         )
         self._thread.start()
 
-    def _run_agent(self, roots: list[str | Path]) -> None:
-        sock = self._agent_sock
+    @abstractmethod
+    def serve_end(self, sock: socket.socket) -> None:
+        """Answer the master on ``sock`` until it hangs up."""
 
-        def write(data: bytes) -> None:
-            sock.sendall(data)
-
+    def _run(self, sock: socket.socket) -> None:
         try:
-            serve(roots, sock.recv, write)
+            self.serve_end(sock)
         finally:
             # the master sees end of stream as soon as the agent is done
             with contextlib.suppress(OSError):
@@ -50,24 +56,24 @@ class LocalTransport(Transport):
 
     def send(self, data: bytes) -> None:
         if self._closed:
-            raise ConnectionClosed("local agent: transport closed")
+            raise ConnectionClosed(f"{self.label}: transport closed")
         try:
             self._sock.sendall(data)
         except TimeoutError:
-            raise TransportTimeout("local agent: not reading (idle timeout)") from None
+            raise TransportTimeout(f"{self.label}: not reading (idle timeout)") from None
         except OSError as exc:
-            raise ConnectionClosed(f"local agent: {exc.strerror or exc}") from None
+            raise ConnectionClosed(f"{self.label}: {exc.strerror or exc}") from None
         self.bytes_sent += len(data)
 
     def recv(self, max_bytes: int) -> bytes:
         if self._closed:
-            raise ConnectionClosed("local agent: transport closed")
+            raise ConnectionClosed(f"{self.label}: transport closed")
         try:
             data = self._sock.recv(max_bytes)
         except TimeoutError:
-            raise TransportTimeout("local agent: no answer (idle timeout)") from None
+            raise TransportTimeout(f"{self.label}: no answer (idle timeout)") from None
         except OSError as exc:
-            raise ConnectionClosed(f"local agent: {exc.strerror or exc}") from None
+            raise ConnectionClosed(f"{self.label}: {exc.strerror or exc}") from None
         self.bytes_received += len(data)
         return data
 
@@ -79,5 +85,20 @@ class LocalTransport(Transport):
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
-        if self._thread is not threading.current_thread():
-            self._thread.join(JOIN_TIMEOUT)
+        self._thread.join(JOIN_TIMEOUT)
+
+
+class LocalTransport(InProcessTransport):
+    """A local peer: the real agent, in-process, on the same protocol path as SSH peers."""
+
+    label = "local agent"
+
+    def __init__(self, roots: Sequence[str | Path], *, idle_timeout: float | None = 300) -> None:
+        self._roots = list(roots)
+        super().__init__(idle_timeout=idle_timeout)
+
+    def serve_end(self, sock: socket.socket) -> None:
+        def write(data: bytes) -> None:
+            sock.sendall(data)
+
+        serve(self._roots, sock.recv, write)
