@@ -16,6 +16,7 @@ import os
 import pwd
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -480,6 +481,7 @@ class PeerStager:
         self.peer_fd = peer_fd
         self.dirs = DirCache(peer_fd, create=True, mode=self.ownership.dir_mode)
         self.basis_dirs: dict[Path, DirCache] = {}
+        self.basis_lock = threading.Lock()
         self.pending: list[_Pending] = []
         self.pending_bytes = 0
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
@@ -629,31 +631,32 @@ class PeerStager:
         strong_len: int | None,
     ) -> None:
         """Fill a temp file next to the target from the basis and the peer's delta."""
-        dir_fd = self.dirs.parent_of(parts)
+        assert entry.xxh3_128 is not None
         tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}"
-        out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+        if basis is not None and basis.known_hash == entry.xxh3_128 and basis.size == entry.size:
+            # The master already holds this content: no wire bytes. The copy is left to the
+            # committer thread, where it overlaps the network waits of the next fetches.
+            self.pending.append(_Pending(entry, parts, tmp, entry.size, entry.xxh3_128, basis))
+            self.pending_bytes += entry.size
+            return
+        dir_fd = self.dirs.parent_of(parts)
         basis_fd = self._open_basis(basis) if basis is not None else -1
-        keep_partial = False
         try:
-            assert entry.xxh3_128 is not None
-            if (
-                basis is not None
-                and basis.known_hash == entry.xxh3_128
-                and basis.size == entry.size
-            ):
-                size, digest = _copy_local(basis_fd, out_fd), entry.xxh3_128
-            else:
-                keep_partial = True
-                size, digest = self._fetch(session, basis_fd, out_fd, entry, strong_len)
+            out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+        except OSError:
+            if basis_fd >= 0:
+                os.close(basis_fd)
+            raise
+        try:
+            size, digest = self._fetch(session, basis_fd, out_fd, entry, strong_len)
             self.ownership.apply_fd(out_fd, source_mode=entry.mode)
             os.utime(out_fd, ns=(entry.mtime_ns, entry.mtime_ns))
             self.pending.append(_Pending(entry, parts, tmp, size, digest))
             self.pending_bytes += size
             tmp = ""
         except TransportError:
-            if keep_partial:
-                self._keep_partial(dir_fd, tmp, parts)
-                tmp = ""
+            self._keep_partial(dir_fd, tmp, parts)
+            tmp = ""
             raise
         finally:
             os.close(out_fd)
@@ -709,6 +712,9 @@ class PeerStager:
         its re-read comes from the disk, and only a file whose xxh3-128 matches the source's
         takes its final name. Runs on the committer thread.
         """
+        for item in batch:
+            if item.copy_from is not None:
+                self._copy_into_temp(item, item.copy_from)
         syncfs(self.peer_fd)
         verified: dict[str, ManifestEntry] = {}
         mismatched: list[_Pending] = []
@@ -726,6 +732,21 @@ class PeerStager:
         syncfs(self.peer_fd)  # the renames, durable before anything vouches for them
         return verified, mismatched
 
+    def _copy_into_temp(self, item: _Pending, basis: Basis) -> None:
+        """Copy a basis whose recorded hash is the source's into the item's temp file."""
+        dir_fd = self.dirs.parent_of(item.parts)
+        basis_fd = self._open_basis(basis)
+        try:
+            out_fd = os.open(item.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+            try:
+                _copy_local(basis_fd, out_fd)  # a short copy fails the re-read, not here
+                self.ownership.apply_fd(out_fd, source_mode=item.entry.mode)
+                os.utime(out_fd, ns=(item.entry.mtime_ns, item.entry.mtime_ns))
+            finally:
+                os.close(out_fd)
+        finally:
+            os.close(basis_fd)
+
     def _drain_committer(self) -> None:
         """Let in-flight batches finish (their errors are already someone else's news)."""
         futures, self.in_flight = self.in_flight, []
@@ -740,10 +761,11 @@ class PeerStager:
         self.pending, self.pending_bytes = [], 0
 
     def _open_basis(self, basis: Basis) -> int:
-        cache = self.basis_dirs.get(basis.root)
-        if cache is None:
-            cache = DirCache(open_dir(basis.root), create=False)
-            self.basis_dirs[basis.root] = cache
+        with self.basis_lock:  # the committer thread opens bases too
+            cache = self.basis_dirs.get(basis.root)
+            if cache is None:
+                cache = DirCache(open_dir(basis.root), create=False)
+                self.basis_dirs[basis.root] = cache
         parts = check_relative_path(basis.path)
         return os.open(parts[-1], FILE_READ, dir_fd=cache.parent_of(parts))
 
@@ -823,13 +845,15 @@ class PeerStager:
 
 @dataclass
 class _Pending:
-    """A temp file written in full, awaiting the batch's sync, re-read and rename."""
+    """A temp file written in full (or a local copy to make), awaiting the batch's sync,
+    re-read and rename."""
 
     entry: RemoteEntry
     parts: list[str]
     tmp: str
     size: int
     digest: bytes
+    copy_from: Basis | None = None  # a local copy still to be made (by the committer)
     strong_len_retry: bool = False
 
 
