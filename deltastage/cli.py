@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from deltastage import __version__
-from deltastage.errors import DeltastageError, UsageError
+from deltastage.errors import DeltastageError, UsageError, describe_os_error
 
 if TYPE_CHECKING:
     from deltastage.config import Config
@@ -44,8 +45,7 @@ def run_guarded(action: Callable[[], T]) -> T:
     except DeltastageError as exc:
         raise fail(str(exc), exc.exit_code) from None
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        raise fail(f"{where}{exc.strerror or exc}", 1) from None
+        raise fail(describe_os_error(exc), 1) from None
 
 
 def version_callback(value: bool) -> None:
@@ -202,12 +202,17 @@ def stage(
         cfg = _load(config, cedar_config)
         day = _parse_date(run_date)
         console = Console(stderr=as_json)
-        kwargs = dict(run_date=day, full=full, only_peers=peer or (), dry_run=dry_run, jobs=jobs)
-        if console.is_terminal and not as_json:
-            with RichObserver(console) as observer:
-                report = run_stage(cfg, observer=observer, **kwargs)  # type: ignore[arg-type]
-        else:
-            report = run_stage(cfg, observer=LogObserver(), **kwargs)  # type: ignore[arg-type]
+        bars = RichObserver(console) if console.is_terminal and not as_json else None
+        with bars or contextlib.nullcontext():
+            report = run_stage(
+                cfg,
+                run_date=day,
+                full=full,
+                only_peers=peer or (),
+                dry_run=dry_run,
+                jobs=jobs,
+                observer=bars or LogObserver(),
+            )
         if not dry_run:
             record_stage(cfg.staging_dir, report)
         if as_json:

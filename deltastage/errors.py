@@ -42,6 +42,7 @@ __all__ = [
     "TransportTimeout",
     "UnsafePathError",
     "UsageError",
+    "describe_os_error",
 ]
 
 
@@ -113,3 +114,9 @@ class LockError(DeltastageError):
 
 class ResourceLimitError(DeltastageError):
     pass
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the file it concerns (if known) and the system's reason."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"

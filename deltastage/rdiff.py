@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
-from deltastage.errors import DeltastageError, UsageError
+from deltastage.errors import DeltastageError, UsageError, describe_os_error
 from deltastage.hashing import READ_CHUNK, hash_fd
 
 __all__ = ["Call", "delta_file", "parse_argv", "patch_file", "run_argv", "signature_file"]
@@ -264,8 +264,7 @@ def run_argv(argv: Sequence[str]) -> int | None:
     except DeltastageError as exc:
         return _fail(str(exc), exc.exit_code)
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}", 1)
+        return _fail(describe_os_error(exc), 1)
     except KeyboardInterrupt:
         sys.stderr.write("deltastage: interrupted\n")
         return 130

@@ -35,6 +35,7 @@ from deltastage.errors import (
     SourceChangedError,
     TransportError,
     UnsafePathError,
+    describe_os_error,
 )
 from deltastage.hashing import READ_CHUNK, hash_fd
 from deltastage.lock import StagingLock
@@ -450,8 +451,7 @@ class PeerStager:
                 self.report.status = "failed"
                 break
             except OSError as exc:
-                where = f"{exc.filename}: " if exc.filename else ""
-                self.report.error = f"{where}{exc.strerror or exc}"
+                self.report.error = describe_os_error(exc)
                 self.report.status = "failed"
                 break
             finally:
@@ -537,12 +537,11 @@ class PeerStager:
 
     def _apply_dir_ownership(self, peer_fd: int) -> None:
         self.ownership.apply_fd(peer_fd, is_dir=True)
-        for directory in _walk_dirs(peer_fd):
-            sub = directory
+        for directory_fd in _walk_dirs(peer_fd):
             try:
-                self.ownership.apply_fd(sub, is_dir=True)
+                self.ownership.apply_fd(directory_fd, is_dir=True)
             finally:
-                os.close(sub)
+                os.close(directory_fd)
 
     # --- one file ---------------------------------------------------------------------
 
