@@ -18,6 +18,7 @@ The TOML schema::
     retries = 2                    # extra attempts per peer after a transport failure
     retry_backoff = 5.0            # seconds before the first retry, doubled each time
     compress_level = 3             # zstd level for literals, 0 = off
+    link_unchanged = true          # hard-link files equal to yesterday's copy, like --link-dest
     max_files_per_peer = 1000000
     max_bytes_per_peer = 1099511627776
     max_frame_size = 4194304
@@ -148,6 +149,7 @@ class Options:
     retries: int = 2
     retry_backoff: float = 5.0
     compress_level: int = 3
+    link_unchanged: bool = True
     max_files_per_peer: int = 1_000_000
     max_bytes_per_peer: int = 1 << 40
     max_frame_size: int = 4 << 20
@@ -483,6 +485,15 @@ class _Table:
             return default
         return value
 
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.bad(name, f"must be true or false, got {_toml_type(value)}")
+            return default
+        return value
+
     def number(self, name: str, default: float, low: float, high: float) -> float:
         value = self.raw(name)
         if value is _MISSING:
@@ -576,6 +587,7 @@ def _toml_options(table: _Table | None) -> Options:
         retries=table.integer("retries", default.retries, 0, 100),
         retry_backoff=table.number("retry_backoff", default.retry_backoff, 0.0, 3600.0),
         compress_level=table.integer("compress_level", default.compress_level, 0, 22),
+        link_unchanged=table.boolean("link_unchanged", default.link_unchanged),
         max_files_per_peer=table.integer(
             "max_files_per_peer", default.max_files_per_peer, 1, 1 << 40
         ),

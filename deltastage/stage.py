@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from deltastage.basis import PARTIAL_DIR, Basis, BasisFinder, daily_dir_for
+from deltastage.basis import PARTIAL_DIR, Basis, BasisFinder, daily_dir_for, earlier_peer_dirs
 from deltastage.config import Config, Options, PeerConfig, failure_ignored
 from deltastage.delta import MAX_STRONG_LEN, Patcher, SignatureBuilder
 from deltastage.errors import (
@@ -48,6 +48,7 @@ from deltastage.manifest import (
     write_manifest,
 )
 from deltastage.models import RemoteEntry
+from deltastage.presign import Presigner, file_identity
 from deltastage.safefs import (
     DIR_FLAGS,
     DirCache,
@@ -227,14 +228,24 @@ class Ownership:
             return None
         return (-1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
 
+    def staged_mode(self, source_mode: int | None) -> int:
+        mode = self.file_mode if self.file_mode is not None else (source_mode or 0o644)
+        return mode & 0o7777 & ~0o6000  # never stage setuid/setgid bits
+
     def apply_fd(self, fd: int, *, source_mode: int | None = None, is_dir: bool = False) -> None:
-        if is_dir:
-            os.fchmod(fd, self.dir_mode)
-        else:
-            mode = self.file_mode if self.file_mode is not None else (source_mode or 0o644)
-            os.fchmod(fd, mode & 0o7777 & ~0o6000)  # never stage setuid/setgid bits
+        os.fchmod(fd, self.dir_mode if is_dir else self.staged_mode(source_mode))
         if self.owner is not None:
             os.fchown(fd, *self.owner)
+
+    def matches(self, st: os.stat_result, source_mode: int, parent: os.stat_result) -> bool:
+        """Whether a file with ``st`` already has the mode and owner a staged copy would get
+        (a new file in ``parent`` is owned by us, its group set by a setgid parent)."""
+        if stat.S_IMODE(st.st_mode) != self.staged_mode(source_mode):
+            return False
+        default_gid = parent.st_gid if parent.st_mode & stat.S_ISGID else os.getegid()
+        uid = self.uid if self.uid is not None else os.geteuid()
+        gid = self.gid if self.gid is not None else default_gid
+        return st.st_uid == uid and st.st_gid == gid
 
     def apply_path(self, path: Path) -> None:
         fd = os.open(path, DIR_FLAGS)
@@ -421,9 +432,19 @@ class PeerStager:
         self.root = str(peer.collect_dir)
         self.report = PeerReport(peer.name)
         self.bytes_written = 0
+        self.presigner: Presigner | None = None
 
     def run(self) -> PeerReport:
         started = time.monotonic()
+        earlier = earlier_peer_dirs(self.config.staging_dir, self.peer.name, self.run_date)
+        self.presigner = Presigner(earlier[0][1]) if earlier else None
+        try:
+            return self._run_attempts(started)
+        finally:
+            if self.presigner is not None:
+                self.presigner.close()
+
+    def _run_attempts(self, started: float) -> PeerReport:
         attempts = 1 + max(0, self.options.retries)
         for attempt in range(attempts):
             self.report.attempts = attempt + 1
@@ -498,12 +519,21 @@ class PeerStager:
             self.report.reused = 0
             self.bytes_written = 0
             try:
-                for entry in files:
-                    self._stage_file(session, finder, entry, results)
+                local, remote = _order_by_work(files, finder)
+                if self.presigner is not None:
+                    self.presigner.keep_only(
+                        {c[0].path for _, c in remote if c and c[0].root == self.presigner.root}
+                    )
+                for entry, candidates in local + remote:
+                    self._stage_file(session, entry, candidates, results)
                     self.report.files += 1
                     self.report.bytes += entry.size
                     self.observer.file_done(self.peer.name, entry.path, entry.size)
-                    if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
+                    if (
+                        len(self.pending) >= BATCH_FILES
+                        or self.pending_bytes >= BATCH_BYTES
+                        or (local and entry is local[-1][0])
+                    ):
                         self._commit(session, results)
                 self._commit(session, results, wait=True)
             except TransportError:
@@ -548,20 +578,20 @@ class PeerStager:
     def _stage_file(
         self,
         session: PeerSession,
-        finder: BasisFinder,
         entry: RemoteEntry,
+        candidates: list[Basis],
         results: dict[str, ManifestEntry],
     ) -> None:
         try:
-            self._stage_file_at(session, finder, entry, results)
+            self._stage_file_at(session, entry, candidates, results)
         except OSError as exc:
             raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
 
     def _stage_file_at(
         self,
         session: PeerSession,
-        finder: BasisFinder,
         entry: RemoteEntry,
+        candidates: list[Basis],
         results: dict[str, ManifestEntry],
     ) -> None:
         """Write ``entry`` to a temp file (verified and renamed later, by ``_commit``)."""
@@ -572,7 +602,6 @@ class PeerStager:
             self.report.reused += 1
             results[entry.path] = self._manifest_entry(entry, entry.size, entry.xxh3_128)
             return
-        candidates = finder.candidates(entry.path, entry.size)
         plans: list[tuple[Basis | None, int | None]] = [
             (candidates[0] if candidates else None, None),
             (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
@@ -601,8 +630,8 @@ class PeerStager:
         raise type(last_error)(f"{entry.path}: {last_error}")
 
     def _manifest_entry(self, entry: RemoteEntry, size: int, digest: bytes) -> ManifestEntry:
-        mode = self.ownership.file_mode if self.ownership.file_mode is not None else entry.mode
-        return ManifestEntry(entry.path, size, digest, mode & 0o7777 & ~0o6000, entry.mtime_ns)
+        mode = self.ownership.staged_mode(entry.mode)
+        return ManifestEntry(entry.path, size, digest, mode, entry.mtime_ns)
 
     def _already_staged(self, dir_fd: int, name: str, entry: RemoteEntry) -> bool:
         """A same-day re-run: the file is there with the right content; fix perms only."""
@@ -616,6 +645,8 @@ class PeerStager:
                 return False
             if hash_fd(fd) != (entry.size, entry.xxh3_128):
                 return False
+            if st.st_nlink > 1 and not self.ownership.matches(st, entry.mode, os.fstat(dir_fd)):
+                return False  # linked to an earlier day's copy: a new copy gets the new perms
             self.ownership.apply_fd(fd, source_mode=entry.mode)
             return True
         finally:
@@ -647,7 +678,7 @@ class PeerStager:
                 os.close(basis_fd)
             raise
         try:
-            size, digest = self._fetch(session, basis_fd, out_fd, entry, strong_len)
+            size, digest = self._fetch(session, basis, basis_fd, out_fd, entry, strong_len)
             self.ownership.apply_fd(out_fd, source_mode=entry.mode)
             os.utime(out_fd, ns=(entry.mtime_ns, entry.mtime_ns))
             self.pending.append(_Pending(entry, parts, tmp, size, digest))
@@ -734,6 +765,8 @@ class PeerStager:
     def _copy_into_temp(self, item: _Pending, basis: Basis) -> None:
         """Copy a basis whose recorded hash is the source's into the item's temp file."""
         dir_fd = self.dirs.parent_of(item.parts)
+        if self.options.link_unchanged and self._link_into_temp(item, basis, dir_fd):
+            return
         basis_fd = self._open_basis(basis)
         try:
             out_fd = os.open(item.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
@@ -745,6 +778,30 @@ class PeerStager:
                 os.close(out_fd)
         finally:
             os.close(basis_fd)
+
+    def _link_into_temp(self, item: _Pending, basis: Basis, dir_fd: int) -> bool:
+        """Hard-link an earlier day's copy that already is what today's copy would be: same
+        content (by its manifest's hash; the re-read verifies it), mtime, mode and owner.
+
+        Like ``rsync --link-dest``: no data written, no space used. False (copy instead)
+        when anything differs or the filesystem refuses the link.
+        """
+        if basis.kind not in ("previous", "similar"):
+            return False
+        parent_fd, name = self._basis_parent(basis)
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if not (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size == item.size
+                and st.st_mtime_ns == item.entry.mtime_ns
+                and self.ownership.matches(st, item.entry.mode, os.fstat(dir_fd))
+            ):
+                return False
+            os.link(name, item.tmp, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:  # EXDEV, EMLINK, EPERM, a vanished basis: fall back to a copy
+            return False
+        return True
 
     def _drain_committer(self) -> None:
         """Let in-flight batches finish (their errors are already someone else's news)."""
@@ -759,27 +816,49 @@ class PeerStager:
                 os.unlink(item.tmp, dir_fd=self.dirs.parent_of(item.parts))
         self.pending, self.pending_bytes = [], 0
 
-    def _open_basis(self, basis: Basis) -> int:
+    def _basis_parent(self, basis: Basis) -> tuple[int, str]:
+        """The basis's directory (an fd, opened without following links) and its name."""
         with self.basis_lock:  # the committer thread opens bases too
             cache = self.basis_dirs.get(basis.root)
             if cache is None:
                 cache = DirCache(open_dir(basis.root), create=False)
                 self.basis_dirs[basis.root] = cache
         parts = check_relative_path(basis.path)
-        return os.open(parts[-1], FILE_READ, dir_fd=cache.parent_of(parts))
+        return cache.parent_of(parts), parts[-1]
+
+    def _open_basis(self, basis: Basis) -> int:
+        parent_fd, name = self._basis_parent(basis)
+        return os.open(name, FILE_READ, dir_fd=parent_fd)
 
     def _fetch(
         self,
         session: PeerSession,
+        basis: Basis | None,
         basis_fd: int,
         out_fd: int,
         entry: RemoteEntry,
         strong_len: int | None,
     ) -> tuple[int, bytes]:
-        basis_size = os.fstat(basis_fd).st_size if basis_fd >= 0 else 0
+        basis_stat = os.fstat(basis_fd) if basis_fd >= 0 else None
+        basis_size = basis_stat.st_size if basis_stat is not None else 0
         builder = SignatureBuilder(basis_size, strong_len=strong_len)
+        presigned = None
+        if (
+            self.presigner is not None
+            and basis is not None
+            and basis_stat is not None
+            and strong_len is None
+            and basis.root == self.presigner.root
+        ):
+            presigned = self.presigner.take(basis.path)
+            if presigned is not None and presigned.identity != file_identity(basis_stat):
+                presigned = None
+        basis_hash = presigned.basis_hash if presigned is not None else b""
 
         def signature_chunks() -> Iterator[bytes]:
+            if presigned is not None:
+                yield from presigned.chunks
+                return
             offset = 0
             while offset < basis_size:
                 chunk = os.pread(basis_fd, min(READ_CHUNK, basis_size - offset), offset)
@@ -819,7 +898,7 @@ class PeerStager:
                     read_at,
                     write,
                     basis_size=basis_size,
-                    basis_hash=builder.signature.basis_hash,
+                    basis_hash=basis_hash or builder.signature.basis_hash,
                 )
             patcher.feed(chunk)
         if patcher is None:
@@ -840,6 +919,26 @@ class PeerStager:
         except OSError:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
+
+
+def _order_by_work(
+    files: list[RemoteEntry], finder: BasisFinder
+) -> tuple[list[tuple[RemoteEntry, list[Basis]]], list[tuple[RemoteEntry, list[Basis]]]]:
+    """Files the master already holds (copied or linked locally), then those to fetch,
+    biggest first.
+
+    The committer thread settles the local ones while the network carries the rest, and a
+    big fetch done early has its sync and re-read overlap the smaller ones after it.
+    """
+    local: list[tuple[RemoteEntry, list[Basis]]] = []
+    remote: list[tuple[RemoteEntry, list[Basis]]] = []
+    for entry in files:
+        candidates = finder.candidates(entry.path, entry.size)
+        best = candidates[0] if candidates else None
+        held = best is not None and best.known_hash == entry.xxh3_128 and best.size == entry.size
+        (local if held else remote).append((entry, candidates))
+    remote.sort(key=lambda pair: -pair[0].size)
+    return local, remote
 
 
 @dataclass
