@@ -192,27 +192,37 @@ def stage(
     """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
 
     def action() -> int:
-        from rich.console import Console
-
-        from deltastage.console import LogObserver, RichObserver, render_stage_table
-        from deltastage.history import record_stage
-        from deltastage.stage import run_stage
+        from deltastage.connect import EarlySessions
 
         _setup_logging(log_level, log_file, syslog)
         cfg = _load(config, cedar_config)
         day = _parse_date(run_date)
-        console = Console(stderr=as_json)
-        bars = RichObserver(console) if console.is_terminal and not as_json else None
-        with bars or contextlib.nullcontext():
-            report = run_stage(
-                cfg,
-                run_date=day,
-                full=full,
-                only_peers=peer or (),
-                dry_run=dry_run,
-                jobs=jobs,
-                observer=bars or LogObserver(),
-            )
+        # The first peers connect while the rest of the master starts up.
+        count = jobs or cfg.options.jobs
+        early = None if dry_run else EarlySessions(cfg, peer or (), count=count)
+        try:
+            from rich.console import Console
+
+            from deltastage.console import LogObserver, RichObserver, render_stage_table
+            from deltastage.history import record_stage
+            from deltastage.stage import run_stage
+
+            console = Console(stderr=as_json)
+            bars = RichObserver(console) if console.is_terminal and not as_json else None
+            with bars or contextlib.nullcontext():
+                report = run_stage(
+                    cfg,
+                    run_date=day,
+                    full=full,
+                    only_peers=peer or (),
+                    dry_run=dry_run,
+                    jobs=jobs,
+                    observer=bars or LogObserver(),
+                    early=early,
+                )
+        finally:
+            if early is not None:
+                early.close()
         if not dry_run:
             record_stage(cfg.staging_dir, report)
         if as_json:

@@ -9,7 +9,6 @@ manifest, then the collect-dir indicator on the peer. After all peers: the daily
 from __future__ import annotations
 
 import contextlib
-import getpass
 import grp
 import logging
 import os
@@ -27,6 +26,13 @@ from typing import Protocol
 
 from deltastage.basis import PARTIAL_DIR, Basis, BasisFinder, daily_dir_for, earlier_peer_dirs
 from deltastage.config import Config, Options, PeerConfig, failure_ignored
+from deltastage.connect import (
+    EarlySessions,
+    SessionFactory,
+    bounded_session,
+    open_peer_session,
+    select_peers,
+)
 from deltastage.delta import MAX_STRONG_LEN, Patcher, SignatureBuilder
 from deltastage.errors import (
     DeltastageError,
@@ -61,9 +67,9 @@ from deltastage.safefs import (
     walk_files,
 )
 from deltastage.session import PeerSession
-from deltastage.transports.base import Transport
 
 __all__ = [
+    "EarlySessions",
     "PeerReport",
     "SessionFactory",
     "StageObserver",
@@ -165,39 +171,6 @@ class _QuietObserver:
         pass
 
 
-SessionFactory = Callable[[PeerConfig, Options], PeerSession]
-
-
-def bounded_session(transport: Transport, options: Options) -> PeerSession:
-    """A session held to the configured bounds: frame size and listing length."""
-    return PeerSession(
-        transport, max_entries=options.max_files_per_peer, max_frame=options.max_frame_size
-    )
-
-
-def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
-    """Start the peer's agent: in-process for a local peer, over SSH for a remote one."""
-    if peer.type == "local":
-        from deltastage.transports.local import LocalTransport
-
-        local = LocalTransport([str(peer.collect_dir)], idle_timeout=peer.idle_timeout)
-        return bounded_session(local, options)
-    from deltastage.transports.ssh import SSHTransport
-
-    transport = SSHTransport(
-        host=peer.host or peer.name,
-        port=peer.port,
-        user=peer.user or options.backup_user or getpass.getuser(),
-        command=[*peer.agent_command, "--root", str(peer.collect_dir)],
-        identity_file=peer.identity_file,
-        known_hosts=peer.known_hosts,
-        gateway=peer.gateway,
-        connect_timeout=peer.connect_timeout,
-        idle_timeout=peer.idle_timeout,
-    )
-    return bounded_session(transport, options)
-
-
 @dataclass(frozen=True)
 class Ownership:
     uid: int | None
@@ -280,10 +253,14 @@ def run_stage(
     jobs: int | None = None,
     observer: StageObserver | None = None,
     session_factory: SessionFactory = open_peer_session,
+    early: EarlySessions | None = None,
 ) -> StageReport:
-    """Stage the selected peers; the daily dir is fixed here, once, for the whole run."""
+    """Stage the selected peers; the daily dir is fixed here, once, for the whole run.
+
+    ``early`` holds sessions already being opened for the first peers (see connect.py).
+    """
     day = run_date or date.today()
-    peers = [config.peer(name) for name in only_peers] if only_peers else list(config.peers)
+    peers = select_peers(config, only_peers)
     daily_dir = daily_dir_for(config.staging_dir, day)
     report = StageReport(day, daily_dir, [], dry_run)
     watcher = observer or _QuietObserver()
@@ -301,7 +278,9 @@ def run_stage(
             make_dirs(daily_dir / peer.name, ownership)
 
         def stage_one(peer: PeerConfig) -> PeerReport:
-            stager = PeerStager(config, peer, day, daily_dir, ownership, watcher, session_factory)
+            stager = PeerStager(
+                config, peer, day, daily_dir, ownership, watcher, session_factory, early
+            )
             result = stager.run()
             if result.status != "staged":
                 result.ignored = failure_ignored(
@@ -420,8 +399,10 @@ class PeerStager:
         ownership: Ownership,
         observer: StageObserver,
         session_factory: SessionFactory,
+        early: EarlySessions | None = None,
     ) -> None:
         self.config = config
+        self.early = early
         self.options = config.options
         self.peer = peer
         self.run_date = run_date
@@ -450,7 +431,10 @@ class PeerStager:
             self.report.attempts = attempt + 1
             session: PeerSession | None = None
             try:
-                session = self.session_factory(self.peer, self.options)
+                if attempt == 0 and self.early is not None:
+                    session = self.early.take(self.peer.name)
+                if session is None:
+                    session = self.session_factory(self.peer, self.options)
                 self._stage_once(session)
                 break
             except TransportError as exc:
@@ -485,7 +469,8 @@ class PeerStager:
 
     def _stage_once(self, session: PeerSession) -> None:
         self.report.error = None
-        session.handshake()
+        if session.info is None:  # an early session arrives handshaken
+            session.handshake()
         if not session.indicator_exists(self.root, self.options.collect_indicator):
             self.report.status = "not-ready"
             self.report.error = f"no {self.options.collect_indicator} in {self.root}"
