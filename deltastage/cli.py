@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -451,6 +452,33 @@ def main() -> None:
     """The Typer application; ``deltastage.__main__.main`` routes the hot paths around it."""
     try:
         app()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
     except KeyboardInterrupt:
         sys.stderr.write("deltastage: interrupted\n")
-        sys.exit(130)
+        code = 130
+    _exit_now(code)
+
+
+def _exit_now(code: object) -> None:
+    """End the process without the interpreter's teardown.
+
+    With numpy, paramiko and pydantic loaded, unloading them takes ~0.07 s, a tenth of a
+    small stage run. By now every file the command wrote is closed and synced and every
+    session is closed; what is left is flushing the logs and the standard streams.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message") semantics
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: the output is lost anyway
+            status = status or 1
+    os._exit(status)
