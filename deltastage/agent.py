@@ -63,6 +63,7 @@ from deltastage.protocol import (
     SigEnd,
     WireEntry,
 )
+from deltastage.protocol import REFINE_MIN_BLOCK as REFINE_MIN_SIGNATURE_BLOCK
 from deltastage.protocol.events import MAX_BATCH_ENTRIES, MAX_REASON, MAX_REFINE_BLOCKS
 from deltastage.protocol.paths import check_name, split_relative
 
@@ -518,7 +519,8 @@ class _Agent:
 
         fine = max(REFINE_MIN_BLOCK, coarse.block_size // REFINE_SPLIT // 64 * 64)
         if (
-            coarse.basis_size == 0
+            coarse.block_size < REFINE_MIN_SIGNATURE_BLOCK  # the master sent more behind it
+            or coarse.basis_size == 0
             or coarse.block_size < 2 * fine
             or size == 0
             or count_blocks(coarse.basis_size, fine) > MAX_SIGNATURE_BLOCKS

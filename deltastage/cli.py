@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -192,27 +193,37 @@ def stage(
     """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
 
     def action() -> int:
-        from rich.console import Console
-
-        from deltastage.console import LogObserver, RichObserver, render_stage_table
-        from deltastage.history import record_stage
-        from deltastage.stage import run_stage
+        from deltastage.connect import EarlySessions
 
         _setup_logging(log_level, log_file, syslog)
         cfg = _load(config, cedar_config)
         day = _parse_date(run_date)
-        console = Console(stderr=as_json)
-        bars = RichObserver(console) if console.is_terminal and not as_json else None
-        with bars or contextlib.nullcontext():
-            report = run_stage(
-                cfg,
-                run_date=day,
-                full=full,
-                only_peers=peer or (),
-                dry_run=dry_run,
-                jobs=jobs,
-                observer=bars or LogObserver(),
-            )
+        # The first peers connect while the rest of the master starts up.
+        count = jobs or cfg.options.jobs
+        early = None if dry_run else EarlySessions(cfg, peer or (), count=count)
+        try:
+            from rich.console import Console
+
+            from deltastage.console import LogObserver, RichObserver, render_stage_table
+            from deltastage.history import record_stage
+            from deltastage.stage import run_stage
+
+            console = Console(stderr=as_json)
+            bars = RichObserver(console) if console.is_terminal and not as_json else None
+            with bars or contextlib.nullcontext():
+                report = run_stage(
+                    cfg,
+                    run_date=day,
+                    full=full,
+                    only_peers=peer or (),
+                    dry_run=dry_run,
+                    jobs=jobs,
+                    observer=bars or LogObserver(),
+                    early=early,
+                )
+        finally:
+            if early is not None:
+                early.close()
         if not dry_run:
             record_stage(cfg.staging_dir, report)
         if as_json:
@@ -441,6 +452,33 @@ def main() -> None:
     """The Typer application; ``deltastage.__main__.main`` routes the hot paths around it."""
     try:
         app()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
     except KeyboardInterrupt:
         sys.stderr.write("deltastage: interrupted\n")
-        sys.exit(130)
+        code = 130
+    _exit_now(code)
+
+
+def _exit_now(code: object) -> None:
+    """End the process without the interpreter's teardown.
+
+    With numpy, paramiko and pydantic loaded, unloading them takes ~0.07 s, a tenth of a
+    small stage run. By now every file the command wrote is closed and synced and every
+    session is closed; what is left is flushing the logs and the standard streams.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message") semantics
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: the output is lost anyway
+            status = status or 1
+    os._exit(status)

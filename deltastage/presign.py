@@ -49,7 +49,8 @@ class Presigner:
     """Signs the biggest regular files under ``root`` on a background thread, biggest first.
 
     ``take(path)`` hands over a finished signature, waits for one being made, or returns
-    None (and the caller signs): a file not yet started is never signed twice.
+    None (and the caller signs): a file not yet started is dropped from the plan, so it is
+    never signed twice.
     ``keep_only(paths)`` drops planned files the run will not fetch. ``close()`` stops the
     thread after the file it is on.
     """
@@ -68,7 +69,6 @@ class Presigner:
         self._max_bytes = max_bytes
         self._lock = threading.Condition()
         self._plan: list[str] | None = None  # None until the tree has been scanned
-        self._claimed: set[str] = set()
         self._wanted: set[str] | None = None
         self._busy: str | None = None
         self._done: dict[str, Presigned] = {}
@@ -79,14 +79,10 @@ class Presigner:
     def _run(self) -> None:
         try:
             plan = self._biggest_files()
-        except OSError:
+        except Exception:  # anything amiss: the fetches sign their bases themselves
             plan = []
         with self._lock:
-            self._plan = [
-                p
-                for p in plan
-                if p not in self._claimed and (self._wanted is None or p in self._wanted)
-            ]
+            self._plan = [p for p in plan if self._wanted is None or p in self._wanted]
             self._lock.notify_all()
         while True:
             with self._lock:
@@ -97,7 +93,7 @@ class Presigner:
                 path = self._plan.pop(0)
                 self._busy = path
             presigned = None
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(Exception):  # the fetch then signs this basis itself
                 presigned = self._sign(path)
             with self._lock:
                 self._busy = None
@@ -169,9 +165,9 @@ class Presigner:
                 if self._busy == path:
                     self._lock.wait()
                     continue
-                if self._plan is None:  # still scanning: it may well be planned
-                    self._claimed.add(path)
-                    return None
+                if self._plan is None:  # still scanning (a walk, like the basis finder's)
+                    self._lock.wait()
+                    continue
                 if path in self._plan:
                     self._plan.remove(path)
                 return None

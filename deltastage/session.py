@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 
 from deltastage import __version__
@@ -35,6 +36,7 @@ from deltastage.protocol import (
     MAX_FRAME,
     NEED_DATA,
     PROTOCOL_VERSION,
+    REFINE_MIN_BLOCK,
     Bye,
     Cancel,
     Connection,
@@ -66,6 +68,14 @@ from deltastage.transports.base import Transport
 __all__ = ["AgentError", "PeerSession"]
 
 RECV_CHUNK = 256 << 10
+# Requests sent ahead of the answer being read. The agent reads them only when it is done
+# with the ones before, so they wait in the transport's buffers: a pipe holds 64 KiB, and a
+# master blocked sending while the agent is blocked sending back would never wake up.
+AHEAD_BYTES = 48 << 10
+AHEAD_REQUESTS = 64
+# Delta bytes read and dropped after the caller gave up on a fetch, before the session is
+# given up instead (an agent that never ends its answer would otherwise be read forever).
+DRAIN_LIMIT = 64 << 20
 SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
 _REFINE_READ = 4 << 20  # basis bytes read and hashed at a time for a refinement
 _SIG_HEAD = 20  # bytes of an encoded signature up to and including the basis size
@@ -93,8 +103,30 @@ def _agent_error(error: Error, *, fetching: bool = False) -> DeltastageError:
     return AgentError(code.value, error.reason)
 
 
+class _Pending:
+    """A fetch request sent (possibly ahead), whose answer is still to be read."""
+
+    def __init__(self, basis: Callable[[int, int], bytes] | None) -> None:
+        self.basis = basis
+        self.basis_size: int | None = None  # from the signature header, bounds refinement
+        self.block_size = 0
+        self.wire_size = 0  # request bytes, as they wait in the agent's input
+        self.started = False  # its first delta data arrived: it can no longer be refined
+        self.answer: Generator[bytes, None, None] | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Nothing can come between its answer and requests sent after it."""
+        return self.started or self.block_size < REFINE_MIN_BLOCK
+
+
 class PeerSession:
-    """A conversation with one agent. Not thread-safe; one request at a time."""
+    """A conversation with one agent. Not thread-safe; one caller at a time.
+
+    Fetches may be pipelined: ``request_fetch`` sends a request at once, ahead of the
+    answers still to be read, and returns an iterator over its delta; the iterators must be
+    read in the order of the requests. Other requests wait for every answer.
+    """
 
     def __init__(
         self,
@@ -108,10 +140,10 @@ class PeerSession:
         self._max_entries = max_entries
         self._dead: str | None = None
         self._closed = False
-        self._fetch: Generator[bytes, None, None] | None = None
+        self._pending: deque[_Pending] = deque()  # fetches whose answers are unread, in order
         self._out = bytearray()
-        self._basis_size: int | None = None
-        self._sig_block_size = 0
+        self._sent = 0  # request bytes encoded so far
+        self._requesting = False  # a fetch request (its signature) is being sent
         self.info: AgentInfo | None = None
 
     @property
@@ -130,25 +162,51 @@ class PeerSession:
         with contextlib.suppress(DeltastageError):
             self._transport.close()
 
-    def _ready(self) -> None:
-        """Refuse a dead session; finish an abandoned fetch so the next request can start."""
+    def _alive(self) -> None:
         if self._closed:
             raise ConnectionClosed("session already closed")
         if self._dead is not None:
             raise ConnectionClosed(f"session unusable after an earlier failure: {self._dead}")
-        if self._fetch is not None:
-            if inspect.getgeneratorstate(self._fetch) == inspect.GEN_RUNNING:
+
+    def _ready(self) -> None:
+        """Refuse a dead session; read the answers of abandoned or unread fetches (their
+        data is dropped) so the next request finds the agent idle."""
+        self._alive()
+        if self._requesting:
+            raise LocalProtocolError("a fetch is in progress; finish or close it first")
+        while self._pending:
+            head = self._pending[0]
+            assert head.answer is not None
+            state = inspect.getgeneratorstate(head.answer)
+            if state == inspect.GEN_RUNNING:
                 raise LocalProtocolError("a fetch is in progress; finish or close it first")
-            self._fetch.close()  # drains the rest of its delta (see _fetch_stream)
-            self._fetch = None
-            if self._dead is not None:
-                raise ConnectionClosed(f"session unusable after an earlier failure: {self._dead}")
+            head.answer.close()  # a suspended answer drains itself and leaves the queue
+            if self._pending and self._pending[0] is head:  # never read: drain it here
+                self._drain_delta()
+                self._pending.popleft()
+            self._alive()
+
+    def may_send_ahead(self) -> bool:
+        """Whether another fetch may be requested before the pending answers are read:
+        the last one cannot be refined any more, and what waits unread stays small."""
+        if self._dead is not None or self._closed:
+            return False
+        if not self._pending:
+            return True
+        waiting = sum(p.wire_size for p in self._pending) - self._pending[0].wire_size
+        return (
+            self._pending[-1].settled
+            and len(self._pending) < AHEAD_REQUESTS
+            and waiting < AHEAD_BYTES
+        )
 
     def _send(self, event: Event) -> None:
         # Requests are gathered and written before the next wait for an answer: a small
         # file's Fetch, SigData and SigEnd then cross the WAN as one SSH packet.
         try:
-            self._out += self._conn.send(event)
+            data = self._conn.send(event)
+            self._sent += len(data)
+            self._out += data
             if len(self._out) >= SEND_BATCH:
                 self._flush()
         except (TransportError, ProtocolError) as exc:
@@ -296,34 +354,74 @@ class PeerSession:
         usable after the caller gave up on one file.
         """
         split_relative(path)
-        self._ready()
-        stream = self._fetch_stream(Fetch(root, path, level), signature, basis)
-        self._fetch = stream
-        return stream
+        self._alive()
+        return self._fetch_when_iterated(root, path, signature, level, basis)
 
-    def _fetch_stream(
+    def _fetch_when_iterated(
         self,
-        request: Fetch,
+        root: str,
+        path: str,
         signature: Iterable[bytes],
+        level: int,
         basis: Callable[[int, int], bytes] | None,
     ) -> Generator[bytes, None, None]:
-        finished = False
-        started = False
+        self._ready()
+        yield from self.request_fetch(root, path, signature, level=level, basis=basis)
+
+    def request_fetch(
+        self,
+        root: str,
+        path: str,
+        signature: Iterable[bytes],
+        *,
+        level: int = 3,
+        basis: Callable[[int, int], bytes] | None = None,
+    ) -> Generator[bytes, None, None]:
+        """Send the request now, ahead of unread answers; return an iterator over its delta
+        (see ``fetch``), to be read after theirs. Only when ``may_send_ahead()``.
+
+        A signature that fails half way is withdrawn (Cancel) and its exception raised
+        here; the session stays usable.
+        """
+        split_relative(path)
+        self._alive()
+        if not self.may_send_ahead():
+            raise LocalProtocolError("read the pending answers before requesting another fetch")
+        if self._requesting:
+            raise LocalProtocolError("a fetch is in progress; finish or close it first")
+        pending = _Pending(basis)
+        before = self._sent
+        self._requesting = True
         try:
-            self._send(request)
-            self._send_signature(signature)
+            self._send(Fetch(root, path, level))
+            self._send_signature(signature, pending)
             self._send(SigEnd())
+        finally:
+            self._requesting = False
+        pending.wire_size = self._sent - before
+        pending.answer = self._answer(pending)
+        self._pending.append(pending)
+        return pending.answer
+
+    def _answer(self, pending: _Pending) -> Generator[bytes, None, None]:
+        if not self._pending or self._pending[0] is not pending:
+            raise LocalProtocolError("fetch answers must be read in the order of the requests")
+        finished = False
+        try:
             while True:
                 event = self._receive()
                 if isinstance(event, RefineRequest):
-                    if started:
+                    if pending.block_size < REFINE_MIN_BLOCK:
                         raise self._violation(
-                            RemoteProtocolError("agent asked for refinement after delta data")
+                            RemoteProtocolError(
+                                f"agent asked to refine a signature of {pending.block_size}"
+                                f"-byte blocks (under {REFINE_MIN_BLOCK})"
+                            )
                         )
-                    self._send(RefineReply(self._refine(event, basis)))
+                    self._send(RefineReply(self._refine(event, pending)))
                     continue
                 if isinstance(event, DeltaData):
-                    started = True
+                    pending.started = True
                     if not event.data:
                         # endless empty frames would make no progress and never hit a bound
                         raise self._violation(
@@ -338,12 +436,13 @@ class PeerSession:
                     finished = True
                     raise _agent_error(event, fetching=True)
         finally:
-            # an abandoned delta is read to its end so the next request finds the agent idle
-            if not finished and self._dead is None and self._conn.state is State.SENDING_DELTA:
+            # an abandoned answer is read to its end so the next one can be read
+            if not finished and self._dead is None:
                 self._drain_delta()
-            self._fetch = None
+            if self._pending and self._pending[0] is pending:
+                self._pending.popleft()
 
-    def _refine(self, request: RefineRequest, basis: Callable[[int, int], bytes] | None) -> bytes:
+    def _refine(self, request: RefineRequest, pending: _Pending) -> bytes:
         """The requested blocks' hashes, read from the basis; b"" declines.
 
         What an agent may ask is bounded: blocks no larger than the signature's, inside the
@@ -352,7 +451,8 @@ class PeerSession:
         """
         from deltastage.delta import signature_of
 
-        size, coarse, bs = self._basis_size, self._sig_block_size, request.block_size
+        size, coarse, bs = pending.basis_size, pending.block_size, request.block_size
+        basis = pending.basis
         if basis is None or size is None:
             return b""
         n_blocks = -(-size // bs)
@@ -386,8 +486,7 @@ class PeerSession:
             return b""  # the patch reads the basis too and reports the failure there
         return b"".join(weak) + b"".join(strong)
 
-    def _send_signature(self, signature: Iterable[bytes]) -> None:
-        self._basis_size = None
+    def _send_signature(self, signature: Iterable[bytes], request: _Pending) -> None:
         pending = bytearray()
         iterator = iter(signature)
         while True:
@@ -400,12 +499,12 @@ class PeerSession:
                 if self._dead is None:
                     self._send(Cancel())
                 raise
-            if self._basis_size is None and len(pending) + len(chunk) >= _SIG_HEAD:
+            if request.basis_size is None and len(pending) + len(chunk) >= _SIG_HEAD:
                 # the basis size that refinement requests are checked against, read from
                 # the signature header (magic, version, strong_len, 0, block_size, size)
                 head = bytes(pending[:_SIG_HEAD]) + bytes(chunk[: _SIG_HEAD - len(pending)])
-                self._sig_block_size = int.from_bytes(head[8:12], "little")
-                self._basis_size = int.from_bytes(head[12:20], "little")
+                request.block_size = int.from_bytes(head[8:12], "little")
+                request.basis_size = int.from_bytes(head[12:20], "little")
             pending += chunk
             while len(pending) >= SIG_FRAME:
                 self._send(SigData(bytes(pending[:SIG_FRAME])))
@@ -414,25 +513,38 @@ class PeerSession:
             self._send(SigData(bytes(pending)))
 
     def _drain_delta(self) -> None:
+        """Read the current answer to its end, declining any refinement it asks for."""
+        drained = 0
         while True:
             try:
                 event = self._receive()
+                if isinstance(event, RefineRequest):
+                    self._send(RefineReply(b""))
+                    continue
             except DeltastageError:
-                return  # _receive has already declared the session dead
+                return  # _receive or _send has already declared the session dead
             if isinstance(event, DeltaEnd | Error):
                 return
+            if isinstance(event, DeltaData):
+                drained += len(event.data)
+                if drained > DRAIN_LIMIT:
+                    self._die(f"agent sent over {DRAIN_LIMIT} bytes of an abandoned fetch")
+                    return
 
     def close(self) -> None:
         """Say Bye if the conversation allows it, then release the transport; idempotent."""
         if self._closed:
             return
         self._closed = True
-        fetch, self._fetch = self._fetch, None
+        pending, self._pending = list(self._pending), deque()
         was_dead = self._dead
         self._dead = self._dead or "session closed"
-        if fetch is not None and inspect.getgeneratorstate(fetch) != inspect.GEN_RUNNING:
-            fetch.close()  # with the session marked dead this does not drain
-        if was_dead is None and self._conn.state in (State.IDLE, State.HANDSHAKE):
+        for each in pending:
+            if each.answer is not None and (
+                inspect.getgeneratorstate(each.answer) != inspect.GEN_RUNNING
+            ):
+                each.answer.close()  # with the session marked dead this does not drain
+        if was_dead is None and self._conn.state in (State.IDLE, State.HANDSHAKE) and not pending:
             with contextlib.suppress(DeltastageError):
                 self._out += self._conn.send(Bye())
                 self._flush()

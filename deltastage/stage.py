@@ -9,7 +9,6 @@ manifest, then the collect-dir indicator on the peer. After all peers: the daily
 from __future__ import annotations
 
 import contextlib
-import getpass
 import grp
 import logging
 import os
@@ -18,7 +17,8 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +27,13 @@ from typing import Protocol
 
 from deltastage.basis import PARTIAL_DIR, Basis, BasisFinder, daily_dir_for, earlier_peer_dirs
 from deltastage.config import Config, Options, PeerConfig, failure_ignored
+from deltastage.connect import (
+    EarlySessions,
+    SessionFactory,
+    bounded_session,
+    open_peer_session,
+    select_peers,
+)
 from deltastage.delta import MAX_STRONG_LEN, Patcher, SignatureBuilder
 from deltastage.errors import (
     DeltastageError,
@@ -61,9 +68,9 @@ from deltastage.safefs import (
     walk_files,
 )
 from deltastage.session import PeerSession
-from deltastage.transports.base import Transport
 
 __all__ = [
+    "EarlySessions",
     "PeerReport",
     "SessionFactory",
     "StageObserver",
@@ -165,39 +172,6 @@ class _QuietObserver:
         pass
 
 
-SessionFactory = Callable[[PeerConfig, Options], PeerSession]
-
-
-def bounded_session(transport: Transport, options: Options) -> PeerSession:
-    """A session held to the configured bounds: frame size and listing length."""
-    return PeerSession(
-        transport, max_entries=options.max_files_per_peer, max_frame=options.max_frame_size
-    )
-
-
-def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
-    """Start the peer's agent: in-process for a local peer, over SSH for a remote one."""
-    if peer.type == "local":
-        from deltastage.transports.local import LocalTransport
-
-        local = LocalTransport([str(peer.collect_dir)], idle_timeout=peer.idle_timeout)
-        return bounded_session(local, options)
-    from deltastage.transports.ssh import SSHTransport
-
-    transport = SSHTransport(
-        host=peer.host or peer.name,
-        port=peer.port,
-        user=peer.user or options.backup_user or getpass.getuser(),
-        command=[*peer.agent_command, "--root", str(peer.collect_dir)],
-        identity_file=peer.identity_file,
-        known_hosts=peer.known_hosts,
-        gateway=peer.gateway,
-        connect_timeout=peer.connect_timeout,
-        idle_timeout=peer.idle_timeout,
-    )
-    return bounded_session(transport, options)
-
-
 @dataclass(frozen=True)
 class Ownership:
     uid: int | None
@@ -280,10 +254,14 @@ def run_stage(
     jobs: int | None = None,
     observer: StageObserver | None = None,
     session_factory: SessionFactory = open_peer_session,
+    early: EarlySessions | None = None,
 ) -> StageReport:
-    """Stage the selected peers; the daily dir is fixed here, once, for the whole run."""
+    """Stage the selected peers; the daily dir is fixed here, once, for the whole run.
+
+    ``early`` holds sessions already being opened for the first peers (see connect.py).
+    """
     day = run_date or date.today()
-    peers = [config.peer(name) for name in only_peers] if only_peers else list(config.peers)
+    peers = select_peers(config, only_peers)
     daily_dir = daily_dir_for(config.staging_dir, day)
     report = StageReport(day, daily_dir, [], dry_run)
     watcher = observer or _QuietObserver()
@@ -301,7 +279,9 @@ def run_stage(
             make_dirs(daily_dir / peer.name, ownership)
 
         def stage_one(peer: PeerConfig) -> PeerReport:
-            stager = PeerStager(config, peer, day, daily_dir, ownership, watcher, session_factory)
+            stager = PeerStager(
+                config, peer, day, daily_dir, ownership, watcher, session_factory, early
+            )
             result = stager.run()
             if result.status != "staged":
                 result.ignored = failure_ignored(
@@ -420,8 +400,10 @@ class PeerStager:
         ownership: Ownership,
         observer: StageObserver,
         session_factory: SessionFactory,
+        early: EarlySessions | None = None,
     ) -> None:
         self.config = config
+        self.early = early
         self.options = config.options
         self.peer = peer
         self.run_date = run_date
@@ -450,7 +432,10 @@ class PeerStager:
             self.report.attempts = attempt + 1
             session: PeerSession | None = None
             try:
-                session = self.session_factory(self.peer, self.options)
+                if attempt == 0 and self.early is not None:
+                    session = self.early.take(self.peer.name)
+                if session is None:
+                    session = self.session_factory(self.peer, self.options)
                 self._stage_once(session)
                 break
             except TransportError as exc:
@@ -485,7 +470,8 @@ class PeerStager:
 
     def _stage_once(self, session: PeerSession) -> None:
         self.report.error = None
-        session.handshake()
+        if session.info is None:  # an early session arrives handshaken
+            session.handshake()
         if not session.indicator_exists(self.root, self.options.collect_indicator):
             self.report.status = "not-ready"
             self.report.error = f"no {self.options.collect_indicator} in {self.root}"
@@ -514,6 +500,7 @@ class PeerStager:
             )
             _sweep_temp_files(peer_fd)
             results: dict[str, ManifestEntry] = {}
+            self.results = results
             self.report.files = 0
             self.report.bytes = 0
             self.report.reused = 0
@@ -524,17 +511,10 @@ class PeerStager:
                     self.presigner.keep_only(
                         {c[0].path for _, c in remote if c and c[0].root == self.presigner.root}
                     )
-                for entry, candidates in local + remote:
-                    self._stage_file(session, entry, candidates, results)
-                    self.report.files += 1
-                    self.report.bytes += entry.size
-                    self.observer.file_done(self.peer.name, entry.path, entry.size)
-                    if (
-                        len(self.pending) >= BATCH_FILES
-                        or self.pending_bytes >= BATCH_BYTES
-                        or (local and entry is local[-1][0])
-                    ):
-                        self._commit(session, results)
+                for entry, candidates in local:
+                    self._stage_local(entry, candidates, results)
+                self._commit(session, results)  # the committer settles them during the fetches
+                self._fetch_all(session, [_Job(entry, candidates) for entry, candidates in remote])
                 self._commit(session, results, wait=True)
             except TransportError:
                 # Files already received in full are kept (verified) for the next attempt.
@@ -575,59 +555,217 @@ class PeerStager:
 
     # --- one file ---------------------------------------------------------------------
 
-    def _stage_file(
-        self,
-        session: PeerSession,
-        entry: RemoteEntry,
-        candidates: list[Basis],
-        results: dict[str, ManifestEntry],
-    ) -> None:
-        try:
-            self._stage_file_at(session, entry, candidates, results)
-        except OSError as exc:
-            raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
+    def _file_done(self, session: PeerSession | None, entry: RemoteEntry) -> None:
+        self.report.files += 1
+        self.report.bytes += entry.size
+        self.observer.file_done(self.peer.name, entry.path, entry.size)
+        if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
+            self._commit(session, self.results)
 
-    def _stage_file_at(
-        self,
-        session: PeerSession,
-        entry: RemoteEntry,
-        candidates: list[Basis],
-        results: dict[str, ManifestEntry],
+    def _stage_local(
+        self, entry: RemoteEntry, candidates: list[Basis], results: dict[str, ManifestEntry]
     ) -> None:
-        """Write ``entry`` to a temp file (verified and renamed later, by ``_commit``)."""
+        """A file whose content the master holds already: copied or linked by the committer."""
         parts = check_relative_path(entry.path)
         assert entry.xxh3_128 is not None
-        dir_fd = self.dirs.parent_of(parts)
-        if self._already_staged(dir_fd, parts[-1], entry):
-            self.report.reused += 1
-            results[entry.path] = self._manifest_entry(entry, entry.size, entry.xxh3_128)
-            return
-        plans: list[tuple[Basis | None, int | None]] = [
-            (candidates[0] if candidates else None, None),
-            (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
-        ]
-        changed_retry = True
-        last_error: DeltastageError | None = None
-        index = 0
-        while index < len(plans):
-            basis, strong_len = plans[index]
-            try:
-                self._write(session, entry, parts, basis, strong_len)
-                return
-            except IntegrityError as exc:
-                last_error = exc
-                log.warning(
-                    "peer=%s %s: %s; retrying without a basis", self.peer.name, entry.path, exc
+        try:
+            if self._already_staged(self.dirs.parent_of(parts), parts[-1], entry):
+                self.report.reused += 1
+                results[entry.path] = self._manifest_entry(entry, entry.size, entry.xxh3_128)
+            else:
+                tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}"
+                self.pending.append(
+                    _Pending(entry, parts, tmp, entry.size, entry.xxh3_128, candidates[0])
                 )
-                index += 1
-            except SourceChangedError as exc:
-                last_error = exc
-                if not changed_retry:
-                    break
-                changed_retry = False
-                log.warning("peer=%s %s changed while read; retrying", self.peer.name, entry.path)
-        assert last_error is not None
-        raise type(last_error)(f"{entry.path}: {last_error}")
+                self.pending_bytes += entry.size
+        except OSError as exc:
+            raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
+        self._file_done(None, entry)
+
+    # --- fetching, pipelined ----------------------------------------------------------
+
+    def _fetch_all(self, session: PeerSession, jobs: list[_Job]) -> None:
+        """Fetch every job's file. Requests for the next files go out while a delta streams
+        in (as far as ``session.may_send_ahead()`` allows), so a run of small files costs
+        one round trip, not one each. A job that fails with a basis is retried without one,
+        at the end of the queue."""
+        todo = deque(jobs)
+        transfers: deque[_Transfer] = deque()
+        try:
+            while todo or transfers:
+                self._request_ahead(session, todo, transfers)
+                if transfers:
+                    self._receive(session, transfers.popleft(), todo, transfers)
+        finally:
+            for transfer in transfers:  # requested, never read: nothing of them was written
+                transfer.discard()
+
+    def _request_ahead(
+        self, session: PeerSession, todo: deque[_Job], transfers: deque[_Transfer]
+    ) -> None:
+        while todo and (not transfers or session.may_send_ahead()):
+            job = todo.popleft()
+            try:
+                if job.fresh:
+                    job.fresh = False
+                    dir_fd = self.dirs.parent_of(job.parts)
+                    if self._already_staged(dir_fd, job.parts[-1], job.entry):
+                        assert job.entry.xxh3_128 is not None
+                        self.report.reused += 1
+                        self.results[job.entry.path] = self._manifest_entry(
+                            job.entry, job.entry.size, job.entry.xxh3_128
+                        )
+                        self._file_done(session, job.entry)
+                        continue
+                transfers.append(self._start(session, job))
+            except IntegrityError as exc:  # the basis changed while it was being signed
+                self._retry_later(job, exc, todo)
+            except OSError as exc:
+                raise DeltastageError(f"{job.entry.path}: {exc.strerror or exc}") from exc
+
+    def _start(self, session: PeerSession, job: _Job) -> _Transfer:
+        """Open the basis and a temp file, send the request (the signature goes with it)."""
+        basis, strong_len = job.plan
+        dir_fd = self.dirs.parent_of(job.parts)
+        basis_fd = self._open_basis(basis) if basis is not None else -1
+        transfer = _Transfer(job, f"{TMP_PREFIX}{secrets.token_hex(8)}", dir_fd, basis_fd)
+        try:
+            transfer.out_fd = os.open(transfer.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+            basis_stat = os.fstat(basis_fd) if basis_fd >= 0 else None
+            transfer.basis_size = basis_stat.st_size if basis_stat is not None else 0
+            presigned = None
+            if (
+                self.presigner is not None
+                and basis is not None
+                and basis_stat is not None
+                and strong_len is None
+                and basis.root == self.presigner.root
+            ):
+                presigned = self.presigner.take(basis.path)
+                if presigned is not None and presigned.identity != file_identity(basis_stat):
+                    presigned = None
+            builder = SignatureBuilder(transfer.basis_size, strong_len=strong_len)
+            size = transfer.basis_size
+
+            def signature_chunks() -> Iterator[bytes]:
+                if presigned is not None:
+                    transfer.basis_hash = presigned.basis_hash
+                    yield from presigned.chunks
+                    return
+                offset = 0
+                while offset < size:
+                    chunk = os.pread(basis_fd, min(READ_CHUNK, size - offset), offset)
+                    if not chunk:
+                        raise IntegrityError("basis shrank while being signed")
+                    offset += len(chunk)
+                    if out := builder.update(chunk):
+                        yield out
+                yield builder.finish()
+                transfer.basis_hash = builder.signature.basis_hash
+
+            transfer.answer = session.request_fetch(
+                self.root,
+                job.entry.path,
+                signature_chunks(),
+                level=self.options.compress_level,
+                basis=transfer.read_at if basis_fd >= 0 else None,
+            )
+        except BaseException:
+            transfer.discard()
+            raise
+        return transfer
+
+    def _receive(
+        self,
+        session: PeerSession,
+        transfer: _Transfer,
+        todo: deque[_Job],
+        transfers: deque[_Transfer],
+    ) -> None:
+        """Patch one answer into its temp file; queue the file for the committer."""
+        job, entry = transfer.job, transfer.job.entry
+        budget = self.options.max_bytes_per_peer - self.bytes_written
+
+        def write(data: bytes) -> None:
+            nonlocal budget
+            budget -= len(data)
+            if budget < 0:
+                raise ResourceLimitError(
+                    f"peer sent more than max_bytes_per_peer={self.options.max_bytes_per_peer}"
+                )
+            view = memoryview(data)
+            while view:
+                view = view[os.write(transfer.out_fd, view) :]
+
+        try:
+            patcher: Patcher | None = None
+            assert transfer.answer is not None
+            for chunk in transfer.answer:
+                if patcher is None:
+                    patcher = Patcher(
+                        transfer.read_at,
+                        write,
+                        basis_size=transfer.basis_size,
+                        basis_hash=transfer.basis_hash,
+                    )
+                    # its delta has started, so it can no longer be refined: more requests
+                    # may go out behind it
+                    try:
+                        self._request_ahead(session, todo, transfers)
+                    except BaseException as exc:
+                        raise _AheadFailed(exc) from exc
+                patcher.feed(chunk)
+            if patcher is None:
+                raise IntegrityError("peer sent an empty delta")
+            result = patcher.finish()
+            self.bytes_written += result.size
+            self.ownership.apply_fd(transfer.out_fd, source_mode=entry.mode)
+            os.utime(transfer.out_fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        except _AheadFailed as failed:  # another file's failure, not this one's
+            if isinstance(failed.error, TransportError):
+                transfer.close_fds()
+                self._keep_partial(transfer.dir_fd, transfer.tmp, job.parts)
+            else:
+                transfer.discard()
+            raise failed.error from None
+        except IntegrityError as exc:
+            transfer.discard(drain=True)
+            self._retry_later(job, exc, todo)
+            return
+        except SourceChangedError as exc:
+            transfer.discard(drain=True)
+            if not job.changed_retry:
+                raise type(exc)(f"{entry.path}: {exc}") from None
+            job.changed_retry = False
+            log.warning("peer=%s %s changed while read; retrying", self.peer.name, entry.path)
+            todo.append(job)
+            return
+        except TransportError:
+            transfer.close_fds()
+            self._keep_partial(transfer.dir_fd, transfer.tmp, job.parts)
+            raise
+        except OSError as exc:
+            transfer.discard()
+            raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            transfer.discard()
+            raise
+        transfer.close_fds()
+        item = _Pending(entry, job.parts, transfer.tmp, result.size, result.xxh3_128)
+        item.strong_len_retry = job.refetch
+        self.pending.append(item)
+        self.pending_bytes += result.size
+        if job.refetch:
+            return  # counted when first staged
+        self._file_done(session, entry)
+
+    def _retry_later(self, job: _Job, exc: IntegrityError, todo: deque[_Job]) -> None:
+        """The next plan (no basis, full-length block hashes), or the file's failure."""
+        job.index += 1
+        if job.index >= len(job.plans):
+            raise IntegrityError(f"{job.entry.path}: {exc}") from None
+        log.warning("peer=%s %s: %s; retrying without a basis", self.peer.name, job.entry.path, exc)
+        todo.append(job)
 
     def _manifest_entry(self, entry: RemoteEntry, size: int, digest: bytes) -> ManifestEntry:
         mode = self.ownership.staged_mode(entry.mode)
@@ -651,50 +789,6 @@ class PeerStager:
             return True
         finally:
             os.close(fd)
-
-    def _write(
-        self,
-        session: PeerSession,
-        entry: RemoteEntry,
-        parts: list[str],
-        basis: Basis | None,
-        strong_len: int | None,
-    ) -> None:
-        """Fill a temp file next to the target from the basis and the peer's delta."""
-        assert entry.xxh3_128 is not None
-        tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}"
-        if basis is not None and basis.known_hash == entry.xxh3_128 and basis.size == entry.size:
-            # The master already holds this content: no wire bytes. The copy is left to the
-            # committer thread, where it overlaps the network waits of the next fetches.
-            self.pending.append(_Pending(entry, parts, tmp, entry.size, entry.xxh3_128, basis))
-            self.pending_bytes += entry.size
-            return
-        dir_fd = self.dirs.parent_of(parts)
-        basis_fd = self._open_basis(basis) if basis is not None else -1
-        try:
-            out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
-        except OSError:
-            if basis_fd >= 0:
-                os.close(basis_fd)
-            raise
-        try:
-            size, digest = self._fetch(session, basis, basis_fd, out_fd, entry, strong_len)
-            self.ownership.apply_fd(out_fd, source_mode=entry.mode)
-            os.utime(out_fd, ns=(entry.mtime_ns, entry.mtime_ns))
-            self.pending.append(_Pending(entry, parts, tmp, size, digest))
-            self.pending_bytes += size
-            tmp = ""
-        except TransportError:
-            self._keep_partial(dir_fd, tmp, parts)
-            tmp = ""
-            raise
-        finally:
-            os.close(out_fd)
-            if basis_fd >= 0:
-                os.close(basis_fd)
-            if tmp:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dir_fd)
 
     def _commit(
         self,
@@ -729,8 +823,9 @@ class PeerStager:
                 self.peer.name,
                 item.entry.path,
             )
-            self._write(session, item.entry, item.parts, None, MAX_STRONG_LEN)
-            self.pending[-1].strong_len_retry = True
+            refetch = _Job(item.entry, [])
+            refetch.plans, refetch.fresh, refetch.refetch = [(None, MAX_STRONG_LEN)], False, True
+            self._fetch_all(session, [refetch])
             self._commit(session, results, wait=True)
 
     def _commit_batch(
@@ -830,83 +925,6 @@ class PeerStager:
         parent_fd, name = self._basis_parent(basis)
         return os.open(name, FILE_READ, dir_fd=parent_fd)
 
-    def _fetch(
-        self,
-        session: PeerSession,
-        basis: Basis | None,
-        basis_fd: int,
-        out_fd: int,
-        entry: RemoteEntry,
-        strong_len: int | None,
-    ) -> tuple[int, bytes]:
-        basis_stat = os.fstat(basis_fd) if basis_fd >= 0 else None
-        basis_size = basis_stat.st_size if basis_stat is not None else 0
-        builder = SignatureBuilder(basis_size, strong_len=strong_len)
-        presigned = None
-        if (
-            self.presigner is not None
-            and basis is not None
-            and basis_stat is not None
-            and strong_len is None
-            and basis.root == self.presigner.root
-        ):
-            presigned = self.presigner.take(basis.path)
-            if presigned is not None and presigned.identity != file_identity(basis_stat):
-                presigned = None
-        basis_hash = presigned.basis_hash if presigned is not None else b""
-
-        def signature_chunks() -> Iterator[bytes]:
-            if presigned is not None:
-                yield from presigned.chunks
-                return
-            offset = 0
-            while offset < basis_size:
-                chunk = os.pread(basis_fd, min(READ_CHUNK, basis_size - offset), offset)
-                if not chunk:
-                    raise IntegrityError("basis shrank while being signed")
-                offset += len(chunk)
-                if out := builder.update(chunk):
-                    yield out
-            yield builder.finish()
-
-        budget = self.options.max_bytes_per_peer - self.bytes_written
-
-        def write(data: bytes) -> None:
-            nonlocal budget
-            budget -= len(data)
-            if budget < 0:
-                raise ResourceLimitError(
-                    f"peer sent more than max_bytes_per_peer={self.options.max_bytes_per_peer}"
-                )
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out_fd, view) :]
-
-        def read_at(offset: int, length: int) -> bytes:
-            return os.pread(basis_fd, length, offset) if basis_fd >= 0 else b""
-
-        patcher: Patcher | None = None
-        for chunk in session.fetch(
-            self.root,
-            entry.path,
-            signature_chunks(),
-            level=self.options.compress_level,
-            basis=read_at if basis_fd >= 0 else None,
-        ):
-            if patcher is None:
-                patcher = Patcher(
-                    read_at,
-                    write,
-                    basis_size=basis_size,
-                    basis_hash=basis_hash or builder.signature.basis_hash,
-                )
-            patcher.feed(chunk)
-        if patcher is None:
-            raise IntegrityError("peer sent an empty delta")
-        result = patcher.finish()
-        self.bytes_written += result.size
-        return result.size, result.xxh3_128
-
     def _keep_partial(self, dir_fd: int, tmp: str, parts: list[str]) -> None:
         """An interrupted transfer's output becomes an extra basis for the next attempt."""
         partial_parts = [PARTIAL_DIR, *parts]
@@ -939,6 +957,69 @@ def _order_by_work(
         (local if held else remote).append((entry, candidates))
     remote.sort(key=lambda pair: -pair[0].size)
     return local, remote
+
+
+class _AheadFailed(Exception):
+    """Requesting the next files failed while one answer was being read."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Job:
+    """One file to fetch, and the ways to try: with the best basis, then without one."""
+
+    def __init__(self, entry: RemoteEntry, candidates: list[Basis]) -> None:
+        self.entry = entry
+        self.parts = check_relative_path(entry.path)
+        self.plans: list[tuple[Basis | None, int | None]] = [
+            (candidates[0] if candidates else None, None),
+            (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
+        ]
+        self.index = 0
+        self.changed_retry = True  # one more try for a file that changed while read
+        self.fresh = True  # not yet checked against an earlier run of today
+        self.refetch = False  # a staged copy that did not verify, fetched again
+
+    @property
+    def plan(self) -> tuple[Basis | None, int | None]:
+        return self.plans[self.index]
+
+
+class _Transfer:
+    """A fetch requested: its basis, its temp file, the answer still to be read."""
+
+    def __init__(self, job: _Job, tmp: str, dir_fd: int, basis_fd: int) -> None:
+        self.job = job
+        self.tmp = tmp
+        self.dir_fd = dir_fd
+        self.basis_fd = basis_fd
+        self.out_fd = -1
+        self.basis_size = 0
+        self.basis_hash = b""
+        self.answer: Generator[bytes, None, None] | None = None
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return os.pread(self.basis_fd, length, offset) if self.basis_fd >= 0 else b""
+
+    def close_fds(self) -> None:
+        for fd in (self.out_fd, self.basis_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.out_fd = self.basis_fd = -1
+
+    def discard(self, *, drain: bool = False) -> None:
+        """Close it and remove its temp file (nothing was kept of it). With ``drain``,
+        an answer read half way is read to its end, so the session can go on with the
+        next one; without, the session is about to be closed."""
+        if drain and self.answer is not None:
+            self.answer.close()
+        had_file = self.out_fd >= 0
+        self.close_fds()
+        if had_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp, dir_fd=self.dir_fd)
 
 
 @dataclass

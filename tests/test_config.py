@@ -108,6 +108,7 @@ jobs = 4
 retries = 0
 retry_backoff = 1
 compress_level = 0
+link_unchanged = false
 max_files_per_peer = 10
 max_bytes_per_peer = 1000
 max_frame_size = 2097152
@@ -126,6 +127,7 @@ max_frame_size = 2097152
         retries=0,
         retry_backoff=1.0,
         compress_level=0,
+        link_unchanged=False,
         max_files_per_peer=10,
         max_bytes_per_peer=1000,
         max_frame_size=2097152,
@@ -275,6 +277,7 @@ def test_unknown_peer_is_a_config_error(tmp_path: Path) -> None:
         ("[options]\nretries = true\n" + STAGE + LOCAL, "options.retries: must be an integer"),
         ("[options]\nretry_backoff = nan\n" + STAGE + LOCAL, "options.retry_backoff: must be from"),
         ("[options]\ncompress_level = 23\n" + STAGE + LOCAL, "options.compress_level: must be"),
+        ("[options]\nlink_unchanged = 1\n" + STAGE + LOCAL, "options.link_unchanged: must be true"),
         ("[options]\nbackup_user = 34\n" + STAGE + LOCAL, "options.backup_user: must be a string"),
         ("[options]\nbackup_user = ''\n" + STAGE + LOCAL, "options.backup_user: must not be empty"),
         (
@@ -562,6 +565,7 @@ def configs(draw: st.DrawFn) -> Config:
         retries=draw(st.integers(0, 100)),
         retry_backoff=draw(st.floats(0, 3600, allow_nan=False)),
         compress_level=draw(st.integers(0, 22)),
+        link_unchanged=draw(st.booleans()),
         max_files_per_peer=draw(st.integers(1, 1 << 40)),
         max_bytes_per_peer=draw(st.integers(1, 1 << 62)),
         max_frame_size=draw(st.integers(1 << 20, 1 << 30)),

@@ -9,6 +9,7 @@ is never told its data was staged.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import stat
@@ -321,6 +322,16 @@ ATTACKS = [
     Attack("data-after-end", "after the end", on_fetch=honest_then(literal(b"more"))),
     Attack("decompression-bomb", "compressed literal", on_fetch=bomb),
     Attack("endless-delta", "max_bytes_per_peer", on_fetch=endless_literals),
+    Attack(
+        # the master gives up on the fetch at once (and would retry without a basis): the
+        # rest it drains is bounded too
+        "wrong-basis-then-endless",
+        "abandoned fetch",
+        on_fetch=lambda liar, r, sig: [
+            DeltaData(delta_header(sig, basis_hash=b"\x01" * 16)),
+            *itertools.islice(endless(lambda n: DeltaData(literal(b"A" * 65536))), 1100),
+        ],
+    ),
     Attack(
         "endless-empty-delta-frames",
         "empty",

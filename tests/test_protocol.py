@@ -399,3 +399,98 @@ def test_non_utf8_names_survive_the_wire() -> None:
     decoded = decode_event(ListBatch.TYPE, ListBatch((entry,)).encode_payload())
     assert isinstance(decoded, ListBatch)
     assert decoded.entries[0].path.encode("utf-8", "surrogateescape") == b"caf\xe9-\xff"
+
+
+# --- pipelined fetches --------------------------------------------------------------------
+
+
+def test_fetches_sent_ahead_are_answered_in_order_by_an_agent_reading_lazily() -> None:
+    master, agent = handshaken()
+    wire = bytearray()
+    for name in ("a", "b", "c"):  # b and c go out while a's answer is pending
+        wire += master.send(Fetch("/srv/a", name))
+        wire += master.send(SigData(name.encode()))
+        wire += master.send(SigEnd())
+    assert master.state is State.AWAIT_DELTA and master.queued == 2
+    agent.receive_data(bytes(wire))  # all of it arrives at once; the agent reads in turn
+    answers = bytearray()
+    for name in ("a", "b", "c"):
+        assert agent.next_event() == Fetch("/srv/a", name)
+        assert agent.next_event() == SigData(name.encode())
+        assert agent.next_event() == SigEnd()
+        answers += agent.send(DeltaData(name.encode() * 2))
+        answers += agent.send(DeltaEnd())
+    assert agent.next_event() is NEED_DATA
+    master.receive_data(bytes(answers))
+    for name in ("a", "b", "c"):
+        assert master.next_event() == DeltaData(name.encode() * 2)
+        assert master.next_event() == DeltaEnd()
+    assert master.state is agent.state is State.IDLE and master.queued == 0
+    assert pump(master, agent, ListRequest("/srv/a")) == ListRequest("/srv/a")
+
+
+def test_a_request_being_sent_ahead_becomes_current_when_the_answer_before_ends() -> None:
+    master, agent = handshaken()
+    for event in (Fetch("/srv/a", "a"), SigEnd()):
+        assert pump(master, agent, event) == event
+    master.send(Fetch("/srv/a", "b"))  # ahead, signature still to come
+    master.receive_data(agent.send(DeltaEnd()))
+    assert master.next_event() == DeltaEnd()
+    assert master.state is State.SENDING_SIGNATURE and master.queued == 0
+    master.send(SigData(b"sig"))
+    master.send(SigEnd())
+    assert master.state is State.AWAIT_DELTA
+
+
+def test_a_cancelled_request_ahead_expects_no_answer() -> None:
+    master, agent = handshaken()
+    for event in (Fetch("/srv/a", "a"), SigEnd()):
+        pump(master, agent, event)
+    master.send(Fetch("/srv/a", "b"))
+    master.send(SigData(b"part"))
+    master.send(Cancel())
+    assert master.queued == 0
+    master.receive_data(agent.send(DeltaEnd()))
+    assert master.next_event() == DeltaEnd()
+    assert master.state is State.IDLE
+
+
+@pytest.mark.parametrize(
+    "event",
+    [ListRequest("/srv/a"), IndicatorQuery("/srv/a", "x"), IndicatorWrite("/srv/a", "x"), Bye()],
+)
+def test_only_fetches_go_ahead(event: Event) -> None:
+    master, agent = handshaken()
+    for each in (Fetch("/srv/a", "a"), SigEnd()):
+        pump(master, agent, each)
+    with pytest.raises(LocalProtocolError, match="may not send"):
+        master.send(event)
+    master.send(Fetch("/srv/a", "b"))
+    master.send(SigEnd())
+    with pytest.raises(LocalProtocolError, match="queued"):
+        master.send(event)
+
+
+def test_no_refine_reply_may_overtake_requests_sent_ahead() -> None:
+    from deltastage.protocol import RefineReply, RefineRequest
+
+    master, agent = handshaken()
+    for each in (Fetch("/srv/a", "a"), SigEnd()):
+        pump(master, agent, each)
+    master.send(Fetch("/srv/a", "b"))
+    master.send(SigEnd())
+    # an agent refining a fetch the master pipelined past breaks the rule, not the master
+    master.receive_data(agent.send(RefineRequest(512, 3, ((0, 1),))))
+    with pytest.raises(RemoteProtocolError, match="queued behind it"):
+        master.next_event()
+    fresh, _ = handshaken()
+    with pytest.raises(LocalProtocolError):
+        fresh.send(RefineReply(b""))
+
+
+def test_the_agent_never_sends_ahead() -> None:
+    master, agent = handshaken()
+    for each in (Fetch("/srv/a", "a"), SigEnd()):
+        pump(master, agent, each)
+    with pytest.raises(LocalProtocolError):
+        agent.send(Fetch("/srv/a", "b"))

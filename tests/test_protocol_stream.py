@@ -53,7 +53,7 @@ def fetching() -> tuple[Connection, Connection]:
     ):
         receiver.receive_data(sender.send(event))
         assert receiver.next_event() == event
-    assert master.state is State.SENDING_DELTA
+    assert master.state is State.AWAIT_DELTA
     return master, agent
 
 
@@ -70,9 +70,10 @@ def delta_bytes(events: list[Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, DeltaData))
 
 
-def test_protocol_two_needs_the_stream_capability() -> None:
-    assert PROTOCOL_VERSION == 2
+def test_protocol_three_needs_the_stream_and_pipeline_capabilities() -> None:
+    assert PROTOCOL_VERSION == 3
     assert f"stream=zstd-w{STREAM_WINDOW_LOG}" in CAPABILITIES
+    assert "pipeline=1" in CAPABILITIES
 
 
 @given(
@@ -306,6 +307,11 @@ def test_refinement_happens_inside_a_fetch_only() -> None:
         agent.send(DeltaData(b"x"))  # the agent waits for the reply
     agent.receive_data(master.send(RefineReply(b"\0" * 14)))
     assert agent.next_event() == RefineReply(b"\0" * 14)
-    assert master.state is agent.state is State.SENDING_DELTA
+    assert master.state is agent.state is State.AWAIT_DELTA
     with pytest.raises(LocalProtocolError):
         master.send(RefineReply(b""))  # unasked
+    master.receive_data(agent.send(DeltaData(b"x")))
+    assert master.next_event() == DeltaData(b"x")
+    assert master.state is agent.state is State.SENDING_DELTA
+    with pytest.raises(LocalProtocolError):
+        agent.send(RefineRequest(512, 3, ((4, 2),)))  # too late: its delta has started

@@ -44,6 +44,7 @@ from deltastage.protocol import (
     SigEnd,
     WireEntry,
 )
+from deltastage.protocol.frames import encode_frame
 from deltastage.session import AgentError, PeerSession
 from deltastage.transports.base import Transport
 from deltastage.transports.local import LocalTransport
@@ -413,7 +414,7 @@ def test_a_refinement_past_the_basis_kills_the_session(tmp_path: Path) -> None:
     session = PeerSession(ScriptedAgent(script))
     session.handshake()
     with pytest.raises(RemoteProtocolError, match="out-of-basis"):
-        fetch_file(session, tmp_path, "f", b"x" * 10_000, refine=True)
+        fetch_file(session, tmp_path, "f", b"x" * (1 << 20), refine=True)
     with pytest.raises(ConnectionClosed):
         session.list_files(str(tmp_path))
 
@@ -423,12 +424,29 @@ def test_a_refinement_after_delta_data_kills_the_session(tmp_path: Path) -> None
         if isinstance(event, Hello):
             return [HelloReply(PROTOCOL_VERSION, "evil", (str(tmp_path),), CAPABILITIES)]
         if isinstance(event, SigEnd):
-            return [DeltaData(b"DDLT"), RefineRequest(512, 3, ((0, 1),))]
+            late = RefineRequest(512, 3, ((0, 1),))  # raw: an honest Connection refuses it
+            return [DeltaData(b"DDLT"), encode_frame(late.TYPE, late.encode_payload())]
         return []
 
     session = PeerSession(ScriptedAgent(script))
     session.handshake()
-    with pytest.raises(RemoteProtocolError, match="refinement after delta data"):
+    with pytest.raises(RemoteProtocolError, match="RefineRequest in state sending-delta"):
+        fetch_file(session, tmp_path, "f", b"x" * (1 << 20), refine=True)
+
+
+def test_a_refinement_of_a_fine_signature_kills_the_session(tmp_path: Path) -> None:
+    """The master sends requests behind such a fetch: a reply could not overtake them."""
+
+    def script(event: Event) -> list[Event | bytes]:
+        if isinstance(event, Hello):
+            return [HelloReply(PROTOCOL_VERSION, "evil", (str(tmp_path),), CAPABILITIES)]
+        if isinstance(event, SigEnd):
+            return [RefineRequest(512, 3, ((0, 1),))]
+        return []
+
+    session = PeerSession(ScriptedAgent(script))
+    session.handshake()
+    with pytest.raises(RemoteProtocolError, match="under 1024"):
         fetch_file(session, tmp_path, "f", b"x" * 10_000, refine=True)
 
 
@@ -453,7 +471,7 @@ def test_refinements_that_would_cost_more_than_a_signature_kill_the_session(
     session = PeerSession(ScriptedAgent(script))
     session.handshake()
     with pytest.raises(RemoteProtocolError, match="overlapping, oversized"):
-        fetch_file(session, tmp_path, "f", b"x" * 100_000, refine=True)
+        fetch_file(session, tmp_path, "f", b"x" * (1 << 20), refine=True)
 
 
 def test_an_unreadable_basis_declines_the_refinement(tmp_path: Path) -> None:
@@ -470,4 +488,125 @@ def test_an_unreadable_basis_declines_the_refinement(tmp_path: Path) -> None:
 
     delta = b"".join(session.fetch(str(tmp_path), "f", [sig], basis=unreadable))
     assert apply_delta(basis, delta) == new  # coarse, but complete
+    session.close()
+
+
+# --- pipelined fetches --------------------------------------------------------------------
+
+
+class TurnCounter(Transport):
+    """Counts the master's turns: each wait for the agent after having sent something."""
+
+    def __init__(self, inner: Transport) -> None:
+        super().__init__()
+        self.inner = inner
+        self.turns = 0
+        self._sent = False
+
+    def send(self, data: bytes) -> None:
+        self._sent = True
+        self.inner.send(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        if self._sent:
+            self.turns += 1
+            self._sent = False
+        return self.inner.recv(max_bytes)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def wire_bytes(self) -> int:
+        return self.inner.wire_bytes
+
+
+def empty_signature() -> list[bytes]:
+    return [SignatureBuilder(0).finish()]
+
+
+def pipelined(session: PeerSession, root: Path, names: list[str]) -> dict[str, bytes]:
+    """Request as far ahead as the session allows, read the answers in order."""
+    todo, answers, got = list(names), [], {}
+    while todo or answers:
+        while todo and (not answers or session.may_send_ahead()):
+            name = todo.pop(0)
+            answers.append((name, session.request_fetch(str(root), name, empty_signature())))
+        name, answer = answers.pop(0)
+        got[name] = apply_delta(b"", b"".join(answer))
+    return got
+
+
+def test_small_fetches_pipeline_into_a_few_round_trips(tmp_path: Path) -> None:
+    files = {f"f{i:02d}": random.Random(i).randbytes(1000 + i) for i in range(40)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    counter = TurnCounter(LocalTransport([str(tmp_path)]))
+    session = PeerSession(counter)
+    session.handshake()
+    before = counter.turns
+    assert pipelined(session, tmp_path, sorted(files)) == files
+    assert counter.turns - before <= 4, "40 fetches, sent ahead: not one round trip each"
+    assert [e.path for e in session.list_files(str(tmp_path))] == sorted(files)
+    session.close()
+
+
+def test_answers_must_be_read_in_request_order(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode() * 100)
+    session = PeerSession(LocalTransport([str(tmp_path)]))
+    session.handshake()
+    first = session.request_fetch(str(tmp_path), "a", empty_signature())
+    second = session.request_fetch(str(tmp_path), "b", empty_signature())
+    with pytest.raises(LocalProtocolError, match="order"):
+        next(second)
+    assert apply_delta(b"", b"".join(first)) == b"a" * 100
+    # an answer nobody reads is drained by the next request that needs the agent idle
+    third = session.request_fetch(str(tmp_path), "b", empty_signature())
+    assert [e.path for e in session.list_files(str(tmp_path))] == ["a", "b"]
+    with pytest.raises(StopIteration):
+        next(third)  # drained: nothing left to read
+    session.close()
+
+
+def test_nothing_goes_ahead_of_a_fetch_that_may_still_be_refined(tmp_path: Path) -> None:
+    basis = random.Random(1).randbytes(2 << 20)
+    (tmp_path / "big").write_bytes(basis[:1000] + b"edit" + basis[1000:])
+    (tmp_path / "small").write_bytes(b"small")
+    session = PeerSession(LocalTransport([str(tmp_path)]))
+    session.handshake()
+    builder = SignatureBuilder(len(basis))
+    assert builder.block_size >= 1024
+    sig = builder.update(basis) + builder.finish()
+    big = session.request_fetch(
+        str(tmp_path), "big", [sig], basis=lambda offset, n: basis[offset : offset + n]
+    )
+    assert not session.may_send_ahead()
+    with pytest.raises(LocalProtocolError, match="pending answers"):
+        session.request_fetch(str(tmp_path), "small", empty_signature())
+    chunks = [next(big)]  # its delta has started: it can no longer be refined
+    assert session.may_send_ahead()
+    small = session.request_fetch(str(tmp_path), "small", empty_signature())
+    chunks += list(big)
+    assert apply_delta(basis, b"".join(chunks)) == basis[:1000] + b"edit" + basis[1000:]
+    assert apply_delta(b"", b"".join(small)) == b"small"
+    session.close()
+
+
+def test_a_signature_failing_ahead_is_withdrawn_and_the_rest_goes_on(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(name.encode() * 50)
+    session = PeerSession(LocalTransport([str(tmp_path)]))
+    session.handshake()
+    first = session.request_fetch(str(tmp_path), "a", empty_signature())
+
+    def failing() -> Iterator[bytes]:
+        yield SignatureBuilder(0).finish()[:10]
+        raise IntegrityError("basis shrank while being signed")
+
+    with pytest.raises(IntegrityError):
+        session.request_fetch(str(tmp_path), "b", failing())
+    third = session.request_fetch(str(tmp_path), "c", empty_signature())
+    assert apply_delta(b"", b"".join(first)) == b"a" * 50
+    assert apply_delta(b"", b"".join(third)) == b"c" * 50
     session.close()

@@ -8,7 +8,7 @@ import os
 import pwd
 import random
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -328,11 +328,17 @@ class CorruptingSession:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def fetch(self, root: str, path: str, signature: Iterable[bytes], **kw: Any) -> Iterator[bytes]:
-        data = b"".join(self.inner.fetch(root, path, signature, **kw))
-        flipped = bytearray(data)
-        flipped[len(flipped) // 2] ^= 0x40
-        yield bytes(flipped)
+    def request_fetch(
+        self, root: str, path: str, signature: Iterable[bytes], **kw: Any
+    ) -> Generator[bytes, None, None]:
+        answer = self.inner.request_fetch(root, path, signature, **kw)
+
+        def flipped() -> Generator[bytes, None, None]:
+            data = bytearray(b"".join(answer))
+            data[len(data) // 2] ^= 0x40
+            yield bytes(data)
+
+        return flipped()
 
 
 def test_hash_mismatch_fails_peer_without_manifest_or_indicator(tmp_path: Path) -> None:
@@ -429,14 +435,21 @@ class ChangingSession:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def fetch(self, root: str, path: str, signature: Iterable[bytes], **kw: Any) -> Iterator[bytes]:
+    def request_fetch(
+        self, root: str, path: str, signature: Iterable[bytes], **kw: Any
+    ) -> Generator[bytes, None, None]:
         from deltastage.errors import SourceChangedError
 
         if self.times > 0:
             self.times -= 1
             list(signature)
-            raise SourceChangedError(f"{path}: size or mtime changed while read")
-        yield from self.inner.fetch(root, path, signature, **kw)
+
+            def changed() -> Generator[bytes, None, None]:
+                raise SourceChangedError(f"{path}: size or mtime changed while read")
+                yield b""  # a generator, as the session's answers are
+
+            return changed()
+        return self.inner.request_fetch(root, path, signature, **kw)
 
 
 @pytest.mark.parametrize(("times", "status"), [(1, "staged"), (2, "failed")])

@@ -1,9 +1,18 @@
 """The conversation state machine, after h11: bytes in, events out; events in, bytes out.
 
-The protocol is strictly one request at a time, the master asking and the agent answering,
-so a single conversation state is shared by both roles. ``TRANSITIONS`` is the whole
-protocol: (state, sender, message type) -> next state. Anything not in it is refused:
-``LocalProtocolError`` when we try to send it, ``RemoteProtocolError`` when it arrives.
+The agent answers one request at a time, in order, so a single conversation state is shared
+by both roles. ``TRANSITIONS`` is the whole protocol: (state, sender, message type) -> next
+state. Anything not in it is refused: ``LocalProtocolError`` when we try to send it,
+``RemoteProtocolError`` when it arrives.
+
+Fetches are pipelined: while the agent answers one fetch, the master may already send the
+next ones (Fetch, SigData..., SigEnd or Cancel). The agent reads a request only when it is
+done with the one before, so to it the conversation stays strictly sequential; the master's
+``Connection`` queues what it sent ahead and enters each queued request's state when the
+answer before it ends. Only fetches and their refinement replies go ahead; any other
+request waits for every answer. The master must not send a RefineReply while requests are
+queued (the agent would read them first): it queues requests behind a fetch only when that
+fetch cannot be refined (see ``REFINE_MIN_BLOCK``) or its delta has started.
 
 An ``Error`` with code ``protocol`` is the agent's last word and is allowed in any state
 (including after it saw a malformed message): it ends the conversation.
@@ -20,6 +29,7 @@ import enum
 from deltastage.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from deltastage.protocol.events import (
     EVENT_TYPES,
+    REFINE_MIN_BLOCK,
     Bye,
     Cancel,
     CompressedDeltaData,
@@ -67,6 +77,7 @@ class State(enum.Enum):
     AWAIT_INDICATOR = "await-indicator"
     AWAIT_OK = "await-ok"
     SENDING_SIGNATURE = "sending-signature"
+    AWAIT_DELTA = "await-delta"  # the signature is in; no delta data yet (refinement allowed)
     SENDING_DELTA = "sending-delta"
     AWAIT_REFINE = "await-refine"
     CLOSED = "closed"
@@ -100,13 +111,24 @@ TRANSITIONS: dict[tuple[State, Role, type[Event]], State] = {
     (S.AWAIT_OK, A, Ok): S.IDLE,
     (S.AWAIT_OK, A, Error): S.IDLE,
     (S.SENDING_SIGNATURE, M, SigData): S.SENDING_SIGNATURE,
-    (S.SENDING_SIGNATURE, M, SigEnd): S.SENDING_DELTA,
+    (S.SENDING_SIGNATURE, M, SigEnd): S.AWAIT_DELTA,
     (S.SENDING_SIGNATURE, M, Cancel): S.IDLE,
+    (S.AWAIT_DELTA, A, DeltaData): S.SENDING_DELTA,
+    (S.AWAIT_DELTA, A, DeltaEnd): S.IDLE,
+    (S.AWAIT_DELTA, A, Error): S.IDLE,
+    (S.AWAIT_DELTA, A, RefineRequest): S.AWAIT_REFINE,
+    (S.AWAIT_REFINE, M, RefineReply): S.AWAIT_DELTA,
     (S.SENDING_DELTA, A, DeltaData): S.SENDING_DELTA,
     (S.SENDING_DELTA, A, DeltaEnd): S.IDLE,
     (S.SENDING_DELTA, A, Error): S.IDLE,
-    (S.SENDING_DELTA, A, RefineRequest): S.AWAIT_REFINE,
-    (S.AWAIT_REFINE, M, RefineReply): S.SENDING_DELTA,
+}
+# States in which the master may send the next fetch ahead of the current answer.
+_PIPELINE_FROM = frozenset({State.AWAIT_DELTA, State.SENDING_DELTA})
+_AHEAD_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
+    (State.IDLE, Fetch): State.SENDING_SIGNATURE,
+    (State.SENDING_SIGNATURE, SigData): State.SENDING_SIGNATURE,
+    (State.SENDING_SIGNATURE, SigEnd): State.AWAIT_DELTA,
+    (State.SENDING_SIGNATURE, Cancel): State.IDLE,
 }
 del M, A, S
 
@@ -132,25 +154,69 @@ class Connection:
         self._deflater: StreamCompressor | None = None
         self._compressing = False
         self._inflater: StreamDecompressor | None = None
+        # the master's requests sent ahead of the current answer: complete ones (each will
+        # start in AWAIT_DELTA), then possibly one still being sent (``_ahead``)
+        self._queued = 0
+        self._ahead: State | None = None
 
     @property
     def state(self) -> State:
         return self._state
 
+    @property
+    def queued(self) -> int:
+        """Fetch requests sent ahead whose answers have not started (master only)."""
+        return self._queued + (self._ahead is State.SENDING_SIGNATURE)
+
     def send(self, event: Event) -> bytes:
         """The bytes that carry ``event``; refuses a message the state table does not allow."""
-        new_state = _next_state(self._state, self.role, event)
-        if new_state is None:
-            raise LocalProtocolError(
-                f"{self.role.value} may not send {type(event).__name__} "
-                f"in state {self._state.value}"
-            )
+        new_state = self._send_state(event)
         if isinstance(event, DeltaData) and self._compressing and event.data:
             data = self._compressed_frames(event.data)
         else:
             data = encode_frame(event.TYPE, event.encode_payload(), self.max_frame)
-        self._state = new_state
+        if new_state is not None:
+            self._state = new_state
         return data
+
+    def _send_state(self, event: Event) -> State | None:
+        """The conversation's next state, None when the event goes ahead (queued)."""
+        pipelining = self._queued or self._ahead is not None
+        if not pipelining:
+            new_state = _next_state(self._state, self.role, event)
+            if new_state is not None:
+                return new_state
+        ahead_from = self._ahead or State.IDLE
+        ahead = _AHEAD_TRANSITIONS.get((ahead_from, type(event)))
+        if (
+            self.role is Role.MASTER
+            and ahead is not None
+            and (pipelining or self._state in _PIPELINE_FROM)
+        ):
+            if ahead is State.AWAIT_DELTA:
+                self._queued += 1
+                self._ahead = None
+            else:
+                self._ahead = None if ahead is State.IDLE else ahead
+            return None
+        if pipelining and isinstance(event, RefineReply):
+            raise LocalProtocolError(
+                "master may not send RefineReply with requests queued ahead of it"
+            )
+        where = f"in state {self._state.value}"
+        if pipelining:
+            where += f" with {self.queued} request(s) queued"
+        raise LocalProtocolError(f"{self.role.value} may not send {type(event).__name__} {where}")
+
+    def _next_queued(self) -> None:
+        """The answer before ended: the agent now reads the oldest request sent ahead."""
+        if self._state is not State.IDLE:
+            return
+        if self._queued:
+            self._queued -= 1
+            self._state = State.AWAIT_DELTA
+        elif self._ahead is not None:
+            self._state, self._ahead = self._ahead, None
 
     def compress_deltas(self, level: int) -> None:
         """Send later ``DeltaData`` through the connection's zstd stream (0: uncompressed).
@@ -216,9 +282,17 @@ class Connection:
                     f"{self.role.other.value} sent {type(event).__name__} "
                     f"in state {self._state.value}"
                 )
+            if isinstance(event, RefineRequest) and self.queued:
+                # the master only sends ahead of a fetch too fine to refine: the reply
+                # could no longer reach the agent before the requests it has not read
+                raise RemoteProtocolError(
+                    f"agent asked to refine a fetch with {self.queued} request(s) queued "
+                    f"behind it (signature blocks under {REFINE_MIN_BLOCK} bytes)"
+                )
         except RemoteProtocolError as exc:
             self._error = exc
             self._state = State.ERROR
             raise
         self._state = new_state
+        self._next_queued()
         return event

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_REASON",
     "MAX_REFINE_BLOCKS",
     "PROTOCOL_VERSION",
+    "REFINE_MIN_BLOCK",
     "Bye",
     "Cancel",
     "CompressedDeltaData",
@@ -59,12 +60,26 @@ __all__ = [
 
 # 2: delta data may travel as one connection-wide zstd stream (CompressedDeltaData), and the
 # agent may ask for finer block hashes of the basis mid-fetch (RefineRequest/RefineReply)
-PROTOCOL_VERSION = 2
+# 3: the master may send the next fetches while a delta streams in (the agent reads its
+# requests one at a time, so they wait in order); refinement only before a fetch's first
+# delta data, and only of a signature in blocks of at least REFINE_MIN_BLOCK bytes
+PROTOCOL_VERSION = 3
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
-    {"hash=xxh3-128", "compression=zstd", "delta=1", "stream=zstd-w24", "refine=1"}
+    {
+        "hash=xxh3-128",
+        "compression=zstd",
+        "delta=1",
+        "stream=zstd-w24",
+        "refine=1",
+        "pipeline=1",
+    }
 )
+# A fetch whose signature has smaller blocks is never refined, so the master may send more
+# requests behind it before its answer starts: nothing can then come between a
+# RefineRequest and its RefineReply.
+REFINE_MIN_BLOCK = 1024
 
 MAX_PATH = 4096  # bytes of a relative path or root (Linux PATH_MAX)
 MAX_NAME = 255  # bytes of one path component (Linux NAME_MAX)

@@ -1,0 +1,286 @@
+"""Unchanged files hard-linked to yesterday's copy, presigned bases, and early sessions."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from deltastage.config import Config, Options, PeerConfig, load_config
+from deltastage.connect import EarlySessions, open_peer_session
+from deltastage.delta import SignatureBuilder
+from deltastage.errors import ConnectError
+from deltastage.presign import Presigner
+from deltastage.session import PeerSession
+from deltastage.stage import run_stage
+from tests.test_stage import (
+    DAY1,
+    DAY2,
+    make_peer,
+    peer_json,
+    random_bytes,
+    stage,
+    staged,
+    tree,
+    write_config,
+)
+
+MTIME = 1_700_000_000
+
+
+def _site(tmp: Path, options: str = "") -> Path:
+    collect = make_peer(
+        tmp,
+        "web1",
+        {
+            "same.log": b"unchanged line\n" * 4000,
+            "etc/same.conf": b"listen 80;\n",
+            "dump.sql": random_bytes(2 << 20, 7),
+        },
+    )
+    for path in collect.rglob("*"):
+        if path.is_file():
+            os.utime(path, (MTIME, MTIME))
+    return write_config(tmp, {"web1": {}}, options)
+
+
+def _source(tmp: Path) -> dict[str, bytes]:
+    return {k: v for k, v in tree(tmp / "collect/web1").items() if not k.startswith("cback.")}
+
+
+def _edit_dump(tmp: Path) -> None:
+    dump = tmp / "collect/web1/dump.sql"
+    data = bytearray(dump.read_bytes())
+    data[1000:1010] = b"X" * 10
+    dump.write_bytes(bytes(data))
+
+
+def test_unchanged_files_are_hard_links_to_yesterdays_copy(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    assert stage(config, "--date", DAY1)[0] == 0
+    _edit_dump(tmp_path)
+    code, report = stage(config, "--date", DAY2)
+    assert code == 0 and peer_json(report, "web1")["status"] == "staged"
+    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    for rel in ("same.log", "etc/same.conf"):
+        assert (day1 / rel).stat().st_ino == (day2 / rel).stat().st_ino, rel
+        assert (day2 / rel).stat().st_nlink == 2
+    assert (day1 / "dump.sql").stat().st_ino != (day2 / "dump.sql").stat().st_ino
+    assert (day2 / "dump.sql").stat().st_nlink == 1
+    assert tree(day2) == _source(tmp_path)
+    assert int((day2 / "same.log").stat().st_mtime) == MTIME
+
+
+def test_link_unchanged_false_copies(tmp_path: Path) -> None:
+    config = _site(tmp_path, "link_unchanged = false")
+    assert load_config(config).options.link_unchanged is False
+    stage(config, "--date", DAY1)
+    assert stage(config, "--date", DAY2)[0] == 0
+    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    assert (day1 / "same.log").stat().st_ino != (day2 / "same.log").stat().st_ino
+    assert tree(day2) == _source(tmp_path)
+
+
+def test_new_mtime_or_new_mode_gets_a_copy_not_a_link(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    os.utime(tmp_path / "collect/web1/same.log", (MTIME + 60, MTIME + 60))  # touched, same bytes
+    os.chmod(tmp_path / "collect/web1/etc/same.conf", 0o600)
+    assert stage(config, "--date", DAY2)[0] == 0
+    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    for rel in ("same.log", "etc/same.conf"):
+        assert (day1 / rel).stat().st_ino != (day2 / rel).stat().st_ino, rel
+        assert (day1 / rel).stat().st_nlink == 1
+    assert int((day2 / "same.log").stat().st_mtime) == MTIME + 60
+    assert int((day1 / "same.log").stat().st_mtime) == MTIME, "yesterday's copy untouched"
+    assert (day2 / "etc/same.conf").stat().st_mode & 0o777 == 0o600
+    assert (day1 / "etc/same.conf").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_rerun_with_new_file_mode_never_chmods_yesterdays_inode(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    stage(config, "--date", DAY2)
+    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    assert (day1 / "same.log").stat().st_ino == (day2 / "same.log").stat().st_ino
+    config = _site(tmp_path, 'file_mode = "0600"')
+    assert stage(config, "--date", DAY2)[0] == 0
+    assert (day2 / "same.log").stat().st_mode & 0o777 == 0o600
+    assert (day1 / "same.log").stat().st_mode & 0o777 == 0o644
+    assert (day1 / "same.log").stat().st_ino != (day2 / "same.log").stat().st_ino
+
+
+def test_a_corrupted_earlier_copy_is_not_linked_into_today(tmp_path: Path) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    yesterday = staged(tmp_path, DAY1, "web1") / "same.log"
+    stat_before = yesterday.stat()
+    with open(yesterday, "r+b") as handle:  # bit rot: same size, same mtime, other bytes
+        handle.write(b"U")
+    os.utime(yesterday, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    code, report = stage(config, "--date", DAY2)
+    assert code == 0, report
+    today = staged(tmp_path, DAY2, "web1") / "same.log"
+    assert today.read_bytes() == (tmp_path / "collect/web1/same.log").read_bytes()
+    assert today.stat().st_ino != yesterday.stat().st_ino
+
+
+# --- the presigner ------------------------------------------------------------------------
+
+
+def _signature(path: Path) -> bytes:
+    data = path.read_bytes()
+    builder = SignatureBuilder(len(data))
+    return builder.update(data) + builder.finish()
+
+
+def test_presigner_signs_the_biggest_files_exactly_as_a_fetch_would(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    files = {"big": 3 << 20, "sub/mid": 2 << 20, "small": 1000, "tiny": 10}
+    for rel, size in files.items():
+        (tmp_path / rel).write_bytes(random_bytes(size, size))
+    presigner = Presigner(tmp_path, min_size=1 << 20)
+    try:
+        for rel in ("big", "sub/mid"):
+            presigned = presigner.take(rel)
+            assert presigned is not None, rel
+            assert b"".join(presigned.chunks) == _signature(tmp_path / rel)
+            st = (tmp_path / rel).stat()
+            assert presigned.identity[1:3] == (st.st_ino, st.st_size)
+        assert presigner.take("small") is None  # below min_size: the fetch signs it
+        assert presigner.take("big") is None  # handed over once
+    finally:
+        presigner.close()
+
+
+def test_presigner_keep_only_and_close(tmp_path: Path) -> None:
+    for i in range(4):
+        (tmp_path / f"f{i}").write_bytes(random_bytes((2 << 20) + i, i))
+    presigner = Presigner(tmp_path, min_size=1 << 20, max_files=3)
+    presigner.keep_only({"f3"})
+    presigned = presigner.take("f3")
+    assert presigned is None or b"".join(presigned.chunks) == _signature(tmp_path / "f3")
+    assert presigner.take("f1") is None  # dropped by keep_only or never handed out
+    assert presigner.take("f0") is None  # max_files=3 keeps the 3 biggest: f3, f2, f1
+    presigner.close()
+    presigner.close()  # idempotent
+
+
+def test_presigner_never_follows_links_out_of_its_root(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(random_bytes(2 << 20, 1))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(secret)
+    presigner = Presigner(root, min_size=1)
+    try:
+        assert presigner.take("link") is None
+    finally:
+        presigner.close()
+
+
+def test_a_basis_changed_after_presigning_still_stages_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    _edit_dump(tmp_path)
+    yesterday = staged(tmp_path, DAY1, "web1") / "dump.sql"
+    original = Presigner.take
+
+    def take_then_touch(self: Presigner, path: str) -> object:
+        presigned = original(self, path)
+        # the basis changes between presigning and the fetch: a new inode, other bytes
+        data = bytearray(yesterday.read_bytes())
+        data[:4] = b"ZZZZ"
+        yesterday.unlink()
+        yesterday.write_bytes(bytes(data))
+        return presigned
+
+    monkeypatch.setattr(Presigner, "take", take_then_touch)
+    code, report = stage(config, "--date", DAY2)
+    assert code == 0, report
+    assert tree(staged(tmp_path, DAY2, "web1")) == _source(tmp_path)
+
+
+# --- early sessions ------------------------------------------------------------------------
+
+
+def _config(tmp: Path) -> Config:
+    return load_config(_site(tmp))
+
+
+def test_early_session_is_used_for_the_first_attempt(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    opened: list[str] = []
+
+    def factory(peer: PeerConfig, options: Options) -> PeerSession:
+        opened.append(threading.current_thread().name)
+        return open_peer_session(peer, options)
+
+    early = EarlySessions(config, count=1, factory=factory)
+    try:
+        report = run_stage(
+            config, run_date=date.fromisoformat(DAY1), session_factory=factory, early=early
+        )
+    finally:
+        early.close()
+    assert report.peers[0].status == "staged"
+    assert opened == ["connect"], "one session, opened on the early thread"
+
+
+def test_early_open_failure_counts_as_the_first_attempt_and_is_retried(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    calls: list[str] = []
+
+    def flaky(peer: PeerConfig, options: Options) -> PeerSession:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise ConnectError("web1:22: connection refused")
+        return open_peer_session(peer, options)
+
+    early = EarlySessions(config, count=1, factory=flaky)
+    try:
+        report = run_stage(
+            config, run_date=date.fromisoformat(DAY1), session_factory=flaky, early=early
+        )
+    finally:
+        early.close()
+    result = report.peers[0]
+    assert (result.status, result.attempts) == ("staged", 2)
+    assert calls[0] == "connect" and len(calls) == 2
+
+
+def test_untaken_early_sessions_are_closed(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    sessions: list[PeerSession] = []
+
+    def factory(peer: PeerConfig, options: Options) -> PeerSession:
+        session = open_peer_session(peer, options)
+        sessions.append(session)
+        return session
+
+    early = EarlySessions(config, count=1, factory=factory)
+    early.close()
+    for _ in range(200):
+        if sessions and sessions[0]._closed:
+            break
+        threading.Event().wait(0.01)
+    assert sessions and sessions[0]._closed
+
+
+def test_an_unknown_peer_name_opens_nothing_early(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    opened: list[str] = []
+
+    def factory(peer: PeerConfig, options: Options) -> PeerSession:
+        opened.append(peer.name)
+        return open_peer_session(peer, options)
+
+    early = EarlySessions(config, ["nosuchpeer"], factory=factory)
+    assert early.take("web1") is None
+    early.close()
+    assert opened == []
