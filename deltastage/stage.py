@@ -86,6 +86,7 @@ TMP_PREFIX = f"{INTERNAL_PREFIX}tmp-"
 # Written files are synced, re-read and renamed in batches of this many files or bytes.
 BATCH_FILES = 256
 BATCH_BYTES = 64 << 20
+WRITEBACK_CHUNK = 8 << 20  # patched output handed to the disk as it is written
 FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -511,10 +512,15 @@ class PeerStager:
                     self.presigner.keep_only(
                         {c[0].path for _, c in remote if c and c[0].root == self.presigner.root}
                     )
-                for entry, candidates in local:
-                    self._stage_local(entry, candidates, results)
-                self._commit(session, results)  # the committer settles them during the fetches
-                self._fetch_all(session, [_Job(entry, candidates) for entry, candidates in remote])
+
+                def stage_locals() -> None:
+                    for entry, candidates in local:
+                        self._stage_local(entry, candidates, results)
+                    self._commit(session, results)  # settled by the committer meanwhile
+
+                # the local copies are queued while the first requests are on their way
+                jobs = [_Job(entry, candidates) for entry, candidates in remote]
+                self._fetch_all(session, jobs, meanwhile=stage_locals)
                 self._commit(session, results, wait=True)
             except TransportError:
                 # Files already received in full are kept (verified) for the next attempt.
@@ -584,14 +590,23 @@ class PeerStager:
 
     # --- fetching, pipelined ----------------------------------------------------------
 
-    def _fetch_all(self, session: PeerSession, jobs: list[_Job]) -> None:
+    def _fetch_all(
+        self,
+        session: PeerSession,
+        jobs: list[_Job],
+        *,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
         """Fetch every job's file. Requests for the next files go out while a delta streams
         in (as far as ``session.may_send_ahead()`` allows), so a run of small files costs
         one round trip, not one each. A job that fails with a basis is retried without one,
-        at the end of the queue."""
+        at the end of the queue. ``meanwhile`` runs once the first requests are sent."""
         todo = deque(jobs)
         transfers: deque[_Transfer] = deque()
         try:
+            self._request_ahead(session, todo, transfers)
+            if meanwhile is not None:
+                meanwhile()
             while todo or transfers:
                 self._request_ahead(session, todo, transfers)
                 if transfers:
@@ -685,9 +700,10 @@ class PeerStager:
         """Patch one answer into its temp file; queue the file for the committer."""
         job, entry = transfer.job, transfer.job.entry
         budget = self.options.max_bytes_per_peer - self.bytes_written
+        written = flushed = 0
 
         def write(data: bytes) -> None:
-            nonlocal budget
+            nonlocal budget, written, flushed
             budget -= len(data)
             if budget < 0:
                 raise ResourceLimitError(
@@ -696,6 +712,12 @@ class PeerStager:
             view = memoryview(data)
             while view:
                 view = view[os.write(transfer.out_fd, view) :]
+            written += len(data)
+            if written - flushed >= WRITEBACK_CHUNK:
+                # start writing it to disk now (DONTNEED on dirty pages starts their
+                # writeback without waiting): the batch's syncfs then finds little to do
+                _start_writeback(transfer.out_fd, flushed, written - flushed)
+                flushed = written
 
         try:
             patcher: Patcher | None = None
@@ -1034,6 +1056,11 @@ class _Pending:
     digest: bytes
     copy_from: Basis | None = None  # a local copy still to be made (by the committer)
     strong_len_retry: bool = False
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # advice only
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _verify_on_disk(dir_fd: int, name: str, size: int, digest: bytes) -> bool:
