@@ -284,3 +284,34 @@ def test_an_unknown_peer_name_opens_nothing_early(tmp_path: Path) -> None:
     assert early.take("web1") is None
     early.close()
     assert opened == []
+
+
+# --- the console script's exit -----------------------------------------------------------
+
+
+def test_the_console_script_flushes_everything_before_its_fast_exit(tmp_path: Path) -> None:
+    """cli.main ends with os._exit: the JSON, the log file and the exit code must be whole."""
+    import json
+    import subprocess
+    import sys
+
+    config = _site(tmp_path)
+    log = tmp_path / "stage.log"
+    argv = ["stage", "--config", str(config), "--json", "--date", DAY1, "--log-file", str(log)]
+    run = subprocess.run(
+        [sys.executable, "-m", "deltastage", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert peer_json(report, "web1")["status"] == "staged"
+    assert "peer=web1 status=staged" in log.read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "deltastage", "stage", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "nope.toml" in bad.stderr
