@@ -145,8 +145,12 @@ class BasisFinder:
     def candidates(self, path: str, size: int) -> list[Basis]:
         found: list[Basis | None] = []
         if self.previous is not None:
-            found.append(self.previous.exact(path, "previous"))
-            found.append(self.previous.most_similar(path, size))
+            exact = self.previous.exact(path, "previous")
+            found.append(exact)
+            # a similar name is searched for only when the same path is missing or empty:
+            # the search is costly, and only the best candidate is used
+            if exact is None or exact.size == 0:
+                found.append(self.previous.most_similar(path, size))
         found.append(self.today.exact(path, "today"))
         found.append(self.partial.exact(path, "partial"))
         return [b for b in found if b is not None and b.size > 0]

@@ -416,6 +416,7 @@ class PeerStager:
         self.report = PeerReport(peer.name)
         self.bytes_written = 0
         self.presigner: Presigner | None = None
+        self.fresh_dir = False
 
     def run(self) -> PeerReport:
         started = time.monotonic()
@@ -500,6 +501,10 @@ class PeerStager:
                 self.config.staging_dir, self.peer.name, self.run_date, self.peer_dir
             )
             _sweep_temp_files(peer_fd)
+            # a new day's dir holds nothing an earlier run could have staged: no need to look
+            self.fresh_dir = not any(
+                not name.startswith(INTERNAL_PREFIX) for name in os.listdir(peer_fd)
+            )
             results: dict[str, ManifestEntry] = {}
             self.results = results
             self.report.files = 0
@@ -795,6 +800,8 @@ class PeerStager:
 
     def _already_staged(self, dir_fd: int, name: str, entry: RemoteEntry) -> bool:
         """A same-day re-run: the file is there with the right content; fix perms only."""
+        if self.fresh_dir:
+            return False
         try:
             fd = os.open(name, FILE_READ, dir_fd=dir_fd)
         except OSError:
