@@ -44,7 +44,7 @@ from deltastage.errors import (
     UnsafePathError,
     describe_os_error,
 )
-from deltastage.hashing import READ_CHUNK, hash_fd
+from deltastage.hashing import READ_CHUNK, hash_bytes, hash_fd
 from deltastage.lock import StagingLock
 from deltastage.manifest import (
     INTERNAL_PREFIX,
@@ -876,7 +876,7 @@ class PeerStager:
             dir_fd = self.dirs.parent_of(item.parts)
             if _verify_on_disk(dir_fd, item.tmp, item.size, item.digest):
                 name = item.parts[-1]
-                if _clear_name(dir_fd, name):
+                if not self.fresh_dir and _clear_name(dir_fd, name):
                     self.dirs.forget(tuple(item.parts))
                 os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 verified[item.entry.path] = self._manifest_entry(item.entry, item.size, item.digest)
@@ -1075,6 +1075,9 @@ def _verify_on_disk(dir_fd: int, name: str, size: int, digest: bytes) -> bool:
     try:
         with contextlib.suppress(OSError, AttributeError):  # make the re-read hit the disk
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if size < READ_CHUNK:  # most files: one read (one more byte shows a longer file)
+            data = os.pread(fd, size + 1, 0)
+            return len(data) == size and hash_bytes(data) == digest
         return hash_fd(fd) == (size, digest)
     finally:
         os.close(fd)
