@@ -23,6 +23,7 @@ Namespaces and daemons are removed on exit, also on Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -450,6 +451,9 @@ def main(argv: list[str]) -> int:
         return 2
 
     signal.signal(signal.SIGTERM, _terminate)
+    # Both ends import deltastage from this checkout (PYTHONPATH): write its bytecode as an
+    # install does, or an edited tree under PYTHONDONTWRITEBYTECODE compiles on every run.
+    compileall.compile_dir(str(REPO / "deltastage"), quiet=1)
     work = args.workdir or Path(f"/tmp/deltastage-wan-{os.getpid()}")
     work.mkdir(parents=True, exist_ok=True)
     collect = work / "peer" / "collect"
