@@ -321,6 +321,9 @@ class Result:
 
 
 def measured(link: Link, tool: str, cmd: list[str]) -> Result:
+    # The corpus and the copies just written are still being flushed: every tool starts
+    # with the disk idle, not paying for the setup's writeback.
+    os.sync()
     rx0, tx0 = link.counters()
     start = time.perf_counter()
     proc = subprocess.run(link.in_master(*cmd), capture_output=True, text=True, check=False)
