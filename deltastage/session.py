@@ -186,9 +186,10 @@ class PeerSession:
                 self._pending.popleft()
             self._alive()
 
-    def may_send_ahead(self) -> bool:
-        """Whether another fetch may be requested before the pending answers are read:
-        the last one cannot be refined any more, and what waits unread stays small."""
+    def may_send_ahead(self, signature_size: int = 0) -> bool:
+        """Whether a fetch whose signature has ``signature_size`` bytes may be requested
+        before the pending answers are read: the last one cannot be refined any more, and
+        what waits unread by the agent (all but the oldest) stays small."""
         if self._dead is not None or self._closed:
             return False
         if not self._pending:
@@ -197,7 +198,7 @@ class PeerSession:
         return (
             self._pending[-1].settled
             and len(self._pending) < AHEAD_REQUESTS
-            and waiting < AHEAD_BYTES
+            and waiting + signature_size < AHEAD_BYTES
         )
 
     def _send(self, event: Event) -> None:
@@ -378,7 +379,8 @@ class PeerSession:
         basis: Callable[[int, int], bytes] | None = None,
     ) -> Generator[bytes, None, None]:
         """Send the request now, ahead of unread answers; return an iterator over its delta
-        (see ``fetch``), to be read after theirs. Only when ``may_send_ahead()``.
+        (see ``fetch``), to be read after theirs. Only when ``may_send_ahead()`` (given
+        the signature's size: an oversized one could stall both ends).
 
         A signature that fails half way is withdrawn (Cancel) and its exception raised
         here; the session stays usable.

@@ -637,14 +637,19 @@ class PeerStager:
                         )
                         self._file_done(session, job.entry)
                         continue
-                transfers.append(self._start(session, job))
+                transfer = self._start(session, job, ahead=bool(transfers))
+                if transfer is None:  # its signature is too big to wait unread: later
+                    todo.appendleft(job)
+                    return
+                transfers.append(transfer)
             except IntegrityError as exc:  # the basis changed while it was being signed
                 self._retry_later(job, exc, todo)
             except OSError as exc:
                 raise DeltastageError(f"{job.entry.path}: {exc.strerror or exc}") from exc
 
-    def _start(self, session: PeerSession, job: _Job) -> _Transfer:
-        """Open the basis and a temp file, send the request (the signature goes with it)."""
+    def _start(self, session: PeerSession, job: _Job, *, ahead: bool) -> _Transfer | None:
+        """Open the basis and a temp file, send the request (the signature goes with it);
+        None when it was to go ahead of unread answers and its signature is too big."""
         basis, strong_len = job.plan
         dir_fd = self.dirs.parent_of(job.parts)
         basis_fd = self._open_basis(basis) if basis is not None else -1
@@ -653,6 +658,10 @@ class PeerStager:
             transfer.out_fd = os.open(transfer.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
             basis_stat = os.fstat(basis_fd) if basis_fd >= 0 else None
             transfer.basis_size = basis_stat.st_size if basis_stat is not None else 0
+            builder = SignatureBuilder(transfer.basis_size, strong_len=strong_len)
+            if ahead and not session.may_send_ahead(builder.encoded_size):
+                transfer.discard()
+                return None
             presigned = None
             if (
                 self.presigner is not None
@@ -664,7 +673,6 @@ class PeerStager:
                 presigned = self.presigner.take(basis.path)
                 if presigned is not None and presigned.identity != file_identity(basis_stat):
                     presigned = None
-            builder = SignatureBuilder(transfer.basis_size, strong_len=strong_len)
             size = transfer.basis_size
 
             def signature_chunks() -> Iterator[bytes]:

@@ -54,6 +54,7 @@ def test_signature_encode_decode_round_trip(basis: bytes, block_size: int, stron
     encoded = encode_signature(sig)
     assert decode_signature(encoded) == sig
     builder = SignatureBuilder(len(basis), block_size=block_size, strong_len=strong_len)
+    assert builder.encoded_size == len(encoded)  # known before any byte is read
     assert builder.update(basis) + builder.finish() == encoded
 
 

@@ -593,6 +593,23 @@ def test_nothing_goes_ahead_of_a_fetch_that_may_still_be_refined(tmp_path: Path)
     session.close()
 
 
+def test_a_big_signature_does_not_go_ahead(tmp_path: Path) -> None:
+    """Requests sent ahead wait unread in pipes: a big one could stall both ends."""
+    from deltastage.session import AHEAD_BYTES
+
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+    session = PeerSession(LocalTransport([str(tmp_path)]))
+    session.handshake()
+    assert session.may_send_ahead(10 * AHEAD_BYTES)  # nothing pending: anything goes
+    first = session.request_fetch(str(tmp_path), "a", empty_signature())
+    assert session.may_send_ahead(1000)
+    assert not session.may_send_ahead(AHEAD_BYTES)
+    list(first)
+    assert session.may_send_ahead(10 * AHEAD_BYTES)
+    session.close()
+
+
 def test_a_signature_failing_ahead_is_withdrawn_and_the_rest_goes_on(tmp_path: Path) -> None:
     for name in ("a", "b", "c"):
         (tmp_path / name).write_bytes(name.encode() * 50)

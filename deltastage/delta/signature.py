@@ -199,6 +199,12 @@ class SignatureBuilder:
             raise DeltaFormatError("signature not finished yet")
         return self._signature
 
+    @property
+    def encoded_size(self) -> int:
+        """Bytes of the whole encoded signature, known before the basis is read."""
+        blocks = count_blocks(self.basis_size, self.block_size)
+        return _HEADER.size + blocks * (4 + self.strong_len) + _TRAILER_SIZE
+
 
 def signature_of(
     basis: bytes | bytearray | memoryview,
