@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import random
@@ -36,7 +37,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -53,6 +54,7 @@ DAY2 = DAY1 + timedelta(days=1)
 DAY1_MTIME = datetime(2026, 1, 5, 1, 0, tzinfo=UTC).timestamp()
 TOOLS = ("ip", "tc", "ssh", "scp", "ssh-keygen", "rsync")
 SSHD = "/usr/sbin/sshd"
+DELAY_PORT = 2222  # the delaying forwarder, in the master's namespace (--delay-ms)
 
 
 # --- the corpus -------------------------------------------------------------------------
@@ -256,6 +258,8 @@ Subsystem sftp internal-sftp
 class Keys:
     client: Path
     known_hosts: Path
+    host: str = PEER_IP  # where ssh connects: sshd itself, or the delaying forwarder
+    port: int = 22
 
     def ssh_options(self) -> list[str]:
         return ["-F", "/dev/null", "-i", str(self.client), "-o", "BatchMode=yes",
@@ -276,7 +280,7 @@ def peer_sshd(link: Link, work: Path) -> Iterator[Keys]:
     (work / "authorized_keys").write_text(Path(f"{client}.pub").read_text())
     host_pub = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
     keys = Keys(client, work / "known_hosts")
-    keys.known_hosts.write_text(f"{PEER_IP} {host_pub}\n")
+    keys.known_hosts.write_text(f"{PEER_IP} {host_pub}\n[127.0.0.1]:{DELAY_PORT} {host_pub}\n")
     config = work / "sshd_config"
     config.write_text(SSHD_CONFIG.format(ip=PEER_IP, host_key=host_key, work=work, repo=REPO))
     log = (work / "sshd.log").open("ab")
@@ -346,8 +350,8 @@ staging_dir = {json.dumps(str(work / "staging"))}
 [[peers]]
 name = "wanpeer"
 type = "remote"
-host = "{PEER_IP}"
-port = 22
+host = "{keys.host}"
+port = {keys.port}
 user = "root"
 collect_dir = {json.dumps(str(collect))}
 identity_file = {json.dumps(str(keys.client))}
@@ -367,14 +371,34 @@ def deltastage_cmd(config: Path, day: date) -> list[str]:
 
 
 def rsync_cmd(keys: Keys, collect: Path, dest: Path) -> list[str]:
-    ssh = shlex.join(["ssh", *keys.ssh_options(), "-o", "Compression=no"])
+    ssh = shlex.join(["ssh", *keys.ssh_options(), "-p", str(keys.port), "-o", "Compression=no"])
     return ["rsync", "-a", "-z", "--no-whole-file", "--delete", "-e", ssh,
-            f"root@{PEER_IP}:{collect}/", f"{dest}/"]  # fmt: skip
+            f"root@{keys.host}:{collect}/", f"{dest}/"]  # fmt: skip
 
 
 def scp_cmd(keys: Keys, collect: Path, dest: Path) -> list[str]:
-    return ["scp", "-B", "-q", "-C", "-r", *keys.ssh_options(), f"root@{PEER_IP}:{collect}",
-            str(dest)]  # fmt: skip
+    return ["scp", "-B", "-q", "-C", "-r", *keys.ssh_options(), "-P", str(keys.port),
+            f"root@{keys.host}:{collect}", str(dest)]  # fmt: skip
+
+
+@contextmanager
+def delayed(link: Link, keys: Keys, delay_ms: float) -> Iterator[Keys]:
+    """``keys`` for connecting through a forwarder that delays each direction by
+    ``delay_ms`` (see benchmarks/_delay.py); ``keys`` unchanged for 0."""
+    if delay_ms <= 0:
+        yield keys
+        return
+    cmd = link.in_master(sys.executable, "-m", "benchmarks._delay", str(DELAY_PORT), PEER_IP,
+                         "22", str(delay_ms))  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "listening":
+            raise SystemExit("the delaying forwarder did not start")
+        yield replace(keys, host="127.0.0.1", port=DELAY_PORT)
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def human(n: float) -> str:
@@ -435,6 +459,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", default="8mbit", help="tbf rate on both veth ends")
     parser.add_argument("--burst", default="32kb", help="tbf burst")
     parser.add_argument("--latency", default="100ms", help="tbf queue latency bound")
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0,
+        help="added one-way delay (a forwarder in front of sshd; netem is unavailable)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=20260105)
     parser.add_argument("--edit-fraction", type=float, default=0.02)
     parser.add_argument("--added", type=int, default=20)
@@ -469,7 +497,11 @@ def main(argv: list[str]) -> int:
         )
         elapsed = time.perf_counter() - started
         print(f"corpus: {count} files, {human(tree_bytes)} + tar ({elapsed:.1f}s)", flush=True)
-        with namespaces() as link, peer_sshd(link, work / "sshd") as keys:
+        with (
+            namespaces() as link,
+            peer_sshd(link, work / "sshd") as keys,
+            contextlib.ExitStack() as stack,
+        ):
             config = stage_config(work, collect, keys)
             # Day 1, unshaped and unmeasured: deltastage's basis and rsync's copy of yesterday.
             if "deltastage" in tools:
@@ -482,6 +514,8 @@ def main(argv: list[str]) -> int:
             print(f"day 2: {changes}; payload {human(payload)}", flush=True)
             link.shape(args.rate, args.burst, args.latency)
             results: dict[str, Result] = {}
+            day2_keys = stack.enter_context(delayed(link, keys, args.delay_ms))
+            config = stage_config(work, collect, day2_keys)
             outputs = {
                 "deltastage": work / "staging" / f"{DAY2:%Y/%m/%d}" / "wanpeer",
                 "rsync": work / "rsync",
@@ -489,8 +523,8 @@ def main(argv: list[str]) -> int:
             }
             commands = {
                 "deltastage": lambda: deltastage_cmd(config, DAY2),
-                "rsync": lambda: rsync_cmd(keys, collect, work / "rsync"),
-                "scp": lambda: scp_cmd(keys, collect, work / "scp"),
+                "rsync": lambda: rsync_cmd(day2_keys, collect, work / "rsync"),
+                "scp": lambda: scp_cmd(day2_keys, collect, work / "scp"),
             }
             (work / "scp").mkdir(exist_ok=True)
             for tool in tools:
@@ -504,7 +538,9 @@ def main(argv: list[str]) -> int:
                     f"  {tool}: {result.seconds:.1f}s, {human(result.total)} (verified)", flush=True
                 )
         print()
-        print(f"link: tbf rate {args.rate} burst {args.burst} latency {args.latency}, both ends")
+        delay = f", +{args.delay_ms:g} ms each way" if args.delay_ms > 0 else ""
+        shaping = f"tbf rate {args.rate} burst {args.burst} latency {args.latency}"
+        print(f"link: {shaping}, both ends{delay}")
         print(table(results, payload))
         if args.json:
             print(
