@@ -247,6 +247,9 @@ class PeerSession:
     def handshake(self) -> AgentInfo:
         self._ready()
         self._send(Hello(PROTOCOL_VERSION, __version__, CAPABILITIES))
+        return self._hello_reply()
+
+    def _hello_reply(self) -> AgentInfo:
         reply = self._receive()
         assert isinstance(reply, HelloReply)  # the state table admits nothing else here
         if reply.protocol != PROTOCOL_VERSION:
@@ -268,6 +271,34 @@ class PeerSession:
         """Every file, symlink and special file under ``root``; directories are implied."""
         self._ready()
         self._send(ListRequest(root))
+        return self._listing(root)
+
+    def survey(self, root: str, indicator: str) -> tuple[bool, list[RemoteEntry]]:
+        """Whether ``indicator`` is in ``root``, and the listing of ``root`` if it is.
+
+        The handshake (when not done yet), the indicator query and the listing request go
+        out together, so they cost one round trip instead of three; an unready root's
+        listing is read and dropped.
+        """
+        check_name(indicator)
+        self._ready()
+        hello = self.info is None
+        if hello:
+            self._send(Hello(PROTOCOL_VERSION, __version__, CAPABILITIES))
+        self._send(IndicatorQuery(root, indicator))
+        self._send(ListRequest(root))
+        if hello:
+            self._hello_reply()
+        try:
+            ready = self._indicator_state()
+        except AgentError:
+            with contextlib.suppress(DeltastageError):
+                self._listing(root)  # its answer is on its way: read it, keep the session
+            raise
+        entries = self._listing(root)
+        return ready, entries if ready else []
+
+    def _listing(self, root: str) -> list[RemoteEntry]:
         entries: list[RemoteEntry] = []
         paths: set[str] = set()
         while True:
@@ -320,6 +351,9 @@ class PeerSession:
         check_name(name)
         self._ready()
         self._send(IndicatorQuery(root, name))
+        return self._indicator_state()
+
+    def _indicator_state(self) -> bool:
         event = self._receive()
         if isinstance(event, Error):
             raise _agent_error(event)

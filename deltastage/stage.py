@@ -472,13 +472,14 @@ class PeerStager:
 
     def _stage_once(self, session: PeerSession) -> None:
         self.report.error = None
-        if session.info is None:  # an early session arrives handshaken
-            session.handshake()
-        if not session.indicator_exists(self.root, self.options.collect_indicator):
+        # one round trip: the handshake (unless an early session did it), the indicator
+        # query and the listing request travel together
+        ready, listing = session.survey(self.root, self.options.collect_indicator)
+        if not ready:
             self.report.status = "not-ready"
             self.report.error = f"no {self.options.collect_indicator} in {self.root}"
             return
-        files, skipped = _select_entries(session.list_files(self.root), self.options)
+        files, skipped = _select_entries(listing, self.options)
         self.report.skipped = skipped
         for name in skipped:
             log.warning(

@@ -210,7 +210,8 @@ def test_listing_batches_are_compressed() -> None:
         (Role.AGENT, [HELLO, REPLY], Error(ErrorCode.IO, "x")),
         (Role.MASTER, [HELLO, REPLY], Hello(1, "x", frozenset())),  # second hello
         (Role.AGENT, [HELLO, REPLY, ListRequest("r")], IndicatorState(True)),
-        (Role.MASTER, [HELLO, REPLY, ListRequest("r")], ListRequest("r")),  # no pipelining
+        # writes wait for every answer (a listing may go ahead, a write may not)
+        (Role.MASTER, [HELLO, REPLY, ListRequest("r")], IndicatorWrite("r", "x")),
     ],
 )
 def test_out_of_order_is_refused_on_both_ends(
@@ -456,11 +457,26 @@ def test_a_cancelled_request_ahead_expects_no_answer() -> None:
     assert master.state is State.IDLE
 
 
-@pytest.mark.parametrize(
-    "event",
-    [ListRequest("/srv/a"), IndicatorQuery("/srv/a", "x"), IndicatorWrite("/srv/a", "x"), Bye()],
-)
-def test_only_fetches_go_ahead(event: Event) -> None:
+def test_hello_indicator_and_listing_travel_together() -> None:
+    master, agent = Connection(Role.MASTER), Connection(Role.AGENT)
+    wire = master.send(HELLO) + master.send(IndicatorQuery("/srv/a", "cback.collect"))
+    wire += master.send(ListRequest("/srv/a"))
+    assert master.state is State.AWAIT_HELLO_REPLY and master.queued == 2
+    agent.receive_data(wire)
+    answers = bytearray()
+    assert agent.next_event() == HELLO
+    answers += agent.send(REPLY)
+    assert agent.next_event() == IndicatorQuery("/srv/a", "cback.collect")
+    answers += agent.send(IndicatorState(True))
+    assert agent.next_event() == ListRequest("/srv/a")
+    answers += agent.send(ListEnd(0))
+    master.receive_data(bytes(answers))
+    assert [master.next_event() for _ in range(3)] == [REPLY, IndicatorState(True), ListEnd(0)]
+    assert master.state is agent.state is State.IDLE and master.queued == 0
+
+
+@pytest.mark.parametrize("event", [IndicatorWrite("/srv/a", "x"), Bye()])
+def test_indicator_writes_and_bye_never_go_ahead(event: Event) -> None:
     master, agent = handshaken()
     for each in (Fetch("/srv/a", "a"), SigEnd()):
         pump(master, agent, each)

@@ -627,3 +627,26 @@ def test_a_signature_failing_ahead_is_withdrawn_and_the_rest_goes_on(tmp_path: P
     assert apply_delta(b"", b"".join(first)) == b"a" * 50
     assert apply_delta(b"", b"".join(third)) == b"c" * 50
     session.close()
+
+
+def test_survey_is_one_round_trip_for_handshake_indicator_and_listing(tmp_path: Path) -> None:
+    (tmp_path / "cback.collect").touch()
+    (tmp_path / "f").write_bytes(b"data")
+    counter = TurnCounter(LocalTransport([str(tmp_path)]))
+    session = PeerSession(counter)
+    ready, entries = session.survey(str(tmp_path), "cback.collect")
+    assert ready and sorted(e.path for e in entries) == ["cback.collect", "f"]
+    assert session.info is not None and counter.turns == 1
+    session.close()
+
+
+def test_survey_of_an_unready_or_missing_root_keeps_the_session(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    session = PeerSession(LocalTransport([str(tmp_path), str(tmp_path / "gone")]))
+    assert session.survey(str(tmp_path), "cback.collect") == (False, [])
+    with pytest.raises(AgentError):
+        session.survey(str(tmp_path / "gone"), "cback.collect")
+    (tmp_path / "cback.collect").touch()
+    ready, entries = session.survey(str(tmp_path), "cback.collect")
+    assert ready and len(entries) == 2
+    session.close()

@@ -371,10 +371,10 @@ class VanishingSession:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def list_files(self, root: str) -> Any:
-        listing = self.inner.list_files(root)
+    def survey(self, root: str, indicator: str) -> Any:
+        surveyed = self.inner.survey(root, indicator)
         self.victim.unlink()
-        return listing
+        return surveyed
 
 
 def test_unreadable_file_fails_only_its_peer(tmp_path: Path) -> None:

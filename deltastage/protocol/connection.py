@@ -5,14 +5,14 @@ by both roles. ``TRANSITIONS`` is the whole protocol: (state, sender, message ty
 state. Anything not in it is refused: ``LocalProtocolError`` when we try to send it,
 ``RemoteProtocolError`` when it arrives.
 
-Fetches are pipelined: while the agent answers one fetch, the master may already send the
-next ones (Fetch, SigData..., SigEnd or Cancel). The agent reads a request only when it is
-done with the one before, so to it the conversation stays strictly sequential; the master's
-``Connection`` queues what it sent ahead and enters each queued request's state when the
-answer before it ends. Only fetches and their refinement replies go ahead; any other
-request waits for every answer. The master must not send a RefineReply while requests are
-queued (the agent would read them first): it queues requests behind a fetch only when that
-fetch cannot be refined (see ``REFINE_MIN_BLOCK``) or its delta has started.
+Requests are pipelined: while the agent answers one, the master may already send the next
+ones: fetches (Fetch, SigData..., SigEnd or Cancel), indicator queries and listings. The
+agent reads a request only when it is done with the one before, so to it the conversation
+stays strictly sequential; the master's ``Connection`` queues what it sent ahead and enters
+each queued request's state when the answer before it ends. Indicator writes and Bye wait
+for every answer. The master must not send a RefineReply while requests are queued (the
+agent would read them first): it queues requests behind a fetch only when that fetch cannot
+be refined (see ``REFINE_MIN_BLOCK``) or its delta has started.
 
 An ``Error`` with code ``protocol`` is the agent's last word and is allowed in any state
 (including after it saw a malformed message): it ends the conversation.
@@ -25,6 +25,7 @@ the receiver turns them back, so both ends deal in ``DeltaData`` only.
 from __future__ import annotations
 
 import enum
+from collections import deque
 
 from deltastage.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from deltastage.protocol.events import (
@@ -123,8 +124,21 @@ TRANSITIONS: dict[tuple[State, Role, type[Event]], State] = {
     (S.SENDING_DELTA, A, Error): S.IDLE,
 }
 # States in which the master may send the next fetch ahead of the current answer.
-_PIPELINE_FROM = frozenset({State.AWAIT_DELTA, State.SENDING_DELTA})
+_PIPELINE_FROM = frozenset(
+    {
+        State.AWAIT_HELLO_REPLY,
+        State.AWAIT_INDICATOR,
+        State.LISTING,
+        State.AWAIT_DELTA,
+        State.SENDING_DELTA,
+    }
+)
+# What may be sent ahead, from the state the queued requests will have left the agent in
+# (IDLE, or half way through a signature); a state other than those two is a whole request,
+# queued until the answers before it end.
 _AHEAD_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
+    (State.IDLE, IndicatorQuery): State.AWAIT_INDICATOR,
+    (State.IDLE, ListRequest): State.LISTING,
     (State.IDLE, Fetch): State.SENDING_SIGNATURE,
     (State.SENDING_SIGNATURE, SigData): State.SENDING_SIGNATURE,
     (State.SENDING_SIGNATURE, SigEnd): State.AWAIT_DELTA,
@@ -156,7 +170,7 @@ class Connection:
         self._inflater: StreamDecompressor | None = None
         # the master's requests sent ahead of the current answer: complete ones (each will
         # start in AWAIT_DELTA), then possibly one still being sent (``_ahead``)
-        self._queued = 0
+        self._queued: deque[State] = deque()  # the state each queued request starts in
         self._ahead: State | None = None
 
     @property
@@ -166,7 +180,7 @@ class Connection:
     @property
     def queued(self) -> int:
         """Fetch requests sent ahead whose answers have not started (master only)."""
-        return self._queued + (self._ahead is State.SENDING_SIGNATURE)
+        return len(self._queued) + (self._ahead is State.SENDING_SIGNATURE)
 
     def send(self, event: Event) -> bytes:
         """The bytes that carry ``event``; refuses a message the state table does not allow."""
@@ -181,7 +195,7 @@ class Connection:
 
     def _send_state(self, event: Event) -> State | None:
         """The conversation's next state, None when the event goes ahead (queued)."""
-        pipelining = self._queued or self._ahead is not None
+        pipelining = bool(self._queued) or self._ahead is not None
         if not pipelining:
             new_state = _next_state(self._state, self.role, event)
             if new_state is not None:
@@ -193,11 +207,11 @@ class Connection:
             and ahead is not None
             and (pipelining or self._state in _PIPELINE_FROM)
         ):
-            if ahead is State.AWAIT_DELTA:
-                self._queued += 1
-                self._ahead = None
-            else:
+            if ahead in (State.IDLE, State.SENDING_SIGNATURE):
                 self._ahead = None if ahead is State.IDLE else ahead
+            else:
+                self._queued.append(ahead)
+                self._ahead = None
             return None
         if pipelining and isinstance(event, RefineReply):
             raise LocalProtocolError(
@@ -213,8 +227,7 @@ class Connection:
         if self._state is not State.IDLE:
             return
         if self._queued:
-            self._queued -= 1
-            self._state = State.AWAIT_DELTA
+            self._state = self._queued.popleft()
         elif self._ahead is not None:
             self._state, self._ahead = self._ahead, None
 
