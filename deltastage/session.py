@@ -125,7 +125,8 @@ class PeerSession:
 
     Fetches may be pipelined: ``request_fetch`` sends a request at once, ahead of the
     answers still to be read, and returns an iterator over its delta; the iterators must be
-    read in the order of the requests. Other requests wait for every answer.
+    read in the order of the requests. ``survey`` sends its three requests together. Any
+    other request first reads every pending answer.
     """
 
     def __init__(
