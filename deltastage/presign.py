@@ -69,6 +69,7 @@ class Presigner:
         self._max_bytes = max_bytes
         self._lock = threading.Condition()
         self._plan: list[str] | None = None  # None until the tree has been scanned
+        self._fresh: list[tuple[str, int]] = []  # planned files with one link: (path, size)
         self._wanted: set[str] | None = None
         self._busy: str | None = None
         self._done: dict[str, Presigned] = {}
@@ -78,10 +79,11 @@ class Presigner:
 
     def _run(self) -> None:
         try:
-            plan = self._biggest_files()
+            plan, fresh = self._biggest_files()
         except Exception:  # anything amiss: the fetches sign their bases themselves
-            plan = []
+            plan, fresh = [], []
         with self._lock:
+            self._fresh = fresh
             self._plan = [p for p in plan if self._wanted is None or p in self._wanted]
             self._lock.notify_all()
         while True:
@@ -101,11 +103,11 @@ class Presigner:
                     self._done[path] = presigned
                 self._lock.notify_all()
 
-    def _biggest_files(self) -> list[str]:
+    def _biggest_files(self) -> tuple[list[str], list[tuple[str, int]]]:
         fd = open_dir(self.root)
         try:
             found = [
-                (st.st_size, rel)
+                (st.st_size, rel, st.st_nlink)
                 for rel, st in walk_files(fd)
                 if stat.S_ISREG(st.st_mode)
                 and st.st_size >= self._min_size
@@ -114,15 +116,18 @@ class Presigner:
             ]
         finally:
             os.close(fd)
-        found.sort(key=lambda pair: (-pair[0], pair[1]))
+        found.sort(key=lambda each: (-each[0], each[1]))
         plan: list[str] = []
+        fresh: list[tuple[str, int]] = []
         total = 0
-        for size, rel in found[: self._max_files]:
+        for size, rel, links in found[: self._max_files]:
             if total + size > self._max_bytes:
                 break
             plan.append(rel)
+            if links == 1:
+                fresh.append((rel, size))
             total += size
-        return plan
+        return plan, fresh
 
     def _sign(self, path: str) -> Presigned | None:
         parts = check_relative_path(path)
@@ -171,6 +176,15 @@ class Presigner:
                 if path in self._plan:
                     self._plan.remove(path)
                 return None
+
+    def likeliest_changed(self) -> tuple[str, int] | None:
+        """The biggest planned file with a single link, as (path, size): it was fetched on
+        its day, not linked from the day before, so it changed then and likely does daily
+        (a dump, a tar). None when there is none."""
+        with self._lock:
+            while self._plan is None:
+                self._lock.wait()
+            return self._fresh[0] if self._fresh else None
 
     def keep_only(self, paths: set[str]) -> None:
         with self._lock:

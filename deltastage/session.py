@@ -199,7 +199,7 @@ class PeerSession:
         return (
             self._pending[-1].settled
             and len(self._pending) < AHEAD_REQUESTS
-            and waiting + signature_size < AHEAD_BYTES
+            and waiting + signature_size < min(AHEAD_BYTES, self._transport.unread_capacity)
         )
 
     def _send(self, event: Event) -> None:
@@ -281,6 +281,11 @@ class PeerSession:
         out together, so they cost one round trip instead of three; an unready root's
         listing is read and dropped.
         """
+        return self.read_survey(root, self.send_survey(root, indicator))
+
+    def send_survey(self, root: str, indicator: str) -> bool:
+        """The sending half of ``survey``; True when it included the handshake. A fetch may
+        be requested before ``read_survey`` (it is answered after the listing)."""
         check_name(indicator)
         self._ready()
         hello = self.info is None
@@ -288,6 +293,10 @@ class PeerSession:
             self._send(Hello(PROTOCOL_VERSION, __version__, CAPABILITIES))
         self._send(IndicatorQuery(root, indicator))
         self._send(ListRequest(root))
+        return hello
+
+    def read_survey(self, root: str, hello: bool) -> tuple[bool, list[RemoteEntry]]:
+        """The answers to ``send_survey`` (see ``survey``)."""
         if hello:
             self._hello_reply()
         try:
@@ -298,6 +307,10 @@ class PeerSession:
             raise
         entries = self._listing(root)
         return ready, entries if ready else []
+
+    def settle(self) -> None:
+        """Read every pending fetch answer to its end, dropping the data."""
+        self._ready()
 
     def _listing(self, root: str) -> list[RemoteEntry]:
         entries: list[RemoteEntry] = []

@@ -472,21 +472,6 @@ class PeerStager:
 
     def _stage_once(self, session: PeerSession) -> None:
         self.report.error = None
-        # one round trip: the handshake (unless an early session did it), the indicator
-        # query and the listing request travel together
-        ready, listing = session.survey(self.root, self.options.collect_indicator)
-        if not ready:
-            self.report.status = "not-ready"
-            self.report.error = f"no {self.options.collect_indicator} in {self.root}"
-            return
-        files, skipped = _select_entries(listing, self.options)
-        self.report.skipped = skipped
-        for name in skipped:
-            log.warning(
-                "peer=%s skipped %s: not a regular file, not followed", self.peer.name, name
-            )
-        self.observer.peer_started(self.peer.name, len(files), sum(e.size for e in files))
-
         peer_fd = open_dir(self.peer_dir)
         self.peer_fd = peer_fd
         self.dirs = DirCache(peer_fd, create=True, mode=self.ownership.dir_mode)
@@ -496,15 +481,33 @@ class PeerStager:
         self.pending_bytes = 0
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.in_flight: list[Future[tuple[dict[str, ManifestEntry], list[_Pending]]]] = []
+        speculative: _Transfer | None = None
         try:
-            remove_manifest(peer_fd)  # files are about to change: no manifest may vouch for them
-            finder = BasisFinder(
-                self.config.staging_dir, self.peer.name, self.run_date, self.peer_dir
-            )
             _sweep_temp_files(peer_fd)
             # a new day's dir holds nothing an earlier run could have staged: no need to look
             self.fresh_dir = not any(
                 not name.startswith(INTERNAL_PREFIX) for name in os.listdir(peer_fd)
+            )
+            # one round trip: the handshake (unless an early session did it), the indicator
+            # query and the listing request travel together, and the likeliest changed big
+            # file's fetch right behind them
+            hello = session.send_survey(self.root, self.options.collect_indicator)
+            speculative = self._speculate(session)
+            ready, listing = session.read_survey(self.root, hello)
+            if not ready:
+                self.report.status = "not-ready"
+                self.report.error = f"no {self.options.collect_indicator} in {self.root}"
+                return
+            files, skipped = _select_entries(listing, self.options)
+            self.report.skipped = skipped
+            for name in skipped:
+                log.warning(
+                    "peer=%s skipped %s: not a regular file, not followed", self.peer.name, name
+                )
+            self.observer.peer_started(self.peer.name, len(files), sum(e.size for e in files))
+            remove_manifest(peer_fd)  # files are about to change: no manifest may vouch for them
+            finder = BasisFinder(
+                self.config.staging_dir, self.peer.name, self.run_date, self.peer_dir
             )
             results: dict[str, ManifestEntry] = {}
             self.results = results
@@ -526,7 +529,9 @@ class PeerStager:
 
                 # the local copies are queued while the first requests are on their way
                 jobs = [_Job(entry, candidates) for entry, candidates in remote]
-                self._fetch_all(session, jobs, meanwhile=stage_locals)
+                started = self._adopt(session, speculative, jobs)
+                speculative = None
+                self._fetch_all(session, jobs, meanwhile=stage_locals, started=started)
                 self._commit(session, results, wait=True)
             except TransportError:
                 # Files already received in full are kept (verified) for the next attempt.
@@ -549,6 +554,9 @@ class PeerStager:
                 mode=self.ownership.file_mode or 0o644,
             )
         finally:
+            if speculative is not None:
+                speculative.discard()
+            self.committer.shutdown(wait=True)
             self.dirs.close()
             for cache in self.basis_dirs.values():
                 cache.close()
@@ -596,19 +604,69 @@ class PeerStager:
 
     # --- fetching, pipelined ----------------------------------------------------------
 
+    def _speculate(self, session: PeerSession) -> _Transfer | None:
+        """Request the likeliest changed big file before the listing says it changed.
+
+        Its signature is ready (presigned) and crosses the link while the peer lists, and
+        the peer matches it right after: its delta starts a round trip and a listing
+        earlier. Only in a new day's dir, for a file fetched (not linked) on its own day,
+        and with a signature small enough to wait unread. Not used (unchanged, gone) it
+        costs the peer one pass over the file and the link its signature.
+        """
+        if self.presigner is None or not self.fresh_dir:
+            return None
+        likeliest = self.presigner.likeliest_changed()
+        if likeliest is None:
+            return None
+        path, size = likeliest
+        if SignatureBuilder(size).encoded_size > session.transport.unread_capacity:
+            return None
+        basis = Basis(self.presigner.root, path, "previous", size, None)
+        job = _Job(RemoteEntry(path, "file", size, 0, 0o600, None), [basis])
+        try:
+            return self._start(session, job, ahead=False)
+        except (IntegrityError, UnsafePathError, OSError):
+            return None  # the ordinary fetch will sign and request it, or report it
+
+    def _adopt(
+        self, session: PeerSession, speculative: _Transfer | None, jobs: list[_Job]
+    ) -> _Transfer | None:
+        """The speculative fetch as the first transfer of the job it turned out to be,
+        or, when no job wants it as is, its answer read and dropped."""
+        if speculative is None:
+            return None
+        wanted, _ = speculative.job.plan
+        assert wanted is not None
+        for index, job in enumerate(jobs):
+            basis, strong_len = job.plan
+            if (
+                basis is not None
+                and strong_len is None
+                and (basis.root, basis.path) == (wanted.root, wanted.path)
+                and job.entry.path == speculative.job.entry.path
+            ):
+                del jobs[index]
+                job.fresh = False
+                speculative.job = job
+                return speculative
+        speculative.discard()
+        session.settle()
+        return None
+
     def _fetch_all(
         self,
         session: PeerSession,
         jobs: list[_Job],
         *,
         meanwhile: Callable[[], None] | None = None,
+        started: _Transfer | None = None,
     ) -> None:
         """Fetch every job's file. Requests for the next files go out while a delta streams
         in (as far as ``session.may_send_ahead()`` allows), so a run of small files costs
         one round trip, not one each. A job that fails with a basis is retried without one,
         at the end of the queue. ``meanwhile`` runs once the first requests are sent."""
         todo = deque(jobs)
-        transfers: deque[_Transfer] = deque()
+        transfers: deque[_Transfer] = deque([started] if started is not None else [])
         try:
             self._request_ahead(session, todo, transfers)
             if meanwhile is not None:

@@ -371,8 +371,8 @@ class VanishingSession:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def survey(self, root: str, indicator: str) -> Any:
-        surveyed = self.inner.survey(root, indicator)
+    def read_survey(self, root: str, hello: bool) -> Any:
+        surveyed = self.inner.read_survey(root, hello)
         self.victim.unlink()
         return surveyed
 

@@ -315,3 +315,73 @@ def test_the_console_script_flushes_everything_before_its_fast_exit(tmp_path: Pa
         check=False,
     )
     assert bad.returncode == 2 and "nope.toml" in bad.stderr
+
+
+# --- the speculative fetch of the likeliest changed big file ------------------------------
+
+
+@pytest.fixture
+def requested(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path the master requests a fetch of, in order."""
+    seen: list[str] = []
+    real = PeerSession.request_fetch
+
+    def spy(self: PeerSession, root: str, path: str, *args: object, **kw: object) -> object:
+        seen.append(path)
+        return real(self, root, path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PeerSession, "request_fetch", spy)
+    return seen
+
+
+def test_a_changed_big_file_is_requested_once_before_the_listing(
+    tmp_path: Path, requested: list[str]
+) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    _edit_dump(tmp_path)
+    requested.clear()
+    assert stage(config, "--date", DAY2)[0] == 0
+    assert requested == ["dump.sql"], "speculated, then adopted: not requested again"
+    assert tree(staged(tmp_path, DAY2, "web1")) == _source(tmp_path)
+
+
+@pytest.mark.parametrize("change", ["unchanged", "removed"])
+def test_a_speculative_fetch_nobody_needs_is_dropped(
+    tmp_path: Path, requested: list[str], change: str
+) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    if change == "removed":
+        (tmp_path / "collect/web1/dump.sql").unlink()
+    requested.clear()
+    code, report = stage(config, "--date", DAY2)
+    assert code == 0, report
+    assert requested == ["dump.sql"]
+    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    assert tree(day2) == _source(tmp_path)
+    if change == "unchanged":
+        assert (day1 / "dump.sql").stat().st_ino == (day2 / "dump.sql").stat().st_ino
+    assert not [p for p in day2.rglob("*") if p.name.startswith(".deltastage-tmp-")]
+
+
+def test_no_speculation_for_an_unready_peer_leaves_anything_behind(
+    tmp_path: Path, requested: list[str]
+) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    (tmp_path / "collect/web1/cback.collect").unlink()
+    code, report = stage(config, "--date", DAY2)
+    assert code == 1 and peer_json(report, "web1")["status"] == "not-ready"
+    day2 = staged(tmp_path, DAY2, "web1")
+    assert not [p for p in day2.rglob("*") if p.is_file()], "no temp file, nothing staged"
+
+
+def test_a_same_day_rerun_does_not_speculate(tmp_path: Path, requested: list[str]) -> None:
+    config = _site(tmp_path)
+    stage(config, "--date", DAY1)
+    _edit_dump(tmp_path)
+    stage(config, "--date", DAY2)
+    requested.clear()
+    assert stage(config, "--date", DAY2)[0] == 0  # everything is already staged
+    assert requested == []

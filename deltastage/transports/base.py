@@ -16,6 +16,10 @@ __all__ = ["Transport"]
 class Transport(ABC):
     """A duplex byte stream. Not thread-safe: one session drives one transport."""
 
+    # Bytes a sender may leave unread at the other end without blocking, whatever the
+    # other end is doing meanwhile: a pipe holds 64 KiB.
+    unread_capacity = 48 << 10
+
     def __init__(self) -> None:
         self.bytes_sent = 0
         self.bytes_received = 0

@@ -126,6 +126,9 @@ class _Forwarder(SSHTunnelForwarder):  # type: ignore[misc]
 class SSHTransport(Transport):
     """Runs ``command`` on ``user@host:port`` and carries bytes over its stdin/stdout."""
 
+    # sshd's session channel window is 2 MiB: it buffers that much for an agent busy writing
+    unread_capacity = 1 << 20
+
     def __init__(
         self,
         *,
