@@ -930,13 +930,17 @@ class PeerStager:
         """Make a batch durable, re-read and verify each file, then rename it into place.
 
         One syncfs covers the whole batch; each file is then dropped from the page cache so
-        its re-read comes from the disk, and only a file whose xxh3-128 matches the source's
-        takes its final name. Runs on the committer thread.
+        its re-read comes from the disk (all of the batch is asked for at once, so the disk
+        serves many reads together instead of one small file at a time), and only a file
+        whose xxh3-128 matches the source's takes its final name. Runs on the committer
+        thread.
         """
         for item in batch:
             if item.copy_from is not None:
                 self._copy_into_temp(item, item.copy_from)
         syncfs(self.peer_fd)
+        for item in batch:
+            _reread_from_disk(self.dirs.parent_of(item.parts), item.tmp)
         verified: dict[str, ManifestEntry] = {}
         mismatched: list[_Pending] = []
         for item in batch:
@@ -1137,11 +1141,21 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def _reread_from_disk(dir_fd: int, name: str) -> None:
+    """Drop a synced file's cached pages, then have the kernel read it back from the disk
+    ahead of ``_verify_on_disk`` (asynchronously: a whole batch is in flight at once)."""
+    with contextlib.suppress(OSError, AttributeError):  # advice only: the hash still decides
+        fd = os.open(name, FILE_READ, dir_fd=dir_fd)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+
 def _verify_on_disk(dir_fd: int, name: str, size: int, digest: bytes) -> bool:
     fd = os.open(name, FILE_READ, dir_fd=dir_fd)
     try:
-        with contextlib.suppress(OSError, AttributeError):  # make the re-read hit the disk
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         if size < READ_CHUNK:  # most files: one read (one more byte shows a longer file)
             data = os.pread(fd, size + 1, 0)
             return len(data) == size and hash_bytes(data) == digest
