@@ -1,9 +1,12 @@
 """The stage action: pull every ready peer's collect dir into today's staging dir, verified.
 
-Per file: pick a basis (basis.py), send its signature, patch the peer's delta into a temp file
-beneath the peer's staging dir, fsync, drop it from the page cache, re-read and compare with the
-source's xxh3-128, then rename into place. Per peer, only when every file verified: the
-manifest, then the collect-dir indicator on the peer. After all peers: the daily indicator.
+Per file: pick a basis (basis.py); a file the master already holds is hard-linked or copied
+locally, any other is fetched (its basis's signature sent, the peer's delta patched into a
+temp file beneath the peer's staging dir; requests pipelined, see session.py). Then, in
+batches on a committer thread: syncfs, drop from the page cache, read back from the disk,
+compare with the source's xxh3-128, rename into place. Per peer, only when every file
+verified: the manifest, then the collect-dir indicator on the peer. After all peers: the
+daily indicator.
 """
 
 from __future__ import annotations
