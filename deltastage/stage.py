@@ -816,8 +816,7 @@ class PeerStager:
                 raise IntegrityError("peer sent an empty delta")
             result = patcher.finish()
             self.bytes_written += result.size
-            self.ownership.apply_fd(transfer.out_fd, source_mode=entry.mode)
-            os.utime(transfer.out_fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            self._give_metadata(transfer.out_fd, entry)
         except _AheadFailed as failed:  # another file's failure, not this one's
             if isinstance(failed.error, TransportError):
                 transfer.close_fds()
@@ -863,6 +862,12 @@ class PeerStager:
             raise IntegrityError(f"{job.entry.path}: {exc}") from None
         log.warning("peer=%s %s: %s; retrying without a basis", self.peer.name, job.entry.path, exc)
         todo.append(job)
+
+    def _give_metadata(self, fd: int, entry: RemoteEntry) -> None:
+        """The mode, owner and mtime a staged copy of ``entry`` has (what a link's basis
+        must already have, see ``_link_into_temp``)."""
+        self.ownership.apply_fd(fd, source_mode=entry.mode)
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
     def _manifest_entry(self, entry: RemoteEntry, size: int, digest: bytes) -> ManifestEntry:
         mode = self.ownership.staged_mode(entry.mode)
@@ -970,8 +975,7 @@ class PeerStager:
             out_fd = os.open(item.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
             try:
                 _copy_local(basis_fd, out_fd)  # a short copy fails the re-read, not here
-                self.ownership.apply_fd(out_fd, source_mode=item.entry.mode)
-                os.utime(out_fd, ns=(item.entry.mtime_ns, item.entry.mtime_ns))
+                self._give_metadata(out_fd, item.entry)
             finally:
                 os.close(out_fd)
         finally:
