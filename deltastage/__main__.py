@@ -3,6 +3,7 @@
 Plain rdiff-like command lines and the agent (started once per SSH connection) are run before
 cli.py is imported: typer builds a pydantic model per parameter, ~0.1 s that a 0.2 s patch or
 every agent start would pay. Anything else, including --help and bad input, goes to typer.
+A stage command line starts connecting to its first peers before typer is imported.
 """
 
 import sys
@@ -17,6 +18,10 @@ def main() -> None:
         from deltastage.agent import run_argv as run_agent_argv
 
         code = run_agent_argv(argv)
+    if code is None and argv[:1] == ["stage"]:
+        from deltastage.connect import open_early_from_argv
+
+        open_early_from_argv(argv[1:])
     if code is None:
         from deltastage.cli import main as cli_main
 

@@ -193,14 +193,17 @@ def stage(
     """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
 
     def action() -> int:
-        from deltastage.connect import EarlySessions
+        from deltastage.connect import claim_early_sessions, discard_early_sessions
 
         _setup_logging(log_level, log_file, syslog)
         cfg = _load(config, cedar_config)
         day = _parse_date(run_date)
-        # The first peers connect while the rest of the master starts up.
+        # The first peers connect while the rest of the master starts up; __main__ may have
+        # started that before typer was imported.
         count = jobs or cfg.options.jobs
-        early = None if dry_run else EarlySessions(cfg, peer or (), count=count)
+        if dry_run:
+            discard_early_sessions()
+        early = None if dry_run else claim_early_sessions(cfg, peer or (), count)
         try:
             from rich.console import Console
 
