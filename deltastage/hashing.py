@@ -33,10 +33,12 @@ def hash_stream(stream: BinaryIO) -> tuple[int, bytes]:
     return size, hasher.digest()
 
 
-def hash_fd(fd: int) -> tuple[int, bytes]:
-    """Hash an open file descriptor from offset 0 without moving the caller's position."""
-    hasher = Hasher()
-    offset = 0
+def hash_fd(fd: int, *, offset: int = 0, hasher: Hasher | None = None) -> tuple[int, bytes]:
+    """Hash an open file descriptor to its end without moving the caller's position: from
+    offset 0, or from ``offset`` on, continuing ``hasher`` (which holds the bytes before
+    it). Returns (the file's end, 16-byte digest)."""
+    if hasher is None:
+        hasher = Hasher()
     while chunk := os.pread(fd, READ_CHUNK, offset):
         hasher.update(chunk)
         offset += len(chunk)

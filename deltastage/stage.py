@@ -47,7 +47,7 @@ from deltastage.errors import (
     UnsafePathError,
     describe_os_error,
 )
-from deltastage.hashing import READ_CHUNK, hash_bytes, hash_fd
+from deltastage.hashing import READ_CHUNK, Hasher, hash_bytes, hash_fd
 from deltastage.lock import StagingLock
 from deltastage.manifest import (
     INTERNAL_PREFIX,
@@ -90,6 +90,9 @@ TMP_PREFIX = f"{INTERNAL_PREFIX}tmp-"
 BATCH_FILES = 256
 BATCH_BYTES = 64 << 20
 WRITEBACK_CHUNK = 8 << 20  # patched output handed to the disk as it is written
+# A fetched file this big is made durable and re-read from the disk as it is written, a
+# chunk behind the writing: its commit then re-reads only the end.
+EARLY_CHECK_MIN = 4 * WRITEBACK_CHUNK
 FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -483,6 +486,7 @@ class PeerStager:
         self.pending: list[_Pending] = []
         self.pending_bytes = 0
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="check")
         self.in_flight: list[Future[tuple[dict[str, ManifestEntry], list[_Pending]]]] = []
         speculative: _Transfer | None = None
         try:
@@ -560,6 +564,7 @@ class PeerStager:
             if speculative is not None:
                 speculative.discard()
             self.committer.shutdown(wait=True)
+            self.checker.shutdown(wait=True)
             self.dirs.close()
             for cache in self.basis_dirs.values():
                 cache.close()
@@ -776,6 +781,9 @@ class PeerStager:
         job, entry = transfer.job, transfer.job.entry
         budget = self.options.max_bytes_per_peer - self.bytes_written
         written = flushed = 0
+        early = (
+            _EarlyCheck(self.checker, transfer.out_fd) if entry.size >= EARLY_CHECK_MIN else None
+        )
 
         def write(data: bytes) -> None:
             nonlocal budget, written, flushed
@@ -792,6 +800,8 @@ class PeerStager:
                 # start writing it to disk now (DONTNEED on dirty pages starts their
                 # writeback without waiting): the batch's syncfs then finds little to do
                 _start_writeback(transfer.out_fd, flushed, written - flushed)
+                if early is not None:
+                    early.advance(flushed)  # up to this chunk: the one before is on its way
                 flushed = written
 
         try:
@@ -846,8 +856,11 @@ class PeerStager:
         except BaseException:
             transfer.discard()
             raise
+        finally:
+            if early is not None and transfer.out_fd < 0:  # discarded or kept as a partial
+                early.abandon()
         transfer.close_fds()
-        item = _Pending(entry, job.parts, transfer.tmp, result.size, result.xxh3_128)
+        item = _Pending(entry, job.parts, transfer.tmp, result.size, result.xxh3_128, early=early)
         item.strong_len_retry = job.refetch
         self.pending.append(item)
         self.pending_bytes += result.size
@@ -947,13 +960,14 @@ class PeerStager:
             if item.copy_from is not None:
                 self._copy_into_temp(item, item.copy_from)
         syncfs(self.peer_fd)
-        for item in batch:
-            _reread_from_disk(self.dirs.parent_of(item.parts), item.tmp)
+        checked = [_NOTHING_CHECKED if i.early is None else i.early.finish() for i in batch]
+        for item, (start, _) in zip(batch, checked, strict=True):
+            _reread_from_disk(self.dirs.parent_of(item.parts), item.tmp, start)
         verified: dict[str, ManifestEntry] = {}
         mismatched: list[_Pending] = []
-        for item in batch:
+        for item, (start, hasher) in zip(batch, checked, strict=True):
             dir_fd = self.dirs.parent_of(item.parts)
-            if _verify_on_disk(dir_fd, item.tmp, item.size, item.digest):
+            if _verify_on_disk(dir_fd, item.tmp, item.size, item.digest, start, hasher):
                 name = item.parts[-1]
                 if not self.fresh_dir and _clear_name(dir_fd, name):
                     self.dirs.forget(tuple(item.parts))
@@ -1014,6 +1028,8 @@ class PeerStager:
 
     def _discard_pending(self) -> None:
         for item in self.pending:
+            if item.early is not None:
+                item.early.abandon()
             with contextlib.suppress(OSError):
                 os.unlink(item.tmp, dir_fd=self.dirs.parent_of(item.parts))
         self.pending, self.pending_bytes = [], 0
@@ -1141,6 +1157,7 @@ class _Pending:
     digest: bytes
     copy_from: Basis | None = None  # a local copy still to be made (by the committer)
     strong_len_retry: bool = False
+    early: _EarlyCheck | None = None  # its leading part, re-read as it was written
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
@@ -1148,27 +1165,103 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
-def _reread_from_disk(dir_fd: int, name: str) -> None:
-    """Drop a synced file's cached pages, then have the kernel read it back from the disk
-    ahead of ``_verify_on_disk`` (asynchronously: a whole batch is in flight at once)."""
+def _reread_from_disk(dir_fd: int, name: str, start: int = 0) -> None:
+    """Drop a synced file's cached pages from ``start`` on, then have the kernel read them
+    back from the disk ahead of ``_verify_on_disk`` (asynchronously: a whole batch is in
+    flight at once)."""
     with contextlib.suppress(OSError, AttributeError):  # advice only: the hash still decides
         fd = os.open(name, FILE_READ, dir_fd=dir_fd)
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(fd, start, 0, os.POSIX_FADV_WILLNEED)
         finally:
             os.close(fd)
 
 
-def _verify_on_disk(dir_fd: int, name: str, size: int, digest: bytes) -> bool:
+def _verify_on_disk(
+    dir_fd: int,
+    name: str,
+    size: int,
+    digest: bytes,
+    start: int = 0,
+    hasher: Hasher | None = None,
+) -> bool:
+    """Whether the file is ``size`` bytes hashing to ``digest``; with ``hasher``, it holds
+    the hash of the bytes before ``start``, read back already (see ``_EarlyCheck``)."""
     fd = os.open(name, FILE_READ, dir_fd=dir_fd)
     try:
-        if size < READ_CHUNK:  # most files: one read (one more byte shows a longer file)
-            data = os.pread(fd, size + 1, 0)
+        if hasher is None and size < READ_CHUNK:  # most files: one read (one more byte
+            data = os.pread(fd, size + 1, 0)  # shows a longer file)
             return len(data) == size and hash_bytes(data) == digest
-        return hash_fd(fd) == (size, digest)
+        return hash_fd(fd, offset=start, hasher=hasher) == (size, digest)
     finally:
         os.close(fd)
+
+
+_NOTHING_CHECKED: tuple[int, Hasher | None] = (0, None)
+
+
+class _EarlyCheck:
+    """A big file's leading part, made durable and read back from the disk while the rest
+    of it is still being patched, on the stager's one checker thread.
+
+    Each ``advance(end)`` syncs the file's data (fdatasync), drops the new range from the
+    page cache and hashes it as read back, in order. The commit syncs the whole batch as
+    usual and re-reads the file from ``checked`` on only, continuing this hash, so every
+    byte is still compared as read from the disk after it was synced. Any error just leaves
+    more for the commit to read.
+    """
+
+    def __init__(self, worker: ThreadPoolExecutor, fd: int) -> None:
+        self._worker = worker
+        self._fd = os.dup(fd)  # its own: the transfer closes its fd before the commit
+        self._hasher = Hasher()
+        self._checked = 0
+        self._failed = False
+        self._last: Future[None] | None = None
+
+    def advance(self, end: int) -> None:
+        if not self._failed and self._fd >= 0:
+            self._last = self._worker.submit(self._check, end)
+
+    def _check(self, end: int) -> None:
+        if self._failed or end <= self._checked:
+            return
+        try:
+            os.fdatasync(self._fd)
+            os.posix_fadvise(self._fd, self._checked, end - self._checked, os.POSIX_FADV_DONTNEED)
+            offset = self._checked
+            while offset < end:
+                chunk = os.pread(self._fd, min(READ_CHUNK, end - offset), offset)
+                if not chunk:
+                    raise OSError("the file is shorter than what was written")
+                self._hasher.update(chunk)
+                offset += len(chunk)
+            self._checked = end
+        except OSError:
+            self._failed = True
+
+    def finish(self) -> tuple[int, Hasher | None]:
+        """Wait for the checks; (bytes checked, their hash), or nothing checked."""
+        last, self._last = self._last, None
+        if last is not None:
+            last.result()  # _check catches what it expects; anything else is a bug
+        self._close()
+        return _NOTHING_CHECKED if self._failed else (self._checked, self._hasher)
+
+    def abandon(self) -> None:
+        """The file is dropped: no more checks; its fd is closed once the worker is done."""
+        self._failed = True
+        if self._fd >= 0:
+            try:
+                self._worker.submit(self._close)
+            except RuntimeError:  # the worker is shut down: nothing else uses the fd
+                self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def _copy_local(src_fd: int, dst_fd: int) -> int:

@@ -485,11 +485,11 @@ def test_staged_copy_that_does_not_verify_on_disk_is_refetched_then_fails(
     real = stage_module._verify_on_disk
     left = {"n": failures}
 
-    def flaky(dir_fd: int, name: str, size: int, digest: bytes) -> bool:
+    def flaky(dir_fd: int, name: str, size: int, digest: bytes, *checked: Any) -> bool:
         if size == 100_000 and left["n"] > 0:
             left["n"] -= 1
             return False
-        return real(dir_fd, name, size, digest)
+        return real(dir_fd, name, size, digest, *checked)
 
     monkeypatch.setattr(stage_module, "_verify_on_disk", flaky)
     report = run_stage(config, run_date=date(2026, 11, 23))
@@ -504,3 +504,108 @@ def test_staged_copy_that_does_not_verify_on_disk_is_refetched_then_fails(
         assert "a.bin" not in tree(peer_dir)
         assert not (tmp_path / "collect/p/cback.stage").exists()
     assert not [p for p in peer_dir.rglob(".deltastage-tmp-*")], "no temp file left behind"
+
+
+@pytest.fixture
+def small_early_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Early checks from 256 KiB on, in 64 KiB chunks, so that a test file can be small."""
+    import deltastage.stage as stage_module
+
+    monkeypatch.setattr(stage_module, "WRITEBACK_CHUNK", 64 << 10)
+    monkeypatch.setattr(stage_module, "EARLY_CHECK_MIN", 256 << 10)
+
+
+def test_a_big_fetched_file_is_read_back_while_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_early_check: None
+) -> None:
+    """Its commit re-reads only the end, continuing the hash of what was read back already."""
+    import deltastage.stage as stage_module
+
+    data = random_bytes(3_000_000, 11)  # patched in 1 MiB writes
+    make_peer(tmp_path, "p", {"big.bin": data, "small.txt": b"small"})
+    config = load_config(write_config(tmp_path, {"p": {}}))
+    real = stage_module._verify_on_disk
+    starts: dict[int, int] = {}
+
+    def spy(dir_fd: int, name: str, size: int, digest: bytes, start: int = 0, *rest: Any) -> bool:
+        starts[size] = start
+        return real(dir_fd, name, size, digest, start, *rest)
+
+    monkeypatch.setattr(stage_module, "_verify_on_disk", spy)
+    report = run_stage(config, run_date=date(2026, 11, 23))
+    assert report.peers[0].status == "staged", report.peers[0].error
+    assert starts[5] == 0
+    assert 0 < starts[3_000_000] < 3_000_000, "the leading part was checked early"
+    assert tree(staged(tmp_path, DAY1, "p"))["big.bin"] == data
+
+
+def test_a_bad_read_back_of_the_leading_part_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_early_check: None
+) -> None:
+    """What the early check reads back counts: a flipped byte there fails the file, which is
+    then fetched again without a basis, and verifies."""
+    import deltastage.stage as stage_module
+    from deltastage.hashing import Hasher
+
+    data = random_bytes(3_000_000, 12)
+    make_peer(tmp_path, "p", {"big.bin": data})
+    config = load_config(write_config(tmp_path, {"p": {}}))
+    bad_reads = {"left": 1}
+
+    class BadDisk:
+        def __init__(self) -> None:
+            self.real = Hasher()
+
+        def update(self, chunk: bytes) -> None:
+            if bad_reads["left"]:
+                bad_reads["left"] -= 1
+                chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+            self.real.update(chunk)
+
+        def digest(self) -> bytes:
+            return self.real.digest()
+
+    real = stage_module._verify_on_disk
+    verdicts: list[bool] = []
+
+    def spy(*args: Any) -> bool:
+        verdicts.append(real(*args))
+        return verdicts[-1]
+
+    monkeypatch.setattr(stage_module, "Hasher", BadDisk)
+    monkeypatch.setattr(stage_module, "_verify_on_disk", spy)
+    report = run_stage(config, run_date=date(2026, 11, 23))
+    assert bad_reads["left"] == 0
+    assert verdicts == [False, True], "failed, fetched again, verified"
+    assert report.peers[0].status == "staged", report.peers[0].error
+    assert tree(staged(tmp_path, DAY1, "p"))["big.bin"] == data
+
+
+def test_an_early_check_that_fails_leaves_the_whole_file_to_the_commit(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deltastage.hashing import hash_bytes
+    from deltastage.stage import _EarlyCheck, _verify_on_disk
+
+    data = random_bytes(300_000, 13)
+    (tmp_path / "f").write_bytes(data)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)  # fdatasync works on it; a short file does not
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        good = _EarlyCheck(worker, fd)
+        good.advance(100_000)
+        good.advance(200_000)
+        start, hasher = good.finish()
+        assert start == 200_000
+        assert _verify_on_disk(dir_fd, "f", len(data), hash_bytes(data), start, hasher)
+        short = _EarlyCheck(worker, fd)
+        short.advance(400_000)  # past the end: the read back comes up short
+        assert short.finish() == (0, None)
+        dropped = _EarlyCheck(worker, fd)
+        dropped.advance(100_000)
+        dropped.abandon()
+    os.close(fd)
+    assert _verify_on_disk(dir_fd, "f", len(data), hash_bytes(data))
+    assert not _verify_on_disk(dir_fd, "f", len(data) + 1, hash_bytes(data))
+    os.close(dir_fd)
+    assert len(os.listdir("/proc/self/fd")) < 64, "the checks' own fds were closed"
