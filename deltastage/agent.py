@@ -19,6 +19,7 @@ import secrets
 import stat
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,7 @@ REFINE_SPLIT = 16
 REFINE_MIN_BLOCK = 512
 REFINE_MAX_LITERAL = 32 << 20  # literal bytes held for a refinement before giving up on it
 WRITE_BATCH = 64 << 10  # answer bytes gathered before a write to the master
+MAX_SET_ASIDE_BYTES = 16 << 20  # signature bytes of requests read ahead (a master sends 1 MiB)
 BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
 MAX_DEPTH = 256  # directory nesting the listing will follow
 HASH_ATTEMPTS = 3  # re-hash a file that changed while listed, then give up on it
@@ -175,6 +177,9 @@ class _Agent:
         self._write = write
         self.conn = Connection(Role.AGENT)
         self._out = bytearray()
+        # requests the master sent ahead, read while waiting for a RefineReply
+        self._set_aside: deque[Event] = deque()
+        self._set_aside_bytes = 0
 
     # --- the byte pipe --------------------------------------------------------------------
 
@@ -197,6 +202,28 @@ class _Agent:
 
     def next_event(self) -> Event | None:
         """The master's next message, or None when it closed the stream."""
+        if self._set_aside:
+            event = self._set_aside.popleft()
+            if not self._set_aside:
+                self._set_aside_bytes = 0
+            return event
+        return self._read_event()
+
+    def refine_reply(self) -> Event | None:
+        """The master's RefineReply, or None when it closed the stream. The requests it
+        sent ahead before the reply are read and set aside for ``next_event``."""
+        while True:
+            event = self._read_event()
+            if event is None or isinstance(event, RefineReply):
+                return event
+            self._set_aside.append(event)
+            self._set_aside_bytes += len(event.data) if isinstance(event, SigData) else 1
+            if self._set_aside_bytes > MAX_SET_ASIDE_BYTES:
+                raise RemoteProtocolError(
+                    f"master sent more than {MAX_SET_ASIDE_BYTES} bytes of requests ahead"
+                )
+
+    def _read_event(self) -> Event | None:
         while True:
             event = self.conn.next_event()
             if event is NEED_DATA:
@@ -519,7 +546,7 @@ class _Agent:
 
         fine = max(REFINE_MIN_BLOCK, coarse.block_size // REFINE_SPLIT // 64 * 64)
         if (
-            coarse.block_size < REFINE_MIN_SIGNATURE_BLOCK  # the master sent more behind it
+            coarse.block_size < REFINE_MIN_SIGNATURE_BLOCK  # the master would refuse it
             or coarse.basis_size == 0
             or coarse.block_size < 2 * fine
             or size == 0
@@ -576,7 +603,7 @@ class _Agent:
         ends = np.concatenate((breaks, [len(missing)])).tolist()
         ranges = tuple((int(missing[a]), int(b - a)) for a, b in zip(starts, ends, strict=True))
         self.send(RefineRequest(fine, strong_len, ranges))
-        reply = self.next_event()
+        reply = self.refine_reply()
         if reply is None:
             raise _MasterGone("stream ended inside a refinement")
         assert isinstance(reply, RefineReply)  # the state table admits nothing else here

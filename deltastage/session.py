@@ -69,10 +69,13 @@ __all__ = ["AgentError", "PeerSession"]
 
 RECV_CHUNK = 256 << 10
 # Requests sent ahead of the answer being read. The agent reads them only when it is done
-# with the ones before, so they wait in the transport's buffers: a pipe holds 64 KiB, and a
-# master blocked sending while the agent is blocked sending back would never wake up.
-AHEAD_BYTES = 48 << 10
+# with the ones before (or waits for a RefineReply), so they wait in the transport's buffers
+# (``unread_capacity``: a pipe holds 64 KiB, sshd 2 MiB), and a master blocked sending while
+# the agent is blocked sending back would never wake up.
 AHEAD_REQUESTS = 64
+# Bytes sent ahead of the answer being read while the agent may still refine it: its
+# RefineReply would go up the link behind them (the agent sets them aside to read it).
+AHEAD_OF_REFINABLE = 4 << 10
 # Delta bytes read and dropped after the caller gave up on a fetch, before the session is
 # given up instead (an agent that never ends its answer would otherwise be read forever).
 DRAIN_LIMIT = 64 << 20
@@ -111,13 +114,12 @@ class _Pending:
         self.basis_size: int | None = None  # from the signature header, bounds refinement
         self.block_size = 0
         self.wire_size = 0  # request bytes, as they wait in the agent's input
-        self.started = False  # its first delta data arrived: it can no longer be refined
+        self.settled = False  # its delta started, or it was refined: no refinement to come
         self.answer: Generator[bytes, None, None] | None = None
 
     @property
-    def settled(self) -> bool:
-        """Nothing can come between its answer and requests sent after it."""
-        return self.started or self.block_size < REFINE_MIN_BLOCK
+    def may_be_refined(self) -> bool:
+        return not self.settled and self.block_size >= REFINE_MIN_BLOCK
 
 
 class PeerSession:
@@ -189,18 +191,19 @@ class PeerSession:
 
     def may_send_ahead(self, signature_size: int = 0) -> bool:
         """Whether a fetch whose signature has ``signature_size`` bytes may be requested
-        before the pending answers are read: the last one cannot be refined any more, and
-        what waits unread by the agent (all but the oldest) stays small."""
+        before the pending answers are read: what waits unread by the agent (all but the
+        oldest) must fit in the transport's buffers, and stay small while the oldest may
+        still be refined (the reply would wait behind it)."""
         if self._dead is not None or self._closed:
             return False
         if not self._pending:
             return True
-        waiting = sum(p.wire_size for p in self._pending) - self._pending[0].wire_size
-        return (
-            self._pending[-1].settled
-            and len(self._pending) < AHEAD_REQUESTS
-            and waiting + signature_size < min(AHEAD_BYTES, self._transport.unread_capacity)
-        )
+        head = self._pending[0]
+        waiting = sum(p.wire_size for p in self._pending) - head.wire_size
+        limit = self._transport.unread_capacity
+        if head.may_be_refined:
+            limit = min(limit, AHEAD_OF_REFINABLE)
+        return len(self._pending) < AHEAD_REQUESTS and waiting + signature_size < limit
 
     def _send(self, event: Event) -> None:
         # Requests are gathered and written before the next wait for an answer: a small
@@ -469,9 +472,10 @@ class PeerSession:
                             )
                         )
                     self._send(RefineReply(self._refine(event, pending)))
+                    pending.settled = True
                     continue
                 if isinstance(event, DeltaData):
-                    pending.started = True
+                    pending.settled = True
                     if not event.data:
                         # endless empty frames would make no progress and never hit a bound
                         raise self._violation(

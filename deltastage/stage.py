@@ -815,8 +815,8 @@ class PeerStager:
                         basis_size=transfer.basis_size,
                         basis_hash=transfer.basis_hash,
                     )
-                    # its delta has started, so it can no longer be refined: more requests
-                    # may go out behind it
+                    # its delta has started, so it can no longer be refined: requests held
+                    # back meanwhile (see PeerSession.may_send_ahead) may go now
                     try:
                         self._request_ahead(session, todo, transfers)
                     except BaseException as exc:

@@ -488,21 +488,51 @@ def test_indicator_writes_and_bye_never_go_ahead(event: Event) -> None:
         master.send(event)
 
 
-def test_no_refine_reply_may_overtake_requests_sent_ahead() -> None:
+def test_a_refine_reply_follows_requests_sent_ahead_which_the_agent_sets_aside() -> None:
     from deltastage.protocol import RefineReply, RefineRequest
 
     master, agent = handshaken()
     for each in (Fetch("/srv/a", "a"), SigEnd()):
         pump(master, agent, each)
-    master.send(Fetch("/srv/a", "b"))
-    master.send(SigEnd())
-    # an agent refining a fetch the master pipelined past breaks the rule, not the master
-    master.receive_data(agent.send(RefineRequest(512, 3, ((0, 1),))))
-    with pytest.raises(RemoteProtocolError, match="queued behind it"):
-        master.next_event()
+    ahead = (Fetch("/srv/a", "b"), SigEnd(), ListRequest("/srv/a"), Fetch("/srv/a", "c"))
+    sent = b"".join(master.send(each) for each in (*ahead, SigData(b"part")))
+    master.receive_data(agent.send(RefineRequest(1024, 3, ((0, 1),))))
+    assert isinstance(master.next_event(), RefineRequest)
+    assert master.state is State.AWAIT_REFINE and master.queued == 3
+    agent.receive_data(sent + master.send(RefineReply(b"")))
+    # waiting for its reply, the agent reads what came before it and sets that aside
+    read = [agent.next_event() for _ in range(6)]
+    assert read == [*ahead, SigData(b"part"), RefineReply(b"")]
+    assert agent.state is State.AWAIT_DELTA and agent.queued == 3
+    # each queued request's state is entered, on both sides, when the answer before ends
+    for event in (DeltaData(b"x"), DeltaEnd()):
+        pump(agent, master, event)
+    assert master.state is agent.state is State.AWAIT_DELTA  # b's signature is all in
+    pump(agent, master, DeltaEnd())
+    assert master.state is agent.state is State.LISTING
+    pump(agent, master, ListEnd(0))
+    assert master.state is agent.state is State.SENDING_SIGNATURE  # c's, half sent
+    assert pump(master, agent, SigEnd()) == SigEnd()
+    assert master.state is agent.state is State.AWAIT_DELTA
+    assert master.queued == agent.queued == 0
+
+
+def test_what_may_not_go_ahead_is_refused_while_the_agent_awaits_a_refine_reply() -> None:
+    from deltastage.protocol import RefineReply, RefineRequest
+
     fresh, _ = handshaken()
     with pytest.raises(LocalProtocolError):
-        fresh.send(RefineReply(b""))
+        fresh.send(RefineReply(b""))  # nothing asked for it
+    idle, _ = handshaken()
+    write = idle.send(IndicatorWrite("/srv/a", "cback.stage"))  # only ever sent alone
+    for raw in (write, encode_frame(SigEnd.TYPE, b"")):
+        master, agent = handshaken()
+        for each in (Fetch("/srv/a", "a"), SigEnd()):
+            pump(master, agent, each)
+        master.receive_data(agent.send(RefineRequest(1024, 3, ((0, 1),))))
+        agent.receive_data(raw)
+        with pytest.raises(RemoteProtocolError, match="master sent"):
+            agent.next_event()
 
 
 def test_the_agent_never_sends_ahead() -> None:

@@ -8,6 +8,7 @@ import random
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xxhash
@@ -45,7 +46,7 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
-from deltastage.session import AgentError, PeerSession
+from deltastage.session import AHEAD_OF_REFINABLE, AgentError, PeerSession
 from deltastage.transports.base import Transport
 from deltastage.transports.local import LocalTransport
 from deltastage.transports.pipe import PipeTransport
@@ -569,10 +570,23 @@ def test_answers_must_be_read_in_request_order(tmp_path: Path) -> None:
     session.close()
 
 
-def test_nothing_goes_ahead_of_a_fetch_that_may_still_be_refined(tmp_path: Path) -> None:
+def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent reads the requests queued behind a fetch it refines, sets them aside until
+    the RefineReply comes, then answers them in order (protocol 4)."""
     basis = random.Random(1).randbytes(2 << 20)
     (tmp_path / "big").write_bytes(basis[:1000] + b"edit" + basis[1000:])
-    (tmp_path / "small").write_bytes(b"small")
+    for i in range(3):
+        (tmp_path / f"small{i}").write_bytes(b"small %d" % i)
+    refinements: list[object] = []
+    real_refine = PeerSession._refine
+
+    def counted(self: PeerSession, request: Any, pending: Any) -> bytes:
+        refinements.append(request)
+        return real_refine(self, request, pending)
+
+    monkeypatch.setattr(PeerSession, "_refine", counted)
     session = PeerSession(LocalTransport([str(tmp_path)]))
     session.handshake()
     builder = SignatureBuilder(len(basis))
@@ -581,32 +595,39 @@ def test_nothing_goes_ahead_of_a_fetch_that_may_still_be_refined(tmp_path: Path)
     big = session.request_fetch(
         str(tmp_path), "big", [sig], basis=lambda offset, n: basis[offset : offset + n]
     )
-    assert not session.may_send_ahead()
-    with pytest.raises(LocalProtocolError, match="pending answers"):
-        session.request_fetch(str(tmp_path), "small", empty_signature())
-    chunks = [next(big)]  # its delta has started: it can no longer be refined
-    assert session.may_send_ahead()
-    small = session.request_fetch(str(tmp_path), "small", empty_signature())
-    chunks += list(big)
-    assert apply_delta(basis, b"".join(chunks)) == basis[:1000] + b"edit" + basis[1000:]
-    assert apply_delta(b"", b"".join(small)) == b"small"
+    # small requests go ahead; a big one waits until the refinement is over (its
+    # RefineReply would go up the link behind it)
+    assert session.may_send_ahead(100)
+    assert not session.may_send_ahead(AHEAD_OF_REFINABLE)
+    smalls = [
+        session.request_fetch(str(tmp_path), f"small{i}", empty_signature()) for i in range(3)
+    ]
+    first = next(big)
+    assert len(refinements) == 1, "refined, with three requests queued behind it"
+    assert session.may_send_ahead(AHEAD_OF_REFINABLE)
+    delta = first + b"".join(big)
+    assert apply_delta(basis, delta) == basis[:1000] + b"edit" + basis[1000:]
+    for i, small in enumerate(smalls):
+        assert apply_delta(b"", b"".join(small)) == b"small %d" % i
     session.close()
 
 
 def test_a_big_signature_does_not_go_ahead(tmp_path: Path) -> None:
-    """Requests sent ahead wait unread in pipes: a big one could stall both ends."""
-    from deltastage.session import AHEAD_BYTES
-
+    """Requests sent ahead wait unread in the transport's buffers (a pipe's 64 KiB): a big
+    one could stall both ends."""
     for name in ("a", "b"):
         (tmp_path / name).write_bytes(b"x" * 100)
-    session = PeerSession(LocalTransport([str(tmp_path)]))
+    transport = LocalTransport([str(tmp_path)])
+    capacity = transport.unread_capacity
+    assert capacity <= 64 << 10
+    session = PeerSession(transport)
     session.handshake()
-    assert session.may_send_ahead(10 * AHEAD_BYTES)  # nothing pending: anything goes
+    assert session.may_send_ahead(10 * capacity)  # nothing pending: anything goes
     first = session.request_fetch(str(tmp_path), "a", empty_signature())
     assert session.may_send_ahead(1000)
-    assert not session.may_send_ahead(AHEAD_BYTES)
+    assert not session.may_send_ahead(capacity)
     list(first)
-    assert session.may_send_ahead(10 * AHEAD_BYTES)
+    assert session.may_send_ahead(10 * capacity)
     session.close()
 
 

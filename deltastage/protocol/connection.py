@@ -8,11 +8,12 @@ state. Anything not in it is refused: ``LocalProtocolError`` when we try to send
 Requests are pipelined: while the agent answers one, the master may already send the next
 ones: fetches (Fetch, SigData..., SigEnd or Cancel), indicator queries and listings. The
 agent reads a request only when it is done with the one before, so to it the conversation
-stays strictly sequential; the master's ``Connection`` queues what it sent ahead and enters
-each queued request's state when the answer before it ends. Indicator writes and Bye wait
-for every answer. The master must not send a RefineReply while requests are queued (the
-agent would read them first): it queues requests behind a fetch only when that fetch cannot
-be refined (see ``REFINE_MIN_BLOCK``) or its delta has started.
+stays sequential; the master's ``Connection`` queues what it sent ahead and enters each
+queued request's state when the answer before it ends. Indicator writes and Bye wait for
+every answer. The one exception is a refinement: a RefineReply follows whatever the master
+had sent ahead by then, so the agent, waiting for it, reads those requests first and sets
+them aside; its ``Connection`` queues them the same way and enters the first one's state
+when the current answer ends.
 
 An ``Error`` with code ``protocol`` is the agent's last word and is allowed in any state
 (including after it saw a malformed message): it ends the conversation.
@@ -30,7 +31,6 @@ from collections import deque
 from deltastage.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from deltastage.protocol.events import (
     EVENT_TYPES,
-    REFINE_MIN_BLOCK,
     Bye,
     Cancel,
     CompressedDeltaData,
@@ -145,6 +145,8 @@ _AHEAD_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
     (State.SENDING_SIGNATURE, Cancel): State.IDLE,
 }
 del M, A, S
+# Requests an agent sets aside while waiting for a RefineReply (a master sends 64 ahead).
+MAX_SET_ASIDE = 1024
 
 
 def _next_state(state: State, sender: Role, event: Event) -> State | None:
@@ -179,8 +181,13 @@ class Connection:
 
     @property
     def queued(self) -> int:
-        """Fetch requests sent ahead whose answers have not started (master only)."""
+        """Requests the master sent ahead (on the agent's side: set aside) whose answers
+        have not started."""
         return len(self._queued) + (self._ahead is State.SENDING_SIGNATURE)
+
+    @property
+    def _pipelining(self) -> bool:
+        return bool(self._queued) or self._ahead is not None
 
     def send(self, event: Event) -> bytes:
         """The bytes that carry ``event``; refuses a message the state table does not allow."""
@@ -191,12 +198,15 @@ class Connection:
             data = encode_frame(event.TYPE, event.encode_payload(), self.max_frame)
         if new_state is not None:
             self._state = new_state
+            if self.role is Role.AGENT:  # an answer that ends starts the next request set aside
+                self._next_queued()
         return data
 
     def _send_state(self, event: Event) -> State | None:
         """The conversation's next state, None when the event goes ahead (queued)."""
-        pipelining = bool(self._queued) or self._ahead is not None
-        if not pipelining:
+        pipelining = self._pipelining
+        # what the agent set aside waits for its answer to end; a RefineReply is not queued
+        if not pipelining or self.role is Role.AGENT or isinstance(event, RefineReply):
             new_state = _next_state(self._state, self.role, event)
             if new_state is not None:
                 return new_state
@@ -213,14 +223,32 @@ class Connection:
                 self._queued.append(ahead)
                 self._ahead = None
             return None
-        if pipelining and isinstance(event, RefineReply):
-            raise LocalProtocolError(
-                "master may not send RefineReply with requests queued ahead of it"
-            )
         where = f"in state {self._state.value}"
         if pipelining:
             where += f" with {self.queued} request(s) queued"
         raise LocalProtocolError(f"{self.role.value} may not send {type(event).__name__} {where}")
+
+    def _set_aside(self, event: Event) -> bool:
+        """Agent only: whether ``event`` is a request the master sent ahead, read while
+        waiting for a RefineReply (queued, to be answered after the current one)."""
+        if (
+            self.role is not Role.AGENT
+            or isinstance(event, RefineReply)
+            or not (self._pipelining or self._state is State.AWAIT_REFINE)
+        ):
+            return False
+        ahead = _AHEAD_TRANSITIONS.get((self._ahead or State.IDLE, type(event)))
+        if ahead is None:
+            where = f"in state {self._state.value} with {self.queued} request(s) set aside"
+            raise RemoteProtocolError(f"master sent {type(event).__name__} {where}")
+        if len(self._queued) >= MAX_SET_ASIDE:
+            raise RemoteProtocolError(f"master sent more than {MAX_SET_ASIDE} requests ahead")
+        if ahead in (State.IDLE, State.SENDING_SIGNATURE):
+            self._ahead = None if ahead is State.IDLE else ahead
+        else:
+            self._queued.append(ahead)
+            self._ahead = None
+        return True
 
     def _next_queued(self) -> None:
         """The answer before ended: the agent now reads the oldest request sent ahead."""
@@ -289,18 +317,13 @@ class Connection:
                         f"in state {self._state.value}"
                     )
                 event = self._inflate(event)
+            if self._set_aside(event):
+                return event
             new_state = _next_state(self._state, self.role.other, event)
             if new_state is None:
                 raise RemoteProtocolError(
                     f"{self.role.other.value} sent {type(event).__name__} "
                     f"in state {self._state.value}"
-                )
-            if isinstance(event, RefineRequest) and self.queued:
-                # the master only sends ahead of a fetch too fine to refine: the reply
-                # could no longer reach the agent before the requests it has not read
-                raise RemoteProtocolError(
-                    f"agent asked to refine a fetch with {self.queued} request(s) queued "
-                    f"behind it (signature blocks under {REFINE_MIN_BLOCK} bytes)"
                 )
         except RemoteProtocolError as exc:
             self._error = exc

@@ -63,7 +63,9 @@ __all__ = [
 # 3: the master may send the next fetches while a delta streams in (the agent reads its
 # requests one at a time, so they wait in order); refinement only before a fetch's first
 # delta data, and only of a signature in blocks of at least REFINE_MIN_BLOCK bytes
-PROTOCOL_VERSION = 3
+# 4: a RefineReply may follow requests sent ahead (the agent sets them aside until it comes),
+# so nothing waits for a refinable fetch's delta to start before going ahead of it
+PROTOCOL_VERSION = 4
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -73,12 +75,11 @@ CAPABILITIES = frozenset(
         "delta=1",
         "stream=zstd-w24",
         "refine=1",
-        "pipeline=1",
+        "pipeline=2",
     }
 )
-# A fetch whose signature has smaller blocks is never refined, so the master may send more
-# requests behind it before its answer starts: nothing can then come between a
-# RefineRequest and its RefineReply.
+# A fetch whose signature has smaller blocks is never refined: finer blocks would cost more
+# in hashes than they could save in literal.
 REFINE_MIN_BLOCK = 1024
 
 MAX_PATH = 4096  # bytes of a relative path or root (Linux PATH_MAX)
