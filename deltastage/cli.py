@@ -453,10 +453,6 @@ def agent(
 
 def main() -> None:
     """The Typer application; ``deltastage.__main__.main`` routes the hot paths around it."""
-    # paramiko imports invoke only to run ssh_config "Match exec" lines, and deltastage
-    # reads no ssh_config: a None entry makes that optional import fail as if invoke were
-    # not installed, which saves ~45 ms of every stage or check run.
-    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     try:
         app()
         code: object = 0

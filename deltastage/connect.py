@@ -191,8 +191,8 @@ def _early_request(args: Sequence[str]) -> tuple[Config, tuple[str, ...], int] |
         return None
     jobs = None
     if values["jobs"]:
-        if not values["jobs"][0].isdigit():
-            return None
+        if not values["jobs"][0].isdigit() or not 1 <= int(values["jobs"][0]) <= 64:
+            return None  # typer refuses it (see cli.stage)
         jobs = int(values["jobs"][0])
     config = (
         load_config(values["config"][0])

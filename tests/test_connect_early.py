@@ -174,3 +174,38 @@ def test_main_opens_the_sessions_before_handing_over_to_typer(
     entry.main()
     assert seen and seen[0] is not None
     connect.discard_early_sessions()
+
+
+def test_a_remote_stage_imports_paramiko_before_typer_and_never_invoke(tmp_path: Path) -> None:
+    """The early connect is really early: paramiko is loaded before typer, and without
+    invoke (~45 ms). The peer's port is closed, so the run fails fast, with its usual report."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "known_hosts").write_text("")
+    config = tmp_path / "deltastage.toml"
+    config.write_text(
+        '[options]\nretries = 0\n\n[stage]\nstaging_dir = "staging"\n\n'
+        f'[[peers]]\nname = "far"\ntype = "remote"\nhost = "127.0.0.1"\nport = {port}\n'
+        'user = "backup"\ncollect_dir = "/srv/collect"\nknown_hosts = "known_hosts"\n'
+    )
+    argv = ["-X", "importtime", "-m", "deltastage", "stage", "--config", str(config), "--json"]
+    proc = subprocess.run(
+        [sys.executable, *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert '"status": "failed"' in proc.stdout
+    loaded = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+    assert not [name for name in loaded if name.startswith("invoke.")]  # only the refusal
+    assert loaded.index("paramiko") < loaded.index("typer")
