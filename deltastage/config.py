@@ -51,7 +51,6 @@ Relative local paths resolve against the directory of the config file.
 
 from __future__ import annotations
 
-import difflib
 import grp
 import math
 import os
@@ -60,15 +59,17 @@ import pwd
 import re
 import shlex
 import tomllib
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from deltastage.errors import ConfigError
 from deltastage.models import Gateway
+
+if TYPE_CHECKING:  # imported where used: a stage run reads TOML and starts connecting at once
+    import xml.etree.ElementTree as ET
 
 __all__ = [
     "DEFAULT_AGENT_COMMAND",
@@ -521,6 +522,8 @@ class _Table:
         for name in self.data:
             if name in self.known:
                 continue
+            import difflib
+
             close = difflib.get_close_matches(name, sorted(self.known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.problems.add(self.key(_toml_key(name)), f"unknown key{hint}")
@@ -1216,6 +1219,8 @@ def load_cedar_config(
     data = _read_source(source, "Cedar Backup XML config")
     if _FORBIDDEN_XML.search(data):
         raise ConfigError(f"{source}: DTDs and entity declarations are not accepted")
+    import xml.etree.ElementTree as ET
+
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:

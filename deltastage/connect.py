@@ -12,11 +12,14 @@ import contextlib
 import getpass
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from deltastage.config import Config, Options, PeerConfig
 from deltastage.errors import DeltastageError
-from deltastage.session import PeerSession
-from deltastage.transports.base import Transport
+
+if TYPE_CHECKING:
+    from deltastage.session import PeerSession
+    from deltastage.transports.base import Transport
 
 __all__ = [
     "EarlySessions",
@@ -29,11 +32,14 @@ __all__ = [
     "select_peers",
 ]
 
-SessionFactory = Callable[[PeerConfig, Options], PeerSession]
+SessionFactory = Callable[[PeerConfig, Options], "PeerSession"]
 
 
 def bounded_session(transport: Transport, options: Options) -> PeerSession:
     """A session held to the configured bounds: frame size and listing length."""
+    # imported here: an early connect starts before the protocol's ~15 ms of imports
+    from deltastage.session import PeerSession
+
     return PeerSession(
         transport, max_entries=options.max_files_per_peer, max_frame=options.max_frame_size
     )

@@ -209,3 +209,6 @@ def test_a_remote_stage_imports_paramiko_before_typer_and_never_invoke(tmp_path:
     ]
     assert not [name for name in loaded if name.startswith("invoke.")]  # only the refusal
     assert loaded.index("paramiko") < loaded.index("typer")
+    # the protocol's modules are loaded while the connection is being made, not before
+    assert loaded.index("paramiko") < loaded.index("deltastage.session")
+    assert "xml.etree.ElementTree" not in loaded  # only a Cedar config needs it
