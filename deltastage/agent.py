@@ -509,7 +509,7 @@ class _Agent:
             # literals go raw into the connection's zstd stream, which also sees every
             # earlier file of the session (see protocol.stream)
             self.conn.compress_deltas(request.level)
-            refined = self.refined_delta(fd, before.st_size, signature)
+            refined = self.refined_delta(fd, before.st_size, signature) if request.refine else None
             if refined is not None:
                 delta, offset = refined
                 self.send_delta(delta)

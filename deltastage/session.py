@@ -114,12 +114,13 @@ class _Pending:
         self.basis_size: int | None = None  # from the signature header, bounds refinement
         self.block_size = 0
         self.wire_size = 0  # request bytes, as they wait in the agent's input
+        self.refine = True  # the request let the agent refine it
         self.settled = False  # its delta started, or it was refined: no refinement to come
         self.answer: Generator[bytes, None, None] | None = None
 
     @property
     def may_be_refined(self) -> bool:
-        return not self.settled and self.block_size >= REFINE_MIN_BLOCK
+        return self.refine and not self.settled and self.block_size >= REFINE_MIN_BLOCK
 
 
 class PeerSession:
@@ -428,10 +429,12 @@ class PeerSession:
         *,
         level: int = 3,
         basis: Callable[[int, int], bytes] | None = None,
+        refine: bool = True,
     ) -> Generator[bytes, None, None]:
         """Send the request now, ahead of unread answers; return an iterator over its delta
         (see ``fetch``), to be read after theirs. Only when ``may_send_ahead()`` (given
-        the signature's size: an oversized one could stall both ends).
+        the signature's size: an oversized one could stall both ends). Without ``refine``
+        (or ``basis``) the agent may not ask for finer hashes of the basis.
 
         A signature that fails half way is withdrawn (Cancel) and its exception raised
         here; the session stays usable.
@@ -443,10 +446,11 @@ class PeerSession:
         if self._requesting:
             raise LocalProtocolError("a fetch is in progress; finish or close it first")
         pending = _Pending(basis)
+        pending.refine = refine
         before = self._sent
         self._requesting = True
         try:
-            self._send(Fetch(root, path, level))
+            self._send(Fetch(root, path, level, refine))
             self._send_signature(signature, pending)
             self._send(SigEnd())
         finally:
@@ -464,6 +468,10 @@ class PeerSession:
             while True:
                 event = self._receive()
                 if isinstance(event, RefineRequest):
+                    if not pending.refine:
+                        raise self._violation(
+                            RemoteProtocolError("agent asked to refine a fetch sent refine=0")
+                        )
                     if pending.block_size < REFINE_MIN_BLOCK:
                         raise self._violation(
                             RemoteProtocolError(

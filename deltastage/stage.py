@@ -90,6 +90,9 @@ TMP_PREFIX = f"{INTERNAL_PREFIX}tmp-"
 BATCH_FILES = 256
 BATCH_BYTES = 64 << 20
 WRITEBACK_CHUNK = 8 << 20  # patched output handed to the disk as it is written
+# A fetch requested behind unread answers may be refined only when its blocks are this big
+# (its basis is at least ~64 MiB): an edit then costs a whole coarse block of literal.
+REFINE_AHEAD_MIN_BLOCK = 8 << 10
 # A fetched file this big is made durable and re-read from the disk as it is written, a
 # chunk behind the writing: its commit then re-reads only the end.
 EARLY_CHECK_MIN = 4 * WRITEBACK_CHUNK
@@ -764,6 +767,9 @@ class PeerStager:
                 signature_chunks(),
                 level=self.options.compress_level,
                 basis=transfer.read_at if basis_fd >= 0 else None,
+                # behind unread answers, a refinement would stall the agent until the master
+                # has read them all: worth it only for a big file's coarse blocks
+                refine=not ahead or builder.block_size >= REFINE_AHEAD_MIN_BLOCK,
             )
         except BaseException:
             transfer.discard()

@@ -93,7 +93,7 @@ events = st.one_of(
     st.builds(IndicatorState, st.booleans()),
     st.builds(IndicatorWrite, names, names),
     st.just(Ok()),
-    st.builds(Fetch, names, names, st.integers(0, 22)),
+    st.builds(Fetch, names, names, st.integers(0, 22), st.booleans()),
     st.builds(SigData, st.binary(max_size=300)),
     st.just(SigEnd()),
     st.just(Cancel()),
@@ -344,8 +344,12 @@ def test_bad_fetch_level_is_refused_both_ways() -> None:
     with pytest.raises(LocalProtocolError, match="level"):
         master.send(Fetch("/srv/a", "x", 23))
     assert master.state is State.IDLE
-    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-1] + b"\x17"
+    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-2] + b"\x17\x01"
     with pytest.raises(RemoteProtocolError, match="level"):
+        feed_raw(agent, encode_frame(Fetch.TYPE, payload))
+    _, agent = handshaken()
+    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-1] + b"\x02"
+    with pytest.raises(RemoteProtocolError, match="refine is not a boolean"):
         feed_raw(agent, encode_frame(Fetch.TYPE, payload))
 
 

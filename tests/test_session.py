@@ -336,6 +336,31 @@ def test_a_lying_count_is_refused() -> None:
         session.list_files("/r")
 
 
+@pytest.mark.parametrize("refine", [False, True])
+def test_an_agent_refining_what_it_may_not_is_refused(refine: bool) -> None:
+    """Refinement is the master's to allow: not of a fetch sent refine=0, and never of a
+    signature in blocks under REFINE_MIN_BLOCK (1 KiB)."""
+
+    def script(event: Event) -> list[Event | bytes]:
+        if isinstance(event, Hello):
+            return [HelloReply(PROTOCOL_VERSION, "evil", ("/r",), CAPABILITIES)]
+        if isinstance(event, SigEnd):
+            return [RefineRequest(512, 3, ((0, 1),))]
+        return []
+
+    transport = ScriptedAgent(script)
+    session = PeerSession(transport)
+    session.handshake()
+    size = (4 << 20) if not refine else 4096  # blocks of 2 KiB, or far under 1 KiB
+    builder = SignatureBuilder(size)
+    assert (builder.block_size >= 1024) is not refine
+    sig = builder.update(bytes(size)) + builder.finish()
+    answer = session.request_fetch("/r", "f", [sig], basis=lambda o, n: bytes(n), refine=refine)
+    with pytest.raises(RemoteProtocolError, match="refine"):
+        list(answer)
+    assert transport.closed
+
+
 def test_agent_going_silent_is_a_closed_connection() -> None:
     session = PeerSession(ScriptedAgent(hello_then(lambda: [ListBatch((entry("a"),))])))
     session.handshake()
@@ -609,6 +634,40 @@ def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
     assert apply_delta(basis, delta) == basis[:1000] + b"edit" + basis[1000:]
     for i, small in enumerate(smalls):
         assert apply_delta(b"", b"".join(small)) == b"small %d" % i
+    session.close()
+
+
+def test_a_fetch_sent_without_refine_is_never_refined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind unread answers a refinement would stall the agent, so the master may forbid
+    it; nothing then holds back the requests behind it."""
+    basis = random.Random(2).randbytes(2 << 20)
+    new = basis[:1000] + b"edit" + basis[1000:]
+    (tmp_path / "big").write_bytes(new)
+    refinements: list[object] = []
+    real_refine = PeerSession._refine
+
+    def counted(self: PeerSession, request: Any, pending: Any) -> bytes:
+        refinements.append(request)
+        return real_refine(self, request, pending)
+
+    monkeypatch.setattr(PeerSession, "_refine", counted)
+    session = PeerSession(LocalTransport([str(tmp_path)]))
+    session.handshake()
+    builder = SignatureBuilder(len(basis))
+    sig = builder.update(basis) + builder.finish()
+    for refine in (False, True):
+        big = session.request_fetch(
+            str(tmp_path),
+            "big",
+            [sig],
+            basis=lambda offset, n: basis[offset : offset + n],
+            refine=refine,
+        )
+        assert session.may_send_ahead(AHEAD_OF_REFINABLE) is not refine
+        assert apply_delta(basis, b"".join(big)) == new
+        assert len(refinements) == int(refine)
     session.close()
 
 

@@ -64,7 +64,8 @@ __all__ = [
 # requests one at a time, so they wait in order); refinement only before a fetch's first
 # delta data, and only of a signature in blocks of at least REFINE_MIN_BLOCK bytes
 # 4: a RefineReply may follow requests sent ahead (the agent sets them aside until it comes),
-# so nothing waits for a refinable fetch's delta to start before going ahead of it
+# so nothing waits for a refinable fetch's delta to start before going ahead of it; a Fetch
+# says whether it may be refined at all
 PROTOCOL_VERSION = 4
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
@@ -413,12 +414,15 @@ class Fetch(Event):
     """Master → agent: send me ``path`` as a delta against the signature that follows.
 
     ``level`` is the zstd level of the connection's delta stream: 0 sends this delta
-    uncompressed; the first non-zero level of a connection is the one it keeps."""
+    uncompressed; the first non-zero level of a connection is the one it keeps. Without
+    ``refine`` the agent must not ask for finer hashes: a RefineReply would reach it only
+    after the master has read every answer queued before this one."""
 
     TYPE: ClassVar[int] = 0x30
     root: str
     path: str
     level: int = 3
+    refine: bool = True
 
     def _write(self, writer: Writer) -> None:
         if not 0 <= self.level <= MAX_LEVEL:
@@ -426,12 +430,13 @@ class Fetch(Event):
         writer.text(self.root, MAX_PATH, "root")
         writer.text(self.path, MAX_PATH, "path")
         writer.u8(self.level, "level")
+        writer.u8(int(self.refine), "refine")
 
     @classmethod
     def _read(cls, reader: Reader) -> Fetch:
         root = reader.text(MAX_PATH, "root")
         path = reader.text(MAX_PATH, "path")
-        return cls(root, path, _read_level(reader))
+        return cls(root, path, _read_level(reader), _read_bool(reader, "refine"))
 
 
 @dataclass(frozen=True)
