@@ -409,12 +409,29 @@ def human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def fresh_start(tool: str, work: Path, collect: Path, output: Path) -> None:
+    """Put ``tool``'s side back to the end of day 1, so every run does day 2's whole work."""
+    if tool == "deltastage":
+        shutil.rmtree(output.parent, ignore_errors=True)  # the day's dir
+        (collect / "cback.stage").unlink(missing_ok=True)
+    elif tool == "rsync":
+        shutil.rmtree(output, ignore_errors=True)
+        shutil.copytree(work / "rsync-day1", output, symlinks=True)
+    else:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median wall time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
+
+
 def table(results: dict[str, Result], payload: int) -> str:
     head = f"{'tool':<11}{'wall s':>9}{'peer->master':>15}{'master->peer':>15}{'total':>13}"
     rows = [head, "-" * len(head)]
     for r in results.values():
         rows.append(
-            f"{r.tool:<11}{r.seconds:>9.1f}{human(r.rx_bytes):>15}{human(r.tx_bytes):>15}"
+            f"{r.tool:<11}{r.seconds:>9.2f}{human(r.rx_bytes):>15}{human(r.tx_bytes):>15}"
             f"{human(r.total):>13}"
         )
     ours = results.get("deltastage")
@@ -468,6 +485,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--added", type=int, default=20)
     parser.add_argument("--removed", type=int, default=10)
     parser.add_argument("--tools", default="deltastage,rsync,scp", help="comma-separated subset")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="day-2 runs per tool, interleaved; the table shows each tool's median run",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=None, help="default: a fresh dir in /tmp")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -476,6 +497,8 @@ def main(argv: list[str]) -> int:
     unknown = set(tools) - {"deltastage", "rsync", "scp"}
     if unknown:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     problem = check_environment()
     if problem:
         print(f"wan benchmark skipped: {problem}", file=sys.stderr)
@@ -507,7 +530,7 @@ def main(argv: list[str]) -> int:
             if "deltastage" in tools:
                 measured(link, "deltastage", deltastage_cmd(config, DAY1))
             if "rsync" in tools:
-                shutil.copytree(collect, work / "rsync", symlinks=True)
+                shutil.copytree(collect, work / "rsync-day1", symlinks=True)
             changes = build_day2(corpus, collect, args.edit_fraction, args.added, args.removed)
             expected = digests(collect)
             payload = sum((collect / rel).stat().st_size for rel in expected)
@@ -527,20 +550,27 @@ def main(argv: list[str]) -> int:
                 "scp": lambda: scp_cmd(day2_keys, collect, work / "scp"),
             }
             (work / "scp").mkdir(exist_ok=True)
-            for tool in tools:
-                result = measured(link, tool, commands[tool]())
-                got = digests(outputs[tool])
-                if got != expected:
-                    diff = sorted(set(got.items()) ^ set(expected.items()))[:5]
-                    raise SystemExit(f"{tool}: output differs from the peer's tree: {diff}")
-                results[tool] = result
-                print(
-                    f"  {tool}: {result.seconds:.1f}s, {human(result.total)} (verified)", flush=True
-                )
+            runs: dict[str, list[Result]] = {tool: [] for tool in tools}
+            for _ in range(args.repeat):
+                for tool in tools:
+                    fresh_start(tool, work, collect, outputs[tool])
+                    result = measured(link, tool, commands[tool]())
+                    got = digests(outputs[tool])
+                    if got != expected:
+                        diff = sorted(set(got.items()) ^ set(expected.items()))[:5]
+                        raise SystemExit(f"{tool}: output differs from the peer's tree: {diff}")
+                    runs[tool].append(result)
+                    print(
+                        f"  {tool}: {result.seconds:.3f}s, {human(result.total)} (verified)",
+                        flush=True,
+                    )
+            results = {tool: median_run(each) for tool, each in runs.items()}
         print()
         delay = f", +{args.delay_ms:g} ms each way" if args.delay_ms > 0 else ""
         shaping = f"tbf rate {args.rate} burst {args.burst} latency {args.latency}"
         print(f"link: {shaping}, both ends{delay}")
+        if args.repeat > 1:
+            print(f"median of {args.repeat} interleaved runs per tool")
         print(table(results, payload))
         if args.json:
             print(
@@ -549,6 +579,7 @@ def main(argv: list[str]) -> int:
                         "changes": changes,
                         "payload": payload,
                         "results": [asdict(r) for r in results.values()],
+                        "runs": {t: [asdict(r) for r in each] for t, each in runs.items()},
                     },
                     indent=2,
                 )
