@@ -347,17 +347,27 @@ class _Agent:
     def walk(self, dir_fd: int, prefix: str, depth: int) -> Iterator[WireEntry]:
         """Entries under ``dir_fd``, sorted by name bytes, recursing into real directories."""
         try:
-            names = sorted(os.listdir(dir_fd), key=os.fsencode)
+            with os.scandir(dir_fd) as scan:
+                found = sorted(scan, key=lambda each: os.fsencode(each.name))
         except OSError as exc:
             raise _Refusal(ErrorCode.IO, f"{prefix or '.'}: {exc.strerror or exc}") from None
-        for name in names:
+        for each in found:
+            name = each.name
             rel = prefix + name
             try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                # the directory entry's type spares a regular file its lstat: hashed_entry
+                # opens it without following links and checks what it opened
+                regular = each.is_file(follow_symlinks=False)
+                st = None if regular else os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
-                continue  # removed since listdir: it is simply not part of this listing
+                continue  # removed since listed: it is simply not part of this listing
             except OSError as exc:
                 raise _Refusal(ErrorCode.IO, f"{rel}: {exc.strerror or exc}") from None
+            if st is None:
+                entry = self.hashed_entry(dir_fd, name, rel)
+                if entry is not None:
+                    yield entry
+                continue
             mode = st.st_mode
             if stat.S_ISDIR(mode):
                 if depth >= MAX_DEPTH:
@@ -372,7 +382,7 @@ class _Agent:
                     yield from self.walk(sub_fd, rel + "/", depth + 1)
                 finally:
                     os.close(sub_fd)
-            elif stat.S_ISREG(mode):
+            elif stat.S_ISREG(mode):  # a type the directory entry did not tell
                 entry = self.hashed_entry(dir_fd, name, rel)
                 if entry is not None:
                     yield entry

@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -304,15 +305,15 @@ def test_listing_an_unreadable_directory_fails_clearly(
     raw: RawMaster, tree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tree[0] / "sub" / "locked").mkdir()
-    real_listdir = os.listdir
+    real_scandir = os.scandir
 
-    def listdir(fd: int) -> list[str]:
+    def scandir(fd: int) -> Any:
         # tests run as root, where chmod 0 would not stop the read: refuse it here instead
         if os.readlink(f"/proc/self/fd/{fd}").endswith("/locked"):
             raise PermissionError(errno.EACCES, "Permission denied")
-        return real_listdir(fd)
+        return real_scandir(fd)
 
-    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
     result = raw.listing(str(tree[0]))
     assert isinstance(result, Error) and result.code is ErrorCode.IO
     assert "sub/locked" in result.reason and "Permission denied" in result.reason
