@@ -2,8 +2,9 @@
 
 Plain rdiff-like command lines and the agent (started once per SSH connection) are run before
 cli.py is imported: typer builds a pydantic model per parameter, ~0.1 s that a 0.2 s patch or
-every agent start would pay. Anything else, including --help and bad input, goes to typer.
-A stage command line starts connecting to its first peers before typer is imported.
+every agent start would pay. A plain stage command line is parsed here too (stageargv.py):
+it starts connecting to its first peers at once, and the stage runs without typer's
+parsing. Anything else, including --help and bad input, goes to typer.
 """
 
 import sys
@@ -22,14 +23,19 @@ def main() -> None:
         from deltastage.agent import run_argv as run_agent_argv
 
         code = run_agent_argv(argv)
+    stage_args = None
     if code is None and argv[:1] == ["stage"]:
-        from deltastage.connect import open_early_from_argv
+        from deltastage.stageargv import parse_stage_argv
 
-        open_early_from_argv(argv[1:])
+        stage_args = parse_stage_argv(argv[1:])
+        if stage_args is not None:
+            from deltastage.connect import open_early
+
+            open_early(stage_args)
     if code is None:
         from deltastage.cli import main as cli_main
 
-        cli_main()
+        cli_main(stage_args)
         return
     sys.exit(code)
 

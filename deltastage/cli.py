@@ -19,6 +19,7 @@ from deltastage.errors import DeltastageError, UsageError, describe_os_error
 
 if TYPE_CHECKING:
     from deltastage.config import Config
+    from deltastage.stageargv import StageArgs
 
 __all__ = ["app", "main"]
 
@@ -191,51 +192,58 @@ def stage(
     syslog: SyslogOpt = False,
 ) -> None:
     """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
+    from deltastage.stageargv import StageArgs
 
-    def action() -> int:
-        from deltastage.connect import claim_early_sessions, discard_early_sessions
+    args = StageArgs(
+        config, cedar_config, run_date, full, tuple(peer or ()), dry_run, jobs, as_json,
+        log_level, log_file, syslog,
+    )  # fmt: skip
+    raise typer.Exit(run_guarded(lambda: _stage(args)))
 
-        _setup_logging(log_level, log_file, syslog)
-        cfg = _load(config, cedar_config)
-        day = _parse_date(run_date)
-        # The first peers connect while the rest of the master starts up; __main__ may have
-        # started that before typer was imported.
-        count = jobs or cfg.options.jobs
-        if dry_run:
-            discard_early_sessions()
-        early = None if dry_run else claim_early_sessions(cfg, peer or (), count)
-        try:
-            from rich.console import Console
 
-            from deltastage.console import LogObserver, RichObserver, render_stage_table
-            from deltastage.history import record_stage
-            from deltastage.stage import run_stage
+def _stage(args: StageArgs) -> int:
+    """The stage command, from typer's parse or from ``stageargv.parse_stage_argv``."""
+    from deltastage.connect import claim_early_sessions, discard_early_sessions
 
-            console = Console(stderr=as_json)
-            bars = RichObserver(console) if console.is_terminal and not as_json else None
-            with bars or contextlib.nullcontext():
-                report = run_stage(
-                    cfg,
-                    run_date=day,
-                    full=full,
-                    only_peers=peer or (),
-                    dry_run=dry_run,
-                    jobs=jobs,
-                    observer=bars or LogObserver(),
-                    early=early,
-                )
-        finally:
-            if early is not None:
-                early.close()
-        if not dry_run:
-            record_stage(cfg.staging_dir, report)
-        if as_json:
-            _print_json(report.as_json())
-        else:
-            render_stage_table(report, console)
-        return report.exit_code
+    _setup_logging(args.log_level, args.log_file, args.syslog)
+    cfg = _load(args.config, args.cedar_config)
+    day = _parse_date(args.run_date)
+    # The first peers connect while the rest of the master starts up; __main__ may have
+    # started that before this module was imported.
+    count = args.jobs or cfg.options.jobs
+    if args.dry_run:
+        discard_early_sessions()
+    early = None if args.dry_run else claim_early_sessions(cfg, args.peer, count)
+    try:
+        from rich.console import Console
 
-    raise typer.Exit(run_guarded(action))
+        from deltastage.console import LogObserver, RichObserver, render_stage_table
+        from deltastage.history import record_stage
+        from deltastage.stage import run_stage
+
+        console = Console(stderr=args.as_json)
+        bars = RichObserver(console) if console.is_terminal and not args.as_json else None
+        with bars or contextlib.nullcontext():
+            report = run_stage(
+                cfg,
+                run_date=day,
+                full=args.full,
+                only_peers=args.peer,
+                dry_run=args.dry_run,
+                jobs=args.jobs,
+                observer=bars or LogObserver(),
+                early=early,
+            )
+    finally:
+        if early is not None:
+            early.close()
+    if not args.dry_run:
+        record_stage(cfg.staging_dir, report)
+    if args.as_json:
+        _print_json(report.as_json())
+    else:
+        render_stage_table(report, console)
+    return report.exit_code
 
 
 @app.command()
@@ -451,11 +459,17 @@ def agent(
     raise typer.Exit(run_stdio(roots))
 
 
-def main() -> None:
-    """The Typer application; ``deltastage.__main__.main`` routes the hot paths around it."""
+def main(stage_args: StageArgs | None = None) -> None:
+    """The Typer application; ``deltastage.__main__.main`` routes the hot paths around it,
+    and hands a stage command line it parsed itself (see stageargv.py) straight to stage."""
     try:
-        app()
-        code: object = 0
+        if stage_args is None:
+            app()
+            code: object = 0
+        else:
+            code = run_guarded(lambda: _stage(stage_args))
+    except typer.Exit as exc:  # the stage run's own errors (``fail``): typer was not running
+        code = exc.exit_code
     except SystemExit as exc:
         code = exc.code
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from deltastage.errors import DeltastageError
 
 if TYPE_CHECKING:
     from deltastage.session import PeerSession
+    from deltastage.stageargv import StageArgs
     from deltastage.transports.base import Transport
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
     "bounded_session",
     "claim_early_sessions",
     "discard_early_sessions",
-    "open_early_from_argv",
+    "open_early",
     "open_peer_session",
     "select_peers",
 ]
@@ -155,91 +156,45 @@ class EarlySessions:
             opening.abandon()
 
 
-# The stage command's early sessions, opened from its raw command line before typer is
-# imported (see ``open_early_from_argv``) and claimed by the command once typer has parsed it.
+# The stage command's early sessions, opened by ``open_early`` before cli.py (and typer) is
+# imported, and claimed by the command once it has loaded its config.
 _pending: tuple[Config, tuple[str, ...], int, EarlySessions] | None = None
 
-# stage's options: those that take a value, and plain flags. Anything else on the command
-# line (--help, --dry-run, a typo) and nothing is opened early: typer handles it as usual.
-_VALUE_OPTIONS = {
-    "--config": "config",
-    "-c": "config",
-    "--cedar-config": "cedar",
-    "--peer": "peer",
-    "-p": "peer",
-    "--jobs": "jobs",
-    "-j": "jobs",
-    "--date": "",
-    "--log-level": "",
-    "--log-file": "",
-}
-_FLAGS = frozenset({"--json", "--full", "--syslog"})
 
+def open_early(args: StageArgs) -> None:
+    """Start connecting to the first peers of a stage command right away.
 
-def _early_request(args: Sequence[str]) -> tuple[Config, tuple[str, ...], int] | None:
-    """The config, peers and job count a plain ``stage`` command line asks for, or None."""
-    from deltastage.config import load_cedar_config, load_config
-
-    values: dict[str, list[str]] = {"config": [], "cedar": [], "peer": [], "jobs": []}
-    words = iter(args)
-    for word in words:
-        if word in _FLAGS:
-            continue
-        name, eq, inline = word.partition("=")
-        if name not in _VALUE_OPTIONS or (eq and not name.startswith("--")):
-            return None
-        value = inline if eq else next(words, None)
-        if value is None:
-            return None
-        if _VALUE_OPTIONS[name]:
-            values[_VALUE_OPTIONS[name]].append(value)
-    if len(values["config"]) + len(values["cedar"]) != 1 or len(values["jobs"]) > 1:
-        return None
-    jobs = None
-    if values["jobs"]:
-        if not values["jobs"][0].isdigit() or not 1 <= int(values["jobs"][0]) <= 64:
-            return None  # typer refuses it (see cli.stage)
-        jobs = int(values["jobs"][0])
-    config = (
-        load_config(values["config"][0])
-        if values["config"]
-        else load_cedar_config(values["cedar"][0])[0]
-    )
-    return config, tuple(values["peer"]), jobs or config.options.jobs
-
-
-def open_early_from_argv(args: Sequence[str]) -> None:
-    """Start connecting to the first peers of ``deltastage stage ARGS`` right away.
-
-    Typer's import and parse take ~0.12 s and the rest of the master's start-up ~0.1 s more;
-    the SSH key exchange, the agent's start on the peer and the handshake overlap them instead
-    of following them. Best effort and silent: on a command line it does not plainly
-    understand, or a config that does not load, it does nothing, and the command reports
-    what is wrong as usual. The sessions are used only if ``claim_early_sessions`` is called
-    with exactly the config, peers and job count parsed here.
+    Importing cli.py and the rest of the master takes ~0.1 s; the SSH key exchange, the
+    agent's start on the peer and the handshake overlap it instead of following it. Best
+    effort and silent: on a dry run or a config that does not load it does nothing, and the
+    command reports what is wrong as usual. The sessions are used only if
+    ``claim_early_sessions`` is called with exactly the config, peers and job count seen here.
     """
     global _pending
+    if args.dry_run or (args.config is None) == (args.cedar_config is None):
+        return
+    from deltastage.config import load_cedar_config, load_config
+
     try:
-        request = _early_request(args)
+        if args.config is not None:
+            config = load_config(args.config)
+        else:
+            assert args.cedar_config is not None
+            config = load_cedar_config(args.cedar_config)[0]
+        count = args.jobs or config.options.jobs
+        first = select_peers(config, args.peer)[: max(1, count)]
     except Exception:  # the command itself loads the config again and reports the error
-        return
-    if request is None:
-        return
-    config, only_peers, count = request
-    try:
-        first = select_peers(config, only_peers)[: max(1, count)]
-    except DeltastageError:
         return
     if any(peer.type == "remote" for peer in first):
         # paramiko is imported here, not on the connecting thread, so that the connect does
-        # not wait for the GIL while typer is imported on this one.
+        # not wait for the GIL while the rest of the master is imported on this one.
         import deltastage.transports.ssh  # noqa: F401
 
-    _pending = (config, only_peers, count, EarlySessions(config, only_peers, count=count))
+    _pending = (config, args.peer, count, EarlySessions(config, args.peer, count=count))
 
 
 def claim_early_sessions(config: Config, only_peers: Sequence[str], count: int) -> EarlySessions:
-    """The sessions ``open_early_from_argv`` opened, if it asked for the same thing; otherwise
+    """The sessions ``open_early`` opened, if it was asked for the same thing; otherwise
     those are closed and the first peers' sessions are opened now."""
     global _pending
     pending, _pending = _pending, None
@@ -251,7 +206,7 @@ def claim_early_sessions(config: Config, only_peers: Sequence[str], count: int) 
 
 
 def discard_early_sessions() -> None:
-    """Close the sessions ``open_early_from_argv`` opened (a dry run uses none)."""
+    """Close the sessions ``open_early`` opened (a dry run uses none)."""
     global _pending
     pending, _pending = _pending, None
     if pending is not None:

@@ -1,43 +1,22 @@
-"""Connecting before typer is imported: ``deltastage stage`` peeks at its own command line."""
+"""A plain ``deltastage stage`` command line: parsed without typer, and its first peers
+connected to before the rest of the master is even imported."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import deltastage.config
 from deltastage import connect
 from deltastage.cli import app
 from deltastage.config import load_config
-
-
-@dataclass(frozen=True)
-class _Options:
-    jobs: int
-
-
-@dataclass(frozen=True)
-class _FakeConfig:
-    """What the peek loads: records which file and which loader it was asked for."""
-
-    source: str
-    loader: str
-    options: _Options = _Options(jobs=3)
-
-
-@pytest.fixture
-def fake_loaders(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deltastage.config, "load_config", lambda p: _FakeConfig(str(p), "toml"))
-    monkeypatch.setattr(
-        deltastage.config, "load_cedar_config", lambda p: (_FakeConfig(str(p), "cedar"), [])
-    )
+from deltastage.stageargv import StageArgs, parse_stage_argv
 
 
 def _typer_params(args: list[str]) -> dict[str, Any] | None:
@@ -51,12 +30,14 @@ def _typer_params(args: list[str]) -> dict[str, Any] | None:
         return None
 
 
-_VALUE = st.sampled_from(["a.toml", "b.toml", "web1", "db1", "2", "0", "x", "-n", "--json"])
+_VALUE = st.sampled_from(
+    ["a.toml", "b.toml", "web1", "db1", "2", "0", "64", "65", "²", "x", "-n", "--json", ""]
+)
 _OPTION = st.sampled_from(
     [
         "--config", "-c", "--cedar-config", "--peer", "-p", "--jobs", "-j", "--date",
         "--log-level", "--log-file", "--json", "--full", "--syslog", "--dry-run", "-n",
-        "--help", "--bogus", "-x", "stray",
+        "--help", "--bogus", "-x", "-nj", "stray", "--",
     ]
 )  # fmt: skip
 
@@ -64,7 +45,7 @@ _OPTION = st.sampled_from(
 @st.composite
 def _command_lines(draw: st.DrawFn) -> list[str]:
     args: list[str] = []
-    for _ in range(draw(st.integers(0, 6))):
+    for _ in range(draw(st.integers(0, 7))):
         option = draw(_OPTION)
         style = draw(st.sampled_from(["separate", "equals", "bare"]))
         if style == "bare":
@@ -76,44 +57,62 @@ def _command_lines(draw: st.DrawFn) -> list[str]:
     return args
 
 
-# the fixture only swaps two loaders for pure fakes: nothing to reset between examples
-@settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=600, deadline=None)
 @given(_command_lines())
-def test_the_peek_agrees_with_typer_or_stays_out(fake_loaders: None, args: list[str]) -> None:
-    """Whenever the peek opens sessions early, typer parses the same command line to the
-    same config file, peers and job count; on anything else the peek does nothing."""
-    request = connect._early_request(args)
-    if request is None:
+def test_the_fast_parse_agrees_with_typer_or_stays_out(args: list[str]) -> None:
+    """Wherever __main__ parses a stage command line itself, typer parses it to the very same
+    options; on anything else it leaves the command line to typer."""
+    parsed = parse_stage_argv(args)
+    if parsed is None:
         return
     params = _typer_params(args)
-    assert params is not None, f"the peek accepted what typer refuses: {args}"
-    config, peers, count = request
-    assert isinstance(config, _FakeConfig)
-    if params["config"] is not None:
-        assert (config.loader, Path(config.source)) == ("toml", params["config"])
-    else:
-        assert (config.loader, Path(config.source)) == ("cedar", params["cedar_config"])
-    assert peers == tuple(params["peer"] or ())
-    assert count == (params["jobs"] or config.options.jobs)
-    assert not params["dry_run"]
+    assert params is not None, f"parsed what typer refuses: {args}"
+    params["peer"] = tuple(params["peer"] or ())
+    assert asdict(parsed) == params, args
 
 
-def test_plain_command_lines_are_understood(fake_loaders: None) -> None:
-    request = connect._early_request(["--config", "s.toml", "--json", "-p", "web1", "-j", "2"])
-    assert request == (_FakeConfig("s.toml", "toml"), ("web1",), 2)
-    request = connect._early_request(["--cedar-config=/etc/cback3.conf", "--date", "2026-11-23"])
-    assert request == (_FakeConfig("/etc/cback3.conf", "cedar"), (), 3)
+def test_plain_command_lines_are_understood() -> None:
+    parsed = parse_stage_argv(["--config", "s.toml", "--json", "-p", "web1", "-j", "2"])
+    assert parsed == StageArgs(config=Path("s.toml"), as_json=True, peer=("web1",), jobs=2)
+    parsed = parse_stage_argv(["--cedar-config=/etc/cback3.conf", "--date", "2026-11-23"])
+    assert parsed == StageArgs(cedar_config=Path("/etc/cback3.conf"), run_date="2026-11-23")
     for refused in (
-        ["--config", "s.toml", "--dry-run"],  # a dry run connects to nothing
         ["--config", "s.toml", "--help"],
-        ["--config", "s.toml", "--cedar-config", "c.xml"],
         ["--config"],
         ["-c=s.toml"],
         ["--config", "s.toml", "--jobs", "two"],
+        ["--config", "s.toml", "--jobs", "0"],
+        ["-nj", "2"],
+        ["stray"],
     ):
-        assert connect._early_request(refused) is None, refused
+        assert parse_stage_argv(refused) is None, refused
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--date", "tomorrow"],
+        ["--log-level", "loud"],
+        ["--peer", "nosuchpeer"],
+        [],  # no config at all
+        ["--cedar-config", "/nonexistent.xml"],  # and a --config: two of them
+    ],
+)
+def test_the_fast_path_fails_exactly_as_typer_does(tmp_path: Path, args: list[str]) -> None:
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    config = _site(tmp_path)
+    argv = ["stage", *(["--config", str(config)] if args != [] else []), *args, "--json"]
+    assert parse_stage_argv(argv[1:]) is not None
+    fast = subprocess.run(
+        [sys.executable, "-m", "deltastage", *argv], cwd=tmp_path, capture_output=True, text=True
+    )
+    slow = CliRunner().invoke(app, argv)
+    assert fast.returncode == slow.exit_code != 0
+    assert fast.stderr == slow.stderr
+    assert len(fast.stderr.splitlines()) == 1 and fast.stderr.startswith("deltastage: error: ")
 
 
 def _site(tmp: Path) -> Path:
@@ -131,7 +130,7 @@ def _site(tmp: Path) -> Path:
 
 def test_the_command_claims_what_was_opened_for_it(tmp_path: Path) -> None:
     path = _site(tmp_path)
-    connect.open_early_from_argv(["--config", str(path), "--json"])
+    connect.open_early(StageArgs(config=path, as_json=True))
     early = connect._pending[3] if connect._pending else None
     assert early is not None
     config = load_config(path)
@@ -145,20 +144,23 @@ def test_the_command_claims_what_was_opened_for_it(tmp_path: Path) -> None:
 
 def test_sessions_opened_for_another_request_are_closed_not_used(tmp_path: Path) -> None:
     path = _site(tmp_path)
-    connect.open_early_from_argv(["--config", str(path), "--jobs", "1"])
+    connect.open_early(StageArgs(config=path, jobs=1))
     assert connect._pending is not None
     stale = connect._pending[3]
     stale_session = stale._openings["web1"].result()
     config = load_config(path)
-    fresh = connect.claim_early_sessions(config, ("web1",), 1)  # not what was peeked at
+    fresh = connect.claim_early_sessions(config, ("web1",), 1)  # not what was opened for
     assert fresh is not stale
     assert stale_session._closed
     fresh.close()
-    connect.open_early_from_argv(["--config", str(path)])
+    connect.open_early(StageArgs(config=path))
     assert connect._pending is not None
     discarded = connect._pending[3]._openings["web1"].result()
     connect.discard_early_sessions()  # what a dry run does
     assert connect._pending is None and discarded._closed
+    for nothing in (StageArgs(config=path, dry_run=True), StageArgs(), StageArgs(config=tmp_path)):
+        connect.open_early(nothing)  # a dry run, no config, a config that does not load
+        assert connect._pending is None
 
 
 def test_main_opens_the_sessions_before_handing_over_to_typer(
@@ -169,14 +171,24 @@ def test_main_opens_the_sessions_before_handing_over_to_typer(
 
     path = _site(tmp_path)
     seen: list[object] = []
-    monkeypatch.setattr(deltastage.cli, "main", lambda: seen.append(connect._pending))
+
+    def cli_main(stage_args: StageArgs | None = None) -> None:
+        seen.extend((stage_args, connect._pending))
+
+    monkeypatch.setattr(deltastage.cli, "main", cli_main)
     monkeypatch.setattr(sys, "argv", ["deltastage", "stage", "--config", str(path)])
     entry.main()
-    assert seen and seen[0] is not None
+    assert seen[0] == StageArgs(config=path) and seen[1] is not None
     connect.discard_early_sessions()
+    seen.clear()
+    monkeypatch.setattr(sys, "argv", ["deltastage", "stage", "--config", str(path), "--help"])
+    entry.main()
+    assert seen == [None, None], "typer's to parse: nothing opened"
 
 
-def test_a_remote_stage_imports_paramiko_before_typer_and_never_invoke(tmp_path: Path) -> None:
+def test_a_remote_stage_imports_paramiko_before_typer_and_never_invoke_or_pydantic(
+    tmp_path: Path,
+) -> None:
     """The early connect is really early: paramiko is loaded before typer, and without
     invoke (~45 ms). The peer's port is closed, so the run fails fast, with its usual report."""
     import socket
@@ -212,3 +224,4 @@ def test_a_remote_stage_imports_paramiko_before_typer_and_never_invoke(tmp_path:
     # the protocol's modules are loaded while the connection is being made, not before
     assert loaded.index("paramiko") < loaded.index("deltastage.session")
     assert "xml.etree.ElementTree" not in loaded  # only a Cedar config needs it
+    assert "pydantic" not in loaded  # typer's coercion: the command line was parsed without it
