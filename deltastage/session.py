@@ -190,6 +190,11 @@ class PeerSession:
                 self._pending.popleft()
             self._alive()
 
+    @property
+    def unread_answers(self) -> int:
+        """Fetches requested whose answers are not read to their end (one may be half read)."""
+        return len(self._pending)
+
     def may_send_ahead(self, signature_size: int = 0) -> bool:
         """Whether a fetch whose signature has ``signature_size`` bytes may be requested
         before the pending answers are read: what waits unread by the agent (all but the

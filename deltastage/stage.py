@@ -693,7 +693,8 @@ class PeerStager:
     def _request_ahead(
         self, session: PeerSession, todo: deque[_Job], transfers: deque[_Transfer]
     ) -> None:
-        while todo and (not transfers or session.may_send_ahead()):
+        # ``transfers`` lacks the answer being read (if any): the session counts it
+        while todo and (not session.unread_answers or session.may_send_ahead()):
             job = todo.popleft()
             try:
                 if job.fresh:
@@ -707,7 +708,7 @@ class PeerStager:
                         )
                         self._file_done(session, job.entry)
                         continue
-                transfer = self._start(session, job, ahead=bool(transfers))
+                transfer = self._start(session, job, ahead=bool(session.unread_answers))
                 if transfer is None:  # its signature is too big to wait unread: later
                     todo.appendleft(job)
                     return

@@ -609,3 +609,29 @@ def test_an_early_check_that_fails_leaves_the_whole_file_to_the_commit(tmp_path:
     assert not _verify_on_disk(dir_fd, "f", len(data) + 1, hash_bytes(data))
     os.close(dir_fd)
     assert len(os.listdir("/proc/self/fd")) < 64, "the checks' own fds were closed"
+
+
+def test_only_the_fetch_being_waited_for_may_be_refined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch requested while another answer is still being read is sent refine=0 (its
+    blocks are small): a refinement would stall the agent until that answer is read."""
+    from deltastage.session import PeerSession
+
+    big, mid = random_bytes(4 << 20, 21), random_bytes(1 << 20, 22)
+    make_peer(tmp_path, "p", {"big.bin": big, "mid.bin": mid})
+    config = load_config(write_config(tmp_path, {"p": {}}))
+    assert run_stage(config, run_date=date(2026, 11, 23)).peers[0].status == "staged"
+    make_peer(tmp_path, "p", {"big.bin": big[:5000] + b"edit" + big[5000:], "mid.bin": b"e" + mid})
+    asked: dict[str, tuple[bool, int]] = {}
+    real = PeerSession.request_fetch
+
+    def spy(self: PeerSession, root: str, path: str, *args: Any, **kw: Any) -> Any:
+        asked[path] = (kw["refine"], self.unread_answers)
+        return real(self, root, path, *args, **kw)
+
+    monkeypatch.setattr(PeerSession, "request_fetch", spy)
+    report = run_stage(config, run_date=date(2026, 11, 24))
+    assert report.peers[0].status == "staged", report.peers[0].error
+    assert asked == {"big.bin": (True, 0), "mid.bin": (False, 1)}
+    assert tree(staged(tmp_path, DAY2, "p"))["mid.bin"] == b"e" + mid
