@@ -75,7 +75,9 @@ def select_peers(config: Config, only_peers: Sequence[str]) -> list[PeerConfig]:
 
 
 class _Opening:
-    """One peer's session being opened (and handshaken) on a background thread."""
+    """One peer's session being opened on a background thread, its survey (the handshake,
+    the indicator query and the listing request) sent as soon as the agent is started: the
+    agent answers while the master is still starting up."""
 
     def __init__(self, peer: PeerConfig, options: Options, factory: SessionFactory) -> None:
         self.session: PeerSession | None = None
@@ -91,7 +93,8 @@ class _Opening:
         session = None
         try:
             session = factory(peer, options)
-            session.handshake()
+            session.send_survey(str(peer.collect_dir), options.collect_indicator)
+            session.flush()
         except BaseException as exc:  # handed to the stager, which decides (and retries)
             self.error = exc
             if session is not None:
@@ -125,8 +128,9 @@ class _Opening:
 class EarlySessions:
     """The first peers' sessions, opened while the master starts up.
 
-    ``take(name)`` returns a peer's handshaken session, or raises what opening it raised (the
-    stager counts that as its first attempt); None when that peer was not opened early.
+    ``take(name)`` returns a peer's session, its survey sent (``PeerSession.survey_sent``), or
+    raises what opening it raised (the stager counts that as its first attempt); None when
+    that peer was not opened early.
     ``close()`` closes every session nobody took.
     """
 

@@ -149,6 +149,8 @@ class PeerSession:
         self._sent = 0  # request bytes encoded so far
         self._requesting = False  # a fetch request (its signature) is being sent
         self.info: AgentInfo | None = None
+        # a survey sent whose answers are unread: (root, indicator, whether it said Hello)
+        self.survey_sent: tuple[str, str, bool] | None = None
 
     @property
     def wire_bytes(self) -> int:
@@ -221,6 +223,14 @@ class PeerSession:
             if len(self._out) >= SEND_BATCH:
                 self._flush()
         except (TransportError, ProtocolError) as exc:
+            self._die(str(exc))
+            raise
+
+    def flush(self) -> None:
+        """Write the requests gathered so far now (they go anyway before any wait)."""
+        try:
+            self._flush()
+        except TransportError as exc:
             self._die(str(exc))
             raise
 
@@ -297,15 +307,19 @@ class PeerSession:
         be requested before ``read_survey`` (it is answered after the listing)."""
         check_name(indicator)
         self._ready()
+        if self.survey_sent is not None:
+            raise LocalProtocolError("read the survey sent before sending another")
         hello = self.info is None
         if hello:
             self._send(Hello(PROTOCOL_VERSION, __version__, CAPABILITIES))
         self._send(IndicatorQuery(root, indicator))
         self._send(ListRequest(root))
+        self.survey_sent = (root, indicator, hello)
         return hello
 
     def read_survey(self, root: str, hello: bool) -> tuple[bool, list[RemoteEntry]]:
         """The answers to ``send_survey`` (see ``survey``)."""
+        self.survey_sent = None
         if hello:
             self._hello_reply()
         try:

@@ -498,10 +498,14 @@ class PeerStager:
             self.fresh_dir = not any(
                 not name.startswith(INTERNAL_PREFIX) for name in os.listdir(peer_fd)
             )
-            # one round trip: the handshake (unless an early session did it), the indicator
-            # query and the listing request travel together, and the likeliest changed big
-            # file's fetch right behind them
-            hello = session.send_survey(self.root, self.options.collect_indicator)
+            # one round trip: the handshake, the indicator query and the listing request
+            # travel together (an early session sent them already), and the likeliest
+            # changed big file's fetch right behind them
+            sent = session.survey_sent
+            if sent is not None and sent[:2] == (self.root, self.options.collect_indicator):
+                hello = sent[2]
+            else:
+                hello = session.send_survey(self.root, self.options.collect_indicator)
             speculative = self._speculate(session)
             ready, listing = session.read_survey(self.root, hello)
             if not ready:

@@ -137,7 +137,12 @@ def test_the_command_claims_what_was_opened_for_it(tmp_path: Path) -> None:
     assert connect.claim_early_sessions(config, (), config.options.jobs) is early
     assert connect._pending is None
     session = early.take("web1")
-    assert session is not None and session.info is not None, "handshaken on its thread"
+    assert session is not None
+    # the survey went out on the connecting thread; its answers are read by the command
+    assert session.survey_sent == (str(tmp_path / "collect" / "web1"), "cback.collect", True)
+    ready, listing = session.read_survey(str(tmp_path / "collect" / "web1"), True)
+    assert ready and [e.path for e in listing] == ["a.txt", "cback.collect"]
+    assert session.info is not None and session.survey_sent is None
     early.close()
     session.close()
 
