@@ -195,9 +195,18 @@ def stage(
     from deltastage.stageargv import StageArgs
 
     args = StageArgs(
-        config, cedar_config, run_date, full, tuple(peer or ()), dry_run, jobs, as_json,
-        log_level, log_file, syslog,
-    )  # fmt: skip
+        config=config,
+        cedar_config=cedar_config,
+        run_date=run_date,
+        full=full,
+        peer=tuple(peer or ()),
+        dry_run=dry_run,
+        jobs=jobs,
+        as_json=as_json,
+        log_level=log_level,
+        log_file=log_file,
+        syslog=syslog,
+    )
     raise typer.Exit(run_guarded(lambda: _stage(args)))
 
 

@@ -639,7 +639,7 @@ class PeerStager:
         basis = Basis(self.presigner.root, path, "previous", size, None)
         job = _Job(RemoteEntry(path, "file", size, 0, 0o600, None), [basis])
         try:
-            return self._start(session, job, ahead=False)
+            return self._start(session, job)
         except (IntegrityError, UnsafePathError, OSError):
             return None  # the ordinary fetch will sign and request it, or report it
 
@@ -712,7 +712,7 @@ class PeerStager:
                         )
                         self._file_done(session, job.entry)
                         continue
-                transfer = self._start(session, job, ahead=bool(session.unread_answers))
+                transfer = self._start(session, job)
                 if transfer is None:  # its signature is too big to wait unread: later
                     todo.appendleft(job)
                     return
@@ -722,9 +722,11 @@ class PeerStager:
             except OSError as exc:
                 raise DeltastageError(f"{job.entry.path}: {exc.strerror or exc}") from exc
 
-    def _start(self, session: PeerSession, job: _Job, *, ahead: bool) -> _Transfer | None:
+    def _start(self, session: PeerSession, job: _Job) -> _Transfer | None:
         """Open the basis and a temp file, send the request (the signature goes with it);
         None when it was to go ahead of unread answers and its signature is too big."""
+        # the answer being read counts too (the stage's queue of transfers lacks it)
+        ahead = session.unread_answers > 0
         basis, strong_len = job.plan
         dir_fd = self.dirs.parent_of(job.parts)
         basis_fd = self._open_basis(basis) if basis is not None else -1
