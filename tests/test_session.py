@@ -595,8 +595,22 @@ def test_answers_must_be_read_in_request_order(tmp_path: Path) -> None:
     session.close()
 
 
+@pytest.fixture
+def refinements(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every RefineRequest the master answers, in order."""
+    seen: list[object] = []
+    real_refine = PeerSession._refine
+
+    def counted(self: PeerSession, request: Any, pending: Any) -> bytes:
+        seen.append(request)
+        return real_refine(self, request, pending)
+
+    monkeypatch.setattr(PeerSession, "_refine", counted)
+    return seen
+
+
 def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, refinements: list[object]
 ) -> None:
     """The agent reads the requests queued behind a fetch it refines, sets them aside until
     the RefineReply comes, then answers them in order (protocol 4)."""
@@ -604,14 +618,6 @@ def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
     (tmp_path / "big").write_bytes(basis[:1000] + b"edit" + basis[1000:])
     for i in range(3):
         (tmp_path / f"small{i}").write_bytes(b"small %d" % i)
-    refinements: list[object] = []
-    real_refine = PeerSession._refine
-
-    def counted(self: PeerSession, request: Any, pending: Any) -> bytes:
-        refinements.append(request)
-        return real_refine(self, request, pending)
-
-    monkeypatch.setattr(PeerSession, "_refine", counted)
     session = PeerSession(LocalTransport([str(tmp_path)]))
     session.handshake()
     builder = SignatureBuilder(len(basis))
@@ -638,21 +644,13 @@ def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
 
 
 def test_a_fetch_sent_without_refine_is_never_refined(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, refinements: list[object]
 ) -> None:
     """Behind unread answers a refinement would stall the agent, so the master may forbid
     it; nothing then holds back the requests behind it."""
     basis = random.Random(2).randbytes(2 << 20)
     new = basis[:1000] + b"edit" + basis[1000:]
     (tmp_path / "big").write_bytes(new)
-    refinements: list[object] = []
-    real_refine = PeerSession._refine
-
-    def counted(self: PeerSession, request: Any, pending: Any) -> bytes:
-        refinements.append(request)
-        return real_refine(self, request, pending)
-
-    monkeypatch.setattr(PeerSession, "_refine", counted)
     session = PeerSession(LocalTransport([str(tmp_path)]))
     session.handshake()
     builder = SignatureBuilder(len(basis))

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from deltastage.config import Config, Options, PeerConfig, load_config
-from deltastage.connect import EarlySessions, open_peer_session
+from deltastage.connect import EarlySessions, SessionFactory, open_peer_session
 from deltastage.delta import SignatureBuilder
 from deltastage.errors import ConnectError
 from deltastage.presign import Presigner
 from deltastage.session import PeerSession
-from deltastage.stage import run_stage
+from deltastage.stage import StageReport, run_stage
 from tests.test_stage import (
     DAY1,
     DAY2,
@@ -213,6 +213,17 @@ def _config(tmp: Path) -> Config:
     return load_config(_site(tmp))
 
 
+def _stage_with_early_sessions(config: Config, factory: SessionFactory) -> StageReport:
+    """Day 1 staged with the first peer opened early, by ``factory`` (as by the CLI)."""
+    early = EarlySessions(config, count=1, factory=factory)
+    try:
+        return run_stage(
+            config, run_date=date.fromisoformat(DAY1), session_factory=factory, early=early
+        )
+    finally:
+        early.close()
+
+
 def test_early_session_is_used_for_the_first_attempt(tmp_path: Path) -> None:
     config = _config(tmp_path)
     opened: list[str] = []
@@ -221,13 +232,7 @@ def test_early_session_is_used_for_the_first_attempt(tmp_path: Path) -> None:
         opened.append(threading.current_thread().name)
         return open_peer_session(peer, options)
 
-    early = EarlySessions(config, count=1, factory=factory)
-    try:
-        report = run_stage(
-            config, run_date=date.fromisoformat(DAY1), session_factory=factory, early=early
-        )
-    finally:
-        early.close()
+    report = _stage_with_early_sessions(config, factory)
     assert report.peers[0].status == "staged"
     assert opened == ["connect"], "one session, opened on the early thread"
 
@@ -242,14 +247,7 @@ def test_early_open_failure_counts_as_the_first_attempt_and_is_retried(tmp_path:
             raise ConnectError("web1:22: connection refused")
         return open_peer_session(peer, options)
 
-    early = EarlySessions(config, count=1, factory=flaky)
-    try:
-        report = run_stage(
-            config, run_date=date.fromisoformat(DAY1), session_factory=flaky, early=early
-        )
-    finally:
-        early.close()
-    result = report.peers[0]
+    result = _stage_with_early_sessions(config, flaky).peers[0]
     assert (result.status, result.attempts) == ("staged", 2)
     assert calls[0] == "connect" and len(calls) == 2
 
