@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -19,7 +18,6 @@ from deltastage.errors import DeltastageError, UsageError, describe_os_error
 
 if TYPE_CHECKING:
     from deltastage.config import Config
-    from deltastage.stageargv import StageArgs
 
 __all__ = ["app", "main"]
 
@@ -48,6 +46,8 @@ def run_guarded(action: Callable[[], T]) -> T:
         raise fail(str(exc), exc.exit_code) from None
     except OSError as exc:
         raise fail(describe_os_error(exc), 1) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
 
 
 def version_callback(value: bool) -> None:
@@ -192,67 +192,38 @@ def stage(
     syslog: SyslogOpt = False,
 ) -> None:
     """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
-    from deltastage.stageargv import StageArgs
 
-    args = StageArgs(
-        config=config,
-        cedar_config=cedar_config,
-        run_date=run_date,
-        full=full,
-        peer=tuple(peer or ()),
-        dry_run=dry_run,
-        jobs=jobs,
-        as_json=as_json,
-        log_level=log_level,
-        log_file=log_file,
-        syslog=syslog,
-    )
-    raise typer.Exit(run_guarded(lambda: _stage(args)))
-
-
-def _stage(args: StageArgs) -> int:
-    """The stage command, from typer's parse or from ``stageargv.parse_stage_argv``."""
-    from deltastage.connect import claim_early_sessions, discard_early_sessions
-
-    _setup_logging(args.log_level, args.log_file, args.syslog)
-    cfg = _load(args.config, args.cedar_config)
-    day = _parse_date(args.run_date)
-    # The first peers connect while the rest of the master starts up; __main__ may have
-    # started that before this module was imported.
-    count = args.jobs or cfg.options.jobs
-    if args.dry_run:
-        discard_early_sessions()
-    early = None if args.dry_run else claim_early_sessions(cfg, args.peer, count)
-    try:
+    def action() -> int:
+        _setup_logging(log_level, log_file, syslog)
+        cfg = _load(config, cedar_config)
+        day = _parse_date(run_date)
         from rich.console import Console
 
         from deltastage.console import LogObserver, RichObserver, render_stage_table
         from deltastage.history import record_stage
         from deltastage.stage import run_stage
 
-        console = Console(stderr=args.as_json)
-        bars = RichObserver(console) if console.is_terminal and not args.as_json else None
+        console = Console(stderr=as_json)
+        bars = RichObserver(console) if console.is_terminal and not as_json else None
         with bars or contextlib.nullcontext():
             report = run_stage(
                 cfg,
                 run_date=day,
-                full=args.full,
-                only_peers=args.peer,
-                dry_run=args.dry_run,
-                jobs=args.jobs,
+                full=full,
+                only_peers=tuple(peer or ()),
+                dry_run=dry_run,
+                jobs=jobs,
                 observer=bars or LogObserver(),
-                early=early,
             )
-    finally:
-        if early is not None:
-            early.close()
-    if not args.dry_run:
-        record_stage(cfg.staging_dir, report)
-    if args.as_json:
-        _print_json(report.as_json())
-    else:
-        render_stage_table(report, console)
-    return report.exit_code
+        if not dry_run:
+            record_stage(cfg.staging_dir, report)
+        if as_json:
+            _print_json(report.as_json())
+        else:
+            render_stage_table(report, console)
+        return report.exit_code
+
+    raise typer.Exit(run_guarded(action))
 
 
 @app.command()
@@ -468,43 +439,10 @@ def agent(
     raise typer.Exit(run_stdio(roots))
 
 
-def main(stage_args: StageArgs | None = None) -> None:
-    """The Typer application; ``deltastage.__main__.main`` routes the hot paths around it,
-    and hands a stage command line it parsed itself (see stageargv.py) straight to stage."""
+def main() -> None:
+    """The Typer application, as the console script runs it."""
     try:
-        if stage_args is None:
-            app()
-            code: object = 0
-        else:
-            code = run_guarded(lambda: _stage(stage_args))
-    except typer.Exit as exc:  # the stage run's own errors (``fail``): typer was not running
-        code = exc.exit_code
-    except SystemExit as exc:
-        code = exc.code
+        app()
     except KeyboardInterrupt:
         sys.stderr.write("deltastage: interrupted\n")
-        code = 130
-    _exit_now(code)
-
-
-def _exit_now(code: object) -> None:
-    """End the process without the interpreter's teardown.
-
-    With numpy, paramiko and pydantic loaded, unloading them takes ~0.07 s, a tenth of a
-    small stage run. By now every file the command wrote is closed and synced and every
-    session is closed; what is left is flushing the logs and the standard streams.
-    """
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:  # sys.exit("message") semantics
-        sys.stderr.write(f"{code}\n")
-        status = 1
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: the output is lost anyway
-            status = status or 1
-    os._exit(status)
+        sys.exit(130)

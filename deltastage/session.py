@@ -149,8 +149,7 @@ class PeerSession:
         self._sent = 0  # request bytes encoded so far
         self._requesting = False  # a fetch request (its signature) is being sent
         self.info: AgentInfo | None = None
-        # a survey sent whose answers are unread: (root, indicator, whether it said Hello)
-        self.survey_sent: tuple[str, str, bool] | None = None
+        self._survey_unread = False  # a survey was sent and its answers are not read yet
 
     @property
     def wire_bytes(self) -> int:
@@ -307,19 +306,19 @@ class PeerSession:
         be requested before ``read_survey`` (it is answered after the listing)."""
         check_name(indicator)
         self._ready()
-        if self.survey_sent is not None:
+        if self._survey_unread:
             raise LocalProtocolError("read the survey sent before sending another")
         hello = self.info is None
         if hello:
             self._send(Hello(PROTOCOL_VERSION, __version__, CAPABILITIES))
         self._send(IndicatorQuery(root, indicator))
         self._send(ListRequest(root))
-        self.survey_sent = (root, indicator, hello)
+        self._survey_unread = True
         return hello
 
     def read_survey(self, root: str, hello: bool) -> tuple[bool, list[RemoteEntry]]:
         """The answers to ``send_survey`` (see ``survey``)."""
-        self.survey_sent = None
+        self._survey_unread = False
         if hello:
             self._hello_reply()
         try:

@@ -31,7 +31,6 @@ from typing import Protocol
 from deltastage.basis import PARTIAL_DIR, Basis, BasisFinder, daily_dir_for, earlier_peer_dirs
 from deltastage.config import Config, Options, PeerConfig, failure_ignored
 from deltastage.connect import (
-    EarlySessions,
     SessionFactory,
     bounded_session,
     open_peer_session,
@@ -73,7 +72,6 @@ from deltastage.safefs import (
 from deltastage.session import PeerSession
 
 __all__ = [
-    "EarlySessions",
     "PeerReport",
     "SessionFactory",
     "StageObserver",
@@ -264,12 +262,8 @@ def run_stage(
     jobs: int | None = None,
     observer: StageObserver | None = None,
     session_factory: SessionFactory = open_peer_session,
-    early: EarlySessions | None = None,
 ) -> StageReport:
-    """Stage the selected peers; the daily dir is fixed here, once, for the whole run.
-
-    ``early`` holds sessions already being opened for the first peers (see connect.py).
-    """
+    """Stage the selected peers; the daily dir is fixed here, once, for the whole run."""
     day = run_date or date.today()
     peers = select_peers(config, only_peers)
     daily_dir = daily_dir_for(config.staging_dir, day)
@@ -289,9 +283,7 @@ def run_stage(
             make_dirs(daily_dir / peer.name, ownership)
 
         def stage_one(peer: PeerConfig) -> PeerReport:
-            stager = PeerStager(
-                config, peer, day, daily_dir, ownership, watcher, session_factory, early
-            )
+            stager = PeerStager(config, peer, day, daily_dir, ownership, watcher, session_factory)
             result = stager.run()
             if result.status != "staged":
                 result.ignored = failure_ignored(
@@ -410,10 +402,8 @@ class PeerStager:
         ownership: Ownership,
         observer: StageObserver,
         session_factory: SessionFactory,
-        early: EarlySessions | None = None,
     ) -> None:
         self.config = config
-        self.early = early
         self.options = config.options
         self.peer = peer
         self.run_date = run_date
@@ -443,10 +433,7 @@ class PeerStager:
             self.report.attempts = attempt + 1
             session: PeerSession | None = None
             try:
-                if attempt == 0 and self.early is not None:
-                    session = self.early.take(self.peer.name)
-                if session is None:
-                    session = self.session_factory(self.peer, self.options)
+                session = self.session_factory(self.peer, self.options)
                 self._stage_once(session)
                 break
             except TransportError as exc:
@@ -499,13 +486,8 @@ class PeerStager:
                 not name.startswith(INTERNAL_PREFIX) for name in os.listdir(peer_fd)
             )
             # one round trip: the handshake, the indicator query and the listing request
-            # travel together (an early session sent them already), and the likeliest
-            # changed big file's fetch right behind them
-            sent = session.survey_sent
-            if sent is not None and sent[:2] == (self.root, self.options.collect_indicator):
-                hello = sent[2]
-            else:
-                hello = session.send_survey(self.root, self.options.collect_indicator)
+            # travel together, and the likeliest changed big file's fetch right behind them
+            hello = session.send_survey(self.root, self.options.collect_indicator)
             speculative = self._speculate(session)
             ready, listing = session.read_survey(self.root, hello)
             if not ready:

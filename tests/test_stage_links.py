@@ -1,21 +1,20 @@
-"""Unchanged files hard-linked to yesterday's copy, presigned bases, and early sessions."""
+"""Unchanged files hard-linked to yesterday's copy, presigned bases, retries of a connect."""
 
 from __future__ import annotations
 
 import os
-import threading
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from deltastage.config import Config, Options, PeerConfig, load_config
-from deltastage.connect import EarlySessions, SessionFactory, open_peer_session
+from deltastage.config import Options, PeerConfig, load_config
+from deltastage.connect import open_peer_session
 from deltastage.delta import SignatureBuilder
 from deltastage.errors import ConnectError
 from deltastage.presign import Presigner
 from deltastage.session import PeerSession
-from deltastage.stage import StageReport, run_stage
+from deltastage.stage import run_stage
 from tests.test_stage import (
     DAY1,
     DAY2,
@@ -206,89 +205,29 @@ def test_a_basis_changed_after_presigning_still_stages_right(
     assert tree(staged(tmp_path, DAY2, "web1")) == _source(tmp_path)
 
 
-# --- early sessions ------------------------------------------------------------------------
+# --- opening sessions --------------------------------------------------------------------
 
 
-def _config(tmp: Path) -> Config:
-    return load_config(_site(tmp))
-
-
-def _stage_with_early_sessions(config: Config, factory: SessionFactory) -> StageReport:
-    """Day 1 staged with the first peer opened early, by ``factory`` (as by the CLI)."""
-    early = EarlySessions(config, count=1, factory=factory)
-    try:
-        return run_stage(
-            config, run_date=date.fromisoformat(DAY1), session_factory=factory, early=early
-        )
-    finally:
-        early.close()
-
-
-def test_early_session_is_used_for_the_first_attempt(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    opened: list[str] = []
-
-    def factory(peer: PeerConfig, options: Options) -> PeerSession:
-        opened.append(threading.current_thread().name)
-        return open_peer_session(peer, options)
-
-    report = _stage_with_early_sessions(config, factory)
-    assert report.peers[0].status == "staged"
-    assert opened == ["connect"], "one session, opened on the early thread"
-
-
-def test_early_open_failure_counts_as_the_first_attempt_and_is_retried(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+def test_a_failure_to_connect_counts_as_an_attempt_and_is_retried(tmp_path: Path) -> None:
+    config = load_config(_site(tmp_path))
     calls: list[str] = []
 
     def flaky(peer: PeerConfig, options: Options) -> PeerSession:
-        calls.append(threading.current_thread().name)
+        calls.append(peer.name)
         if len(calls) == 1:
             raise ConnectError("web1:22: connection refused")
         return open_peer_session(peer, options)
 
-    result = _stage_with_early_sessions(config, flaky).peers[0]
+    report = run_stage(config, run_date=date.fromisoformat(DAY1), session_factory=flaky)
+    result = report.peers[0]
     assert (result.status, result.attempts) == ("staged", 2)
-    assert calls[0] == "connect" and len(calls) == 2
-
-
-def test_untaken_early_sessions_are_closed(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    sessions: list[PeerSession] = []
-
-    def factory(peer: PeerConfig, options: Options) -> PeerSession:
-        session = open_peer_session(peer, options)
-        sessions.append(session)
-        return session
-
-    early = EarlySessions(config, count=1, factory=factory)
-    early.close()
-    for _ in range(200):
-        if sessions and sessions[0]._closed:
-            break
-        threading.Event().wait(0.01)
-    assert sessions and sessions[0]._closed
-
-
-def test_an_unknown_peer_name_opens_nothing_early(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    opened: list[str] = []
-
-    def factory(peer: PeerConfig, options: Options) -> PeerSession:
-        opened.append(peer.name)
-        return open_peer_session(peer, options)
-
-    early = EarlySessions(config, ["nosuchpeer"], factory=factory)
-    assert early.take("web1") is None
-    early.close()
-    assert opened == []
+    assert calls == ["web1", "web1"]
 
 
 # --- the console script's exit -----------------------------------------------------------
 
 
-def test_the_console_script_flushes_everything_before_its_fast_exit(tmp_path: Path) -> None:
-    """cli.main ends with os._exit: the JSON, the log file and the exit code must be whole."""
+def test_the_console_script_leaves_whole_json_a_log_file_and_exit_codes(tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
