@@ -36,8 +36,6 @@ from deltastage.errors import (
 from deltastage.hashing import READ_CHUNK, Hasher
 from deltastage.protocol import (
     CAPABILITIES,
-    EOF,
-    NEED_DATA,
     PROTOCOL_VERSION,
     Bye,
     Cancel,
@@ -65,6 +63,7 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol import REFINE_MIN_BLOCK as REFINE_MIN_SIGNATURE_BLOCK
+from deltastage.protocol.channel import Channel
 from deltastage.protocol.events import MAX_BATCH_ENTRIES, MAX_REASON, MAX_REFINE_BLOCKS
 from deltastage.protocol.paths import check_name, split_relative
 
@@ -92,7 +91,6 @@ def _lazy(name: str) -> Any:
 
 __all__ = ["run_argv", "run_stdio", "serve"]
 
-RECV_CHUNK = 64 << 10
 FILE_CHUNK = READ_CHUNK  # bytes of the source file per DeltaEncoder.update
 DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the frame limit
 # A coarse block is refined into blocks of 1/REFINE_SPLIT its size (at least
@@ -100,7 +98,6 @@ DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the fra
 REFINE_SPLIT = 16
 REFINE_MIN_BLOCK = 512
 REFINE_MAX_LITERAL = 32 << 20  # literal bytes held for a refinement before giving up on it
-WRITE_BATCH = 64 << 10  # answer bytes gathered before a write to the master
 MAX_SET_ASIDE_BYTES = 16 << 20  # signature bytes of requests read ahead (a master sends 1 MiB)
 BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
 MAX_DEPTH = 256  # directory nesting the listing will follow
@@ -173,10 +170,21 @@ class _Agent:
         write: Callable[[bytes], None],
     ) -> None:
         self.roots = tuple(os.fspath(root) for root in roots)
-        self._read = read
-        self._write = write
+
+        def read_master(n: int) -> bytes:
+            try:
+                return read(n)
+            except OSError as exc:
+                raise _MasterGone(str(exc)) from None
+
+        def write_master(data: bytes) -> None:
+            try:
+                write(data)
+            except OSError as exc:
+                raise _MasterGone(str(exc)) from None
+
         self.conn = Connection(Role.AGENT)
-        self._out = bytearray()
+        self.channel = Channel(self.conn, read_master, write_master)
         # requests the master sent ahead, read while waiting for a RefineReply
         self._set_aside: deque[Event] = deque()
         self._set_aside_bytes = 0
@@ -184,21 +192,10 @@ class _Agent:
     # --- the byte pipe --------------------------------------------------------------------
 
     def send(self, event: Event) -> None:
-        # Answers are gathered and written in batches: on a WAN link every write is an SSH
-        # packet and a TCP segment of its own, and a file's DeltaData and DeltaEnd should
-        # travel together. Everything is written before the agent waits for the master.
-        self._out += self.conn.send(event)
-        if len(self._out) >= WRITE_BATCH:
-            self.flush()
+        self.channel.send(event)
 
     def flush(self) -> None:
-        if not self._out:
-            return
-        data, self._out = bytes(self._out), bytearray()
-        try:
-            self._write(data)
-        except OSError as exc:
-            raise _MasterGone(str(exc)) from None
+        self.channel.flush()
 
     def next_event(self) -> Event | None:
         """The master's next message, or None when it closed the stream."""
@@ -207,13 +204,13 @@ class _Agent:
             if not self._set_aside:
                 self._set_aside_bytes = 0
             return event
-        return self._read_event()
+        return self.channel.receive()
 
     def refine_reply(self) -> Event | None:
         """The master's RefineReply, or None when it closed the stream. The requests it
         sent ahead before the reply are read and set aside for ``next_event``."""
         while True:
-            event = self._read_event()
+            event = self.channel.receive()
             if event is None or isinstance(event, RefineReply):
                 return event
             self._set_aside.append(event)
@@ -222,22 +219,6 @@ class _Agent:
                 raise RemoteProtocolError(
                     f"master sent more than {MAX_SET_ASIDE_BYTES} bytes of requests ahead"
                 )
-
-    def _read_event(self) -> Event | None:
-        while True:
-            event = self.conn.next_event()
-            if event is NEED_DATA:
-                self.flush()
-                try:
-                    data = self._read(RECV_CHUNK)
-                except OSError as exc:
-                    raise _MasterGone(str(exc)) from None
-                self.conn.receive_data(data)
-            elif event is EOF:
-                return None
-            else:
-                assert isinstance(event, Event)
-                return event
 
     def last_word(self, reason: str) -> None:
         with contextlib.suppress(_MasterGone, LocalProtocolError):
