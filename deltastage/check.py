@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from deltastage.config import Config
 from deltastage.errors import DeltastageError
-from deltastage.stage import SessionFactory, open_peer_session
+from deltastage.master.connect import SessionFactory, open_peer_session
 
 __all__ = ["CheckReport", "PeerCheck", "check_config"]
 

@@ -10,6 +10,7 @@
     ├── ProtocolError                    a malformed or out-of-order message
     │   ├── LocalProtocolError           we (the local end) would have broken the protocol
     │   └── RemoteProtocolError          the other end broke it, or reported an error message
+    │       └── AgentError               the agent answered a request with an error (``code``)
     ├── DeltaFormatError                 a signature or delta stream is malformed or out of bounds
     ├── IntegrityError                   a hash does not match (basis, output, staged file)
     ├── UnsafePathError                  a peer-supplied name would escape its root
@@ -25,6 +26,7 @@ Lower-level exceptions (OSError, paramiko, zstandard) are mapped at the boundary
 from __future__ import annotations
 
 __all__ = [
+    "AgentError",
     "ConfigError",
     "ConnectError",
     "ConnectionClosed",
@@ -86,6 +88,14 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     pass
+
+
+class AgentError(RemoteProtocolError):
+    """The agent answered a request with an error (``code`` names which kind)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"agent: {reason}")
+        self.code = code
 
 
 class DeltaFormatError(DeltastageError):

@@ -2,7 +2,7 @@
 
 Per file: pick a basis (basis.py); a file the master already holds is hard-linked or copied
 locally, any other is fetched (its basis's signature sent, the peer's delta patched into a
-temp file beneath the peer's staging dir; requests pipelined, see session.py). Then, in
+temp file beneath the peer's staging dir; requests pipelined, see master/session.py). Then, in
 batches on a committer thread: syncfs, drop from the page cache, read back from the disk,
 compare with the source's xxh3-128, rename into place. Per peer, only when every file
 verified: the manifest, then the collect-dir indicator on the peer. After all peers: the
@@ -30,12 +30,6 @@ from typing import Protocol
 
 from deltastage.basis import PARTIAL_DIR, Basis, BasisFinder, daily_dir_for, earlier_peer_dirs
 from deltastage.config import Config, Options, PeerConfig, failure_ignored
-from deltastage.connect import (
-    SessionFactory,
-    bounded_session,
-    open_peer_session,
-    select_peers,
-)
 from deltastage.delta import MAX_STRONG_LEN, Patcher, SignatureBuilder
 from deltastage.errors import (
     DeltastageError,
@@ -56,6 +50,8 @@ from deltastage.manifest import (
     remove_manifest,
     write_manifest,
 )
+from deltastage.master.connect import SessionFactory, open_peer_session, select_peers
+from deltastage.master.session import PeerSession
 from deltastage.models import RemoteEntry
 from deltastage.presign import Presigner, file_identity
 from deltastage.safefs import (
@@ -69,17 +65,8 @@ from deltastage.safefs import (
     syncfs,
     walk_files,
 )
-from deltastage.session import PeerSession
 
-__all__ = [
-    "PeerReport",
-    "SessionFactory",
-    "StageObserver",
-    "StageReport",
-    "bounded_session",
-    "open_peer_session",
-    "run_stage",
-]
+__all__ = ["PeerReport", "StageObserver", "StageReport", "run_stage"]
 
 log = logging.getLogger("deltastage.stage")
 

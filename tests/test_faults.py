@@ -27,8 +27,9 @@ from deltastage.config import Options, PeerConfig, load_config
 from deltastage.errors import ConnectionClosed
 from deltastage.hashing import hash_bytes
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
-from deltastage.session import PeerSession
-from deltastage.stage import bounded_session, open_peer_session, run_stage
+from deltastage.master.connect import bounded_session, open_peer_session
+from deltastage.master.session import PeerSession
+from deltastage.stage import run_stage
 from deltastage.transports.base import Transport
 from deltastage.verify import verify_peer_dir
 

@@ -25,6 +25,7 @@ from deltastage.delta import (
 )
 from deltastage.errors import DeltastageError, ProtocolError
 from deltastage.manifest import Manifest, ManifestEntry, decode_manifest, encode_manifest
+from deltastage.master.session import PeerSession
 from deltastage.protocol import (
     CAPABILITIES,
     EOF,
@@ -51,7 +52,6 @@ from deltastage.protocol import (
     SigEnd,
     WireEntry,
 )
-from deltastage.session import PeerSession
 from deltastage.transports.base import Transport
 from tests.hostile_agent import file_entry
 

@@ -26,6 +26,8 @@ import zstandard
 from deltastage.config import Options, PeerConfig, load_config
 from deltastage.delta import Signature
 from deltastage.manifest import MANIFEST_NAME
+from deltastage.master.connect import bounded_session, open_peer_session
+from deltastage.master.session import PeerSession
 from deltastage.protocol import (
     DeltaData,
     DeltaEnd,
@@ -37,8 +39,7 @@ from deltastage.protocol import (
     ListEnd,
     WireEntry,
 )
-from deltastage.session import PeerSession
-from deltastage.stage import StageReport, bounded_session, open_peer_session, run_stage
+from deltastage.stage import StageReport, run_stage
 from deltastage.verify import verify_peer_dir
 from tests.hostile_agent import (
     Answer,

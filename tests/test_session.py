@@ -16,6 +16,7 @@ import xxhash
 from deltastage import agent as agent_module
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder, apply_delta
 from deltastage.errors import (
+    AgentError,
     ConnectionClosed,
     IntegrityError,
     LocalProtocolError,
@@ -25,6 +26,7 @@ from deltastage.errors import (
     TransportTimeout,
     UnsafePathError,
 )
+from deltastage.master.session import AHEAD_OF_REFINABLE, PeerSession
 from deltastage.protocol import (
     CAPABILITIES,
     NEED_DATA,
@@ -46,7 +48,6 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
-from deltastage.session import AHEAD_OF_REFINABLE, AgentError, PeerSession
 from deltastage.transports.base import Transport
 from deltastage.transports.local import LocalTransport
 from deltastage.transports.pipe import PipeTransport

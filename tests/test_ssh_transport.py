@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from deltastage.errors import ConfigError, ConnectError, ConnectionClosed, TransportTimeout
+from deltastage.errors import (
+    AgentError,
+    ConfigError,
+    ConnectError,
+    ConnectionClosed,
+    TransportTimeout,
+)
+from deltastage.master.session import PeerSession
 from deltastage.models import Gateway
-from deltastage.session import AgentError, PeerSession
 from deltastage.transports.ssh import SSHTransport, known_hosts_name
 from tests.sshd import SSHServer, agent_command, free_port, keygen, public_key
 

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from deltastage.cli import app
 from deltastage.config import load_config
 from deltastage.manifest import MANIFEST_NAME
-from deltastage.stage import open_peer_session, run_stage
+from deltastage.master.connect import open_peer_session
+from deltastage.stage import run_stage
 
 runner = CliRunner()
 DAY1 = "2026-11-23"  # a Monday
@@ -616,7 +617,7 @@ def test_only_the_fetch_being_waited_for_may_be_refined(
 ) -> None:
     """A fetch requested while another answer is still being read is sent refine=0 (its
     blocks are small): a refinement would stall the agent until that answer is read."""
-    from deltastage.session import PeerSession
+    from deltastage.master.session import PeerSession
 
     big, mid = random_bytes(4 << 20, 21), random_bytes(1 << 20, 22)
     make_peer(tmp_path, "p", {"big.bin": big, "mid.bin": mid})

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from deltastage.config import Options, PeerConfig, load_config
-from deltastage.connect import open_peer_session
 from deltastage.delta import SignatureBuilder
 from deltastage.errors import ConnectError
+from deltastage.master.connect import open_peer_session
+from deltastage.master.session import PeerSession
 from deltastage.presign import Presigner
-from deltastage.session import PeerSession
 from deltastage.stage import run_stage
 from tests.test_stage import (
     DAY1,

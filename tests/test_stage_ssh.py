@@ -17,8 +17,9 @@ from deltastage.cli import app
 from deltastage.config import load_config
 from deltastage.errors import ConnectionClosed
 from deltastage.manifest import MANIFEST_NAME
-from deltastage.session import PeerSession
-from deltastage.stage import open_peer_session, run_stage
+from deltastage.master.connect import open_peer_session
+from deltastage.master.session import PeerSession
+from deltastage.stage import run_stage
 from deltastage.transports.base import Transport
 from tests.sshd import SSHServer
 

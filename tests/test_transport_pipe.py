@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from deltastage.errors import ConnectError, ConnectionClosed, TransportTimeout
+from deltastage.master.session import PeerSession
 from deltastage.protocol import CAPABILITIES, PROTOCOL_VERSION, Connection, Hello, HelloReply, Role
-from deltastage.session import PeerSession
 from deltastage.transports.local import LocalTransport
 from deltastage.transports.pipe import PipeTransport
 

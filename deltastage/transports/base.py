@@ -1,6 +1,6 @@
 """The transport interface: a reliable, ordered, blocking byte pipe to one agent.
 
-A transport knows nothing about frames or messages; ``session.py`` drives the protocol over
+A transport knows nothing about frames or messages; ``master/session.py`` drives the protocol over
 it. Every implementation counts the bytes it moved so the stage report can show what really
 crossed the wire, and maps its library's exceptions to ``TransportError`` subclasses.
 """

@@ -6,7 +6,7 @@ import getpass
 from collections.abc import Callable, Sequence
 
 from deltastage.config import Config, Options, PeerConfig
-from deltastage.session import PeerSession
+from deltastage.master.session import PeerSession
 from deltastage.transports.base import Transport
 
 __all__ = [

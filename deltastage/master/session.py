@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 
 from deltastage import __version__
 from deltastage.errors import (
+    AgentError,
     ConnectionClosed,
     DeltastageError,
     LocalProtocolError,
@@ -65,7 +66,7 @@ from deltastage.protocol import (
 from deltastage.protocol.paths import check_name, split_relative
 from deltastage.transports.base import Transport
 
-__all__ = ["AgentError", "PeerSession"]
+__all__ = ["PeerSession"]
 
 RECV_CHUNK = 256 << 10
 # Requests sent ahead of the answer being read. The agent reads them only when it is done
@@ -83,14 +84,6 @@ SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
 _REFINE_READ = 4 << 20  # basis bytes read and hashed at a time for a refinement
 _SIG_HEAD = 20  # bytes of an encoded signature up to and including the basis size
 SEND_BATCH = 64 << 10  # request bytes gathered before a write to the agent
-
-
-class AgentError(RemoteProtocolError):
-    """The agent answered a request with an error (``code`` names which kind)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"agent: {reason}")
-        self.code = code
 
 
 def _agent_error(error: Error, *, fetching: bool = False) -> DeltastageError:
