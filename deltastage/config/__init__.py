@@ -1,0 +1,44 @@
+"""Configuration: deltastage's TOML file, and an importer for Cedar Backup 3's XML.
+
+Both loaders validate the whole file before returning anything: a config is either complete
+and valid or a ``ConfigError`` whose one-line message names the file, every offending key
+(``peers[2].ignore_failures``, or ``stage/peer[2]/ignore_failures`` in Cedar's XML) and why.
+
+- ``model``: the Config, Options and PeerConfig dataclasses, and Cedar's ignore_failures rule;
+- ``toml``: reading and writing deltastage's TOML file;
+- ``cedar``: reading Cedar Backup 3's XML (``sshargs``: the ssh/scp command lines in it);
+- ``values``: parsers for single values; ``problems``: collecting every problem of a file;
+  ``checks``: what both loaders check beyond single values.
+"""
+
+from deltastage.config.cedar import load_cedar_config
+from deltastage.config.model import (
+    DEFAULT_AGENT_COMMAND,
+    IGNORE_FAILURE_MODES,
+    WEEKDAYS,
+    Config,
+    IgnoreFailures,
+    Options,
+    PeerConfig,
+    PeerType,
+    failure_ignored,
+)
+from deltastage.config.toml import config_to_toml, load_config
+from deltastage.config.values import parse_gateway, parse_mode
+
+__all__ = [
+    "DEFAULT_AGENT_COMMAND",
+    "IGNORE_FAILURE_MODES",
+    "WEEKDAYS",
+    "Config",
+    "IgnoreFailures",
+    "Options",
+    "PeerConfig",
+    "PeerType",
+    "config_to_toml",
+    "failure_ignored",
+    "load_cedar_config",
+    "load_config",
+    "parse_gateway",
+    "parse_mode",
+]

@@ -1,0 +1,59 @@
+"""What both loaders check beyond single values: the file's size as it is read, the accounts
+named for ownership, and where the collect and staging dirs lie."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from collections.abc import Iterable
+from pathlib import Path
+
+from deltastage.config.model import Options, PeerConfig
+from deltastage.config.problems import Problems
+from deltastage.errors import ConfigError
+
+# A config file is a few kilobytes; refusing big ones keeps a mistaken path (a backup
+# image, /dev/zero) from being read into memory.
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def accounts(
+    options: Options, user_key: str, group_key: str, problems: Problems, check: bool | None
+) -> None:
+    # Ownership is only changed when running as root, so only then must the names resolve
+    # (Cedar Backup does the same through getUidGid).
+    if not (os.geteuid() == 0 if check is None else check):
+        return
+    if options.backup_user is not None:
+        try:
+            pwd.getpwnam(options.backup_user)
+        except KeyError:
+            problems.add(user_key, f"no such user {options.backup_user!r} on this machine")
+    if options.backup_group is not None:
+        try:
+            grp.getgrnam(options.backup_group)
+        except KeyError:
+            problems.add(group_key, f"no such group {options.backup_group!r} on this machine")
+
+
+def layout(staging_dir: Path, peers: Iterable[tuple[str, PeerConfig]], problems: Problems) -> None:
+    """A local collect dir inside the staging dir (or the reverse) would stage its own output."""
+    for key, peer in peers:
+        if peer.type != "local":
+            continue
+        if peer.collect_dir.is_relative_to(staging_dir):
+            problems.add(key, f"collect dir {str(peer.collect_dir)!r} lies inside the staging dir")
+        elif staging_dir.is_relative_to(peer.collect_dir):
+            problems.add(key, f"the staging dir lies inside collect dir {str(peer.collect_dir)!r}")
+
+
+def read_source(path: Path, what: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, not a {what}")
+    return data
