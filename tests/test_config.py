@@ -241,13 +241,6 @@ def test_bad_mode_strings(text: str) -> None:
         parse_mode(text)
 
 
-def test_dir_mode_is_derived_from_file_mode() -> None:
-    assert Options().effective_dir_mode() is None
-    assert Options(file_mode=0o640).effective_dir_mode() == 0o750
-    assert Options(file_mode=0o604).effective_dir_mode() == 0o705
-    assert Options(file_mode=0o640, dir_mode=0o700).effective_dir_mode() == 0o700
-
-
 def test_unknown_peer_is_a_config_error(tmp_path: Path) -> None:
     config = load_text(tmp_path, STAGE + LOCAL)
     with pytest.raises(ConfigError, match="no peer named 'db2'"):

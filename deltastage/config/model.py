@@ -71,15 +71,6 @@ class Options:
     max_bytes_per_peer: int = 1 << 40
     max_frame_size: int = 4 << 20
 
-    def effective_dir_mode(self) -> int | None:
-        """The mode for staged directories: ``dir_mode``, else ``file_mode`` with x added
-        wherever r is set (so 0640 gives 0750), else None (keep the source's bits)."""
-        if self.dir_mode is not None:
-            return self.dir_mode
-        if self.file_mode is None:
-            return None
-        return self.file_mode | ((self.file_mode & 0o444) >> 2)
-
 
 @dataclass(frozen=True)
 class Config:
