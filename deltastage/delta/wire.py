@@ -9,8 +9,7 @@ Wire format (little-endian)::
              b"Z" len u32 zlen u32 bytes    zstd-compressed literal of len raw bytes
     trailer  b"E" new_size u64 | new xxh3-128 (16)
 
-Kept apart from codec so that patching imports neither numpy, zstandard nor dataclasses
-until it needs them: a patch's start-up is part of what rdiff is measured against.
+The encoder (``codec``) and the patcher (``patch``) both read their layout from here.
 """
 
 from __future__ import annotations
