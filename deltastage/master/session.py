@@ -33,9 +33,7 @@ from deltastage.errors import (
 from deltastage.models import AgentInfo, RemoteEntry
 from deltastage.protocol import (
     CAPABILITIES,
-    EOF,
     MAX_FRAME,
-    NEED_DATA,
     PROTOCOL_VERSION,
     REFINE_MIN_BLOCK,
     Bye,
@@ -63,6 +61,7 @@ from deltastage.protocol import (
     SigEnd,
     State,
 )
+from deltastage.protocol.channel import Channel
 from deltastage.protocol.paths import check_name, split_relative
 from deltastage.transports.base import Transport
 
@@ -83,7 +82,6 @@ DRAIN_LIMIT = 64 << 20
 SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
 _REFINE_READ = 4 << 20  # basis bytes read and hashed at a time for a refinement
 _SIG_HEAD = 20  # bytes of an encoded signature up to and including the basis size
-SEND_BATCH = 64 << 10  # request bytes gathered before a write to the agent
 
 
 def _agent_error(error: Error, *, fetching: bool = False) -> DeltastageError:
@@ -134,11 +132,11 @@ class PeerSession:
     ) -> None:
         self._transport = transport
         self._conn = Connection(Role.MASTER, max_frame=max_frame)
+        self._channel = Channel(self._conn, transport.recv, transport.send, read_size=RECV_CHUNK)
         self._max_entries = max_entries
         self._dead: str | None = None
         self._closed = False
         self._pending: deque[_Pending] = deque()  # fetches whose answers are unread, in order
-        self._out = bytearray()
         self._sent = 0  # request bytes encoded so far
         self._requesting = False  # a fetch request (its signature) is being sent
         self.info: AgentInfo | None = None
@@ -209,11 +207,7 @@ class PeerSession:
         # Requests are gathered and written before the next wait for an answer: a small
         # file's Fetch, SigData and SigEnd then cross the WAN as one SSH packet.
         try:
-            data = self._conn.send(event)
-            self._sent += len(data)
-            self._out += data
-            if len(self._out) >= SEND_BATCH:
-                self._flush()
+            self._sent += self._channel.send(event)
         except (TransportError, ProtocolError) as exc:
             self._die(str(exc))
             raise
@@ -221,30 +215,22 @@ class PeerSession:
     def flush(self) -> None:
         """Write the requests gathered so far now (they go anyway before any wait)."""
         try:
-            self._flush()
+            self._channel.flush()
         except TransportError as exc:
             self._die(str(exc))
             raise
 
-    def _flush(self) -> None:
-        if self._out:
-            data, self._out = bytes(self._out), bytearray()
-            self._transport.send(data)
-
     def _receive(self) -> Event:
         try:
-            self._flush()
-            while True:
-                event = self._conn.next_event()
-                if event is NEED_DATA:
-                    self._conn.receive_data(self._transport.recv(RECV_CHUNK))
-                elif event is EOF:
-                    raise ConnectionClosed("the agent closed the connection")
-                else:
-                    assert isinstance(event, Event)
-                    if isinstance(event, Error) and event.code is ErrorCode.PROTOCOL:
-                        raise RemoteProtocolError(f"agent ended the conversation: {event.reason}")
-                    return event
+            # requests sent ahead leave now, not once the answers already buffered are
+            # patched: the agent works on them meanwhile
+            self._channel.flush()
+            event = self._channel.receive()
+            if event is None:
+                raise ConnectionClosed("the agent closed the connection")
+            if isinstance(event, Error) and event.code is ErrorCode.PROTOCOL:
+                raise RemoteProtocolError(f"agent ended the conversation: {event.reason}")
+            return event
         except (TransportError, ProtocolError) as exc:
             self._die(str(exc))
             raise
@@ -619,7 +605,7 @@ class PeerSession:
                 each.answer.close()  # with the session marked dead this does not drain
         if was_dead is None and self._conn.state in (State.IDLE, State.HANDSHAKE) and not pending:
             with contextlib.suppress(DeltastageError):
-                self._out += self._conn.send(Bye())
-                self._flush()
+                self._channel.send(Bye())
+                self._channel.flush()
         with contextlib.suppress(DeltastageError):
             self._transport.close()
