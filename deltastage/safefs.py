@@ -13,16 +13,20 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from deltastage.errors import UnsafePathError
 
 __all__ = [
     "DIR_FLAGS",
+    "FILE_CREATE",
+    "FILE_READ",
     "DirCache",
     "check_relative_path",
     "fsync_dir",
+    "open_at",
+    "open_beneath",
     "open_child_dir",
     "open_dir",
     "open_parent_beneath",
@@ -32,6 +36,10 @@ __all__ = [
 ]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO found where a file was expected returns at once instead of
+# waiting for a writer (a regular file's reads ignore the flag)
+FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
 
@@ -47,6 +55,37 @@ def check_relative_path(path: str) -> list[str]:
         if part in ("", ".", "..") or len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
             raise UnsafePathError(f"unsafe path {path[:200]!r}")
     return parts
+
+
+def open_at(dir_fd: int, name: str, flags: int) -> int:
+    """openat(2) of one name with ``flags`` (O_NOFOLLOW among them): a symlink is refused
+    with ``UnsafePathError``, never followed; a non-directory opened with O_DIRECTORY raises
+    ``NotADirectoryError``; any other failure its ``OSError``."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        # either errno may stand for a symlink, depending on the flags: look at what is there
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePathError(f"{name!r} is a symlink, not followed") from None
+        raise
+
+
+def open_beneath(dir_fd: int, parts: Sequence[str], flags: int) -> int:
+    """Open ``parts[-1]`` with ``flags`` beneath ``dir_fd``, each directory on the way with
+    ``DIR_FLAGS``: no symlink is followed at any step (see ``open_at``)."""
+    opened: list[int] = []
+    try:
+        parent = dir_fd
+        for name in parts[:-1]:
+            parent = open_at(parent, name, DIR_FLAGS)
+            opened.append(parent)
+        return open_at(parent, parts[-1], flags)
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def open_dir(path: str | os.PathLike[str]) -> int:

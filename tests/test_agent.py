@@ -20,8 +20,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage import agent as agent_module
-from deltastage.agent import serve
+from deltastage.agent import serve, stdio
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder
 from deltastage.delta import signature_of as sign
 from deltastage.protocol import (
@@ -69,13 +68,13 @@ def refine_reply(request: RefineRequest, basis: bytes) -> bytes:
 class RawMaster:
     """A master that speaks raw protocol to an agent thread; no session-side checks."""
 
-    def __init__(self, roots: list[str]) -> None:
+    def __init__(self, roots: list[str], encoder: type[DeltaEncoder] = DeltaEncoder) -> None:
         self.sock, agent_sock = socket.socketpair()
         self.sock.settimeout(20)
 
         def run() -> None:
             try:
-                serve(roots, agent_sock.recv, agent_sock.sendall)
+                serve(roots, agent_sock.recv, agent_sock.sendall, encoder=encoder)
             finally:
                 agent_sock.close()
 
@@ -453,27 +452,26 @@ def test_a_short_refinement_reply_ends_the_conversation(tmp_path: Path) -> None:
     master.close()
 
 
-def test_a_file_changed_while_read_is_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_file_changed_while_read_is_reported(tmp_path: Path) -> None:
     target = tmp_path / "growing.log"
     target.write_bytes(b"a" * 1000)
+    appending = [True]
 
     class AppendingEncoder(DeltaEncoder):
         def update(self, data: bytes | bytearray | memoryview) -> bytes:
-            with open(target, "ab") as handle:
-                handle.write(b"more")
+            if appending[0]:
+                with open(target, "ab") as handle:
+                    handle.write(b"more")
             return super().update(data)
 
-    monkeypatch.setattr(agent_module, "DeltaEncoder", AppendingEncoder)
-    master = RawMaster([str(tmp_path)])
+    master = RawMaster([str(tmp_path)], encoder=AppendingEncoder)
     master.hello()
     sig, _ = signature_of(b"")
     _, end = master.fetch(str(tmp_path), "growing.log", sig)
     assert isinstance(end, Error) and end.code is ErrorCode.CHANGED
     assert "growing.log" in end.reason
     # the conversation goes on
-    monkeypatch.setattr(agent_module, "DeltaEncoder", DeltaEncoder)
+    appending[0] = False
     _, end = master.fetch(str(tmp_path), "growing.log", sig)
     assert end == DeltaEnd()
     master.close()
@@ -576,12 +574,12 @@ def test_the_agent_command_line_skips_the_cli_only_when_plain(
         served.append(roots)
         return 0
 
-    monkeypatch.setattr(agent_module, "run_stdio", fake_run_stdio)
-    assert agent_module.run_argv(["agent", "--root", "/a", "--root=/b"]) == 0
+    monkeypatch.setattr(stdio, "run_stdio", fake_run_stdio)
+    assert stdio.run_argv(["agent", "--root", "/a", "--root=/b"]) == 0
     assert served == [["/a", "/b"]]
     for argv in (["agent"], ["agent", "--help"], ["agent", "--root"], ["agent", "--root", "-x"],
                  ["agent", "--root=", "x"], ["signature", "a", "b"], []):  # fmt: skip
-        assert agent_module.run_argv(argv) is None
+        assert stdio.run_argv(argv) is None
     assert served == [["/a", "/b"]]
 
 

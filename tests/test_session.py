@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import xxhash
 
-from deltastage import agent as agent_module
+from deltastage.agent import serve
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder, apply_delta
 from deltastage.errors import (
     AgentError,
@@ -49,7 +50,7 @@ from deltastage.protocol import (
 )
 from deltastage.protocol.frames import encode_frame
 from deltastage.transports.base import Transport
-from deltastage.transports.local import LocalTransport
+from deltastage.transports.local import InProcessTransport, LocalTransport
 from deltastage.transports.pipe import PipeTransport
 
 AGENT = [sys.executable, "-m", "deltastage", "agent"]
@@ -156,21 +157,26 @@ def test_agent_errors_map_to_the_error_tree(
     assert [e.path for e in session.list_files(str(tmp_path))] == ["link"]
 
 
-def test_a_file_changed_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_changed_while_read(tmp_path: Path) -> None:
     target = tmp_path / "live.db"
     target.write_bytes(b"x" * 5000)
+    touching = [True]
 
     class TouchingEncoder(DeltaEncoder):
         def update(self, data: bytes | bytearray | memoryview) -> bytes:
-            os.utime(target, ns=(1, 1))
+            if touching[0]:
+                os.utime(target, ns=(1, 1))
             return super().update(data)
 
-    session = PeerSession(LocalTransport([str(tmp_path)]))  # the encoder is swapped in-process
-    monkeypatch.setattr(agent_module, "DeltaEncoder", TouchingEncoder)
+    class TouchingAgent(InProcessTransport):
+        def serve_end(self, sock: socket.socket) -> None:
+            serve([str(tmp_path)], sock.recv, sock.sendall, encoder=TouchingEncoder)
+
+    session = PeerSession(TouchingAgent())
     session.handshake()
     with pytest.raises(SourceChangedError, match=r"live\.db: changed while read"):
         fetch_file(session, tmp_path, "live.db")
-    monkeypatch.setattr(agent_module, "DeltaEncoder", DeltaEncoder)
+    touching[0] = False
     assert fetch_file(session, tmp_path, "live.db") == b"x" * 5000
     session.close()
 

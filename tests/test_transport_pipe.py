@@ -107,10 +107,9 @@ def test_the_agent_command_needs_a_root() -> None:
 def test_stray_prints_do_not_corrupt_the_stream(tmp_path: Path) -> None:
     # run_stdio points fd 1 at stderr, so only protocol frames reach the master
     script = (
-        "import sys; from deltastage import agent; "
-        "real = agent._Agent.list_root; "
-        "agent._Agent.list_root = lambda self, root: (print('noise', flush=True), "
-        "real(self, root)); "
+        "import sys; from deltastage import agent; from deltastage.agent.rootfs import RootFS; "
+        "real = RootFS.listing; "
+        "RootFS.listing = lambda self, root: (print('noise', flush=True), real(self, root))[1]; "
         f"sys.exit(agent.run_stdio([{str(tmp_path)!r}]))"
     )
     session = PeerSession(PipeTransport([PY, "-c", script]))

@@ -3,7 +3,7 @@
 Layout: ``params`` (block size, bounds), ``rolling`` (vectorised weak hash), ``signature``
 (build, encode, decode), ``matcher`` (the search, as COPY/LITERAL ops), ``ops`` (the two op
 types), ``wire`` (the delta stream's format), ``patch`` (the patcher), ``codec`` (the
-encoder; re-exports the patcher).
+encoder; re-exports the patcher), ``refine`` (a delta refined around its edits).
 """
 
 from __future__ import annotations

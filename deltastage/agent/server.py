@@ -1,0 +1,149 @@
+"""The agent's request loop: the handshake, then each request to its handler, in order.
+
+``serve`` answers one master until it says Bye, closes the stream, or breaks the protocol.
+The handlers are a table by request type (as borg's ``RepositoryServer`` allowlists its
+calls): what the master may ask is exactly what the table holds. A handler's ``Refusal``
+becomes an ``Error`` answer and the conversation goes on; a protocol violation gets a last
+``Error`` and the end. No exception escapes ``serve``: the agent runs as an SSH forced
+command and must not die with a traceback on input it did not expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from deltastage import __version__
+from deltastage.agent.conversation import Conversation, MasterGone, Refusal, clip_reason
+from deltastage.agent.rootfs import RootFS
+from deltastage.agent.sender import Sender
+from deltastage.delta.codec import DeltaEncoder
+from deltastage.errors import RemoteProtocolError
+from deltastage.protocol import (
+    CAPABILITIES,
+    PROTOCOL_VERSION,
+    Bye,
+    Error,
+    Event,
+    Fetch,
+    Hello,
+    HelloReply,
+    IndicatorQuery,
+    IndicatorState,
+    IndicatorWrite,
+    ListBatch,
+    ListEnd,
+    ListRequest,
+    Ok,
+    WireEntry,
+)
+from deltastage.protocol.events import MAX_BATCH_ENTRIES
+
+__all__ = ["BATCH_RAW", "serve"]
+
+BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
+
+
+class _Server:
+    def __init__(
+        self,
+        roots: Sequence[str | Path],
+        read: Callable[[int], bytes],
+        write: Callable[[bytes], None],
+        encoder: type[DeltaEncoder],
+    ) -> None:
+        self.rootfs = RootFS(roots)
+        self.conversation = Conversation(read, write)
+        sender = Sender(self.conversation, self.rootfs, encoder)
+        self.handlers: dict[type[Event], Callable[[Any], None]] = {
+            ListRequest: self.list_root,
+            IndicatorQuery: self.query_indicator,
+            IndicatorWrite: self.write_indicator,
+            Fetch: sender.fetch,
+        }
+
+    def run(self) -> None:
+        hello = self.conversation.next_event()
+        if hello is None:
+            return
+        assert isinstance(hello, Hello)  # the state table admits nothing else first
+        if not self.handshake(hello):
+            return
+        while True:
+            event = self.conversation.next_event()
+            if event is None or isinstance(event, Bye):
+                return
+            handler = self.handlers.get(type(event))
+            if handler is None:  # the state table admits only requests in the idle state
+                raise RemoteProtocolError(f"unexpected {type(event).__name__}")
+            try:
+                handler(event)
+            except Refusal as refusal:
+                self.conversation.send(Error(refusal.code, clip_reason(refusal.reason)))
+
+    def handshake(self, hello: Hello) -> bool:
+        if hello.protocol != PROTOCOL_VERSION:
+            self.conversation.last_word(
+                f"protocol version mismatch: master speaks {hello.protocol}, "
+                f"agent {__version__} speaks {PROTOCOL_VERSION}"
+            )
+            return False
+        missing = sorted(CAPABILITIES - hello.capabilities)
+        if missing:
+            self.conversation.last_word(
+                f"master {hello.version} lacks capabilities: {', '.join(missing)}"
+            )
+            return False
+        self.conversation.send(
+            HelloReply(PROTOCOL_VERSION, __version__, self.rootfs.roots, CAPABILITIES)
+        )
+        return True
+
+    def list_root(self, request: ListRequest) -> None:
+        batch: list[WireEntry] = []
+        raw = 0
+        count = 0
+        for entry in self.rootfs.listing(request.root):
+            batch.append(entry)
+            raw += len(entry.path) + 40
+            count += 1
+            if raw >= BATCH_RAW or len(batch) >= MAX_BATCH_ENTRIES:
+                self.conversation.send(ListBatch(tuple(batch)))
+                batch, raw = [], 0
+        if batch:
+            self.conversation.send(ListBatch(tuple(batch)))
+        self.conversation.send(ListEnd(count))
+
+    def query_indicator(self, request: IndicatorQuery) -> None:
+        exists = self.rootfs.indicator_exists(request.root, request.name)
+        self.conversation.send(IndicatorState(exists))
+
+    def write_indicator(self, request: IndicatorWrite) -> None:
+        self.rootfs.write_indicator(request.root, request.name)
+        self.conversation.send(Ok())
+
+
+def serve(
+    roots: Sequence[str | Path],
+    read: Callable[[int], bytes],
+    write: Callable[[bytes], None],
+    *,
+    encoder: type[DeltaEncoder] = DeltaEncoder,
+) -> None:
+    """Answer one master until it says Bye, closes the stream, or breaks the protocol.
+
+    ``read(n)`` returns up to n bytes (b"" at end of stream); ``write`` sends all its bytes.
+    A request names a root by the exact string given here. ``encoder`` makes the deltas
+    that are not refined (a test's stand-in may replace it).
+    """
+    server = _Server(roots, read, write, encoder)
+    try:
+        server.run()
+        server.conversation.flush()
+    except MasterGone:
+        return
+    except RemoteProtocolError as exc:
+        server.conversation.last_word(str(exc))
+    except Exception as exc:  # never a traceback on the master's stream or the peer's log
+        server.conversation.last_word(f"agent internal error: {type(exc).__name__}: {exc}")
