@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from deltastage.config import checks, values
 from deltastage.config.model import (
@@ -27,9 +28,6 @@ from deltastage.config.problems import Problems
 from deltastage.config.sshargs import SshSettings, ssh_settings
 from deltastage.config.values import Invalid
 from deltastage.errors import ConfigError
-
-if TYPE_CHECKING:  # imported where used: a stage run reads TOML and starts connecting at once
-    import xml.etree.ElementTree as ET
 
 # Element names and rules follow CedarBackup3/config.py (``_parseOptions``,
 # ``_parsePeerList``, ``_parseStage``, ``_validatePeerList``) and xmlutil.py (booleans are
@@ -370,8 +368,6 @@ def load_cedar_config(
     data = checks.read_source(source, "Cedar Backup XML config")
     if _FORBIDDEN_XML.search(data):
         raise ConfigError(f"{source}: DTDs and entity declarations are not accepted")
-    import xml.etree.ElementTree as ET
-
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:

@@ -47,6 +47,7 @@ Relative local paths resolve against the directory of the config file.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -179,8 +180,6 @@ class _Table:
         for name in self.data:
             if name in self.known:
                 continue
-            import difflib
-
             close = difflib.get_close_matches(name, sorted(self.known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.problems.add(self.key(_toml_key(name)), f"unknown key{hint}")
