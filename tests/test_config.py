@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import MISSING, fields
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from deltastage.config import (
     parse_gateway,
     parse_mode,
 )
+from deltastage.config.schema import Context, keys_of
 from deltastage.errors import ConfigError
 from deltastage.models import Gateway
 
@@ -239,6 +241,20 @@ def test_mode_strings(text: str, mode: int) -> None:
 def test_bad_mode_strings(text: str) -> None:
     with pytest.raises(ConfigError, match="octal"):
         parse_mode(text)
+
+
+def test_every_setting_is_a_described_config_key() -> None:
+    for model in (Options, PeerConfig):
+        assert [name for name, _, _ in keys_of(model)] == [f.name for f in fields(model)]
+    assert [name for name, _, _ in keys_of(Config)] == ["staging_dir"]
+
+
+@pytest.mark.parametrize("model", [Options, PeerConfig])
+def test_every_default_is_a_value_its_key_accepts(model: type) -> None:
+    context = Context(Path("/etc/deltastage"), remote=True)
+    for name, key, default in keys_of(model):
+        if default is not MISSING and default is not None:
+            assert key.kind.read(key.kind.write(default), context) == default, name
 
 
 def test_unknown_peer_is_a_config_error(tmp_path: Path) -> None:

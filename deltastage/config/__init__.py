@@ -5,7 +5,8 @@ and valid or a ``ConfigError`` whose one-line message names the file, every offe
 (``peers[2].ignore_failures``, or ``stage/peer[2]/ignore_failures`` in Cedar's XML) and why.
 
 - ``model``: the Config, Options and PeerConfig dataclasses, and Cedar's ignore_failures rule;
-- ``toml``: reading and writing deltastage's TOML file;
+  each config key is described once, on its field (``schema``: kinds of values, help);
+- ``toml``: reading and writing deltastage's TOML file, and the README's table of keys;
 - ``cedar``: reading Cedar Backup 3's XML (``sshargs``: the ssh/scp command lines in it);
 - ``values``: parsers for single values; ``problems``: collecting every problem of a file;
   ``checks``: what both loaders check beyond single values.

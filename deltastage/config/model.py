@@ -1,6 +1,9 @@
 """The configuration as the rest of deltastage sees it: a Config of Options and PeerConfigs.
 
 Both loaders (``toml``, ``cedar``) build these frozen dataclasses only from validated values.
+Each field that is a config key says so in its metadata (``schema.key``): its kind of value,
+its range or choices and its help, next to its name and default; the TOML reader and writer
+and the README's table of keys all follow that one description.
 """
 
 from __future__ import annotations
@@ -10,6 +13,22 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
+from deltastage.config.schema import (
+    Boolean,
+    Choice,
+    CollectDir,
+    Command,
+    FileName,
+    GatewayAddress,
+    Host,
+    Integer,
+    LocalPath,
+    Mode,
+    Number,
+    PeerName,
+    Text,
+    key,
+)
 from deltastage.errors import ConfigError
 from deltastage.models import Gateway
 
@@ -31,22 +50,83 @@ DEFAULT_AGENT_COMMAND: tuple[str, ...] = ("deltastage", "agent")
 
 @dataclass(frozen=True)
 class PeerConfig:
-    """One peer whose collect directory is staged into ``<staging_dir>/YYYY/MM/DD/<name>``."""
+    """One ``[[peers]]`` entry: a collect dir staged into ``<staging_dir>/YYYY/MM/DD/<name>``."""
 
-    name: str
-    type: PeerType
-    # local: absolute path on this machine; remote: absolute POSIX path on the peer
-    collect_dir: Path
-    ignore_failures: IgnoreFailures = "none"
-    host: str | None = None
-    port: int = 22
-    user: str | None = None
-    identity_file: Path | None = None
-    known_hosts: Path | None = None
-    agent_command: tuple[str, ...] = DEFAULT_AGENT_COMMAND
-    gateway: Gateway | None = None
-    connect_timeout: float = 30.0
-    idle_timeout: float = 300.0
+    name: str = field(metadata=key(PeerName(), "also the name of its staging subdir"))
+    type: PeerType = field(metadata=key(Choice(PEER_TYPES), "where its collect dir is"))
+    collect_dir: Path = field(metadata=key(CollectDir(), "the dir to stage"))
+    ignore_failures: IgnoreFailures = field(
+        default="none",
+        metadata=key(
+            Choice(IGNORE_FAILURE_MODES),
+            "when a failure to stage it leaves the run's exit status alone (Cedar's rule, below)",
+            always_written=True,
+        ),
+    )
+    host: str | None = field(
+        default=None,
+        metadata=key(
+            Host(),
+            "SSH server to connect to",
+            default_help="the peer's name",
+            always_written=True,
+            remote_only=True,
+        ),
+    )
+    port: int = field(default=22, metadata=key(Integer(1, 65535), "SSH port", remote_only=True))
+    user: str | None = field(
+        default=None,
+        metadata=key(
+            Text("user name"),
+            "SSH user",
+            default_help="`options.backup_user`, else the local user",
+            remote_only=True,
+        ),
+    )
+    identity_file: Path | None = field(
+        default=None,
+        metadata=key(
+            LocalPath(),
+            "private key for SSH; a passphrase-protected one must be in ssh-agent instead",
+            default_help="ssh-agent's keys, then `~/.ssh/id_*`",
+            remote_only=True,
+        ),
+    )
+    known_hosts: Path | None = field(
+        default=None,
+        metadata=key(
+            LocalPath(),
+            "the peer's host key must be in it: unknown or changed keys are refused",
+            default_help="`~/.ssh/known_hosts`",
+            remote_only=True,
+        ),
+    )
+    agent_command: tuple[str, ...] = field(
+        default=DEFAULT_AGENT_COMMAND,
+        metadata=key(
+            Command(),
+            "run on the peer over SSH, with `--root COLLECT_DIR` added",
+            remote_only=True,
+        ),
+    )
+    gateway: Gateway | None = field(
+        default=None,
+        metadata=key(
+            GatewayAddress(),
+            "reach the peer through this SSH jump host",
+            default_help="none",
+            remote_only=True,
+        ),
+    )
+    connect_timeout: float = field(
+        default=30.0, metadata=key(Number(0.1, 86400.0), "seconds to connect and log in")
+    )
+    idle_timeout: float = field(
+        default=300.0,
+        metadata=key(
+            Number(0.1, 7 * 86400.0), "seconds without a byte before the peer is given up"
+        ),
+    )
 
     @property
     def remote(self) -> bool:
@@ -55,21 +135,93 @@ class PeerConfig:
 
 @dataclass(frozen=True)
 class Options:
-    starting_day: str = "monday"
-    backup_user: str | None = None
-    backup_group: str | None = None
-    file_mode: int | None = None
-    dir_mode: int | None = None
-    collect_indicator: str = "cback.collect"
-    stage_indicator: str = "cback.stage"
-    jobs: int = 1
-    retries: int = 2
-    retry_backoff: float = 5.0
-    compress_level: int = 3
-    link_unchanged: bool = True
-    max_files_per_peer: int = 1_000_000
-    max_bytes_per_peer: int = 1 << 40
-    max_frame_size: int = 4 << 20
+    """The ``[options]`` table: settings for the whole run."""
+
+    starting_day: str = field(
+        default="monday",
+        metadata=key(
+            Choice(WEEKDAYS, ignore_case=True, what="a weekday name (monday..sunday)"),
+            "first day of the weekly cycle (`ignore_failures`, `--full`)",
+            always_written=True,
+        ),
+    )
+    backup_user: str | None = field(
+        default=None,
+        metadata=key(
+            Text("user name"),
+            "owner of staged files and dirs when run as root; remote peers' default `user`",
+            default_help="none",
+            always_written=True,
+        ),
+    )
+    backup_group: str | None = field(
+        default=None,
+        metadata=key(
+            Text("group name"),
+            "group of staged files and dirs when run as root",
+            default_help="none",
+            always_written=True,
+        ),
+    )
+    file_mode: int | None = field(
+        default=None,
+        metadata=key(
+            Mode(),
+            "permissions of staged files (setuid and setgid are always dropped)",
+            default_help="the source file's",
+        ),
+    )
+    dir_mode: int | None = field(
+        default=None,
+        metadata=key(
+            Mode(),
+            "permissions of staged dirs",
+            default_help="`file_mode` with x where r is set and rwx for the owner, else `0755`",
+        ),
+    )
+    collect_indicator: str = field(
+        default="cback.collect",
+        metadata=key(FileName(), "a peer is staged only once its collect dir holds this file"),
+    )
+    stage_indicator: str = field(
+        default="cback.stage",
+        metadata=key(
+            FileName(), "written into the daily dir and each staged collect dir when done"
+        ),
+    )
+    jobs: int = field(default=1, metadata=key(Integer(1, 256), "peers staged at once (`--jobs`)"))
+    retries: int = field(
+        default=2,
+        metadata=key(Integer(0, 100), "extra attempts per peer after a connection failure"),
+    )
+    retry_backoff: float = field(
+        default=5.0,
+        metadata=key(Number(0.0, 3600.0), "seconds before the first retry, doubled each time"),
+    )
+    compress_level: int = field(
+        default=3, metadata=key(Integer(0, 22), "zstd level for literals on the wire, 0 = off")
+    )
+    link_unchanged: bool = field(
+        default=True,
+        metadata=key(
+            Boolean(),
+            "hard-link files identical to the previous day's copy (content, mtime, mode, "
+            "owner), like rsync `--link-dest`; `false` = copy",
+        ),
+    )
+    max_files_per_peer: int = field(
+        default=1_000_000,
+        metadata=key(Integer(1, 1 << 40), "a peer listing more files fails"),
+    )
+    max_bytes_per_peer: int = field(
+        default=1 << 40,
+        metadata=key(Integer(1, 1 << 62), "a peer listing or sending more bytes fails"),
+    )
+    max_frame_size: int = field(
+        default=4 << 20,
+        # honest agents send 256 KiB data frames: a smaller bound would refuse them
+        metadata=key(Integer(1 << 20, 1 << 30), "largest protocol frame accepted, in bytes"),
+    )
 
 
 @dataclass(frozen=True)
@@ -78,7 +230,9 @@ class Config:
     # converts to describe the same configuration and should compare equal.
     source: Path = field(compare=False)
     options: Options
-    staging_dir: Path
+    staging_dir: Path = field(
+        metadata=key(LocalPath(), "where the daily dirs go: `YYYY/MM/DD/<peer name>`")
+    )
     peers: tuple[PeerConfig, ...]
 
     def peer(self, name: str) -> PeerConfig:

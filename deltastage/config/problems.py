@@ -1,7 +1,10 @@
-"""Every problem found in one config file, reported at once as one ``ConfigError`` line."""
+"""Every problem found in one config file, reported at once as one ``ConfigError`` line:
+the file, then each key and why (with the likeliest meant key for an unknown one)."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 from deltastage.errors import ConfigError
@@ -18,6 +21,11 @@ class Problems:
 
     def add(self, key: str, reason: str) -> None:
         self.items.append(f"{key}: {reason}")
+
+    def unknown(self, key: str, name: str, known: Iterable[str]) -> None:
+        """``name`` (at ``key``) is none of the ``known`` names: say which one was likely meant."""
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        self.add(key, "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
     def check(self) -> None:
         if not self.items:
