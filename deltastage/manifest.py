@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deltastage.errors import IntegrityError
-from deltastage.safefs import check_relative_path, fsync_dir
+from deltastage.safefs import FILE_CREATE, FILE_READ, check_relative_path, fsync_dir
 
 __all__ = [
     "INTERNAL_PREFIX",
@@ -112,7 +112,7 @@ def decode_manifest(data: bytes) -> Manifest:
 def read_manifest(peer_dir_fd: int) -> Manifest | None:
     """The manifest in an open peer dir, None if there is none; IntegrityError if it is bad."""
     try:
-        fd = os.open(MANIFEST_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=peer_dir_fd)
+        fd = os.open(MANIFEST_NAME, FILE_READ, dir_fd=peer_dir_fd)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as stream:
@@ -124,12 +124,7 @@ def write_manifest(
 ) -> None:
     """Atomically write the manifest (temp, fsync, rename, fsync dir)."""
     tmp = f"{INTERNAL_PREFIX}tmp-{secrets.token_hex(8)}"
-    fd = os.open(
-        tmp,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=peer_dir_fd,
-    )
+    fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=peer_dir_fd)
     try:
         with os.fdopen(fd, "wb", closefd=False) as stream:
             stream.write(encode_manifest(manifest))

@@ -23,15 +23,19 @@ from pathlib import Path
 from deltastage.delta import SignatureBuilder
 from deltastage.hashing import READ_CHUNK
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
-from deltastage.safefs import check_relative_path, open_dir, open_parent_beneath, walk_files
+from deltastage.safefs import (
+    FILE_READ,
+    check_relative_path,
+    open_dir,
+    open_parent_beneath,
+    walk_files,
+)
 
 __all__ = ["PRESIGN_BYTES", "PRESIGN_FILES", "PRESIGN_MIN_SIZE", "Presigned", "Presigner"]
 
 PRESIGN_MIN_SIZE = 1 << 20  # smaller files sign in a few milliseconds: not worth a thread
 PRESIGN_FILES = 32
 PRESIGN_BYTES = 2 << 30
-
-_FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -134,7 +138,7 @@ class Presigner:
         root_fd = open_dir(self.root)
         try:
             with open_parent_beneath(root_fd, parts, create=False) as dir_fd:
-                fd = os.open(parts[-1], _FILE_READ, dir_fd=dir_fd)
+                fd = os.open(parts[-1], FILE_READ, dir_fd=dir_fd)
         finally:
             os.close(root_fd)
         try:

@@ -1,9 +1,10 @@
 """File operations confined beneath one directory, never following symlinks.
 
-Peer-supplied relative names are resolved one component at a time from an open directory
-descriptor with ``O_NOFOLLOW | O_DIRECTORY`` (openat-style), so neither a ``..`` nor a symlink
-planted in the staging tree (by a hostile peer's earlier files or a local user) can redirect a
-write outside the peer's staging dir.
+Relative names (their rule is ``protocol.paths``'s) are resolved one component at a time from
+an open directory descriptor with ``O_NOFOLLOW`` (openat-style), so neither a ``..`` nor a
+symlink planted in the tree (by a hostile peer's earlier files, or a local user) can redirect
+a read or a write outside it. The master's staging writes and the agent's reads beneath its
+roots both go through here, with the flag sets defined here once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from deltastage.errors import UnsafePathError
+from deltastage.protocol.paths import split_relative
 
 __all__ = [
     "DIR_FLAGS",
@@ -26,9 +28,9 @@ __all__ = [
     "check_relative_path",
     "fsync_dir",
     "open_at",
-    "open_beneath",
     "open_child_dir",
     "open_dir",
+    "open_file_beneath",
     "open_parent_beneath",
     "remove_tree_beneath",
     "syncfs",
@@ -40,21 +42,12 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # waiting for a writer (a regular file's reads ignore the flag)
 FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-MAX_PATH_BYTES = 4096
-MAX_NAME_BYTES = 255
 
 
 def check_relative_path(path: str) -> list[str]:
-    """Split a peer-supplied relative '/'-path into safe components, or raise UnsafePathError."""
-    if not path or len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-        raise UnsafePathError(f"bad path length: {path[:80]!r}")
-    if "\0" in path or path.startswith("/"):
-        raise UnsafePathError(f"unsafe path {path[:200]!r}")
-    parts = path.split("/")
-    for part in parts:
-        if part in ("", ".", "..") or len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-            raise UnsafePathError(f"unsafe path {path[:200]!r}")
-    return parts
+    """The components of a peer-supplied relative '/'-path (``protocol.paths`` says which
+    are safe), or ``UnsafePathError``."""
+    return list(split_relative(path))
 
 
 def open_at(dir_fd: int, name: str, flags: int) -> int:
@@ -73,23 +66,29 @@ def open_at(dir_fd: int, name: str, flags: int) -> int:
         raise
 
 
-def open_beneath(dir_fd: int, parts: Sequence[str], flags: int) -> int:
-    """Open ``parts[-1]`` with ``flags`` beneath ``dir_fd``, each directory on the way with
-    ``DIR_FLAGS``: no symlink is followed at any step (see ``open_at``)."""
+def open_file_beneath(dir_fd: int, parts: Sequence[str]) -> int:
+    """Open the regular file ``parts`` beneath ``dir_fd`` for reading, each directory on
+    the way with ``DIR_FLAGS``: a symlink at any step is refused (see ``open_at``), and so
+    is anything but a regular file at the end (``UnsafePathError``; a socket fails to open
+    with its ``OSError``)."""
     opened: list[int] = []
     try:
         parent = dir_fd
         for name in parts[:-1]:
             parent = open_at(parent, name, DIR_FLAGS)
             opened.append(parent)
-        return open_at(parent, parts[-1], flags)
+        fd = open_at(parent, parts[-1], FILE_READ)
     finally:
-        for fd in opened:
-            os.close(fd)
+        for each in opened:
+            os.close(each)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{parts[-1]!r} is not a regular file")
+    return fd
 
 
 def open_dir(path: str | os.PathLike[str]) -> int:
-    """Open a directory we trust by path (the staging root, or an agent root)."""
+    """Open a directory we trust by path (the staging root); a symlink there is refused."""
     return os.open(path, DIR_FLAGS)
 
 

@@ -10,7 +10,13 @@ from pathlib import Path
 from deltastage.errors import DeltastageError, IntegrityError
 from deltastage.hashing import hash_fd
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME, read_manifest
-from deltastage.safefs import check_relative_path, open_dir, open_parent_beneath, walk_files
+from deltastage.safefs import (
+    FILE_READ,
+    check_relative_path,
+    open_dir,
+    open_parent_beneath,
+    walk_files,
+)
 
 __all__ = ["PeerVerification", "VerifyReport", "verify_daily_dir", "verify_peer_dir"]
 
@@ -105,7 +111,7 @@ def _matches(peer_fd: int, path: str, size: int, digest: bytes, result: PeerVeri
     parts = check_relative_path(path)
     try:
         with open_parent_beneath(peer_fd, parts, create=False) as dir_fd:
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = os.open(parts[-1], FILE_READ, dir_fd=dir_fd)
     except OSError:
         result.missing.append(path)
         return False

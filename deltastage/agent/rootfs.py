@@ -1,7 +1,7 @@
 """The roots an agent serves: open a file beneath one, list one, query and write indicators.
 
 A request names a root by the exact string the agent was started with. Every name beneath it
-is opened with ``safefs.open_beneath`` (``O_NOFOLLOW`` at every step), so neither a '..' nor
+is opened through ``safefs`` (``O_NOFOLLOW`` at every step), so neither a '..' nor
 a symlink planted inside a root can lead outside; only regular files are served. Failures
 are ``Refusal``s, each with the ``ErrorCode`` the master acts on (a vanished file is
 ``not-found``, a symlink ``unsafe-path``, a file that changed while read ``changed``).
@@ -22,9 +22,16 @@ from deltastage.errors import UnsafePathError
 from deltastage.hashing import READ_CHUNK, Hasher
 from deltastage.protocol import ErrorCode, WireEntry
 from deltastage.protocol.paths import MAX_DEPTH, check_name, split_relative
-from deltastage.safefs import DIR_FLAGS, FILE_CREATE, FILE_READ, fsync_dir, open_at, open_beneath
+from deltastage.safefs import (
+    DIR_FLAGS,
+    FILE_CREATE,
+    FILE_READ,
+    fsync_dir,
+    open_at,
+    open_file_beneath,
+)
 
-__all__ = ["HASH_ATTEMPTS", "RootFS", "same_content"]
+__all__ = ["RootFS", "same_content"]
 
 HASH_ATTEMPTS = 3  # re-hash a file that changed while listed, then give up on it
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # a root is the admin's path
@@ -77,13 +84,9 @@ class RootFS:
             except UnsafePathError as exc:
                 raise Refusal(ErrorCode.UNSAFE_PATH, str(exc)) from None
             try:
-                fd = open_beneath(root_fd, parts, FILE_READ)
+                return open_file_beneath(root_fd, parts)
             except (OSError, UnsafePathError) as exc:
                 raise _open_refusal(exc, path) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise Refusal(ErrorCode.UNSAFE_PATH, f"{path}: not a regular file, not served")
-        return fd
 
     # --- listing --------------------------------------------------------------------------
 
