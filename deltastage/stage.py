@@ -20,8 +20,7 @@ import secrets
 import stat
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -51,6 +50,7 @@ from deltastage.manifest import (
     write_manifest,
 )
 from deltastage.master.connect import SessionFactory, open_peer_session, select_peers
+from deltastage.master.pipeline import FetchRequest, Pipeline
 from deltastage.master.session import PeerSession
 from deltastage.models import RemoteEntry
 from deltastage.presign import Presigner, file_identity
@@ -465,7 +465,9 @@ class PeerStager:
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="check")
         self.in_flight: list[Future[tuple[dict[str, ManifestEntry], list[_Pending]]]] = []
-        speculative: _Transfer | None = None
+        pipeline: Pipeline[_Job, _Transfer] = Pipeline(
+            session, self.root, self._prepare, level=self.options.compress_level
+        )
         try:
             _sweep_temp_files(peer_fd)
             # a new day's dir holds nothing an earlier run could have staged: no need to look
@@ -475,7 +477,7 @@ class PeerStager:
             # one round trip: the handshake, the indicator query and the listing request
             # travel together, and the likeliest changed big file's fetch right behind them
             hello = session.send_survey(self.root, self.options.collect_indicator)
-            speculative = self._speculate(session)
+            speculative = self._speculate(session, pipeline)
             ready, listing = session.read_survey(self.root, hello)
             if not ready:
                 self.report.status = "not-ready"
@@ -505,23 +507,34 @@ class PeerStager:
                         {c[0].path for _, c in remote if c and c[0].root == self.presigner.root}
                     )
 
-                def stage_locals() -> None:
-                    for entry, candidates in local:
-                        self._stage_local(entry, candidates, results)
-                    self._commit(session, results)  # settled by the committer meanwhile
-
-                # the local copies are queued while the first requests are on their way
                 jobs = [_Job(entry, candidates) for entry, candidates in remote]
-                started = self._adopt(session, speculative, jobs)
-                speculative = None
-                self._fetch_all(session, jobs, meanwhile=stage_locals, started=started)
-                self._commit(session, results, wait=True)
+                if speculative is not None:
+                    _adopt(speculative, jobs)
+                for job in jobs:
+                    pipeline.add(job)
+                pipeline.send()
+                # the local copies are queued while the first requests are on their way
+                for entry, candidates in local:
+                    self._stage_local(entry, candidates, results)
+                self._commit()  # settled by the committer meanwhile
+                self._receive_all(pipeline)
+                mismatched = self._settle(results)
+                if mismatched:
+                    self._refetch(pipeline, mismatched)
+                    self._receive_all(pipeline)
+                    mismatched = self._settle(results)
+                if mismatched:
+                    raise IntegrityError(
+                        f"{mismatched[0].entry.path}: staged copy does not match the source's "
+                        "xxh3-128"
+                    )
             except TransportError:
                 # Files already received in full are kept (verified) for the next attempt.
                 with contextlib.suppress(DeltastageError, OSError):
-                    self._commit(None, results, wait=True)
+                    self._settle(results)
                 raise
             finally:
+                pipeline.close()
                 self._drain_committer()
                 self.committer.shutdown(wait=True)
                 self._discard_pending()
@@ -537,8 +550,7 @@ class PeerStager:
                 mode=self.ownership.file_mode or 0o644,
             )
         finally:
-            if speculative is not None:
-                speculative.discard()
+            pipeline.close()
             self.committer.shutdown(wait=True)
             self.checker.shutdown(wait=True)
             self.dirs.close()
@@ -559,12 +571,12 @@ class PeerStager:
 
     # --- one file ---------------------------------------------------------------------
 
-    def _file_done(self, session: PeerSession | None, entry: RemoteEntry) -> None:
+    def _file_done(self, entry: RemoteEntry) -> None:
         self.report.files += 1
         self.report.bytes += entry.size
         self.observer.file_done(self.peer.name, entry.path, entry.size)
         if len(self.pending) >= BATCH_FILES or self.pending_bytes >= BATCH_BYTES:
-            self._commit(session, self.results)
+            self._commit()
 
     def _stage_local(
         self, entry: RemoteEntry, candidates: list[Basis], results: dict[str, ManifestEntry]
@@ -584,18 +596,21 @@ class PeerStager:
                 self.pending_bytes += entry.size
         except OSError as exc:
             raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
-        self._file_done(None, entry)
+        self._file_done(entry)
 
     # --- fetching, pipelined ----------------------------------------------------------
 
-    def _speculate(self, session: PeerSession) -> _Transfer | None:
+    def _speculate(
+        self, session: PeerSession, pipeline: Pipeline[_Job, _Transfer]
+    ) -> _Transfer | None:
         """Request the likeliest changed big file before the listing says it changed.
 
         Its signature is ready (presigned) and crosses the link while the peer lists, and
         the peer matches it right after: its delta starts a round trip and a listing
         earlier. Only in a new day's dir, for a file fetched (not linked) on its own day,
-        and with a signature small enough to wait unread. Not used (unchanged, gone) it
-        costs the peer one pass over the file and the link its signature.
+        and with a signature small enough to wait unread behind the survey. Not used
+        (unchanged, gone) it costs the peer one pass over the file and the link its
+        signature.
         """
         if self.presigner is None or not self.fresh_dir:
             return None
@@ -607,95 +622,62 @@ class PeerStager:
             return None
         basis = Basis(self.presigner.root, path, "previous", size, None)
         job = _Job(RemoteEntry(path, "file", size, 0, 0o600, None), [basis])
+        job.speculative = True
         try:
-            return self._start(session, job)
+            transfer = self._open_transfer(job)
         except (IntegrityError, UnsafePathError, OSError):
             return None  # the ordinary fetch will sign and request it, or report it
+        pipeline.start(transfer)
+        return transfer
 
-    def _adopt(
-        self, session: PeerSession, speculative: _Transfer | None, jobs: list[_Job]
-    ) -> _Transfer | None:
-        """The speculative fetch as the first transfer of the job it turned out to be,
-        or, when no job wants it as is, its answer read and dropped."""
-        if speculative is None:
-            return None
-        wanted, _ = speculative.job.plan
-        assert wanted is not None
-        for index, job in enumerate(jobs):
-            basis, strong_len = job.plan
-            if (
-                basis is not None
-                and strong_len is None
-                and (basis.root, basis.path) == (wanted.root, wanted.path)
-                and job.entry.path == speculative.job.entry.path
-            ):
-                del jobs[index]
-                job.fresh = False
-                speculative.job = job
-                return speculative
-        speculative.discard()
-        session.settle()
-        return None
-
-    def _fetch_all(
-        self,
-        session: PeerSession,
-        jobs: list[_Job],
-        *,
-        meanwhile: Callable[[], None] | None = None,
-        started: _Transfer | None = None,
-    ) -> None:
-        """Fetch every job's file. Requests for the next files go out while a delta streams
-        in (as far as ``session.may_send_ahead()`` allows), so a run of small files costs
-        one round trip, not one each. A job that fails with a basis is retried without one,
-        at the end of the queue. ``meanwhile`` runs once the first requests are sent."""
-        todo = deque(jobs)
-        transfers: deque[_Transfer] = deque([started] if started is not None else [])
-        try:
-            self._request_ahead(session, todo, transfers)
-            if meanwhile is not None:
-                meanwhile()
-            while todo or transfers:
-                self._request_ahead(session, todo, transfers)
-                if transfers:
-                    self._receive(session, transfers.popleft(), todo, transfers)
-        finally:
-            for transfer in transfers:  # requested, never read: nothing of them was written
+    def _receive_all(self, pipeline: Pipeline[_Job, _Transfer]) -> None:
+        """Patch every answer, in order, while the pipeline sends the next requests. A job
+        that fails with a basis is tried again without one, at the end of the queue."""
+        for transfer, answer in pipeline:
+            if transfer.job.speculative:  # a speculative fetch no job wanted as it is
                 transfer.discard()
+                continue
+            retry = self._receive(transfer, answer)
+            if retry is not None:
+                pipeline.add(retry)
 
-    def _request_ahead(
-        self, session: PeerSession, todo: deque[_Job], transfers: deque[_Transfer]
-    ) -> None:
-        # ``transfers`` lacks the answer being read (if any): the session counts it
-        while todo and (not session.unread_answers or session.may_send_ahead()):
-            job = todo.popleft()
+    def _refetch(self, pipeline: Pipeline[_Job, _Transfer], mismatched: list[_Pending]) -> None:
+        """Staged copies that did not verify: fetched again without a basis, they must
+        verify on that second try."""
+        for item in mismatched:
+            log.warning(
+                "peer=%s %s: staged copy did not verify; fetching it again without a basis",
+                self.peer.name,
+                item.entry.path,
+            )
+            refetch = _Job(item.entry, [])
+            refetch.plans, refetch.fresh, refetch.refetch = [(None, MAX_STRONG_LEN)], False, True
+            pipeline.add(refetch)
+
+    def _prepare(self, job: _Job) -> _Transfer | None:
+        """The job's request, ready to send; None when a same-day re-run finds the file
+        staged already."""
+        if job.fresh:
+            job.fresh = False
             try:
-                if job.fresh:
-                    job.fresh = False
-                    dir_fd = self.dirs.parent_of(job.parts)
-                    if self._already_staged(dir_fd, job.parts[-1], job.entry):
-                        assert job.entry.xxh3_128 is not None
-                        self.report.reused += 1
-                        self.results[job.entry.path] = self._manifest_entry(
-                            job.entry, job.entry.size, job.entry.xxh3_128
-                        )
-                        self._file_done(session, job.entry)
-                        continue
-                transfer = self._start(session, job)
-                if transfer is None:  # its signature is too big to wait unread: later
-                    todo.appendleft(job)
-                    return
-                transfers.append(transfer)
-            except IntegrityError as exc:  # the basis changed while it was being signed
-                self._retry_later(job, exc, todo)
+                dir_fd = self.dirs.parent_of(job.parts)
+                if self._already_staged(dir_fd, job.parts[-1], job.entry):
+                    assert job.entry.xxh3_128 is not None
+                    self.report.reused += 1
+                    self.results[job.entry.path] = self._manifest_entry(
+                        job.entry, job.entry.size, job.entry.xxh3_128
+                    )
+                    self._file_done(job.entry)
+                    return None
             except OSError as exc:
                 raise DeltastageError(f"{job.entry.path}: {exc.strerror or exc}") from exc
+        try:
+            return self._open_transfer(job)
+        except OSError as exc:
+            raise DeltastageError(f"{job.entry.path}: {exc.strerror or exc}") from exc
 
-    def _start(self, session: PeerSession, job: _Job) -> _Transfer | None:
-        """Open the basis and a temp file, send the request (the signature goes with it);
-        None when it was to go ahead of unread answers and its signature is too big."""
-        # the answer being read counts too (the stage's queue of transfers lacks it)
-        ahead = session.unread_answers > 0
+    def _open_transfer(self, job: _Job) -> _Transfer:
+        """Open the basis and a temp file; the request carries the basis's signature."""
         basis, strong_len = job.plan
         dir_fd = self.dirs.parent_of(job.parts)
         basis_fd = self._open_basis(basis) if basis is not None else -1
@@ -705,9 +687,6 @@ class PeerStager:
             basis_stat = os.fstat(basis_fd) if basis_fd >= 0 else None
             transfer.basis_size = basis_stat.st_size if basis_stat is not None else 0
             builder = SignatureBuilder(transfer.basis_size, strong_len=strong_len)
-            if ahead and not session.may_send_ahead(builder.encoded_size):
-                transfer.discard()
-                return None
             presigned = None
             if (
                 self.presigner is not None
@@ -725,6 +704,7 @@ class PeerStager:
                 if presigned is not None:
                     transfer.basis_hash = presigned.basis_hash
                     yield from presigned.chunks
+                    transfer.signed = True
                     return
                 offset = 0
                 while offset < size:
@@ -736,30 +716,23 @@ class PeerStager:
                         yield out
                 yield builder.finish()
                 transfer.basis_hash = builder.signature.basis_hash
+                transfer.signed = True
 
-            transfer.answer = session.request_fetch(
-                self.root,
+            transfer.request = FetchRequest(
                 job.entry.path,
                 signature_chunks(),
-                level=self.options.compress_level,
-                basis=transfer.read_at if basis_fd >= 0 else None,
-                # behind unread answers, a refinement would stall the agent until the master
-                # has read them all: worth it only for a big file's coarse blocks
-                refine=not ahead or builder.block_size >= REFINE_AHEAD_MIN_BLOCK,
+                builder.encoded_size,
+                builder.block_size,
+                transfer.read_at if basis_fd >= 0 else None,
             )
         except BaseException:
             transfer.discard()
             raise
         return transfer
 
-    def _receive(
-        self,
-        session: PeerSession,
-        transfer: _Transfer,
-        todo: deque[_Job],
-        transfers: deque[_Transfer],
-    ) -> None:
-        """Patch one answer into its temp file; queue the file for the committer."""
+    def _receive(self, transfer: _Transfer, answer: Iterator[bytes]) -> _Job | None:
+        """Patch one answer into its temp file and queue the file for the committer; the
+        job back when it is to be tried again."""
         job, entry = transfer.job, transfer.job.entry
         budget = self.options.max_bytes_per_peer - self.bytes_written
         written = flushed = 0
@@ -788,8 +761,7 @@ class PeerStager:
 
         try:
             patcher: Patcher | None = None
-            assert transfer.answer is not None
-            for chunk in transfer.answer:
+            for chunk in answer:
                 if patcher is None:
                     patcher = Patcher(
                         transfer.read_at,
@@ -797,40 +769,28 @@ class PeerStager:
                         basis_size=transfer.basis_size,
                         basis_hash=transfer.basis_hash,
                     )
-                    # its delta has started, so it can no longer be refined: requests held
-                    # back meanwhile (see PeerSession.may_send_ahead) may go now
-                    try:
-                        self._request_ahead(session, todo, transfers)
-                    except BaseException as exc:
-                        raise _AheadFailed(exc) from exc
                 patcher.feed(chunk)
             if patcher is None:
                 raise IntegrityError("peer sent an empty delta")
             result = patcher.finish()
             self.bytes_written += result.size
             self._give_metadata(transfer.out_fd, entry)
-        except _AheadFailed as failed:  # another file's failure, not this one's
-            if isinstance(failed.error, TransportError):
-                transfer.close_fds()
-                self._keep_partial(transfer.dir_fd, transfer.tmp, job.parts)
-            else:
-                transfer.discard()
-            raise failed.error from None
         except IntegrityError as exc:
-            transfer.discard(drain=True)
-            self._retry_later(job, exc, todo)
-            return
+            transfer.discard()
+            return self._retry_later(job, exc)
         except SourceChangedError as exc:
-            transfer.discard(drain=True)
+            transfer.discard()
             if not job.changed_retry:
                 raise type(exc)(f"{entry.path}: {exc}") from None
             job.changed_retry = False
             log.warning("peer=%s %s changed while read; retrying", self.peer.name, entry.path)
-            todo.append(job)
-            return
+            return job
         except TransportError:
-            transfer.close_fds()
-            self._keep_partial(transfer.dir_fd, transfer.tmp, job.parts)
+            if written:  # what arrived is a basis for the next attempt
+                transfer.close_fds()
+                self._keep_partial(transfer.dir_fd, transfer.tmp, job.parts)
+            else:
+                transfer.discard()
             raise
         except OSError as exc:
             transfer.discard()
@@ -843,20 +803,20 @@ class PeerStager:
                 early.abandon()
         transfer.close_fds()
         item = _Pending(entry, job.parts, transfer.tmp, result.size, result.xxh3_128, early=early)
-        item.strong_len_retry = job.refetch
         self.pending.append(item)
         self.pending_bytes += result.size
-        if job.refetch:
-            return  # counted when first staged
-        self._file_done(session, entry)
+        if not job.refetch:  # a refetch was counted when first staged
+            self._file_done(entry)
+        return None
 
-    def _retry_later(self, job: _Job, exc: IntegrityError, todo: deque[_Job]) -> None:
-        """The next plan (no basis, full-length block hashes), or the file's failure."""
+    def _retry_later(self, job: _Job, exc: IntegrityError) -> _Job:
+        """The job with its next plan (no basis, full-length block hashes), or the file's
+        failure."""
         job.index += 1
         if job.index >= len(job.plans):
             raise IntegrityError(f"{job.entry.path}: {exc}") from None
         log.warning("peer=%s %s: %s; retrying without a basis", self.peer.name, job.entry.path, exc)
-        todo.append(job)
+        return job
 
     def _give_metadata(self, fd: int, entry: RemoteEntry) -> None:
         """The mode, owner and mtime a staged copy of ``entry`` has (what a link's basis
@@ -889,43 +849,24 @@ class PeerStager:
         finally:
             os.close(fd)
 
-    def _commit(
-        self,
-        session: PeerSession | None,
-        results: dict[str, ManifestEntry],
-        *,
-        wait: bool = False,
-    ) -> None:
-        """Hand the pending batch to the committer thread; with ``wait``, settle them all.
-
-        Verifying overlaps the next transfers. A file that did not verify is fetched again
-        without a basis (when a session is at hand) and must verify on that second try.
-        """
+    def _commit(self) -> None:
+        """Hand the pending batch to the committer thread: verifying it overlaps the next
+        transfers."""
         if self.pending:
             batch, self.pending, self.pending_bytes = self.pending, [], 0
             self.in_flight.append(self.committer.submit(self._commit_batch, batch))
-        if not wait:
-            return
+
+    def _settle(self, results: dict[str, ManifestEntry]) -> list[_Pending]:
+        """Commit every pending file and wait for the committer; the files that did not
+        verify."""
+        self._commit()
         futures, self.in_flight = self.in_flight, []
         mismatched: list[_Pending] = []
         for future in futures:
             verified, bad = future.result()
             results.update(verified)
             mismatched += bad
-        for item in mismatched:
-            if session is None or item.strong_len_retry:
-                raise IntegrityError(
-                    f"{item.entry.path}: staged copy does not match the source's xxh3-128"
-                )
-            log.warning(
-                "peer=%s %s: staged copy did not verify; fetching it again without a basis",
-                self.peer.name,
-                item.entry.path,
-            )
-            refetch = _Job(item.entry, [])
-            refetch.plans, refetch.fresh, refetch.refetch = [(None, MAX_STRONG_LEN)], False, True
-            self._fetch_all(session, [refetch])
-            self._commit(session, results, wait=True)
+        return mismatched
 
     def _commit_batch(
         self, batch: list[_Pending]
@@ -1064,12 +1005,25 @@ def _order_by_work(
     return local, remote
 
 
-class _AheadFailed(Exception):
-    """Requesting the next files failed while one answer was being read."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
+def _adopt(speculative: _Transfer, jobs: list[_Job]) -> None:
+    """The speculative fetch becomes the first transfer of the job it turned out to be;
+    left speculative (its answer read and dropped), no job wants it as it is."""
+    wanted, _ = speculative.job.plan
+    assert wanted is not None
+    if not speculative.signed:  # withdrawn: the job signs and requests its file itself
+        return
+    for index, job in enumerate(jobs):
+        basis, strong_len = job.plan
+        if (
+            basis is not None
+            and strong_len is None
+            and (basis.root, basis.path) == (wanted.root, wanted.path)
+            and job.entry.path == speculative.job.entry.path
+        ):
+            del jobs[index]
+            job.fresh = False
+            speculative.job = job
+            return
 
 
 class _Job:
@@ -1086,6 +1040,7 @@ class _Job:
         self.changed_retry = True  # one more try for a file that changed while read
         self.fresh = True  # not yet checked against an earlier run of today
         self.refetch = False  # a staged copy that did not verify, fetched again
+        self.speculative = False  # requested before the listing, on a guess
 
     @property
     def plan(self) -> tuple[Basis | None, int | None]:
@@ -1103,7 +1058,8 @@ class _Transfer:
         self.out_fd = -1
         self.basis_size = 0
         self.basis_hash = b""
-        self.answer: Generator[bytes, None, None] | None = None
+        self.signed = False  # its signature was produced whole
+        self.request = FetchRequest(job.entry.path, (), 0, 0)
 
     def read_at(self, offset: int, length: int) -> bytes:
         return os.pread(self.basis_fd, length, offset) if self.basis_fd >= 0 else b""
@@ -1114,12 +1070,8 @@ class _Transfer:
                 os.close(fd)
         self.out_fd = self.basis_fd = -1
 
-    def discard(self, *, drain: bool = False) -> None:
-        """Close it and remove its temp file (nothing was kept of it). With ``drain``,
-        an answer read half way is read to its end, so the session can go on with the
-        next one; without, the session is about to be closed."""
-        if drain and self.answer is not None:
-            self.answer.close()
+    def discard(self) -> None:
+        """Close it and remove its temp file (nothing was kept of it)."""
         had_file = self.out_fd >= 0
         self.close_fds()
         if had_file:
@@ -1138,7 +1090,6 @@ class _Pending:
     size: int
     digest: bytes
     copy_from: Basis | None = None  # a local copy still to be made (by the committer)
-    strong_len_retry: bool = False
     early: _EarlyCheck | None = None  # its leading part, re-read as it was written
 
 

@@ -68,14 +68,6 @@ from deltastage.transports.base import Transport
 __all__ = ["PeerSession"]
 
 RECV_CHUNK = 256 << 10
-# Requests sent ahead of the answer being read. The agent reads them only when it is done
-# with the ones before (or waits for a RefineReply), so they wait in the transport's buffers
-# (``unread_capacity``: a pipe holds 64 KiB, sshd 2 MiB), and a master blocked sending while
-# the agent is blocked sending back would never wake up.
-AHEAD_REQUESTS = 64
-# Bytes sent ahead of the answer being read while the agent may still refine it: its
-# RefineReply would go up the link behind them (the agent sets them aside to read it).
-AHEAD_OF_REFINABLE = 4 << 10
 # Delta bytes read and dropped after the caller gave up on a fetch, before the session is
 # given up instead (an agent that never ends its answer would otherwise be read forever).
 DRAIN_LIMIT = 64 << 20
@@ -104,14 +96,8 @@ class _Pending:
         self.basis = basis
         self.basis_size: int | None = None  # from the signature header, bounds refinement
         self.block_size = 0
-        self.wire_size = 0  # request bytes, as they wait in the agent's input
         self.refine = True  # the request let the agent refine it
-        self.settled = False  # its delta started, or it was refined: no refinement to come
         self.answer: Generator[bytes, None, None] | None = None
-
-    @property
-    def may_be_refined(self) -> bool:
-        return self.refine and not self.settled and self.block_size >= REFINE_MIN_BLOCK
 
 
 class PeerSession:
@@ -119,8 +105,9 @@ class PeerSession:
 
     Fetches may be pipelined: ``request_fetch`` sends a request at once, ahead of the
     answers still to be read, and returns an iterator over its delta; the iterators must be
-    read in the order of the requests. ``survey`` sends its three requests together. Any
-    other request first reads every pending answer.
+    read in the order of the requests (``master.pipeline`` keeps that order and the window).
+    ``survey`` sends its three requests together. Any other request first reads every
+    pending answer.
     """
 
     def __init__(
@@ -187,21 +174,10 @@ class PeerSession:
         """Fetches requested whose answers are not read to their end (one may be half read)."""
         return len(self._pending)
 
-    def may_send_ahead(self, signature_size: int = 0) -> bool:
-        """Whether a fetch whose signature has ``signature_size`` bytes may be requested
-        before the pending answers are read: what waits unread by the agent (all but the
-        oldest) must fit in the transport's buffers, and stay small while the oldest may
-        still be refined (the reply would wait behind it)."""
-        if self._dead is not None or self._closed:
-            return False
-        if not self._pending:
-            return True
-        head = self._pending[0]
-        waiting = sum(p.wire_size for p in self._pending) - head.wire_size
-        limit = self._transport.unread_capacity
-        if head.may_be_refined:
-            limit = min(limit, AHEAD_OF_REFINABLE)
-        return len(self._pending) < AHEAD_REQUESTS and waiting + signature_size < limit
+    @property
+    def sent_bytes(self) -> int:
+        """Bytes of requests encoded so far (what a request sent ahead leaves waiting)."""
+        return self._sent
 
     def _send(self, event: Event) -> None:
         # Requests are gathered and written before the next wait for an answer: a small
@@ -429,22 +405,19 @@ class PeerSession:
         refine: bool = True,
     ) -> Generator[bytes, None, None]:
         """Send the request now, ahead of unread answers; return an iterator over its delta
-        (see ``fetch``), to be read after theirs. Only when ``may_send_ahead()`` (given
-        the signature's size: an oversized one could stall both ends). Without ``refine``
-        (or ``basis``) the agent may not ask for finer hashes of the basis.
+        (see ``fetch``), to be read after theirs. How far ahead is safe is the caller's to
+        judge (see ``master.pipeline``: an oversized backlog could stall both ends). Without
+        ``refine`` (or ``basis``) the agent may not ask for finer hashes of the basis.
 
         A signature that fails half way is withdrawn (Cancel) and its exception raised
         here; the session stays usable.
         """
         split_relative(path)
         self._alive()
-        if not self.may_send_ahead():
-            raise LocalProtocolError("read the pending answers before requesting another fetch")
         if self._requesting:
             raise LocalProtocolError("a fetch is in progress; finish or close it first")
         pending = _Pending(basis)
         pending.refine = refine
-        before = self._sent
         self._requesting = True
         try:
             self._send(Fetch(root, path, level, refine))
@@ -452,7 +425,6 @@ class PeerSession:
             self._send(SigEnd())
         finally:
             self._requesting = False
-        pending.wire_size = self._sent - before
         pending.answer = self._answer(pending)
         self._pending.append(pending)
         return pending.answer
@@ -477,10 +449,8 @@ class PeerSession:
                             )
                         )
                     self._send(RefineReply(self._refine(event, pending)))
-                    pending.settled = True
                     continue
                 if isinstance(event, DeltaData):
-                    pending.settled = True
                     if not event.data:
                         # endless empty frames would make no progress and never hit a bound
                         raise self._violation(

@@ -27,7 +27,7 @@ from deltastage.errors import (
     TransportTimeout,
     UnsafePathError,
 )
-from deltastage.master.session import AHEAD_OF_REFINABLE, PeerSession
+from deltastage.master.session import PeerSession
 from deltastage.protocol import (
     CAPABILITIES,
     NEED_DATA,
@@ -558,32 +558,6 @@ def empty_signature() -> list[bytes]:
     return [SignatureBuilder(0).finish()]
 
 
-def pipelined(session: PeerSession, root: Path, names: list[str]) -> dict[str, bytes]:
-    """Request as far ahead as the session allows, read the answers in order."""
-    todo, answers, got = list(names), [], {}
-    while todo or answers:
-        while todo and (not answers or session.may_send_ahead()):
-            name = todo.pop(0)
-            answers.append((name, session.request_fetch(str(root), name, empty_signature())))
-        name, answer = answers.pop(0)
-        got[name] = apply_delta(b"", b"".join(answer))
-    return got
-
-
-def test_small_fetches_pipeline_into_a_few_round_trips(tmp_path: Path) -> None:
-    files = {f"f{i:02d}": random.Random(i).randbytes(1000 + i) for i in range(40)}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    counter = TurnCounter(LocalTransport([str(tmp_path)]))
-    session = PeerSession(counter)
-    session.handshake()
-    before = counter.turns
-    assert pipelined(session, tmp_path, sorted(files)) == files
-    assert counter.turns - before <= 4, "40 fetches, sent ahead: not one round trip each"
-    assert [e.path for e in session.list_files(str(tmp_path))] == sorted(files)
-    session.close()
-
-
 def test_answers_must_be_read_in_request_order(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / name).write_bytes(name.encode() * 100)
@@ -633,16 +607,11 @@ def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
     big = session.request_fetch(
         str(tmp_path), "big", [sig], basis=lambda offset, n: basis[offset : offset + n]
     )
-    # small requests go ahead; a big one waits until the refinement is over (its
-    # RefineReply would go up the link behind it)
-    assert session.may_send_ahead(100)
-    assert not session.may_send_ahead(AHEAD_OF_REFINABLE)
     smalls = [
         session.request_fetch(str(tmp_path), f"small{i}", empty_signature()) for i in range(3)
     ]
     first = next(big)
     assert len(refinements) == 1, "refined, with three requests queued behind it"
-    assert session.may_send_ahead(AHEAD_OF_REFINABLE)
     delta = first + b"".join(big)
     assert apply_delta(basis, delta) == basis[:1000] + b"edit" + basis[1000:]
     for i, small in enumerate(smalls):
@@ -654,7 +623,7 @@ def test_a_fetch_sent_without_refine_is_never_refined(
     tmp_path: Path, refinements: list[object]
 ) -> None:
     """Behind unread answers a refinement would stall the agent, so the master may forbid
-    it; nothing then holds back the requests behind it."""
+    it (which requests go ahead of it is master.pipeline's, see test_master_pipeline)."""
     basis = random.Random(2).randbytes(2 << 20)
     new = basis[:1000] + b"edit" + basis[1000:]
     (tmp_path / "big").write_bytes(new)
@@ -670,28 +639,8 @@ def test_a_fetch_sent_without_refine_is_never_refined(
             basis=lambda offset, n: basis[offset : offset + n],
             refine=refine,
         )
-        assert session.may_send_ahead(AHEAD_OF_REFINABLE) is not refine
         assert apply_delta(basis, b"".join(big)) == new
         assert len(refinements) == int(refine)
-    session.close()
-
-
-def test_a_big_signature_does_not_go_ahead(tmp_path: Path) -> None:
-    """Requests sent ahead wait unread in the transport's buffers (a pipe's 64 KiB): a big
-    one could stall both ends."""
-    for name in ("a", "b"):
-        (tmp_path / name).write_bytes(b"x" * 100)
-    transport = LocalTransport([str(tmp_path)])
-    capacity = transport.unread_capacity
-    assert capacity <= 64 << 10
-    session = PeerSession(transport)
-    session.handshake()
-    assert session.may_send_ahead(10 * capacity)  # nothing pending: anything goes
-    first = session.request_fetch(str(tmp_path), "a", empty_signature())
-    assert session.may_send_ahead(1000)
-    assert not session.may_send_ahead(capacity)
-    list(first)
-    assert session.may_send_ahead(10 * capacity)
     session.close()
 
 
