@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, cast
+
+import tomli_w
 
 from deltastage.config import checks
 from deltastage.config.model import Config, Options, PeerConfig
@@ -79,11 +80,9 @@ class _Table:
                 self.problems.unknown(self.key(_toml_key(name)), name, self.known)
 
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
 def _toml_key(name: str) -> str:
-    return name if _BARE_KEY.fullmatch(name) else _toml_string(name)
+    """``name`` as a TOML file spells it: bare, or quoted."""
+    return tomli_w.dumps({name: 0}).removesuffix(" = 0\n")
 
 
 def _sub_table(root: _Table, name: str, required: bool) -> _Table | None:
@@ -196,49 +195,17 @@ def load_config(path: str | Path, *, check_accounts: bool | None = None) -> Conf
     )
 
 
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def _table_lines(header: str, model: object, *, remote: bool = True) -> list[str]:
-    """A TOML table of ``model``'s keys: those set to other than their default, and those
-    an administrator should see."""
-    lines = ["", header]
+def _table(model: object, *, remote: bool = True) -> dict[str, object]:
+    """``model``'s keys as a TOML table: those set to other than their default, and those an
+    administrator should see."""
+    table: dict[str, object] = {}
     for name, spec, default in keys_of(type(model)):
         value = getattr(model, name)
         if value is None or (spec.remote_only and not remote):
             continue
-        if value == default and not spec.always_written:
-            continue
-        lines.append(f"{name} = {_toml_value(spec.kind.write(value))}")
-    return lines
+        if value != default or spec.always_written:
+            table[name] = spec.kind.write(value)
+    return table
 
 
 def config_to_toml(config: Config) -> str:
@@ -247,12 +214,13 @@ def config_to_toml(config: Config) -> str:
     Paths are written absolute, so the file can live anywhere. Options at their default are
     left out, except the ones an administrator should see.
     """
-    lines = ["# deltastage configuration"]
-    lines += _table_lines("[options]", config.options)
-    lines += _table_lines("[stage]", config)
-    for peer in config.peers:
-        lines += _table_lines("[[peers]]", peer, remote=peer.remote)
-    return "\n".join(lines) + "\n"
+    tables = [("[options]", _table(config.options)), ("[stage]", _table(config))]
+    tables += [("[[peers]]", _table(peer, remote=peer.remote)) for peer in config.peers]
+    # One table at a time: given the whole document, tomli-w would write short peers as an
+    # inline array, where an administrator edits one [[peers]] table each.
+    return "# deltastage configuration\n" + "".join(
+        f"\n{header}\n{tomli_w.dumps(table)}" for header, table in tables
+    )
 
 
 def _table_rows(table: str, model: type[Any]) -> Iterable[str]:
