@@ -437,6 +437,13 @@ def test_accounts_are_checked_when_asked_or_when_root(tmp_path: Path) -> None:
         assert load_text(tmp_path, text).options.backup_group == "no-such-group-ds"
 
 
+def test_account_names_with_a_nul_are_no_accounts(tmp_path: Path) -> None:
+    text = '[options]\nbackup_user = "a\\u0000b"\nbackup_group = "\\u0000"\n' + STAGE + LOCAL
+    message = error_of(tmp_path, text, check_accounts=True)
+    assert "options.backup_user: no such user 'a\\x00b'" in message
+    assert "options.backup_group: no such group '\\x00'" in message
+
+
 def test_existing_accounts_pass(tmp_path: Path) -> None:
     text = "[options]\nbackup_user = 'root'\nbackup_group = 'root'\n" + STAGE + LOCAL
     assert load_text(tmp_path, text, check_accounts=True).options.backup_user == "root"

@@ -28,12 +28,12 @@ def accounts(
     if options.backup_user is not None:
         try:
             pwd.getpwnam(options.backup_user)
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: a NUL in the name
             problems.add(user_key, f"no such user {options.backup_user!r} on this machine")
     if options.backup_group is not None:
         try:
             grp.getgrnam(options.backup_group)
-        except KeyError:
+        except (KeyError, ValueError):
             problems.add(group_key, f"no such group {options.backup_group!r} on this machine")
 
 
