@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from deltastage import __version__
-from deltastage.errors import DeltastageError, UsageError, describe_os_error
+from deltastage.errors import REPORTED, UsageError, exit_status
 
 if TYPE_CHECKING:
     from deltastage.config import Config
@@ -42,12 +42,8 @@ def run_guarded(action: Callable[[], T]) -> T:
     """Run ``action``; turn deltastage and OS errors into a one-line message and exit code."""
     try:
         return action()
-    except DeltastageError as exc:
-        raise fail(str(exc), exc.exit_code) from None
-    except OSError as exc:
-        raise fail(describe_os_error(exc), 1) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
+    except REPORTED as exc:
+        raise fail(*exit_status(exc)) from None
 
 
 def version_callback(value: bool) -> None:

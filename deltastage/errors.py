@@ -26,6 +26,7 @@ Lower-level exceptions (OSError, paramiko, zstandard) are mapped at the boundary
 from __future__ import annotations
 
 __all__ = [
+    "REPORTED",
     "AgentError",
     "ConfigError",
     "ConnectError",
@@ -45,6 +46,7 @@ __all__ = [
     "UnsafePathError",
     "UsageError",
     "describe_os_error",
+    "exit_status",
 ]
 
 
@@ -130,3 +132,17 @@ def describe_os_error(exc: OSError) -> str:
     """One line for an OSError: the file it concerns (if known) and the system's reason."""
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"
+
+
+# What a command reports as one line and an exit code; anything else is a bug and keeps its
+# traceback.
+REPORTED = (DeltastageError, OSError, KeyboardInterrupt)
+
+
+def exit_status(exc: DeltastageError | OSError | KeyboardInterrupt) -> tuple[str, int]:
+    """The message (one line) and exit code a command ends with when ``exc`` stops it."""
+    if isinstance(exc, DeltastageError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, OSError):
+        return describe_os_error(exc), 1
+    return "interrupted", 130

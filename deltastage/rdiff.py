@@ -12,11 +12,7 @@ thread reads the basis and hashes. Patch reads the basis into a small ring of re
 buffers that go back into use only once the writer is done with them; memory stays bounded
 by the ring and the writer's queue, whatever the file size.
 
-``run_argv`` runs these commands straight from ``sys.argv`` when the command line is plainly
-well formed, so that ``python -m deltastage patch ...`` does not pay for typer and the
-pydantic models it builds per parameter (~0.15 s, more than rdiff's whole patch of 256 MiB).
-Anything else (help, odd option spellings, bad values) returns None and goes to the typer
-CLI, which stays the one authority for usage and messages; the two are tested to agree.
+The typer commands and the typer-free start (``fastargv``) both call these functions.
 """
 
 from __future__ import annotations
@@ -30,18 +26,17 @@ import tempfile
 import threading
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
 
 from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.patch import MAX_READ, Patcher
 from deltastage.delta.signature import SignatureBuilder, SignatureDecoder
-from deltastage.errors import DeltastageError, UsageError, describe_os_error
+from deltastage.errors import UsageError
 from deltastage.hashing import READ_CHUNK, hash_fd
 
-__all__ = ["Call", "delta_file", "parse_argv", "patch_file", "run_argv", "signature_file"]
+__all__ = ["delta_file", "patch_file", "signature_file"]
 
 STDIO = "-"
 # Reads this large halve the syscalls of READ_CHUNK and still sit in L2/L3 while hashed.
@@ -400,92 +395,3 @@ def patch_file(basis: str, delta_in: str, out: str) -> None:
             for chunk in _chunks(stream):
                 patcher.feed(chunk)
             patcher.finish()
-
-
-# --- the command line without typer (see the module docstring) ---------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    """One parsed rdiff-like command: the function's name, its paths and its int options."""
-
-    command: str
-    paths: tuple[str, ...]
-    options: dict[str, int] = field(default_factory=dict)
-
-
-# command -> (number of paths, option spelling -> keyword); must match cli.py's commands.
-_GRAMMAR: dict[str, tuple[int, dict[str, str]]] = {
-    "signature": (
-        2,
-        {
-            "-b": "block_size",
-            "--block-size": "block_size",
-            "-S": "strong_len",
-            "--strong-len": "strong_len",
-        },
-    ),
-    "delta": (3, {"-l": "level", "--level": "level"}),
-    "patch": (3, {}),
-}
-_LEVELS = range(23)
-
-
-def parse_argv(argv: Sequence[str]) -> Call | None:
-    """The call ``argv`` asks for, or None when only the typer CLI should judge it."""
-    if not argv or argv[0] not in _GRAMMAR:
-        return None
-    n_paths, spellings = _GRAMMAR[argv[0]]
-    paths: list[str] = []
-    options: dict[str, int] = {}
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if arg == STDIO or not arg.startswith("-"):
-            paths.append(arg)
-            continue
-        # click reads "--opt=V" but not "-o=V" (that is the value "=V").
-        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if name not in spellings:
-            return None
-        if not eq:
-            if i == len(argv):
-                return None
-            value = argv[i]
-            i += 1
-        if not (value.isascii() and value.isdigit()):
-            return None
-        options[spellings[name]] = int(value)
-    if len(paths) != n_paths or options.get("level", 0) not in _LEVELS:
-        return None
-    return Call(argv[0], tuple(paths), options)
-
-
-def run_argv(argv: Sequence[str]) -> int | None:
-    """Run a plainly well-formed rdiff-like command line; its exit code, or None."""
-    call = parse_argv(argv)
-    if call is None:
-        return None
-    try:
-        _ACTIONS[call.command](*call.paths, **call.options)
-    except DeltastageError as exc:
-        return _fail(str(exc), exc.exit_code)
-    except OSError as exc:
-        return _fail(describe_os_error(exc), 1)
-    except KeyboardInterrupt:
-        sys.stderr.write("deltastage: interrupted\n")
-        return 130
-    return 0
-
-
-_ACTIONS: dict[str, Callable[..., None]] = {
-    "signature": signature_file,
-    "delta": delta_file,
-    "patch": patch_file,
-}
-
-
-def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"deltastage: error: {message}\n")
-    return code

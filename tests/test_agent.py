@@ -20,7 +20,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage.agent import serve, stdio
+from deltastage.agent import serve
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder
 from deltastage.delta import signature_of as sign
 from deltastage.protocol import (
@@ -563,24 +563,6 @@ def test_master_vanishing_mid_delta_does_not_crash(tmp_path: Path) -> None:
     master.send(SigEnd())
     assert isinstance(master.receive(), DeltaData)
     master.close()  # joins the agent thread: it must notice and return
-
-
-def test_the_agent_command_line_skips_the_cli_only_when_plain(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    served: list[list[str]] = []
-
-    def fake_run_stdio(roots: list[str]) -> int:
-        served.append(roots)
-        return 0
-
-    monkeypatch.setattr(stdio, "run_stdio", fake_run_stdio)
-    assert stdio.run_argv(["agent", "--root", "/a", "--root=/b"]) == 0
-    assert served == [["/a", "/b"]]
-    for argv in (["agent"], ["agent", "--help"], ["agent", "--root"], ["agent", "--root", "-x"],
-                 ["agent", "--root=", "x"], ["signature", "a", "b"], []):  # fmt: skip
-        assert stdio.run_argv(argv) is None
-    assert served == [["/a", "/b"]]
 
 
 @settings(max_examples=15)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deltastage import rdiff
+from deltastage import fastargv, rdiff
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -83,7 +83,7 @@ def test_a_full_disk_leaves_no_output_and_one_line(
 
     monkeypatch.setattr(os, "write", full_after_two)
     out = tmp_path / "out"
-    code = rdiff.run_argv(["patch", pair["basis"], pair["delta"], str(out)])
+    code = fastargv.run(["patch", pair["basis"], pair["delta"], str(out)])
     monkeypatch.undo()
     assert code == 1
     assert capsys.readouterr().err == f"deltastage: error: {out}: No space left on device\n"

@@ -12,6 +12,6 @@ signature in, the delta out), ``stdio`` (the process: command line, stdin/stdout
 from __future__ import annotations
 
 from deltastage.agent.server import serve
-from deltastage.agent.stdio import run_argv, run_stdio
+from deltastage.agent.stdio import run_stdio
 
-__all__ = ["run_argv", "run_stdio", "serve"]
+__all__ = ["run_stdio", "serve"]

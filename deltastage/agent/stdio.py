@@ -1,8 +1,7 @@
 """The agent as a process: ``deltastage agent --root DIR ...`` served over stdin/stdout.
 
 The agent starts once per SSH connection (typically an ``authorized_keys`` forced command),
-so a plain command line is parsed here, without the CLI framework; anything else goes to
-the CLI, which parses it and, where it must, refuses it with its usual messages.
+so a plain command line reaches ``run_stdio`` without the CLI framework (see ``fastargv``).
 """
 
 from __future__ import annotations
@@ -14,24 +13,7 @@ from pathlib import Path
 
 from deltastage.agent.server import serve
 
-__all__ = ["run_argv", "run_stdio"]
-
-
-def run_argv(argv: Sequence[str]) -> int | None:
-    """Serve ``agent --root DIR ...``; None for any other command line."""
-    if not argv or argv[0] != "agent":
-        return None
-    roots: list[str] = []
-    rest = list(argv[1:])
-    while rest:
-        arg = rest.pop(0)
-        if arg == "--root" and rest and rest[0] and not rest[0].startswith("-"):
-            roots.append(rest.pop(0))
-        elif arg.startswith("--root=") and len(arg) > len("--root="):
-            roots.append(arg[len("--root=") :])
-        else:
-            return None
-    return run_stdio(roots) if roots else None
+__all__ = ["run_stdio"]
 
 
 def run_stdio(roots: Sequence[str | Path]) -> int:

@@ -1,0 +1,153 @@
+"""The command lines run without typer: one argv specification, read by ``__main__``.
+
+Two kinds of command start often enough for typer's start-up (it builds a model per
+parameter) to show: the agent, started once per SSH connection, and the rdiff-like
+``signature``/``delta``/``patch``, which are compared with rdiff's own short runs. A plainly
+well-formed command line for one of them is parsed here and calls the same function the typer
+command calls. Anything else (help, unusual spellings, values typer might read differently)
+gives None and goes to the typer CLI, which stays the one authority for usage and messages;
+tests check that both parse alike and that this specification matches the typer commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from deltastage.errors import REPORTED, exit_status
+
+__all__ = ["COMMANDS", "Call", "Command", "Option", "parse", "run"]
+
+STDIO = "-"
+Value = int | str | list[int | str]
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option that takes one value: its spellings and the keyword it fills."""
+
+    spellings: tuple[str, ...]
+    keyword: str
+    type: type[int] | type[str] = str
+    # The values an int option may take (typer's min and max).
+    bounds: range | None = None
+    # Each use adds a value to a list (typer's list[...] options).
+    repeatable: bool = False
+    required: bool = False
+
+    def convert(self, text: str) -> int | str | None:
+        """``text`` as this option's value; None where only typer should judge it."""
+        if self.type is int:
+            if not (text.isascii() and text.isdigit()):
+                return None
+            number = int(text)
+            return number if self.bounds is None or number in self.bounds else None
+        return text if text and not text.startswith("-") else None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command run without typer: the function it calls (``module:name``), the keywords
+    its positional arguments fill, in order, and its options. ``guarded`` commands end a
+    reported error (``errors.REPORTED``) with one line and its exit code, as the CLI does."""
+
+    target: str
+    arguments: tuple[str, ...]
+    options: tuple[Option, ...] = ()
+    guarded: bool = True
+
+    def function(self) -> Callable[..., int | None]:
+        module, name = self.target.split(":")
+        function: Callable[..., int | None] = getattr(importlib.import_module(module), name)
+        return function
+
+
+@dataclass(frozen=True)
+class Call:
+    """A parsed command line: the command and the keywords its function is called with."""
+
+    command: Command
+    keywords: dict[str, Value]
+
+
+COMMANDS: dict[str, Command] = {
+    "signature": Command(
+        "deltastage.rdiff:signature_file",
+        ("basis", "sig"),
+        (
+            Option(("--block-size", "-b"), "block_size", int),
+            Option(("--strong-len", "-S"), "strong_len", int),
+        ),
+    ),
+    "delta": Command(
+        "deltastage.rdiff:delta_file",
+        ("sig", "new", "delta_out"),
+        (Option(("--level", "-l"), "level", int, bounds=range(23)),),
+    ),
+    "patch": Command("deltastage.rdiff:patch_file", ("basis", "delta_in", "out")),
+    "agent": Command(
+        "deltastage.agent:run_stdio",
+        (),
+        (Option(("--root",), "roots", repeatable=True, required=True),),
+        guarded=False,
+    ),
+}
+
+
+def parse(argv: Sequence[str]) -> Call | None:
+    """The call ``argv`` asks for, or None when only the typer CLI should judge it."""
+    command = COMMANDS.get(argv[0]) if argv else None
+    if command is None:
+        return None
+    by_spelling = {spelling: option for option in command.options for spelling in option.spellings}
+    positional: list[str] = []
+    single: dict[str, int | str] = {}
+    repeated: dict[str, list[int | str]] = {}
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == STDIO or not arg.startswith("-"):
+            positional.append(arg)
+            continue
+        # click reads "--opt=V" but not "-o=V" (that is the value "=V").
+        name, eq, text = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        option = by_spelling.get(name)
+        if option is None:
+            return None
+        if not eq:
+            following = next(args, None)
+            if following is None:
+                return None
+            text = following
+        value = option.convert(text)
+        if value is None:
+            return None
+        if option.repeatable:
+            repeated.setdefault(option.keyword, []).append(value)
+        else:
+            single[option.keyword] = value
+    if len(positional) != len(command.arguments):
+        return None
+    keywords: dict[str, Value] = dict(zip(command.arguments, positional, strict=True))
+    keywords.update(single)
+    keywords.update(repeated)
+    if any(option.required and option.keyword not in keywords for option in command.options):
+        return None
+    return Call(command, keywords)
+
+
+def run(argv: Sequence[str]) -> int | None:
+    """Run a plainly well-formed command line; its exit code, or None (see ``parse``)."""
+    call = parse(argv)
+    if call is None:
+        return None
+    function = call.command.function()
+    if not call.command.guarded:
+        return function(**call.keywords) or 0
+    try:
+        return function(**call.keywords) or 0
+    except REPORTED as exc:
+        message, code = exit_status(exc)
+        sys.stderr.write(f"deltastage: error: {message}\n")
+        return code
