@@ -28,33 +28,37 @@ import contextlib
 import json
 import os
 import random
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from deltastage.hashing import hash_file
-from deltastage.manifest import MANIFEST_NAME
+from benchmarks._link import (
+    REPO,
+    Link,
+    check_environment,
+    delayed,
+    deltastage_cmd,
+    digests,
+    human,
+    measured_run,
+    namespaces,
+    peer_sshd,
+    rsync_cmd,
+    scp_cmd,
+    stage_config,
+    terminate_on_sigterm,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
-MASTER_IP, PEER_IP = "10.250.0.1", "10.250.0.2"
 DAY1 = date(2026, 1, 5)
 DAY2 = DAY1 + timedelta(days=1)
 DAY1_MTIME = datetime(2026, 1, 5, 1, 0, tzinfo=UTC).timestamp()
-TOOLS = ("ip", "tc", "ssh", "scp", "ssh-keygen", "rsync")
-SSHD = "/usr/sbin/sshd"
-DELAY_PORT = 2222  # the delaying forwarder, in the master's namespace (--delay-ms)
 
 
 # --- the corpus -------------------------------------------------------------------------
@@ -168,147 +172,6 @@ def build_day2(
     return {"edited": len(edited), "added": added, "removed": removed}
 
 
-def digests(root: Path) -> dict[str, bytes]:
-    """xxh3-128 of every payload file (indicators and deltastage's own files excluded)."""
-    out: dict[str, bytes] = {}
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).as_posix()
-        ours = path.name == MANIFEST_NAME or rel.startswith(".deltastage-")
-        if path.is_file() and not path.name.startswith("cback.") and not ours:
-            out[rel] = hash_file(path)[1]
-    return out
-
-
-# --- namespaces, shaping, sshd ----------------------------------------------------------
-
-
-def sh(*cmd: str, check: bool = True, capture: bool = False) -> str:
-    proc = subprocess.run(list(cmd), check=False, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr.strip()}")
-    return proc.stdout if capture else ""
-
-
-@dataclass
-class Link:
-    master_ns: str
-    peer_ns: str
-    master_if: str
-    peer_if: str
-
-    def in_master(self, *cmd: str) -> list[str]:
-        return ["ip", "netns", "exec", self.master_ns, *cmd]
-
-    def counters(self) -> tuple[int, int]:
-        """(rx, tx) bytes of the master's veth: rx is peer->master, tx master->peer."""
-        stats = f"/sys/class/net/{self.master_if}/statistics"
-        out = sh(*self.in_master("cat", f"{stats}/rx_bytes", f"{stats}/tx_bytes"), capture=True)
-        rx, tx = (int(v) for v in out.split())
-        return rx, tx
-
-    def shape(self, rate: str, burst: str, latency: str) -> None:
-        for ns, dev in ((self.master_ns, self.master_if), (self.peer_ns, self.peer_if)):
-            sh("tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf",
-               "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
-
-
-@contextmanager
-def namespaces() -> Iterator[Link]:
-    tag = str(os.getpid())
-    link = Link(f"dswan{tag}m", f"dswan{tag}p", f"dsw{tag}m", f"dsw{tag}p")
-    try:
-        sh("ip", "netns", "add", link.master_ns)
-        sh("ip", "netns", "add", link.peer_ns)
-        sh("ip", "link", "add", link.master_if, "type", "veth", "peer", "name", link.peer_if)
-        for ns, dev, addr in (
-            (link.master_ns, link.master_if, MASTER_IP),
-            (link.peer_ns, link.peer_if, PEER_IP),
-        ):
-            sh("ip", "link", "set", dev, "netns", ns)
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        yield link
-    finally:
-        # Deleting a namespace destroys the veth end inside it (and so the pair).
-        for ns in (link.master_ns, link.peer_ns):
-            sh("ip", "netns", "del", ns, check=False)
-
-
-SSHD_CONFIG = """\
-ListenAddress {ip}
-Port 22
-HostKey {host_key}
-PidFile {work}/sshd.pid
-AuthorizedKeysFile {work}/authorized_keys
-StrictModes no
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-UseDNS no
-X11Forwarding no
-PrintMotd no
-SetEnv PYTHONPATH={repo}
-Subsystem sftp internal-sftp
-"""
-
-
-@dataclass
-class Keys:
-    client: Path
-    known_hosts: Path
-    host: str = PEER_IP  # where ssh connects: sshd itself, or the delaying forwarder
-    port: int = 22
-
-    def ssh_options(self) -> list[str]:
-        return ["-F", "/dev/null", "-i", str(self.client), "-o", "BatchMode=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "ConnectTimeout=10"]  # fmt: skip
-
-
-def keygen(path: Path) -> Path:
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deltastage-wan", "-f", str(path))
-    return path
-
-
-@contextmanager
-def peer_sshd(link: Link, work: Path) -> Iterator[Keys]:
-    work.mkdir(parents=True, exist_ok=True)
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    host_key, client = keygen(work / "host_ed25519"), keygen(work / "client_ed25519")
-    (work / "authorized_keys").write_text(Path(f"{client}.pub").read_text())
-    host_pub = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
-    keys = Keys(client, work / "known_hosts")
-    keys.known_hosts.write_text(f"{PEER_IP} {host_pub}\n[127.0.0.1]:{DELAY_PORT} {host_pub}\n")
-    config = work / "sshd_config"
-    config.write_text(SSHD_CONFIG.format(ip=PEER_IP, host_key=host_key, work=work, repo=REPO))
-    log = (work / "sshd.log").open("ab")
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", link.peer_ns, SSHD, "-D", "-e", "-f", str(config)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-    )  # fmt: skip
-    try:
-        probe = link.in_master("ssh", *keys.ssh_options(), f"root@{PEER_IP}", "true")
-        for _ in range(50):
-            if proc.poll() is not None:
-                raise SystemExit(f"sshd exited: {(work / 'sshd.log').read_text()[-500:]}")
-            if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("sshd in the peer namespace never answered")
-        yield keys
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 # --- the three contenders ---------------------------------------------------------------
 
 
@@ -325,88 +188,8 @@ class Result:
 
 
 def measured(link: Link, tool: str, cmd: list[str]) -> Result:
-    # The corpus and the copies just written are still being flushed: every tool starts
-    # with the disk idle, not paying for the setup's writeback.
-    os.sync()
-    rx0, tx0 = link.counters()
-    start = time.perf_counter()
-    proc = subprocess.run(link.in_master(*cmd), capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
-    rx1, tx1 = link.counters()
-    if proc.returncode != 0:
-        raise SystemExit(f"{tool} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return Result(tool, seconds, rx1 - rx0, tx1 - tx0)
-
-
-def stage_config(work: Path, collect: Path, keys: Keys) -> Path:
-    agent = shlex.join([sys.executable, "-m", "deltastage", "agent"])
-    text = f"""\
-[options]
-retries = 0
-
-[stage]
-staging_dir = {json.dumps(str(work / "staging"))}
-
-[[peers]]
-name = "wanpeer"
-type = "remote"
-host = "{keys.host}"
-port = {keys.port}
-user = "root"
-collect_dir = {json.dumps(str(collect))}
-identity_file = {json.dumps(str(keys.client))}
-known_hosts = {json.dumps(str(keys.known_hosts))}
-agent_command = {json.dumps(agent)}
-connect_timeout = 30.0
-idle_timeout = 600.0
-"""
-    path = work / "deltastage.toml"
-    path.write_text(text)
-    return path
-
-
-def deltastage_cmd(config: Path, day: date) -> list[str]:
-    return ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "deltastage", "stage",
-            "--config", str(config), "--date", day.isoformat(), "--json"]  # fmt: skip
-
-
-def rsync_cmd(keys: Keys, collect: Path, dest: Path) -> list[str]:
-    ssh = shlex.join(["ssh", *keys.ssh_options(), "-p", str(keys.port), "-o", "Compression=no"])
-    return ["rsync", "-a", "-z", "--no-whole-file", "--delete", "-e", ssh,
-            f"root@{keys.host}:{collect}/", f"{dest}/"]  # fmt: skip
-
-
-def scp_cmd(keys: Keys, collect: Path, dest: Path) -> list[str]:
-    return ["scp", "-B", "-q", "-C", "-r", *keys.ssh_options(), "-P", str(keys.port),
-            f"root@{keys.host}:{collect}", str(dest)]  # fmt: skip
-
-
-@contextmanager
-def delayed(link: Link, keys: Keys, delay_ms: float) -> Iterator[Keys]:
-    """``keys`` for connecting through a forwarder that delays each direction by
-    ``delay_ms`` (see benchmarks/_delay.py); ``keys`` unchanged for 0."""
-    if delay_ms <= 0:
-        yield keys
-        return
-    cmd = link.in_master(sys.executable, "-m", "benchmarks._delay", str(DELAY_PORT), PEER_IP,
-                         "22", str(delay_ms))  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "listening":
-            raise SystemExit("the delaying forwarder did not start")
-        yield replace(keys, host="127.0.0.1", port=DELAY_PORT)
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError("unreachable")
+    run = measured_run(link, cmd, tool)
+    return Result(tool, run.seconds, run.rx_bytes, run.tx_bytes)
 
 
 def fresh_start(tool: str, work: Path, collect: Path, output: Path) -> None:
@@ -451,21 +234,6 @@ def table(results: dict[str, Result], payload: int) -> str:
 # --- driver -----------------------------------------------------------------------------
 
 
-def check_environment() -> str | None:
-    if sys.platform != "linux":
-        return "needs Linux network namespaces"
-    if os.geteuid() != 0:
-        return "needs root (ip netns, tc)"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if not os.access(SSHD, os.X_OK):
-        missing.append(SSHD)
-    return f"missing tools: {', '.join(missing)}" if missing else None
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks wan", description=__doc__.split("\n\n")[0]
@@ -504,7 +272,7 @@ def main(argv: list[str]) -> int:
         print(f"wan benchmark skipped: {problem}", file=sys.stderr)
         return 2
 
-    signal.signal(signal.SIGTERM, _terminate)
+    terminate_on_sigterm()
     # Both ends import deltastage from this checkout (PYTHONPATH): write its bytecode as an
     # install does, or an edited tree under PYTHONDONTWRITEBYTECODE compiles on every run.
     compileall.compile_dir(str(REPO / "deltastage"), quiet=1)
