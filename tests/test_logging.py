@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import deltastage.console
+import deltastage.cli.logs
 from deltastage.cli import app
 
 runner = CliRunner()
@@ -112,7 +112,7 @@ def test_syslog_without_dev_log_does_not_crash(
         def exists(self) -> bool:
             return False if str(self) == "/dev/log" else bool(super().exists())
 
-    monkeypatch.setattr(deltastage.console, "Path", NoDevLog)
+    monkeypatch.setattr(deltastage.cli.logs, "Path", NoDevLog)
     log_file = tmp_path / "deltastage.log"
     args = ["stage", "--config", str(site), "--date", DAY, "--syslog", "--log-file", str(log_file)]
     result = runner.invoke(app, args)
@@ -134,7 +134,7 @@ def test_syslog_gets_the_outcome_lines(
     original = logging.handlers.SysLogHandler.__init__
 
     def to_listener(self: logging.handlers.SysLogHandler, *args: Any, **kw: Any) -> None:
-        # Whatever console.py chose (/dev/log or UDP 514), talk to our stand-in instead.
+        # Whatever cli/logs.py chose (/dev/log or UDP 514), talk to our stand-in instead.
         kw.pop("address", None)
         original(self, address, *args[1:], **kw)
 

@@ -1,17 +1,16 @@
-"""Human output: rich progress on a terminal, plain log lines under cron, summary tables."""
+"""Every table and progress display: rich progress bars on a terminal, one log line per peer
+under cron, and the tables of stage, verify, check and history."""
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
-import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,69 +21,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from deltastage.report import human_bytes
 from deltastage.stage import PeerReport, StageReport
 from deltastage.verify import VerifyReport
+
+if TYPE_CHECKING:
+    from deltastage.check import CheckReport
+    from deltastage.history import HistoryRow
 
 __all__ = [
     "LogObserver",
     "RichObserver",
-    "human_bytes",
+    "render_check",
+    "render_history_table",
     "render_stage_table",
     "render_verify_table",
-    "setup_logging",
 ]
-
-LOG_FORMAT = "%(asctime)s deltastage[%(process)d] %(levelname)s %(message)s"
-
-
-class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is now, so a replaced stderr never gets stale."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> object:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
-
-
-def setup_logging(
-    *, level: str = "info", log_file: Path | None = None, syslog: bool = False, rich: bool = False
-) -> None:
-    root = logging.getLogger("deltastage")
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    root.handlers.clear()
-    root.propagate = False
-    if rich:
-        root.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
-    else:
-        handler = _CurrentStderrHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
-    if log_file is not None:
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(file_handler)
-    if syslog:
-        address = "/dev/log" if Path("/dev/log").exists() else ("localhost", 514)
-        sys_handler = logging.handlers.SysLogHandler(
-            address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON
-        )
-        sys_handler.setFormatter(logging.Formatter("deltastage[%(process)d]: %(message)s"))
-        root.addHandler(sys_handler)
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 class LogObserver:
@@ -204,3 +156,49 @@ def render_verify_table(report: VerifyReport, console: Console) -> None:
             detail,
         )
     console.print(table)
+
+
+def render_check(report: CheckReport, console: Console) -> None:
+    console.print(f"config {report.config}: ok")
+    if report.staging_problem:
+        console.print(f"[red]staging dir: {report.staging_problem}[/]")
+    table = Table(title="peers")
+    for column in ("peer", "type", "state", "agent", "error"):
+        table.add_column(column)
+    for result in report.peers:
+        table.add_row(
+            result.name,
+            result.type,
+            result.state,
+            result.agent_version or "",
+            result.error or "",
+        )
+    console.print(table)
+
+
+def render_history_table(
+    rows: Sequence[HistoryRow], limit: int, staging_dir: Path, console: Console
+) -> None:
+    table = Table(title=f"deltastage history: last {limit} runs", caption=str(staging_dir))
+    for column in ("date", "run", "peer", "status", "files", "bytes", "wire", "secs"):
+        table.add_column(
+            column,
+            justify="left" if column in ("date", "peer", "status") else "right",
+            # A folded date or size is unreadable; names, statuses and errors may fold.
+            no_wrap=column not in ("peer", "status"),
+            min_width=9 if column == "status" else None,  # "not-ready" whole
+        )
+    table.add_column("error", overflow="fold")
+    for row in rows:
+        table.add_row(
+            row.run_date,
+            str(row.run_id),
+            row.peer,
+            row.status,
+            str(row.files),
+            human_bytes(row.bytes),
+            human_bytes(row.wire_bytes),
+            f"{row.seconds:.1f}",
+            row.error or "",
+        )
+    console.print(table if rows else "no stage runs recorded yet")

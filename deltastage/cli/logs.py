@@ -1,0 +1,56 @@
+"""Logging for the commands: rich on a terminal, plain lines under cron, a file, syslog."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+__all__ = ["LOG_FORMAT", "setup_logging"]
+
+LOG_FORMAT = "%(asctime)s deltastage[%(process)d] %(levelname)s %(message)s"
+
+
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now, so a replaced stderr never gets stale."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def setup_logging(
+    *, level: str = "info", log_file: Path | None = None, syslog: bool = False, rich: bool = False
+) -> None:
+    root = logging.getLogger("deltastage")
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    root.handlers.clear()
+    root.propagate = False
+    if rich:
+        root.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
+    else:
+        handler = _CurrentStderrHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    if log_file is not None:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(file_handler)
+    if syslog:
+        address = "/dev/log" if Path("/dev/log").exists() else ("localhost", 514)
+        sys_handler = logging.handlers.SysLogHandler(
+            address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON
+        )
+        sys_handler.setFormatter(logging.Formatter("deltastage[%(process)d]: %(message)s"))
+        root.addHandler(sys_handler)

@@ -1,0 +1,60 @@
+"""The rdiff-like commands: the delta core on plain files ("-" = stdin/stdout).
+
+A plain command line for them usually runs without typer (``fastargv``); these are the
+same commands for everything else: help, unusual spellings, refusals.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from deltastage.cli.app import run_guarded
+
+__all__ = ["delta", "patch", "signature"]
+
+PathArg = Annotated[str, typer.Argument(help="A file path, or - for stdin/stdout.")]
+
+
+def signature(
+    basis: PathArg,
+    sig: PathArg,
+    block_size: Annotated[
+        int | None, typer.Option("--block-size", "-b", help="Block size (default ~sqrt(size)).")
+    ] = None,
+    strong_len: Annotated[
+        int | None, typer.Option("--strong-len", "-S", help="Strong hash bytes per block.")
+    ] = None,
+) -> None:
+    """Write the signature of BASIS to SIG (like rdiff signature)."""
+    from deltastage import rdiff
+
+    run_guarded(
+        lambda: rdiff.signature_file(basis, sig, block_size=block_size, strong_len=strong_len)
+    )
+
+
+def delta(
+    sig: PathArg,
+    new: PathArg,
+    delta_out: Annotated[str, typer.Argument(metavar="DELTA", help="Output delta, or -.")],
+    level: Annotated[
+        int, typer.Option("--level", "-l", min=0, max=22, help="zstd level for literals, 0 = off.")
+    ] = 3,
+) -> None:
+    """Write the delta that turns SIG's basis into NEW (like rdiff delta)."""
+    from deltastage import rdiff
+
+    run_guarded(lambda: rdiff.delta_file(sig, new, delta_out, level=level))
+
+
+def patch(
+    basis: PathArg,
+    delta_in: Annotated[str, typer.Argument(metavar="DELTA", help="Delta file, or -.")],
+    out: PathArg,
+) -> None:
+    """Apply DELTA to BASIS and write OUT, verified (like rdiff patch, but checked)."""
+    from deltastage import rdiff
+
+    run_guarded(lambda: rdiff.patch_file(basis, delta_in, out))

@@ -1,0 +1,85 @@
+"""``deltastage verify``: re-hash a staged day against its manifests."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deltastage.cli.app import run_guarded
+from deltastage.cli.options import (
+    CedarOpt,
+    ConfigOpt,
+    JsonOpt,
+    LogFileOpt,
+    LogLevelOpt,
+    SyslogOpt,
+    load,
+    parse_date,
+    print_json,
+    setup_logging,
+)
+from deltastage.errors import UsageError
+
+__all__ = ["verify"]
+
+
+def verify(
+    directory: Annotated[
+        Path | None, typer.Argument(help="A daily dir (or one peer's dir) to verify.")
+    ] = None,
+    config: ConfigOpt = None,
+    cedar_config: CedarOpt = None,
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="Verify this day's dir (default: today).")
+    ] = None,
+    as_json: JsonOpt = False,
+    log_level: LogLevelOpt = "info",
+    log_file: LogFileOpt = None,
+    syslog: SyslogOpt = False,
+) -> None:
+    """Re-hash staged files against their manifests; report missing, extra, corrupt files."""
+
+    def action() -> int:
+        from rich.console import Console
+
+        from deltastage.basis import daily_dir_for
+        from deltastage.cli.render import render_verify_table
+        from deltastage.history import record_verify
+        from deltastage.verify import verify_daily_dir
+
+        setup_logging(log_level, log_file, syslog)
+        staging_dir = None
+        if directory is not None:
+            if config or cedar_config:
+                raise UsageError("give either DIR or --config, not both")
+            target = directory
+        else:
+            cfg = load(config, cedar_config)
+            staging_dir = cfg.staging_dir
+            target = daily_dir_for(cfg.staging_dir, parse_date(run_date) or date.today())
+        report = verify_daily_dir(target)
+        log = logging.getLogger("deltastage.verify")
+        for peer_result in report.peers:
+            log.log(
+                logging.INFO if peer_result.ok else logging.ERROR,
+                "verify peer=%s status=%s files=%d missing=%d corrupt=%d extra=%d",
+                peer_result.name,
+                peer_result.status,
+                peer_result.files,
+                len(peer_result.missing),
+                len(peer_result.corrupt),
+                len(peer_result.extra),
+            )
+        if staging_dir is not None:
+            record_verify(staging_dir, report)
+        if as_json:
+            print_json(report.as_json())
+        else:
+            render_verify_table(report, Console())
+        return report.exit_code
+
+    raise typer.Exit(run_guarded(action))
