@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from deltastage.config import Config
 from deltastage.errors import DeltastageError
 from deltastage.master.connect import SessionFactory, open_peer_session
+from deltastage.models import json_fields
 
 __all__ = ["CheckReport", "PeerCheck", "check_config"]
 
@@ -32,16 +33,17 @@ class PeerCheck:
         return "already-staged" if self.stage_indicator else "ready"
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "usable": self.usable,
-            "state": self.state,
-            "agent_version": self.agent_version,
-            "collect_indicator": self.collect_indicator,
-            "stage_indicator": self.stage_indicator,
-            "error": self.error,
-        }
+        return json_fields(
+            self,
+            "name",
+            "type",
+            "usable",
+            "state",
+            "agent_version",
+            "collect_indicator",
+            "stage_indicator",
+            "error",
+        )
 
 
 @dataclass
@@ -56,13 +58,7 @@ class CheckReport:
         return 0 if self.staging_problem is None and all(p.usable for p in self.peers) else 1
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "config": self.config,
-            "staging_dir": self.staging_dir,
-            "staging_problem": self.staging_problem,
-            "exit_code": self.exit_code,
-            "peers": [p.as_json() for p in self.peers],
-        }
+        return json_fields(self, "config", "staging_dir", "staging_problem", "exit_code", "peers")
 
 
 def _staging_problem(config: Config) -> str | None:

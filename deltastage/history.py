@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deltastage.errors import DeltastageError
+from deltastage.models import json_fields
 
 if TYPE_CHECKING:
     # Readers (history, report) must work without importing the whole stage machinery.
@@ -64,19 +65,20 @@ class HistoryRow:
     error: str | None
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "run_id": self.run_id,
-            "action": self.action,
-            "recorded": round(self.recorded, 3),
-            "date": self.run_date,
-            "peer": self.peer,
-            "status": self.status,
-            "files": self.files,
-            "bytes": self.bytes,
-            "wire_bytes": self.wire_bytes,
-            "seconds": round(self.seconds, 3),
-            "error": self.error,
-        }
+        return json_fields(
+            self,
+            "run_id",
+            "action",
+            "recorded",
+            "date=run_date",
+            "peer",
+            "status",
+            "files",
+            "bytes",
+            "wire_bytes",
+            "seconds",
+            "error",
+        )
 
 
 @contextmanager

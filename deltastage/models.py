@@ -1,10 +1,13 @@
-"""Plain value types shared across layers (no behaviour, no I/O)."""
+"""Plain value types shared across layers (no behaviour, no I/O), and the JSON form of the
+reports the commands print."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
+from pathlib import PurePath
 
-__all__ = ["AgentInfo", "Gateway", "RemoteEntry"]
+__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,30 @@ class AgentInfo:
     protocol: int
     roots: tuple[str, ...]
     capabilities: frozenset[str]
+
+
+def json_fields(report: object, *names: str) -> dict[str, object]:
+    """The named attributes of ``report`` (properties too) as JSON values, in that order.
+
+    ``"key=attribute"`` puts an attribute under another key. A path becomes its text, a date
+    its ISO form, a float is rounded to the millisecond, and a nested report (or a list of
+    them) gives its own ``as_json``.
+    """
+    document: dict[str, object] = {}
+    for name in names:
+        key, _, attribute = name.partition("=")
+        document[key] = _json_value(getattr(report, attribute or key))
+    return document
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    as_json = getattr(value, "as_json", None)
+    return as_json() if callable(as_json) else value

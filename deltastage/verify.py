@@ -10,6 +10,7 @@ from pathlib import Path
 from deltastage.errors import DeltastageError, IntegrityError
 from deltastage.hashing import hash_fd
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME, read_manifest
+from deltastage.models import json_fields
 from deltastage.safefs import (
     FILE_READ,
     check_relative_path,
@@ -45,16 +46,9 @@ class PeerVerification:
         return "ok" if self.ok else "damaged"
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "files": self.files,
-            "bytes": self.bytes,
-            "missing": self.missing,
-            "corrupt": self.corrupt,
-            "extra": self.extra,
-            "error": self.error,
-        }
+        return json_fields(
+            self, "name", "status", "files", "bytes", "missing", "corrupt", "extra", "error"
+        )
 
 
 @dataclass
@@ -67,11 +61,7 @@ class VerifyReport:
         return 0 if self.peers and all(p.ok for p in self.peers) else 1
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "daily_dir": str(self.daily_dir),
-            "exit_code": self.exit_code,
-            "peers": [p.as_json() for p in self.peers],
-        }
+        return json_fields(self, "daily_dir", "exit_code", "peers")
 
 
 def verify_peer_dir(peer_dir: Path) -> PeerVerification:
