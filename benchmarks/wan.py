@@ -1,15 +1,17 @@
 """deltastage vs rsync vs scp over a shaped link: two network namespaces, one veth pair.
 
-``python -m benchmarks wan [--size-mb 120] [--rate 8mbit]`` (root, Linux: needs ``ip``,
-``tc``, ``sshd``, ``ssh``, ``scp``, ``rsync``).
+``python -m benchmarks wan [--size-mb 120] [--rate 8mbit] [--delay-ms 25]`` (root, Linux:
+needs ``ip``, ``tc``, ``sshd``, ``ssh``, ``scp``, ``rsync``).
 
 The peer namespace runs OpenSSH's sshd on 10.250.0.2; the master namespace (10.250.0.1)
-pulls from it. Both veth ends are shaped with ``tc tbf`` (netem is not available here, so
-there is a rate limit but no added delay). The corpus is a tree of mostly text files of
-mixed sizes (deterministic seed) plus an uncompressed tar of that tree. Day 1 is staged
-with the link unshaped and not measured; then 2% of the files are edited (only those get a
-new mtime), 20 are added and 10 removed, the tar is rebuilt, the link is shaped, and day 2
-is pulled three ways:
+pulls from it. By default the link is a WAN's: 8 Mbit/s and 25 ms of delay each way (50 ms
+round trip). Both veth ends are shaped with ``tc tbf`` for the rate; netem is not available
+here, so the delay comes from a forwarder in front of sshd that holds each direction's bytes
+for ``--delay-ms`` (``--delay-ms 0``: no added latency). The corpus is a tree of mostly text
+files of mixed sizes (deterministic seed) plus an uncompressed tar of that tree. Day 1 is
+staged with the link unshaped and undelayed, and not measured; then 2% of the files are
+edited (only those get a new mtime), 20 are added and 10 removed, the tar is rebuilt, the
+link is shaped and delayed, and day 2 is pulled three ways:
 
 - deltastage: ``deltastage stage`` with one remote peer (basis: the day-1 staged copy);
 - rsync: ``rsync -a -z --no-whole-file --delete -e ssh`` into a copy of the day-1 tree;
@@ -234,7 +236,7 @@ def table(results: dict[str, Result], payload: int) -> str:
 # --- driver -----------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks wan", description=__doc__.split("\n\n")[0]
     )
@@ -245,8 +247,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--burst", default="32kb", help="tbf burst")
     parser.add_argument("--latency", default="100ms", help="tbf queue latency bound")
     parser.add_argument(
-        "--delay-ms", type=float, default=0.0,
-        help="added one-way delay (a forwarder in front of sshd; netem is unavailable)",
+        "--delay-ms", type=float, default=25.0,
+        help="added one-way delay, 0 for none (a forwarder in front of sshd; netem is"
+        " unavailable; default 25 ms, a 50 ms round trip)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=20260105)
     parser.add_argument("--edit-fraction", type=float, default=0.02)
@@ -260,6 +263,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a fresh dir in /tmp")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = arguments()
     args = parser.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     unknown = set(tools) - {"deltastage", "rsync", "scp"}
