@@ -21,12 +21,12 @@ from deltastage.errors import REPORTED, exit_status
 __all__ = ["COMMANDS", "Call", "Command", "Option", "parse", "run"]
 
 STDIO = "-"
-Value = int | str | list[int | str]
+Value = int | str | bool | list[int | str]
 
 
 @dataclass(frozen=True)
 class Option:
-    """An option that takes one value: its spellings and the keyword it fills."""
+    """An option that takes one value, or a flag: its spellings and the keyword it fills."""
 
     spellings: tuple[str, ...]
     keyword: str
@@ -36,6 +36,8 @@ class Option:
     # Each use adds a value to a list (typer's list[...] options).
     repeatable: bool = False
     required: bool = False
+    # Takes no value: present, it fills its keyword with True (typer's bool options).
+    flag: bool = False
 
     def convert(self, text: str) -> int | str | None:
         """``text`` as this option's value; None where only typer should judge it."""
@@ -50,13 +52,12 @@ class Option:
 @dataclass(frozen=True)
 class Command:
     """A command run without typer: the function it calls (``module:name``), the keywords
-    its positional arguments fill, in order, and its options. ``guarded`` commands end a
-    reported error (``errors.REPORTED``) with one line and its exit code, as the CLI does."""
+    its positional arguments fill, in order, and its options. A reported error
+    (``errors.REPORTED``) ends it with one line and its exit code, as the CLI does."""
 
     target: str
     arguments: tuple[str, ...]
     options: tuple[Option, ...] = ()
-    guarded: bool = True
 
     def function(self) -> Callable[..., int | None]:
         module, name = self.target.split(":")
@@ -90,8 +91,11 @@ COMMANDS: dict[str, Command] = {
     "agent": Command(
         "deltastage.agent:run_stdio",
         (),
-        (Option(("--root",), "roots", repeatable=True, required=True),),
-        guarded=False,
+        (
+            Option(("--root",), "roots", repeatable=True, required=True),
+            Option(("--indicator",), "indicators", repeatable=True),
+            Option(("--read-only",), "read_only", flag=True),
+        ),
     ),
 }
 
@@ -103,7 +107,7 @@ def parse(argv: Sequence[str]) -> Call | None:
         return None
     by_spelling = {spelling: option for option in command.options for spelling in option.spellings}
     positional: list[str] = []
-    single: dict[str, int | str] = {}
+    single: dict[str, int | str | bool] = {}
     repeated: dict[str, list[int | str]] = {}
     args = iter(argv[1:])
     for arg in args:
@@ -113,8 +117,11 @@ def parse(argv: Sequence[str]) -> Call | None:
         # click reads "--opt=V" but not "-o=V" (that is the value "=V").
         name, eq, text = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         option = by_spelling.get(name)
-        if option is None:
+        if option is None or (option.flag and eq):
             return None
+        if option.flag:
+            single[option.keyword] = True
+            continue
         if not eq:
             following = next(args, None)
             if following is None:
@@ -143,8 +150,6 @@ def run(argv: Sequence[str]) -> int | None:
     if call is None:
         return None
     function = call.command.function()
-    if not call.command.guarded:
-        return function(**call.keywords) or 0
     try:
         return function(**call.keywords) or 0
     except REPORTED as exc:

@@ -1,15 +1,14 @@
 """The agent: confinement to its roots, listing, indicators, fetch, and robustness.
 
-Most tests speak raw protocol to ``agent.serve`` over a socketpair, so the agent's own
-checks are exercised (the session would refuse many of these requests before sending).
+Most tests speak raw protocol to ``agent.serve`` over a socketpair (``RawMaster``), so the
+agent's own checks are exercised (the session would refuse many of these requests before
+sending). Every refused indicator write is in test_hostile_master.py.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,9 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage.agent import serve
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder
-from deltastage.delta import signature_of as sign
 from deltastage.protocol import (
     CAPABILITIES,
-    EOF,
-    NEED_DATA,
     PROTOCOL_VERSION,
     Bye,
     Connection,
@@ -34,10 +29,8 @@ from deltastage.protocol import (
     DeltaEnd,
     Error,
     ErrorCode,
-    Event,
     Fetch,
     Hello,
-    HelloReply,
     IndicatorQuery,
     IndicatorState,
     IndicatorWrite,
@@ -50,97 +43,9 @@ from deltastage.protocol import (
     Role,
     SigData,
     SigEnd,
-    WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
-
-
-def refine_reply(request: RefineRequest, basis: bytes) -> bytes:
-    """What an honest master answers: the requested fine blocks' weak, then strong hashes."""
-    bs = request.block_size
-    sigs = [
-        sign(basis[first * bs : (first + count) * bs], block_size=bs, strong_len=request.strong_len)
-        for first, count in request.ranges
-    ]
-    return b"".join(s.weak for s in sigs) + b"".join(s.strong for s in sigs)
-
-
-class RawMaster:
-    """A master that speaks raw protocol to an agent thread; no session-side checks."""
-
-    def __init__(self, roots: list[str], encoder: type[DeltaEncoder] = DeltaEncoder) -> None:
-        self.sock, agent_sock = socket.socketpair()
-        self.sock.settimeout(20)
-
-        def run() -> None:
-            try:
-                serve(roots, agent_sock.recv, agent_sock.sendall, encoder=encoder)
-            finally:
-                agent_sock.close()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        self.conn = Connection(Role.MASTER)
-        self.refinements: list[RefineRequest] = []
-
-    def send(self, event: Event) -> None:
-        self.sock.sendall(self.conn.send(event))
-
-    def receive(self) -> Event | None:
-        while True:
-            event = self.conn.next_event()
-            if event is NEED_DATA:
-                self.conn.receive_data(self.sock.recv(1 << 16))
-            elif event is EOF:
-                return None
-            else:
-                assert isinstance(event, Event)
-                return event
-
-    def hello(self) -> HelloReply:
-        self.send(Hello(PROTOCOL_VERSION, "test", CAPABILITIES))
-        reply = self.receive()
-        assert isinstance(reply, HelloReply)
-        return reply
-
-    def fetch(
-        self, root: str, path: str, sig: bytes, level: int = 3, basis: bytes | None = None
-    ) -> tuple[bytes, Event]:
-        """A fetch; a refinement request is answered from ``basis``, or declined."""
-        self.send(Fetch(root, path, level))
-        for start in range(0, len(sig), 1000):
-            self.send(SigData(sig[start : start + 1000]))
-        self.send(SigEnd())
-        delta = bytearray()
-        while True:
-            event = self.receive()
-            if isinstance(event, DeltaData):
-                delta += event.data
-            elif isinstance(event, RefineRequest):
-                self.refinements.append(event)
-                self.send(RefineReply(refine_reply(event, basis) if basis is not None else b""))
-            else:
-                assert event is not None
-                return bytes(delta), event
-
-    def listing(self, root: str) -> list[WireEntry] | Error:
-        self.send(ListRequest(root))
-        entries: list[WireEntry] = []
-        while True:
-            event = self.receive()
-            if isinstance(event, ListBatch):
-                entries.extend(event.entries)
-            elif isinstance(event, ListEnd):
-                assert event.count == len(entries)
-                return entries
-            else:
-                assert isinstance(event, Error)
-                return event
-
-    def close(self) -> None:
-        self.sock.close()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
+from tests.hostile_master import RawMaster
 
 
 @pytest.fixture
@@ -338,22 +243,31 @@ def test_listing_in_many_batches(tmp_path: Path) -> None:
 
 def test_indicators(raw: RawMaster, tree: tuple[Path, Path]) -> None:
     root, outside = tree
-    raw.send(IndicatorQuery(str(root), "cback.collect"))
-    assert raw.receive() == IndicatorState(False)
-    raw.send(IndicatorWrite(str(root), "cback.collect"))
-    assert raw.receive() == Ok()
-    assert (root / "cback.collect").read_bytes() == b""
-    raw.send(IndicatorQuery(str(root), "cback.collect"))
-    assert raw.receive() == IndicatorState(True)
-    assert not [p for p in os.listdir(root) if "tmp" in p]
-    # a symlink named like the indicator neither counts nor gets written through
-    (root / "cback.stage").symlink_to(outside / "secret")
+    before = sorted(os.listdir(root))
     raw.send(IndicatorQuery(str(root), "cback.stage"))
     assert raw.receive() == IndicatorState(False)
     raw.send(IndicatorWrite(str(root), "cback.stage"))
     assert raw.receive() == Ok()
+    assert (root / "cback.stage").read_bytes() == b""
+    raw.send(IndicatorQuery(str(root), "cback.stage"))
+    assert raw.receive() == IndicatorState(True)
+    assert sorted(os.listdir(root)) == sorted([*before, "cback.stage"])  # no temp file left
+    # written again: the empty file already there says the same, and stays
+    inode = (root / "cback.stage").stat().st_ino
+    raw.send(IndicatorWrite(str(root), "cback.stage"))
+    assert raw.receive() == Ok()
+    assert (root / "cback.stage").stat().st_ino == inode
+    # a symlink named like the indicator neither counts nor gets written through, nor replaced
+    (root / "cback.stage").unlink()
+    (root / "cback.stage").symlink_to(outside / "secret")
+    raw.send(IndicatorQuery(str(root), "cback.stage"))
+    assert raw.receive() == IndicatorState(False)
+    raw.send(IndicatorWrite(str(root), "cback.stage"))
+    answer = raw.receive()
+    assert isinstance(answer, Error) and answer.code is ErrorCode.REFUSED, answer
+    assert "is a symlink" in answer.reason
     assert (outside / "secret").read_bytes() == b"top secret"
-    assert (root / "cback.stage").is_file() and not (root / "cback.stage").is_symlink()
+    assert os.readlink(root / "cback.stage") == str(outside / "secret")
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".", "..", "", "x\0y"])
@@ -367,18 +281,31 @@ def test_indicator_names_must_be_one_safe_component(
     assert sorted(os.listdir(tree[0].parent)) == ["collect", "outside"]
 
 
-def test_a_failed_indicator_write_leaves_no_temp_file(
-    raw: RawMaster, tree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("call", "code", "message"),
+    [("open", errno.EROFS, "Read-only file system"), ("fsync", errno.EIO, "Input/output error")],
+)
+def test_a_failed_indicator_write_leaves_nothing(
+    raw: RawMaster,
+    tree: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    call: str,
+    code: int,
+    message: str,
 ) -> None:
-    def rename(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.EROFS, "Read-only file system")
+    real = getattr(os, call)
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if call == "open" and args[0] != "cback.stage":
+            return real(*args, **kwargs)  # the root itself opens as usual
+        raise OSError(code, message)
 
     before = sorted(os.listdir(tree[0]))
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, call, failing)
     raw.send(IndicatorWrite(str(tree[0]), "cback.stage"))
     answer = raw.receive()
     assert isinstance(answer, Error) and answer.code is ErrorCode.IO
-    assert "Read-only" in answer.reason
+    assert message in answer.reason
     assert sorted(os.listdir(tree[0])) == before
 
 

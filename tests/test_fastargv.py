@@ -40,6 +40,10 @@ ACCEPTED = [
     ["agent", "--root", "/a"],
     ["agent", "--root", "/a", "--root=/b"],
     ["agent", "--root=/a b", "--root", "/a"],
+    ["agent", "--root", "/a", "--indicator", "cback.stage"],
+    ["agent", "--indicator=x", "--root", "/a", "--indicator", "y"],
+    ["agent", "--root", "/a", "--read-only"],
+    ["agent", "--read-only", "--root=/a", "--read-only"],
 ]
 
 LEFT_TO_TYPER = [
@@ -68,6 +72,12 @@ LEFT_TO_TYPER = [
     ["agent", "--root=", "x"],
     ["agent", "--root", "/a", "x"],
     ["agent", "-r", "/a"],
+    ["agent", "--root", "/a", "--indicator"],
+    ["agent", "--root", "/a", "--indicator", "-x"],
+    ["agent", "--root", "/a", "--indicator="],
+    ["agent", "--root", "/a", "--read-only=1"],
+    ["agent", "--root", "/a", "--read-only", "yes"],
+    ["agent", "--root", "/a", "--no-read-only"],
 ]
 
 
@@ -152,7 +162,10 @@ def command_lines(draw: st.DrawFn, name: str) -> list[str]:
     )
     for option in draw(options):
         spelling, text = draw(st.sampled_from(option.spellings)), draw(value)
-        pieces.append([f"{spelling}={text}"] if draw(st.booleans()) else [spelling, text])
+        if option.flag:  # now and then given a value, which it does not take
+            pieces.append([spelling] if draw(st.booleans()) else [f"{spelling}={text}"])
+        else:
+            pieces.append([f"{spelling}={text}"] if draw(st.booleans()) else [spelling, text])
     pieces += [[word] for word in draw(st.lists(st.sampled_from(_ODD), max_size=1))]
     pieces = draw(st.permutations(pieces))
     return [name, *(word for piece in pieces for word in piece)]
@@ -186,6 +199,7 @@ def test_the_specification_declares_what_the_typer_commands_declare() -> None:
             assert tuple(declared.opts) == option.spellings, name
             assert declared.multiple == option.repeatable, name
             assert declared.required == option.required, name
+            assert declared.is_flag == option.flag, name
             low, high = getattr(declared, "min", None), getattr(declared, "max", None)
             if option.bounds is None:
                 assert low is None and high is None, name
@@ -203,6 +217,9 @@ def test_errors_match_the_typer_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
         ["patch", str(tmp_path / "basis"), str(tmp_path / "garbage"), str(tmp_path / "out")],
         ["patch", "-", str(tmp_path / "garbage"), str(tmp_path / "out")],
         ["signature", str(tmp_path / "basis"), str(tmp_path / "no-such-dir" / "sig")],
+        ["agent", "--root", str(tmp_path), "--indicator", "a/b"],
+        ["agent", "--root", str(tmp_path), "--indicator", ".."],
+        ["agent", "--root", str(tmp_path), "--read-only", "--indicator", "cback.stage"],
     ]
     for argv in cases:
         code = fastargv.run(argv)

@@ -2,20 +2,24 @@
 
 Random and mutated inputs go through the frame decoder and state table (both roles), a
 whole master session replaying a mutated agent transcript in random splits (listing,
-indicator, delta stream, patch), the signature decoder, the delta patcher and the manifest
-decoder. The ``*_long`` variants are marked slow; ``nox -s fuzz`` runs them under the
-"fuzz" profile (``--hypothesis-show-statistics`` prints how many inputs were tried).
+indicator, delta stream, patch), the real agent answering a mutated master transcript on a
+collect dir that must not change (but for the one indicator it may write), the signature
+decoder, the delta patcher and the manifest decoder. The ``*_long`` variants are marked
+slow; ``nox -s fuzz`` runs them under the "fuzz" profile (``--hypothesis-show-statistics``
+prints how many inputs were tried).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deltastage.agent import serve
 from deltastage.delta import (
     Patcher,
     SignatureDecoder,
@@ -28,9 +32,11 @@ from deltastage.manifest import Manifest, ManifestEntry, decode_manifest, encode
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
     CAPABILITIES,
+    DEFAULT_INDICATOR,
     EOF,
     NEED_DATA,
     PROTOCOL_VERSION,
+    Bye,
     Connection,
     DeltaData,
     DeltaEnd,
@@ -52,8 +58,10 @@ from deltastage.protocol import (
     SigEnd,
     WireEntry,
 )
+from deltastage.protocol.frames import encode_frame
 from deltastage.transports.base import Transport
 from tests.hostile_agent import file_entry
+from tests.hostile_master import DATA, plant, snapshot
 
 ROOT = "/collect"
 BASIS = random.Random(1).randbytes(6000)
@@ -74,8 +82,8 @@ def conversation() -> tuple[bytes, bytes]:
     to_agent, to_master = bytearray(), bytearray()
     steps: list[tuple[list[Event], list[Event]]] = [
         (
-            [Hello(PROTOCOL_VERSION, "m", CAPABILITIES)],
-            [HelloReply(PROTOCOL_VERSION, "a", (ROOT,), CAPABILITIES)],
+            [Hello(PROTOCOL_VERSION, "m", CAPABILITIES, (DEFAULT_INDICATOR,))],
+            [HelloReply(PROTOCOL_VERSION, "a", (ROOT,), CAPABILITIES, (DEFAULT_INDICATOR,))],
         ),
         ([IndicatorQuery(ROOT, "cback.collect")], [IndicatorState(True)]),
         ([ListRequest(ROOT)], [ListBatch(ENTRIES[:2]), ListBatch(ENTRIES[2:]), ListEnd(3)]),
@@ -191,6 +199,11 @@ def test_the_honest_conversation_replays_cleanly() -> None:
     assert run_master(TO_MASTER, [1] * 300) == NEW
 
 
+def test_the_honest_master_transcript_writes_the_indicator(peer_tree: Path) -> None:
+    fuzz_agent(peer_tree, [], [7] * 2000)
+    assert (peer_tree / "collect" / DEFAULT_INDICATOR).read_bytes() == b""
+
+
 def test_the_honest_inputs_decode() -> None:
     decoder = SignatureDecoder()
     decoder.feed(SIG_BYTES)
@@ -226,6 +239,56 @@ def fuzz_connection(role: Role, data: bytes, split: list[int]) -> None:
             pass
     except ProtocolError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+def master_transcript(root: str) -> bytes:
+    """A master's requests of every kind to an agent serving ``root``, writes of names it
+    must refuse among them (frames as a hostile master would write them, unchecked)."""
+    signature = encode_signature(signature_of(DATA[:3000], block_size=512))
+    requests: list[Event] = [
+        Hello(PROTOCOL_VERSION, "m", CAPABILITIES, (DEFAULT_INDICATOR,)),
+        IndicatorQuery(root, "cback.collect"),
+        ListRequest(root),
+        Fetch(root, "a.txt", 3, False),
+        SigData(signature),
+        SigEnd(),
+        IndicatorWrite(root, DEFAULT_INDICATOR),
+        IndicatorWrite(root, "a.txt"),
+        IndicatorWrite(root, "link-out"),
+        IndicatorWrite(root, "fifo"),
+        Bye(),
+    ]
+    return b"".join(encode_frame(e.TYPE, e.encode_payload()) for e in requests)
+
+
+def fuzz_agent(top: Path, edits: list[tuple[int, int, bytes]], split: list[int]) -> None:
+    """The agent answers a mutated master transcript and returns; the tree beneath ``top``
+    is as it was, but for the one indicator the agent may write (created empty)."""
+    collect = top / "collect"
+    (collect / DEFAULT_INDICATOR).unlink(missing_ok=True)
+    before = snapshot(top)
+    data = mutate(master_transcript(str(collect)), edits)
+    pieces = list(split)
+
+    def read(n: int) -> bytes:
+        nonlocal data
+        size = max(1, min(pieces.pop(0) if pieces else n, n))
+        chunk, data = data[:size], data[size:]
+        return chunk
+
+    serve([str(collect)], read, lambda answer: None, indicators=(DEFAULT_INDICATOR,))
+    after = snapshot(top)
+    changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
+    assert changed <= {"collect", f"collect/{DEFAULT_INDICATOR}"}, changed
+    if changed:
+        assert (collect / DEFAULT_INDICATOR).read_bytes() == b""
+
+
+@pytest.fixture(scope="module")
+def peer_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    top = tmp_path_factory.mktemp("peer")
+    plant(top)
+    return top
 
 
 def fuzz_signature(data: bytes) -> None:
@@ -291,6 +354,13 @@ def test_mutated_streams_into_a_connection(
     fuzz_connection(role, mutate(TO_MASTER if role is Role.MASTER else TO_AGENT, edits), split)
 
 
+@given(changes, splits)
+def test_mutated_master_transcript_into_the_agent(
+    peer_tree: Path, edits: list[tuple[int, int, bytes]], split: list[int]
+) -> None:
+    fuzz_agent(peer_tree, edits, split)
+
+
 @given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(SIG_BYTES, c))))
 def test_signature_decoder(data: bytes) -> None:
     fuzz_signature(data)
@@ -332,6 +402,14 @@ def test_mutated_agent_transcript_long(
     edits: list[tuple[int, int, bytes]], split: list[int]
 ) -> None:
     fuzz_master_session(edits, split)
+
+
+@pytest.mark.slow
+@given(changes, splits)
+def test_mutated_master_transcript_into_the_agent_long(
+    peer_tree: Path, edits: list[tuple[int, int, bytes]], split: list[int]
+) -> None:
+    fuzz_agent(peer_tree, edits, split)
 
 
 @pytest.mark.slow

@@ -114,12 +114,12 @@ def test_a_whole_staging_conversation(
     info = session.handshake()
     assert info.protocol == PROTOCOL_VERSION and info.roots == (str(tmp_path),)
     assert "hash=xxh3-128" in info.capabilities
-    assert not session.indicator_exists(str(tmp_path), "cback.collect")
-    session.write_indicator(str(tmp_path), "cback.collect")
-    assert session.indicator_exists(str(tmp_path), "cback.collect")
+    assert not session.indicator_exists(str(tmp_path), "cback.stage")
+    session.write_indicator(str(tmp_path), "cback.stage")
+    assert session.indicator_exists(str(tmp_path), "cback.stage")
     entries = session.list_files(str(tmp_path))
     assert [(e.path, e.kind) for e in entries] == [
-        ("cback.collect", "file"),
+        ("cback.stage", "file"),
         ("d/backup.tar", "file"),
         ("link", "symlink"),
     ]

@@ -40,11 +40,11 @@ from deltastage.protocol import (
     State,
     WireEntry,
 )
-from deltastage.protocol.events import decode_event
+from deltastage.protocol.events import MAX_INDICATORS, decode_event
 from deltastage.protocol.frames import FrameDecoder, encode_frame
 
-HELLO = Hello(PROTOCOL_VERSION, "0.1.0", CAPABILITIES)
-REPLY = HelloReply(PROTOCOL_VERSION, "0.1.0", ("/srv/a", "/srv/b"), CAPABILITIES)
+HELLO = Hello(PROTOCOL_VERSION, "0.1.0", CAPABILITIES, ("cback.stage",))
+REPLY = HelloReply(PROTOCOL_VERSION, "0.1.0", ("/srv/a", "/srv/b"), CAPABILITIES, ("cback.stage",))
 
 
 def pump(sender: Connection, receiver: Connection, event: Event) -> Event | Sentinel:
@@ -66,6 +66,13 @@ def handshaken() -> tuple[Connection, Connection]:
 texts = st.text(max_size=16)
 names = st.text(min_size=1, max_size=30)
 caps = st.frozensets(st.text(max_size=16), max_size=5)
+# indicator names are single file names
+indicators = st.lists(
+    st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=30).filter(
+        lambda name: name not in (".", "..")
+    ),
+    max_size=MAX_INDICATORS,
+).map(tuple)
 
 
 @st.composite
@@ -82,8 +89,10 @@ def entries(draw: st.DrawFn) -> WireEntry:
 
 
 events = st.one_of(
-    st.builds(Hello, st.integers(0, 65535), texts, caps),
-    st.builds(HelloReply, st.integers(0, 65535), texts, st.tuples(names, names), caps),
+    st.builds(Hello, st.just(PROTOCOL_VERSION), texts, caps, indicators),
+    st.builds(
+        HelloReply, st.just(PROTOCOL_VERSION), texts, st.tuples(names, names), caps, indicators
+    ),
     st.just(Bye()),
     st.builds(Error, st.sampled_from(list(ErrorCode)), texts),
     st.builds(ListRequest, names),
@@ -261,8 +270,12 @@ def feed_raw(conn: Connection, data: bytes) -> None:
     conn.next_event()
 
 
-def hello_payload(magic: bytes = b"DSTG", protocol: int = 1) -> bytes:
-    return magic + struct.pack(">H", protocol) + struct.pack(">I", 1) + b"v" + b"\0\0"
+def hello_payload(magic: bytes = b"DSTG", protocol: int = PROTOCOL_VERSION) -> bytes:
+    """magic, protocol, version "v", no capabilities, no indicators"""
+    return magic + struct.pack(">H", protocol) + struct.pack(">I", 1) + b"v" + b"\0\0" + b"\0\0"
+
+
+OURS = struct.pack(">H", PROTOCOL_VERSION)
 
 
 @pytest.mark.parametrize(
@@ -278,12 +291,56 @@ def hello_payload(magic: bytes = b"DSTG", protocol: int = 1) -> bytes:
             encode_frame(0x01, b"DSTG\0\1" + struct.pack(">I", 1000) + b"v" * 1000 + b"\0\0"),
             "version too long",
         ),
-        (encode_frame(0x01, b"DSTG\0\1\0\0\0\0" + b"\xff\xff"), "too many capability entries"),
+        (
+            encode_frame(0x01, b"DSTG" + OURS + b"\0\0\0\0" + b"\xff\xff"),
+            "too many capability entries",
+        ),
+        (
+            encode_frame(0x01, b"DSTG" + OURS + b"\0\0\0\0\0\0" + struct.pack(">H", 17)),
+            "too many indicator entries: 17",
+        ),
+        (
+            encode_frame(
+                0x01,
+                b"DSTG" + OURS + b"\0\0\0\0\0\0\0\1" + struct.pack(">I", 256) + b"i" * 256,
+            ),
+            "indicator too long: 256 bytes",
+        ),
+        *(
+            (
+                encode_frame(
+                    0x01,
+                    b"DSTG" + OURS + b"\0\0\0\0\0\0\0\1" + struct.pack(">I", len(bad)) + bad,
+                ),
+                "bad indicator name",
+            )
+            for bad in (b"a/b", b"..", b".", b"", b"x\0y")
+        ),
     ],
 )
 def test_malformed_frames_from_the_master(data: bytes, message: str) -> None:
     with pytest.raises(RemoteProtocolError, match=message):
         feed_raw(Connection(Role.AGENT), data)
+
+
+@pytest.mark.parametrize("cls", [Hello, HelloReply])
+def test_a_handshake_in_another_protocol_decodes_to_its_numbers(cls: type[Event]) -> None:
+    """A newer protocol may change every field after the version: still, both ends can say
+    which protocols they speak."""
+    for protocol, rest in ((PROTOCOL_VERSION + 1, b"anything at all"), (4, b"\0\0"), (1, b"")):
+        payload = b"DSTG" + struct.pack(">H", protocol) + struct.pack(">I", 3) + b"9.9" + rest
+        event = decode_event(cls.TYPE, payload)
+        assert isinstance(event, Hello | HelloReply)
+        assert (event.protocol, event.version, event.capabilities) == (protocol, "9.9", set())
+
+
+def test_too_many_indicators_are_not_sent() -> None:
+    for event in (
+        Hello(PROTOCOL_VERSION, "v", CAPABILITIES, ("i",) * (MAX_INDICATORS + 1)),
+        HelloReply(PROTOCOL_VERSION, "v", (), CAPABILITIES, ("i",) * (MAX_INDICATORS + 1)),
+    ):
+        with pytest.raises(LocalProtocolError, match="too many indicators"):
+            event.encode_payload()
 
 
 def listing_master() -> Connection:

@@ -5,6 +5,12 @@ is opened through ``safefs`` (``O_NOFOLLOW`` at every step), so neither a '..' n
 a symlink planted inside a root can lead outside; only regular files are served. Failures
 are ``Refusal``s, each with the ``ErrorCode`` the master acts on (a vanished file is
 ``not-found``, a symlink ``unsafe-path``, a file that changed while read ``changed``).
+
+The only write is an indicator: an empty file, directly in a root, under one of the names
+the agent was started with (none: it is read-only). It is created where nothing is, and an
+empty regular file already there is left as it is; anything else under that name (data, a
+symlink, a directory, a FIFO, a device) is never replaced. So whoever holds the master's
+key can read the roots and drop the named empty files in them, and nothing more.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -56,10 +61,12 @@ def _open_refusal(exc: OSError | UnsafePathError, what: str) -> Refusal:
 
 
 class RootFS:
-    """The roots one agent was started with, and what it may do beneath them."""
+    """The roots one agent was started with, and what it may do beneath them: read, and
+    write the ``indicators`` it was started with (none: nothing)."""
 
-    def __init__(self, roots: Sequence[str | Path]) -> None:
+    def __init__(self, roots: Sequence[str | Path], indicators: Sequence[str] = ()) -> None:
         self.roots = tuple(os.fspath(root) for root in roots)
+        self.indicators = tuple(indicators)
 
     @contextlib.contextmanager
     def _root(self, root: str) -> Iterator[int]:
@@ -197,20 +204,67 @@ class RootFS:
         return stat.S_ISREG(st.st_mode)
 
     def write_indicator(self, root: str, name: str) -> None:
-        """Create the empty file ``name`` atomically: temp file, fsync, rename, fsync dir."""
+        """Make sure the empty regular file ``name`` is in ``root``: created (O_EXCL, so
+        nothing is ever replaced) and made durable, or found there already."""
+        if not self.indicators:
+            raise Refusal(ErrorCode.REFUSED, "this agent is read-only: it writes nothing")
         name = self._indicator_name(name)
+        if name not in self.indicators:
+            raise Refusal(
+                ErrorCode.REFUSED,
+                f"{name!r} is not an indicator this agent writes "
+                f"(it writes {', '.join(map(repr, self.indicators))})",
+            )
         with self._root(root) as root_fd:
-            temp = f".{secrets.token_hex(8)}.deltastage-tmp"
+            where = f"{root}/{name}"
             try:
-                fd = os.open(temp, FILE_CREATE, 0o644, dir_fd=root_fd)
+                fd = os.open(name, FILE_CREATE, 0o644, dir_fd=root_fd)
+            except FileExistsError:
+                self._check_existing(root_fd, name, where)
+                return
+            except OSError as exc:
+                raise Refusal.io(where, exc) from None
+            try:
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                # rename replaces a symlink named `name` itself, never the file it points to
-                os.rename(temp, name, src_dir_fd=root_fd, dst_dir_fd=root_fd)
                 fsync_dir(root_fd)
             except OSError as exc:
+                # the file was created here (O_EXCL): an indicator that may not last goes
                 with contextlib.suppress(OSError):
-                    os.unlink(temp, dir_fd=root_fd)
-                raise Refusal.io(f"{root}/{name}", exc) from None
+                    os.unlink(name, dir_fd=root_fd)
+                raise Refusal.io(where, exc) from None
+
+    @staticmethod
+    def _check_existing(root_fd: int, name: str, where: str) -> None:
+        """An indicator already there is fine when it is an empty regular file; anything
+        else is refused, and stays as it is (lstat: a symlink is judged, not followed)."""
+        try:
+            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise Refusal(ErrorCode.CHANGED, f"{where}: removed while written") from None
+        except OSError as exc:
+            raise Refusal.io(where, exc) from None
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            return
+        raise Refusal(
+            ErrorCode.REFUSED,
+            f"{where}: exists and is {_what_is(st)}; an indicator never replaces it",
+        )
+
+
+def _what_is(st: os.stat_result) -> str:
+    """What a name that is not an empty regular file is, for a refusal."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return f"a file of {st.st_size} bytes"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"

@@ -6,10 +6,15 @@ calls): what the master may ask is exactly what the table holds. A handler's ``R
 becomes an ``Error`` answer and the conversation goes on; a protocol violation gets a last
 ``Error`` and the end. No exception escapes ``serve``: the agent runs as an SSH forced
 command and must not die with a traceback on input it did not expect.
+
+The handshake says which indicators this agent writes; a master that says it will ask for
+another one is refused there, before the night's work, not at its end. Each refused write
+is logged (on the peer's stderr, for an agent process) as well as answered.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from deltastage.delta.codec import DeltaEncoder
 from deltastage.errors import RemoteProtocolError
 from deltastage.protocol import (
     CAPABILITIES,
+    DEFAULT_INDICATOR,
     PROTOCOL_VERSION,
     Bye,
     Error,
@@ -42,18 +48,25 @@ from deltastage.protocol.events import MAX_BATCH_ENTRIES
 
 __all__ = ["BATCH_RAW", "serve"]
 
+log = logging.getLogger("deltastage.agent")
+
 BATCH_RAW = 256 << 10  # rough raw bytes of entries per ListBatch
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(map(repr, names))
 
 
 class _Server:
     def __init__(
         self,
         roots: Sequence[str | Path],
+        indicators: Sequence[str],
         read: Callable[[int], bytes],
         write: Callable[[bytes], None],
         encoder: type[DeltaEncoder],
     ) -> None:
-        self.rootfs = RootFS(roots)
+        self.rootfs = RootFS(roots, indicators)
         self.conversation = Conversation(read, write)
         sender = Sender(self.conversation, self.rootfs, encoder)
         self.handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -95,9 +108,22 @@ class _Server:
                 f"master {hello.version} lacks capabilities: {', '.join(missing)}"
             )
             return False
+        writes = self.rootfs.indicators
         self.conversation.send(
-            HelloReply(PROTOCOL_VERSION, __version__, self.rootfs.roots, CAPABILITIES)
+            HelloReply(PROTOCOL_VERSION, __version__, self.rootfs.roots, CAPABILITIES, writes)
         )
+        unwritable = [name for name in hello.indicators if name not in writes]
+        # a read-only agent refuses no master: it says it writes nothing, and the master
+        # records its indicators on its own side
+        if writes and unwritable:
+            reason = (
+                f"this agent writes only the indicators {_names(writes)}, not "
+                f"{_names(unwritable)} (the master's stage indicator): add --indicator "
+                "for it to the agent's command, or --read-only"
+            )
+            log.warning("refused the handshake: %s", reason)
+            self.conversation.last_word(reason)
+            return False
         return True
 
     def list_root(self, request: ListRequest) -> None:
@@ -120,7 +146,11 @@ class _Server:
         self.conversation.send(IndicatorState(exists))
 
     def write_indicator(self, request: IndicatorWrite) -> None:
-        self.rootfs.write_indicator(request.root, request.name)
+        try:
+            self.rootfs.write_indicator(request.root, request.name)
+        except Refusal as refusal:
+            log.warning("refused to write %r in %r: %s", request.name, request.root, refusal.reason)
+            raise
         self.conversation.send(Ok())
 
 
@@ -129,15 +159,17 @@ def serve(
     read: Callable[[int], bytes],
     write: Callable[[bytes], None],
     *,
+    indicators: Sequence[str] = (DEFAULT_INDICATOR,),
     encoder: type[DeltaEncoder] = DeltaEncoder,
 ) -> None:
     """Answer one master until it says Bye, closes the stream, or breaks the protocol.
 
     ``read(n)`` returns up to n bytes (b"" at end of stream); ``write`` sends all its bytes.
-    A request names a root by the exact string given here. ``encoder`` makes the deltas
-    that are not refined (a test's stand-in may replace it).
+    A request names a root by the exact string given here; ``indicators`` are the only
+    names it may write, empty files directly in a root (none: it writes nothing).
+    ``encoder`` makes the deltas that are not refined (a test's stand-in may replace it).
     """
-    server = _Server(roots, read, write, encoder)
+    server = _Server(roots, indicators, read, write, encoder)
     try:
         server.run()
         server.conversation.flush()

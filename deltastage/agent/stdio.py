@@ -6,18 +6,54 @@ so a plain command line reaches ``run_stdio`` without the CLI framework (see ``f
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from deltastage.agent.server import serve
+from deltastage.errors import UnsafePathError, UsageError
+from deltastage.protocol import DEFAULT_INDICATOR
+from deltastage.protocol.events import MAX_INDICATORS
+from deltastage.protocol.paths import check_name
 
-__all__ = ["run_stdio"]
+__all__ = ["agent_indicators", "run_stdio"]
 
 
-def run_stdio(roots: Sequence[str | Path]) -> int:
-    """Serve over stdin/stdout, as ``deltastage agent`` (an authorized_keys forced command)."""
+def agent_indicators(indicators: Sequence[str], read_only: bool) -> tuple[str, ...]:
+    """The indicator names an agent started with these options writes (none: read-only);
+    ``UsageError`` for options it cannot honour."""
+    if read_only:
+        if indicators:
+            raise UsageError("--read-only writes nothing: it takes no --indicator")
+        return ()
+    names = tuple(dict.fromkeys(indicators)) or (DEFAULT_INDICATOR,)
+    if len(names) > MAX_INDICATORS:
+        raise UsageError(f"at most {MAX_INDICATORS} --indicator names, not {len(names)}")
+    for name in names:
+        try:
+            check_name(name)
+        except UnsafePathError as exc:
+            raise UsageError(f"--indicator: {exc}: an indicator is one file name") from None
+    return names
+
+
+def run_stdio(
+    roots: Sequence[str | Path], indicators: Sequence[str] = (), read_only: bool = False
+) -> int:
+    """Serve over stdin/stdout, as ``deltastage agent`` (an authorized_keys forced command).
+
+    The agent writes only ``indicators`` (by default Cedar's stage indicator), or nothing
+    with ``read_only``; ``UsageError`` before anything is served for what it cannot honour.
+    Refusals are logged on stderr.
+    """
+    writes = agent_indicators(indicators, read_only)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"deltastage agent[{os.getpid()}]: %(message)s"))
+    agent_log = logging.getLogger("deltastage.agent")
+    agent_log.addHandler(handler)
+    agent_log.setLevel(logging.INFO)
     in_fd = sys.stdin.fileno()
     out_fd = os.dup(sys.stdout.fileno())
     # Anything printed by accident must not corrupt the protocol stream: fd 1 becomes stderr.
@@ -32,7 +68,8 @@ def run_stdio(roots: Sequence[str | Path]) -> int:
             view = view[os.write(out_fd, view) :]
 
     try:
-        serve(roots, read, write)
+        serve(roots, read, write, indicators=writes)
     finally:
         os.close(out_fd)
+        agent_log.removeHandler(handler)
     return 0

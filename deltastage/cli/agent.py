@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from deltastage.cli.app import run_guarded
+
 __all__ = ["agent"]
 
 
@@ -18,8 +20,23 @@ def agent(
         list[str],
         typer.Option("--root", help="A directory to serve (repeatable); nothing outside is."),
     ],
+    indicators: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--indicator",
+            help="A file name the master may create, empty, directly in a root "
+            "(repeatable; default cback.stage). Nothing else is ever written.",
+        ),
+    ] = None,
+    read_only: Annotated[
+        bool,
+        typer.Option(
+            "--read-only",
+            help="Write nothing: the master records the stage indicator on its side only.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the deltastage protocol on stdin/stdout (an authorized_keys forced command)."""
     from deltastage.agent import run_stdio
 
-    raise typer.Exit(run_stdio(roots))
+    raise typer.Exit(run_guarded(lambda: run_stdio(roots, indicators or (), read_only)))

@@ -105,7 +105,7 @@ class PeerConfig:
         default=DEFAULT_AGENT_COMMAND,
         metadata=key(
             Command(),
-            "run on the peer over SSH, with `--root COLLECT_DIR` added",
+            "run on the peer over SSH, with `--root COLLECT_DIR --indicator STAGE_INDICATOR` added",
             remote_only=True,
         ),
     )

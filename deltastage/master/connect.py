@@ -31,7 +31,11 @@ def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
     if peer.type == "local":
         from deltastage.transports.local import LocalTransport
 
-        local = LocalTransport([str(peer.collect_dir)], idle_timeout=peer.idle_timeout)
+        local = LocalTransport(
+            [str(peer.collect_dir)],
+            indicators=[options.stage_indicator],
+            idle_timeout=peer.idle_timeout,
+        )
         return bounded_session(local, options)
     from deltastage.transports.ssh import SSHTransport
 
@@ -39,7 +43,11 @@ def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
         host=peer.host or peer.name,
         port=peer.port,
         user=peer.user or options.backup_user or getpass.getuser(),
-        command=[*peer.agent_command, "--root", str(peer.collect_dir)],
+        command=[
+            *peer.agent_command,
+            *("--root", str(peer.collect_dir)),
+            *("--indicator", options.stage_indicator),
+        ],
         identity_file=peer.identity_file,
         known_hosts=peer.known_hosts,
         gateway=peer.gateway,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from deltastage.protocol.connection import EOF, NEED_DATA, Connection, Role, Sentinel, State
 from deltastage.protocol.events import (
     CAPABILITIES,
+    DEFAULT_INDICATOR,
     MAX_PATH,
     PROTOCOL_VERSION,
     REFINE_MIN_BLOCK,
@@ -39,6 +40,7 @@ from deltastage.protocol.frames import MAX_FRAME
 
 __all__ = [
     "CAPABILITIES",
+    "DEFAULT_INDICATOR",
     "EOF",
     "MAX_FRAME",
     "MAX_PATH",

@@ -4,8 +4,9 @@ Every message knows its one-byte frame type and how to write and read its payloa
 Decoding checks every length, count and enumerated value, so a malformed payload is
 always a ``RemoteProtocolError`` with a one-line reason.
 
-``Hello`` and ``HelloReply`` start with a magic and the protocol number, and that prefix
-is frozen across protocol versions so that two different versions can still tell each
+``Hello`` and ``HelloReply`` start with a magic, the protocol number and the version, and
+that prefix is frozen across protocol versions: the rest of a handshake in another protocol
+is not decoded (its fields may differ), so that two different versions can still tell each
 other, in words, that they disagree.
 """
 
@@ -17,16 +18,19 @@ from typing import ClassVar
 
 import zstandard
 
-from deltastage.errors import LocalProtocolError, RemoteProtocolError
+from deltastage.errors import LocalProtocolError, RemoteProtocolError, UnsafePathError
 from deltastage.hashing import HASH_SIZE
+from deltastage.protocol.paths import MAX_NAME, MAX_PATH, check_name
 from deltastage.protocol.wire import Reader, Writer
 
 __all__ = [
     "CAPABILITIES",
+    "DEFAULT_INDICATOR",
     "EVENT_TYPES",
     "MAGIC",
     "MAX_BATCH_ENTRIES",
     "MAX_BATCH_RAW",
+    "MAX_INDICATORS",
     "MAX_PATH",
     "MAX_REASON",
     "MAX_REFINE_BLOCKS",
@@ -66,7 +70,10 @@ __all__ = [
 # 4: a RefineReply may follow requests sent ahead (the agent sets them aside until it comes),
 # so nothing waits for a refinable fetch's delta to start before going ahead of it; a Fetch
 # says whether it may be refined at all
-PROTOCOL_VERSION = 4
+# 5: the handshake names the indicators each end will write (the master's Hello: those it
+# will ask for; the agent's HelloReply: those it was started to write, none when read-only),
+# and an agent refuses a write it was not started for with the code ``refused``
+PROTOCOL_VERSION = 5
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -83,19 +90,21 @@ CAPABILITIES = frozenset(
 # in hashes than they could save in literal.
 REFINE_MIN_BLOCK = 1024
 
-MAX_PATH = 4096  # bytes of a relative path or root (Linux PATH_MAX)
-MAX_NAME = 255  # bytes of one path component (Linux NAME_MAX)
 MAX_REASON = 1024
 MAX_VERSION = 64
 MAX_ROOTS = 256
 MAX_CAPABILITIES = 64
 MAX_CAPABILITY = 64
+MAX_INDICATORS = 16  # indicator names in a Hello or HelloReply
 MAX_BATCH_ENTRIES = 65536
 MAX_BATCH_RAW = 4 << 20  # decompressed bytes of one listing batch
 MAX_LEVEL = 22  # zstd's highest level
 MAX_REFINE_BLOCKS = 1 << 17  # fine blocks one RefineRequest may ask for (<= 2.5 MiB reply)
 MAX_REFINE_BLOCK_SIZE = 1 << 20
 LISTING_LEVEL = 3
+# The indicator an agent writes, and a master says it will write, when told nothing else
+# (Cedar's stage indicator).
+DEFAULT_INDICATOR = "cback.stage"
 
 ENTRY_KINDS = ("file", "symlink", "special")
 
@@ -108,6 +117,7 @@ class ErrorCode(enum.StrEnum):
     IO = "io"
     LIMIT = "limit"
     PROTOCOL = "protocol"
+    REFUSED = "refused"  # the agent was not started to allow it (an indicator write)
 
 
 _ERROR_CODES = tuple(ErrorCode)
@@ -144,10 +154,33 @@ def _read_strings(reader: Reader, count_limit: int, limit: int, what: str) -> li
     return [reader.text(limit, what) for _ in range(count)]
 
 
-def _read_magic_and_protocol(reader: Reader, what: str) -> int:
+def _write_prefix(writer: Writer, protocol: int, version: str) -> None:
+    writer.raw(MAGIC)
+    writer.u16(protocol, "protocol")
+    writer.text(version, MAX_VERSION, "version")
+
+
+def _read_prefix(reader: Reader, what: str) -> tuple[int, str]:
+    """The frozen prefix of a handshake message: its protocol number and version."""
     if reader.raw(len(MAGIC), "magic") != MAGIC:
         raise RemoteProtocolError(f"{what} lacks the deltastage magic: not a deltastage peer")
-    return reader.u16("protocol")
+    return reader.u16("protocol"), reader.text(MAX_VERSION, "version")
+
+
+def _write_indicators(writer: Writer, names: tuple[str, ...]) -> None:
+    if len(names) > MAX_INDICATORS:
+        raise LocalProtocolError(f"too many indicators: {len(names)} (limit {MAX_INDICATORS})")
+    _write_strings(writer, list(names), MAX_NAME, "indicator")
+
+
+def _read_indicators(reader: Reader) -> tuple[str, ...]:
+    names = _read_strings(reader, MAX_INDICATORS, MAX_NAME, "indicator")
+    for name in names:
+        try:
+            check_name(name)
+        except UnsafePathError as exc:
+            raise RemoteProtocolError(f"bad indicator name: {exc}") from None
+    return tuple(names)
 
 
 def _read_bool(reader: Reader, what: str) -> bool:
@@ -166,53 +199,62 @@ def _read_level(reader: Reader) -> int:
 
 @dataclass(frozen=True)
 class Hello(Event):
-    """Master → agent, first message: who I am and what I need."""
+    """Master → agent, first message: who I am, what I need, which indicators I will ask
+    you to write.
+
+    Decoded from another protocol, only ``protocol`` and ``version`` are read; the other
+    fields are left empty (the handshake refuses it anyway)."""
 
     TYPE: ClassVar[int] = 0x01
     protocol: int
     version: str
     capabilities: frozenset[str]
+    indicators: tuple[str, ...] = ()
 
     def _write(self, writer: Writer) -> None:
-        writer.raw(MAGIC)
-        writer.u16(self.protocol, "protocol")
-        writer.text(self.version, MAX_VERSION, "version")
+        _write_prefix(writer, self.protocol, self.version)
         _write_strings(writer, sorted(self.capabilities), MAX_CAPABILITY, "capability")
+        _write_indicators(writer, self.indicators)
 
     @classmethod
     def _read(cls, reader: Reader) -> Hello:
-        protocol = _read_magic_and_protocol(reader, "Hello")
-        version = reader.text(MAX_VERSION, "version")
+        protocol, version = _read_prefix(reader, "Hello")
+        if protocol != PROTOCOL_VERSION:
+            reader.rest()
+            return cls(protocol, version, frozenset())
         caps = _read_strings(reader, MAX_CAPABILITIES, MAX_CAPABILITY, "capability")
-        return cls(protocol, version, frozenset(caps))
+        return cls(protocol, version, frozenset(caps), _read_indicators(reader))
 
 
 @dataclass(frozen=True)
 class HelloReply(Event):
-    """Agent → master: my version, the roots I serve, what I offer."""
+    """Agent → master: my version, the roots I serve, what I offer, the indicators I write
+    (none: I am read-only). Decoded from another protocol like ``Hello``."""
 
     TYPE: ClassVar[int] = 0x02
     protocol: int
     version: str
     roots: tuple[str, ...]
     capabilities: frozenset[str]
+    indicators: tuple[str, ...] = ()
 
     def _write(self, writer: Writer) -> None:
-        writer.raw(MAGIC)
-        writer.u16(self.protocol, "protocol")
-        writer.text(self.version, MAX_VERSION, "version")
+        _write_prefix(writer, self.protocol, self.version)
         if len(self.roots) > MAX_ROOTS:
             raise LocalProtocolError(f"too many roots: {len(self.roots)} (limit {MAX_ROOTS})")
         _write_strings(writer, list(self.roots), MAX_PATH, "root")
         _write_strings(writer, sorted(self.capabilities), MAX_CAPABILITY, "capability")
+        _write_indicators(writer, self.indicators)
 
     @classmethod
     def _read(cls, reader: Reader) -> HelloReply:
-        protocol = _read_magic_and_protocol(reader, "HelloReply")
-        version = reader.text(MAX_VERSION, "version")
+        protocol, version = _read_prefix(reader, "HelloReply")
+        if protocol != PROTOCOL_VERSION:
+            reader.rest()
+            return cls(protocol, version, (), frozenset())
         roots = _read_strings(reader, MAX_ROOTS, MAX_PATH, "root")
         caps = _read_strings(reader, MAX_CAPABILITIES, MAX_CAPABILITY, "capability")
-        return cls(protocol, version, tuple(roots), frozenset(caps))
+        return cls(protocol, version, tuple(roots), frozenset(caps), _read_indicators(reader))
 
 
 @dataclass(frozen=True)

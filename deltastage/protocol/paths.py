@@ -9,9 +9,11 @@ cannot leave the directory it is resolved under, provided no component is a syml
 from __future__ import annotations
 
 from deltastage.errors import UnsafePathError
-from deltastage.protocol.events import MAX_NAME, MAX_PATH
 
-__all__ = ["MAX_DEPTH", "check_name", "split_relative"]
+__all__ = ["MAX_DEPTH", "MAX_NAME", "MAX_PATH", "check_name", "split_relative"]
+
+MAX_PATH = 4096  # bytes of a relative path or root (Linux PATH_MAX)
+MAX_NAME = 255  # bytes of one path component (Linux NAME_MAX)
 
 # Directories a path may descend through: the agent lists no deeper, and the master's
 # recursive directory walks stay far from Python's recursion limit.

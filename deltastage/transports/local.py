@@ -16,6 +16,7 @@ from pathlib import Path
 
 from deltastage.agent import serve
 from deltastage.errors import ConnectionClosed, TransportTimeout
+from deltastage.protocol import DEFAULT_INDICATOR
 from deltastage.transports.base import Transport
 
 __all__ = ["InProcessTransport", "LocalTransport"]
@@ -93,12 +94,19 @@ class LocalTransport(InProcessTransport):
 
     label = "local agent"
 
-    def __init__(self, roots: Sequence[str | Path], *, idle_timeout: float | None = 300) -> None:
+    def __init__(
+        self,
+        roots: Sequence[str | Path],
+        *,
+        indicators: Sequence[str] = (DEFAULT_INDICATOR,),
+        idle_timeout: float | None = 300,
+    ) -> None:
         self._roots = list(roots)
+        self._indicators = tuple(indicators)
         super().__init__(idle_timeout=idle_timeout)
 
     def serve_end(self, sock: socket.socket) -> None:
         def write(data: bytes) -> None:
             sock.sendall(data)
 
-        serve(self._roots, sock.recv, write)
+        serve(self._roots, sock.recv, write, indicators=self._indicators)
