@@ -20,7 +20,7 @@ from deltastage.models import json_fields
 
 if TYPE_CHECKING:
     # Readers (history, report) must work without importing the whole stage machinery.
-    from deltastage.stage import StageReport
+    from deltastage.stage.report import StageReport
     from deltastage.verify import VerifyReport
 
 __all__ = ["CATALOG_NAME", "HistoryRow", "read_history", "record_stage", "record_verify"]

@@ -29,7 +29,7 @@ from deltastage.hashing import hash_bytes
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
 from deltastage.master.connect import bounded_session, open_peer_session
 from deltastage.master.session import PeerSession
-from deltastage.stage import run_stage
+from deltastage.stage.run import run_stage
 from deltastage.transports.base import Transport
 from deltastage.verify import verify_peer_dir
 

@@ -384,7 +384,7 @@ def test_catalog_written_by_stage_is_plain_sqlite(three_days: Path) -> None:
 def test_peer_filter_counts_that_peers_runs_and_failures_are_kept(tmp_path: Path) -> None:
     """`stage --peer a` runs in between do not push b's runs out of `history --peer b`."""
     from deltastage.history import record_stage
-    from deltastage.stage import PeerReport, StageReport
+    from deltastage.stage.report import PeerReport, StageReport
 
     for n, names in enumerate([["a", "b"], ["a"], ["a"], ["a"]], start=1):
         peers = [

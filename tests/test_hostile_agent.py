@@ -39,7 +39,8 @@ from deltastage.protocol import (
     ListEnd,
     WireEntry,
 )
-from deltastage.stage import StageReport, run_stage
+from deltastage.stage.report import StageReport
+from deltastage.stage.run import run_stage
 from deltastage.verify import verify_peer_dir
 from tests.hostile_agent import (
     Answer,

@@ -55,3 +55,31 @@ def test_only_cli_imports_typer() -> None:
         if path.relative_to(PACKAGE).parts[0] == "cli":
             continue
         assert "typer" not in {n.split(".")[0] for n in imports_of(path)}, path
+
+
+def test_the_master_end_knows_nothing_of_the_stage() -> None:
+    for path in python_files("master"):
+        for name in imports_of(path):
+            assert not name.startswith("deltastage.stage"), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "basis",
+        "committer",
+        "localcopy",
+        "ownership",
+        "peerdir",
+        "plan",
+        "presign",
+        "readback",
+        "receiver",
+        "report",
+    ],
+)
+def test_stage_roles_off_the_network_import_no_session(module: str) -> None:
+    """Only the attempt (and the peer and run around it) and the generator (a request's
+    shape) know the master's end: the committer never fetches, the receiver never sends."""
+    for name in imports_of(PACKAGE / "stage" / f"{module}.py"):
+        assert not name.startswith(("deltastage.master", "deltastage.transports")), name

@@ -20,7 +20,7 @@ from deltastage.cli import app
 from deltastage.config import load_config
 from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import open_peer_session
-from deltastage.stage import run_stage
+from deltastage.stage.run import run_stage
 
 runner = CliRunner()
 DAY1 = "2026-11-23"  # a Monday
@@ -479,11 +479,11 @@ def test_staged_copy_that_does_not_verify_on_disk_is_refetched_then_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int, status: str
 ) -> None:
     """The re-read after syncfs disagrees with the source's hash (a bad disk, say)."""
-    import deltastage.stage as stage_module
+    from deltastage.stage import readback
 
     make_peer(tmp_path, "p", {"a.bin": random_bytes(100_000, 5), "b.txt": b"b"})
     config = load_config(write_config(tmp_path, {"p": {}}))
-    real = stage_module._verify_on_disk
+    real = readback.verify_on_disk
     left = {"n": failures}
 
     def flaky(dir_fd: int, name: str, size: int, digest: bytes, *checked: Any) -> bool:
@@ -492,7 +492,7 @@ def test_staged_copy_that_does_not_verify_on_disk_is_refetched_then_fails(
             return False
         return real(dir_fd, name, size, digest, *checked)
 
-    monkeypatch.setattr(stage_module, "_verify_on_disk", flaky)
+    monkeypatch.setattr(readback, "verify_on_disk", flaky)
     report = run_stage(config, run_date=date(2026, 11, 23))
     peer = report.peers[0]
     assert peer.status == status, peer.error
@@ -510,29 +510,29 @@ def test_staged_copy_that_does_not_verify_on_disk_is_refetched_then_fails(
 @pytest.fixture
 def small_early_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """Early checks from 256 KiB on, in 64 KiB chunks, so that a test file can be small."""
-    import deltastage.stage as stage_module
+    from deltastage.stage import receiver
 
-    monkeypatch.setattr(stage_module, "WRITEBACK_CHUNK", 64 << 10)
-    monkeypatch.setattr(stage_module, "EARLY_CHECK_MIN", 256 << 10)
+    monkeypatch.setattr(receiver, "WRITEBACK_CHUNK", 64 << 10)
+    monkeypatch.setattr(receiver, "EARLY_CHECK_MIN", 256 << 10)
 
 
 def test_a_big_fetched_file_is_read_back_while_it_arrives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_early_check: None
 ) -> None:
     """Its commit re-reads only the end, continuing the hash of what was read back already."""
-    import deltastage.stage as stage_module
+    from deltastage.stage import readback
 
     data = random_bytes(3_000_000, 11)  # patched in 1 MiB writes
     make_peer(tmp_path, "p", {"big.bin": data, "small.txt": b"small"})
     config = load_config(write_config(tmp_path, {"p": {}}))
-    real = stage_module._verify_on_disk
+    real = readback.verify_on_disk
     starts: dict[int, int] = {}
 
     def spy(dir_fd: int, name: str, size: int, digest: bytes, start: int = 0, *rest: Any) -> bool:
         starts[size] = start
         return real(dir_fd, name, size, digest, start, *rest)
 
-    monkeypatch.setattr(stage_module, "_verify_on_disk", spy)
+    monkeypatch.setattr(readback, "verify_on_disk", spy)
     report = run_stage(config, run_date=date(2026, 11, 23))
     assert report.peers[0].status == "staged", report.peers[0].error
     assert starts[5] == 0
@@ -545,8 +545,8 @@ def test_a_bad_read_back_of_the_leading_part_is_caught(
 ) -> None:
     """What the early check reads back counts: a flipped byte there fails the file, which is
     then fetched again without a basis, and verifies."""
-    import deltastage.stage as stage_module
     from deltastage.hashing import Hasher
+    from deltastage.stage import readback
 
     data = random_bytes(3_000_000, 12)
     make_peer(tmp_path, "p", {"big.bin": data})
@@ -566,15 +566,15 @@ def test_a_bad_read_back_of_the_leading_part_is_caught(
         def digest(self) -> bytes:
             return self.real.digest()
 
-    real = stage_module._verify_on_disk
+    real = readback.verify_on_disk
     verdicts: list[bool] = []
 
     def spy(*args: Any) -> bool:
         verdicts.append(real(*args))
         return verdicts[-1]
 
-    monkeypatch.setattr(stage_module, "Hasher", BadDisk)
-    monkeypatch.setattr(stage_module, "_verify_on_disk", spy)
+    monkeypatch.setattr(readback, "Hasher", BadDisk)
+    monkeypatch.setattr(readback, "verify_on_disk", spy)
     report = run_stage(config, run_date=date(2026, 11, 23))
     assert bad_reads["left"] == 0
     assert verdicts == [False, True], "failed, fetched again, verified"
@@ -586,28 +586,28 @@ def test_an_early_check_that_fails_leaves_the_whole_file_to_the_commit(tmp_path:
     from concurrent.futures import ThreadPoolExecutor
 
     from deltastage.hashing import hash_bytes
-    from deltastage.stage import _EarlyCheck, _verify_on_disk
+    from deltastage.stage.readback import EarlyCheck, verify_on_disk
 
     data = random_bytes(300_000, 13)
     (tmp_path / "f").write_bytes(data)
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     fd = os.open(tmp_path / "f", os.O_RDONLY)  # fdatasync works on it; a short file does not
     with ThreadPoolExecutor(max_workers=1) as worker:
-        good = _EarlyCheck(worker, fd)
+        good = EarlyCheck(worker, fd)
         good.advance(100_000)
         good.advance(200_000)
         start, hasher = good.finish()
         assert start == 200_000
-        assert _verify_on_disk(dir_fd, "f", len(data), hash_bytes(data), start, hasher)
-        short = _EarlyCheck(worker, fd)
+        assert verify_on_disk(dir_fd, "f", len(data), hash_bytes(data), start, hasher)
+        short = EarlyCheck(worker, fd)
         short.advance(400_000)  # past the end: the read back comes up short
         assert short.finish() == (0, None)
-        dropped = _EarlyCheck(worker, fd)
+        dropped = EarlyCheck(worker, fd)
         dropped.advance(100_000)
         dropped.abandon()
     os.close(fd)
-    assert _verify_on_disk(dir_fd, "f", len(data), hash_bytes(data))
-    assert not _verify_on_disk(dir_fd, "f", len(data) + 1, hash_bytes(data))
+    assert verify_on_disk(dir_fd, "f", len(data), hash_bytes(data))
+    assert not verify_on_disk(dir_fd, "f", len(data) + 1, hash_bytes(data))
     os.close(dir_fd)
     assert len(os.listdir("/proc/self/fd")) < 64, "the checks' own fds were closed"
 

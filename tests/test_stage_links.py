@@ -13,8 +13,8 @@ from deltastage.delta import SignatureBuilder
 from deltastage.errors import ConnectError
 from deltastage.master.connect import open_peer_session
 from deltastage.master.session import PeerSession
-from deltastage.presign import Presigner
-from deltastage.stage import run_stage
+from deltastage.stage.presign import Presigner
+from deltastage.stage.run import run_stage
 from tests.test_stage import (
     DAY1,
     DAY2,

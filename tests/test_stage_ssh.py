@@ -19,7 +19,7 @@ from deltastage.errors import ConnectionClosed
 from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import open_peer_session
 from deltastage.master.session import PeerSession
-from deltastage.stage import run_stage
+from deltastage.stage.run import run_stage
 from deltastage.transports.base import Transport
 from tests.sshd import SSHServer
 

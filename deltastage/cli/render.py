@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from deltastage.report import human_bytes
-from deltastage.stage import PeerReport, StageReport
+from deltastage.stage.report import PeerReport, StageReport
 from deltastage.verify import VerifyReport
 
 if TYPE_CHECKING:

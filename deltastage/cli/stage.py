@@ -57,7 +57,7 @@ def stage(
 
         from deltastage.cli.render import LogObserver, RichObserver, render_stage_table
         from deltastage.history import record_stage
-        from deltastage.stage import run_stage
+        from deltastage.stage.run import run_stage
 
         console = Console(stderr=as_json)
         bars = RichObserver(console) if console.is_terminal and not as_json else None

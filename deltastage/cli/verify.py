@@ -46,9 +46,9 @@ def verify(
     def action() -> int:
         from rich.console import Console
 
-        from deltastage.basis import daily_dir_for
         from deltastage.cli.render import render_verify_table
         from deltastage.history import record_verify
+        from deltastage.stage.basis import daily_dir_for
         from deltastage.verify import verify_daily_dir
 
         setup_logging(log_level, log_file, syslog)

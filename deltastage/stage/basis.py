@@ -8,6 +8,8 @@ Order of preference, per file:
 3. today's own copy from an earlier run of the same day (replaced atomically afterwards);
 4. a partial output left by an interrupted transfer;
 5. nothing: a plain (all-literal, compressed) transfer.
+
+``BasisOpener`` opens a chosen basis beneath its root without following links.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
 from datetime import date
 from os.path import commonpath
@@ -22,9 +25,16 @@ from pathlib import Path
 
 from deltastage.errors import IntegrityError
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME, Manifest, read_manifest
-from deltastage.safefs import open_dir, walk_files
+from deltastage.safefs import FILE_READ, DirCache, check_relative_path, open_dir, walk_files
 
-__all__ = ["PARTIAL_DIR", "Basis", "BasisFinder", "daily_dir_for", "earlier_peer_dirs"]
+__all__ = [
+    "PARTIAL_DIR",
+    "Basis",
+    "BasisFinder",
+    "BasisOpener",
+    "daily_dir_for",
+    "earlier_peer_dirs",
+]
 
 PARTIAL_DIR = f"{INTERNAL_PREFIX}partial"
 _DIGITS = re.compile(r"\d+")
@@ -154,3 +164,33 @@ class BasisFinder:
         found.append(self.today.exact(path, "today"))
         found.append(self.partial.exact(path, "partial"))
         return [b for b in found if b is not None and b.size > 0]
+
+
+class BasisOpener:
+    """Opens bases beneath their roots, never following a link; thread-safe (the committer
+    thread copies and links from bases while fetches sign theirs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._roots: dict[Path, DirCache] = {}
+
+    def parent(self, basis: Basis) -> tuple[int, str]:
+        """The basis's directory (an fd, opened without following links) and its name."""
+        with self._lock:
+            cache = self._roots.get(basis.root)
+            if cache is None:
+                cache = DirCache(open_dir(basis.root), create=False)
+                self._roots[basis.root] = cache
+        parts = check_relative_path(basis.path)
+        return cache.parent_of(parts), parts[-1]
+
+    def open(self, basis: Basis) -> int:
+        parent_fd, name = self.parent(basis)
+        return os.open(name, FILE_READ, dir_fd=parent_fd)
+
+    def close(self) -> None:
+        with self._lock:
+            caches, self._roots = list(self._roots.values()), {}
+        for cache in caches:
+            cache.close()
+            os.close(cache.root_fd)

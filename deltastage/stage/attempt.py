@@ -1,0 +1,269 @@
+"""One attempt at staging one peer, over one session.
+
+The attempt takes hold of the peer's staging dir and everything it works with (the dir's
+fds, the committer and checker threads) when it is made, and releases them in one place,
+``close``. ``run`` surveys the peer (and sends the guessed fetch meanwhile), plans, queues
+the local copies, fetches the rest through the pipeline, has every file committed, fetches
+again what did not verify, then writes the manifest and the peer's stage indicator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from deltastage.config import Config, PeerConfig
+from deltastage.errors import (
+    DeltastageError,
+    IntegrityError,
+    PeerNotReady,
+    TransportError,
+)
+from deltastage.manifest import Manifest, ManifestEntry, remove_manifest, write_manifest
+from deltastage.master.pipeline import Pipeline
+from deltastage.master.session import PeerSession
+from deltastage.models import RemoteEntry
+from deltastage.safefs import DirCache, check_relative_path, open_dir, remove_tree_beneath
+from deltastage.stage.basis import PARTIAL_DIR, Basis, BasisFinder, BasisOpener
+from deltastage.stage.committer import Committer, Pending, staged_entry
+from deltastage.stage.generator import RequestGenerator, Transfer, adopt
+from deltastage.stage.localcopy import LocalCopier
+from deltastage.stage.ownership import Ownership
+from deltastage.stage.peerdir import (
+    apply_dir_ownership,
+    is_fresh,
+    remove_extras,
+    sweep_temp_files,
+    temp_name,
+)
+from deltastage.stage.plan import Job, order_by_work, select_entries
+from deltastage.stage.presign import Presigner
+from deltastage.stage.receiver import Receiver
+from deltastage.stage.report import PeerReport, StageObserver
+
+__all__ = ["Attempt", "PeerTarget"]
+
+log = logging.getLogger("deltastage.stage")
+
+
+@dataclass(frozen=True)
+class PeerTarget:
+    """One peer of a run: where it is staged from and to, and how."""
+
+    config: Config
+    peer: PeerConfig
+    run_date: date
+    peer_dir: Path
+    ownership: Ownership
+    observer: StageObserver
+
+    @property
+    def root(self) -> str:
+        return str(self.peer.collect_dir)
+
+
+class Attempt:
+    """One attempt; counts go to ``report``. ``close`` it when done (``contextlib.closing``)."""
+
+    def __init__(
+        self,
+        target: PeerTarget,
+        session: PeerSession,
+        report: PeerReport,
+        presigner: Presigner | None,
+    ) -> None:
+        self.target = target
+        self.options = target.config.options
+        self.session = session
+        self.report = report
+        self.presigner = presigner
+        self.results: dict[str, ManifestEntry] = {}
+        with ExitStack() as stack:
+            self.peer_fd = open_dir(target.peer_dir)
+            stack.callback(os.close, self.peer_fd)
+            sweep_temp_files(self.peer_fd)
+            self.fresh_dir = is_fresh(self.peer_fd)
+            self.bases = BasisOpener()
+            stack.callback(self.bases.close)
+            self.dirs = DirCache(self.peer_fd, create=True, mode=target.ownership.dir_mode)
+            stack.callback(self.dirs.close)
+            self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="check")
+            stack.callback(self.checker.shutdown, wait=True)
+            self.copier = LocalCopier(
+                self.bases, target.ownership, link=self.options.link_unchanged
+            )
+            self.committer = Committer(
+                self.peer_fd, self.dirs, self.copier, target.ownership, fresh=self.fresh_dir
+            )
+            stack.callback(self.committer.close)
+            self.generator = RequestGenerator(self.dirs, self.bases, presigner)
+            self.receiver = Receiver(
+                target.peer.name,
+                self.peer_fd,
+                target.ownership,
+                self.checker,
+                max_bytes=self.options.max_bytes_per_peer,
+            )
+            self.pipeline: Pipeline[Job, Transfer] = Pipeline(
+                session, target.root, self._prepare, level=self.options.compress_level
+            )
+            stack.callback(self.pipeline.close)
+            self._resources = stack.pop_all()
+
+    def close(self) -> None:
+        """Release everything the attempt holds: requests never read, files never
+        committed (their temp files removed), threads, fds."""
+        self._resources.close()
+
+    def run(self) -> None:
+        """Stage the peer; ``PeerNotReady`` when its collect indicator is missing."""
+        options, root, peer = self.options, self.target.root, self.target.peer.name
+        # one round trip: the handshake, the indicator query and the listing request
+        # travel together, and the likeliest changed big file's fetch right behind them
+        hello = self.session.send_survey(root, options.collect_indicator)
+        guessed = self._guess()
+        ready, listing = self.session.read_survey(root, hello)
+        if not ready:
+            raise PeerNotReady(f"no {options.collect_indicator} in {root}")
+        files, skipped = select_entries(listing, options)
+        self.report.skipped = skipped
+        for name in skipped:
+            log.warning("peer=%s skipped %s: not a regular file, not followed", peer, name)
+        self.target.observer.peer_started(peer, len(files), sum(e.size for e in files))
+        remove_manifest(self.peer_fd)  # files are about to change: no manifest may vouch for them
+        self.report.files = self.report.bytes = self.report.reused = 0
+        try:
+            self._stage(files, guessed)
+        except TransportError:
+            # Files already received in full are kept (verified) for the next attempt.
+            with contextlib.suppress(DeltastageError, OSError):
+                self._settle()
+            raise
+        entries = tuple(self.results[e.path] for e in files)
+        remove_extras(self.peer_fd, {e.path for e in entries})
+        remove_tree_beneath(self.peer_fd, PARTIAL_DIR)
+        apply_dir_ownership(self.peer_fd, self.target.ownership)
+        manifest = Manifest(peer, self.target.run_date.isoformat(), entries)
+        write_manifest(
+            self.peer_fd,
+            manifest,
+            owner=self.target.ownership.owner,
+            mode=self.target.ownership.file_mode or 0o644,
+        )
+        self.session.write_indicator(root, options.stage_indicator)
+
+    def _guess(self) -> Transfer | None:
+        """Send the guessed fetch, in a new day's dir only (a re-run has it staged)."""
+        if not self.fresh_dir:
+            return None
+        guessed = self.generator.guess(self.session.transport.unread_capacity)
+        if guessed is not None:
+            self.pipeline.start(guessed)
+        return guessed
+
+    def _stage(self, files: list[RemoteEntry], guessed: Transfer | None) -> None:
+        target = self.target
+        finder = BasisFinder(
+            target.config.staging_dir, target.peer.name, target.run_date, target.peer_dir
+        )
+        local, remote = order_by_work(files, finder)
+        if self.presigner is not None:
+            self.presigner.keep_only(
+                {c[0].path for _, c in remote if c and c[0].root == self.presigner.root}
+            )
+        jobs = [Job(entry, candidates) for entry, candidates in remote]
+        if guessed is not None:
+            adopt(guessed, jobs)
+        for job in jobs:
+            self.pipeline.add(job)
+        self.pipeline.send()
+        # the local copies are queued while the first requests are on their way, and
+        # settled by the committer meanwhile
+        for entry, candidates in local:
+            self._stage_local(entry, candidates)
+        self.committer.submit()
+        self._receive_all()
+        mismatched = self._settle()
+        if mismatched:
+            for item in mismatched:
+                log.warning(
+                    "peer=%s %s: staged copy did not verify; fetching it again without a basis",
+                    target.peer.name,
+                    item.entry.path,
+                )
+                self.pipeline.add(Job.refetch_of(item.entry))
+            self._receive_all()
+            mismatched = self._settle()  # a second try that does not verify fails the file
+        if mismatched:
+            raise IntegrityError(
+                f"{mismatched[0].entry.path}: staged copy does not match the source's xxh3-128"
+            )
+
+    def _settle(self) -> list[Pending]:
+        verified, mismatched = self.committer.settle()
+        self.results.update(verified)
+        return mismatched
+
+    def _receive_all(self) -> None:
+        """Patch every answer, in order, while the pipeline sends the next requests. A job
+        to be tried again goes to the end of the queue."""
+        for transfer, answer in self.pipeline:
+            if transfer.job.speculative:  # a guess no job wanted as it is
+                transfer.discard()
+                continue
+            item = self.receiver.receive(transfer, answer)
+            if item is None:
+                self.pipeline.add(transfer.job)
+                continue
+            self.committer.add(item)
+            if not transfer.job.refetch:  # a refetch was counted when first staged
+                self._file_done(transfer.job.entry)
+
+    def _prepare(self, job: Job) -> Transfer | None:
+        """The job's request, ready to send; None when a same-day re-run finds the file
+        staged already."""
+        try:
+            if job.fresh:
+                job.fresh = False
+                if self._reuse_staged(self.dirs.parent_of(job.parts), job.parts[-1], job.entry):
+                    return None
+            return self.generator.prepare(job)
+        except OSError as exc:
+            raise DeltastageError(f"{job.entry.path}: {exc.strerror or exc}") from exc
+
+    def _stage_local(self, entry: RemoteEntry, candidates: list[Basis]) -> None:
+        """A file whose content the master holds already: copied or linked by the committer."""
+        parts = check_relative_path(entry.path)
+        assert entry.xxh3_128 is not None
+        try:
+            if self._reuse_staged(self.dirs.parent_of(parts), parts[-1], entry):
+                return
+            self.committer.add(
+                Pending(entry, parts, temp_name(), entry.size, entry.xxh3_128, candidates[0])
+            )
+        except OSError as exc:
+            raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
+        self._file_done(entry)
+
+    def _reuse_staged(self, dir_fd: int, name: str, entry: RemoteEntry) -> bool:
+        """A same-day re-run found the file staged already: it counts as done."""
+        if self.fresh_dir or not self.copier.already_staged(dir_fd, name, entry):
+            return False
+        assert entry.xxh3_128 is not None
+        self.report.reused += 1
+        self.results[entry.path] = staged_entry(
+            self.target.ownership, entry, entry.size, entry.xxh3_128
+        )
+        self._file_done(entry)
+        return True
+
+    def _file_done(self, entry: RemoteEntry) -> None:
+        self.report.files += 1
+        self.report.bytes += entry.size
+        self.target.observer.file_done(self.target.peer.name, entry.path, entry.size)

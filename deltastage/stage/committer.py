@@ -1,0 +1,157 @@
+"""The committer: makes staged files durable, reads them back from the disk, verifies them
+against the source's xxh3-128 and renames them into place, in batches on its own thread.
+
+It returns what did not verify and never touches the network: fetching a file again is the
+attempt's to decide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from deltastage.manifest import ManifestEntry
+from deltastage.models import RemoteEntry
+from deltastage.safefs import DirCache, syncfs
+from deltastage.stage import readback
+from deltastage.stage.basis import Basis
+from deltastage.stage.localcopy import LocalCopier
+from deltastage.stage.ownership import Ownership
+from deltastage.stage.peerdir import clear_name
+from deltastage.stage.readback import NOTHING_CHECKED, EarlyCheck
+
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "Committed", "Committer", "Pending", "staged_entry"]
+
+# Written files are synced, re-read and renamed in batches of this many files or bytes.
+BATCH_FILES = 256
+BATCH_BYTES = 64 << 20
+
+
+@dataclass
+class Pending:
+    """A temp file written in full (or a local copy to make), awaiting the batch's sync,
+    re-read and rename."""
+
+    entry: RemoteEntry
+    parts: list[str]
+    tmp: str
+    size: int
+    digest: bytes
+    copy_from: Basis | None = None  # a local copy still to be made (by the committer)
+    early: EarlyCheck | None = None  # its leading part, re-read as it was written
+
+
+# What the committed files verified as (by path), and the files that did not verify.
+Committed = tuple[dict[str, ManifestEntry], list[Pending]]
+
+
+def staged_entry(
+    ownership: Ownership, entry: RemoteEntry, size: int, digest: bytes
+) -> ManifestEntry:
+    """What the manifest records of ``entry`` staged verified."""
+    return ManifestEntry(
+        entry.path, size, digest, ownership.staged_mode(entry.mode), entry.mtime_ns
+    )
+
+
+class Committer:
+    """Commits the peer dir's pending files in batches; verifying overlaps the transfers.
+
+    ``fresh``: the peer dir was empty when the attempt began, so nothing staged earlier can
+    stand in a file's way.
+    """
+
+    def __init__(
+        self,
+        peer_fd: int,
+        dirs: DirCache,
+        copier: LocalCopier,
+        ownership: Ownership,
+        *,
+        fresh: bool,
+    ) -> None:
+        self._peer_fd = peer_fd
+        self._dirs = dirs
+        self._copier = copier
+        self._ownership = ownership
+        self._fresh = fresh
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._pending: list[Pending] = []
+        self._pending_bytes = 0
+        self._in_flight: list[Future[Committed]] = []
+
+    def add(self, item: Pending) -> None:
+        """Queue a file; a full batch goes to the committer thread."""
+        self._pending.append(item)
+        self._pending_bytes += item.size
+        if len(self._pending) >= BATCH_FILES or self._pending_bytes >= BATCH_BYTES:
+            self.submit()
+
+    def submit(self) -> None:
+        """Hand the files queued so far to the committer thread as one batch."""
+        if self._pending:
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            self._in_flight.append(self._thread.submit(self._commit_batch, batch))
+
+    def settle(self) -> Committed:
+        """Commit every queued file and wait for every batch."""
+        self.submit()
+        futures, self._in_flight = self._in_flight, []
+        verified: dict[str, ManifestEntry] = {}
+        mismatched: list[Pending] = []
+        for future in futures:
+            good, bad = future.result()
+            verified.update(good)
+            mismatched += bad
+        return verified, mismatched
+
+    def close(self) -> None:
+        """Let batches in flight finish (their errors are already someone else's news), stop
+        the thread, and remove the temp files of what was never committed."""
+        futures, self._in_flight = self._in_flight, []
+        for future in futures:
+            with contextlib.suppress(Exception):
+                future.result()
+        self._thread.shutdown(wait=True)
+        for item in self._pending:
+            if item.early is not None:
+                item.early.abandon()
+            with contextlib.suppress(OSError):
+                os.unlink(item.tmp, dir_fd=self._dirs.parent_of(item.parts))
+        self._pending, self._pending_bytes = [], 0
+
+    def _commit_batch(self, batch: list[Pending]) -> Committed:
+        """Make a batch durable, re-read and verify each file, then rename it into place.
+
+        One syncfs covers the whole batch; each file is then dropped from the page cache so
+        its re-read comes from the disk (all of the batch is asked for at once, so the disk
+        serves many reads together instead of one small file at a time), and only a file
+        whose xxh3-128 matches the source's takes its final name.
+        """
+        for item in batch:
+            if item.copy_from is not None:
+                dir_fd = self._dirs.parent_of(item.parts)
+                self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, item.copy_from)
+        syncfs(self._peer_fd)
+        checked = [NOTHING_CHECKED if i.early is None else i.early.finish() for i in batch]
+        for item, (start, _) in zip(batch, checked, strict=True):
+            readback.reread_from_disk(self._dirs.parent_of(item.parts), item.tmp, start)
+        verified: dict[str, ManifestEntry] = {}
+        mismatched: list[Pending] = []
+        for item, (start, hasher) in zip(batch, checked, strict=True):
+            dir_fd = self._dirs.parent_of(item.parts)
+            if readback.verify_on_disk(dir_fd, item.tmp, item.size, item.digest, start, hasher):
+                name = item.parts[-1]
+                if not self._fresh and clear_name(dir_fd, name):
+                    self._dirs.forget(tuple(item.parts))
+                os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                verified[item.entry.path] = staged_entry(
+                    self._ownership, item.entry, item.size, item.digest
+                )
+            else:
+                os.unlink(item.tmp, dir_fd=dir_fd)
+                mismatched.append(item)
+        syncfs(self._peer_fd)  # the renames, durable before anything vouches for them
+        return verified, mismatched

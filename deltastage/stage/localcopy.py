@@ -1,0 +1,98 @@
+"""Files the master holds already: today's copy from an earlier run of the day, kept as it
+is, and an earlier day's copy with the source's content, hard-linked or copied in."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+from deltastage.hashing import READ_CHUNK, hash_fd
+from deltastage.models import RemoteEntry
+from deltastage.safefs import FILE_CREATE, FILE_READ
+from deltastage.stage.basis import Basis, BasisOpener
+from deltastage.stage.ownership import Ownership
+
+__all__ = ["LocalCopier", "copy_local"]
+
+
+class LocalCopier:
+    """Stages files from the master's own copies; used from the committer thread too."""
+
+    def __init__(self, bases: BasisOpener, ownership: Ownership, *, link: bool) -> None:
+        self._bases = bases
+        self._ownership = ownership
+        self._link = link
+
+    def already_staged(self, dir_fd: int, name: str, entry: RemoteEntry) -> bool:
+        """A same-day re-run: the file is there with the right content; fix perms only."""
+        try:
+            fd = os.open(name, FILE_READ, dir_fd=dir_fd)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+                return False
+            if hash_fd(fd) != (entry.size, entry.xxh3_128):
+                return False
+            if st.st_nlink > 1 and not self._ownership.matches(st, entry.mode, os.fstat(dir_fd)):
+                return False  # linked to an earlier day's copy: a new copy gets the new perms
+            self._ownership.apply_fd(fd, source_mode=entry.mode)
+            return True
+        finally:
+            os.close(fd)
+
+    def copy_into_temp(self, dir_fd: int, tmp: str, entry: RemoteEntry, basis: Basis) -> None:
+        """Copy a basis whose recorded hash is the source's into the temp file ``tmp``."""
+        if self._link and self._link_into_temp(dir_fd, tmp, entry, basis):
+            return
+        basis_fd = self._bases.open(basis)
+        try:
+            out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+            try:
+                copy_local(basis_fd, out_fd)  # a short copy fails the re-read, not here
+                self._ownership.give_staged(out_fd, entry.mode, entry.mtime_ns)
+            finally:
+                os.close(out_fd)
+        finally:
+            os.close(basis_fd)
+
+    def _link_into_temp(self, dir_fd: int, tmp: str, entry: RemoteEntry, basis: Basis) -> bool:
+        """Hard-link an earlier day's copy that already is what today's copy would be: same
+        content (by its manifest's hash; the re-read verifies it), mtime, mode and owner.
+
+        Like ``rsync --link-dest``: no data written, no space used. False (copy instead)
+        when anything differs or the filesystem refuses the link.
+        """
+        if basis.kind not in ("previous", "similar"):
+            return False
+        parent_fd, name = self._bases.parent(basis)
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if not (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size == entry.size
+                and st.st_mtime_ns == entry.mtime_ns
+                and self._ownership.matches(st, entry.mode, os.fstat(dir_fd))
+            ):
+                return False
+            os.link(name, tmp, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:  # EXDEV, EMLINK, EPERM, a vanished basis: fall back to a copy
+            return False
+        return True
+
+
+def copy_local(src_fd: int, dst_fd: int) -> int:
+    """Copy a whole file in the kernel (a reflink where the filesystem can)."""
+    offset = 0
+    with contextlib.suppress(OSError):  # not supported here: finish in user space below
+        while copied := os.copy_file_range(src_fd, dst_fd, 1 << 30, offset, offset):
+            offset += copied
+        return offset
+    while chunk := os.pread(src_fd, READ_CHUNK, offset):
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(dst_fd, view, offset)
+            view, offset = view[written:], offset + written
+    return offset

@@ -1,0 +1,113 @@
+"""Planning one peer's stage: which listed files to stage, which the master holds already,
+in which order the rest are fetched, and the ways to try each fetch (``Job``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from deltastage.config import Options
+from deltastage.delta import MAX_STRONG_LEN
+from deltastage.errors import ResourceLimitError, UnsafePathError
+from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
+from deltastage.models import RemoteEntry
+from deltastage.safefs import check_relative_path
+from deltastage.stage.basis import Basis, BasisFinder
+
+__all__ = ["Job", "Planned", "order_by_work", "select_entries"]
+
+Planned = tuple[RemoteEntry, list[Basis]]  # a file and its basis candidates, best first
+
+
+def select_entries(
+    entries: Sequence[RemoteEntry], options: Options
+) -> tuple[list[RemoteEntry], list[str]]:
+    """Regular files to stage, and the names skipped (links, specials); the indicators in
+    the collect dir itself left out."""
+    indicators = {options.collect_indicator, options.stage_indicator}
+    files: list[RemoteEntry] = []
+    skipped: list[str] = []
+    for entry in entries:
+        if entry.path in indicators:
+            continue
+        if entry.kind != "file" or entry.xxh3_128 is None:
+            skipped.append(f"{entry.path} ({entry.kind})")
+            continue
+        if entry.path == MANIFEST_NAME or any(
+            part.startswith(INTERNAL_PREFIX) for part in entry.path.split("/")
+        ):
+            # staged, it would be overwritten by the manifest, swept as a temp file or
+            # removed with the partial dir, and the manifest would vouch for a lost file
+            raise UnsafePathError(f"peer lists {entry.path[:200]!r}, a name deltastage reserves")
+        files.append(entry)
+    if len(files) > options.max_files_per_peer:
+        raise ResourceLimitError(
+            f"peer lists {len(files)} files, "
+            f"more than max_files_per_peer={options.max_files_per_peer}"
+        )
+    total = sum(e.size for e in files)
+    if total > options.max_bytes_per_peer:
+        raise ResourceLimitError(
+            f"peer lists {total} bytes, more than max_bytes_per_peer={options.max_bytes_per_peer}"
+        )
+    return files, skipped
+
+
+def order_by_work(
+    files: list[RemoteEntry], finder: BasisFinder
+) -> tuple[list[Planned], list[Planned]]:
+    """Files the master already holds (copied or linked locally), then those to fetch,
+    biggest first.
+
+    The committer thread settles the local ones while the network carries the rest, and a
+    big fetch done early has its sync and re-read overlap the smaller ones after it.
+    """
+    local: list[Planned] = []
+    remote: list[Planned] = []
+    for entry in files:
+        candidates = finder.candidates(entry.path, entry.size)
+        best = candidates[0] if candidates else None
+        held = best is not None and best.known_hash == entry.xxh3_128 and best.size == entry.size
+        (local if held else remote).append((entry, candidates))
+    remote.sort(key=lambda pair: -pair[0].size)
+    return local, remote
+
+
+class Job:
+    """One file to fetch, and the ways to try: with the best basis, then without one."""
+
+    def __init__(self, entry: RemoteEntry, candidates: list[Basis]) -> None:
+        self.entry = entry
+        self.parts = check_relative_path(entry.path)
+        self.plans: list[tuple[Basis | None, int | None]] = [
+            (candidates[0] if candidates else None, None),
+            (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
+        ]
+        self.index = 0
+        self.changed_retry = True  # one more try for a file that changed while read
+        self.fresh = True  # not yet checked against an earlier run of today
+        self.refetch = False  # a staged copy that did not verify, fetched again
+        self.speculative = False  # requested before the listing, on a guess
+
+    @classmethod
+    def refetch_of(cls, entry: RemoteEntry) -> Job:
+        """A staged copy that did not verify: fetched again without a basis."""
+        job = cls(entry, [])
+        job.plans, job.fresh, job.refetch = [(None, MAX_STRONG_LEN)], False, True
+        return job
+
+    @classmethod
+    def guess(cls, basis: Basis) -> Job:
+        """The fetch of ``basis.path`` against ``basis``, before the listing says it changed."""
+        job = cls(RemoteEntry(basis.path, "file", basis.size, 0, 0o600, None), [basis])
+        job.fresh, job.speculative = False, True
+        return job
+
+    @property
+    def plan(self) -> tuple[Basis | None, int | None]:
+        """The basis to try (if any) and the strong hash length (None: the default)."""
+        return self.plans[self.index]
+
+    def next_plan(self) -> bool:
+        """Move on to the next way to try; False when none is left."""
+        self.index += 1
+        return self.index < len(self.plans)

@@ -1,0 +1,136 @@
+"""The receiver: patches each answer into its temp file, handing the written data to the
+disk as it goes, and has a big file read back (``readback.EarlyCheck``) while the rest of it
+still arrives; what it received in full goes to the committer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from deltastage.delta import Patcher
+from deltastage.errors import (
+    DeltastageError,
+    IntegrityError,
+    ResourceLimitError,
+    SourceChangedError,
+    TransportError,
+)
+from deltastage.stage.committer import Pending
+from deltastage.stage.generator import Transfer
+from deltastage.stage.ownership import Ownership
+from deltastage.stage.peerdir import keep_partial
+from deltastage.stage.readback import EarlyCheck
+
+__all__ = ["EARLY_CHECK_MIN", "WRITEBACK_CHUNK", "Receiver"]
+
+log = logging.getLogger("deltastage.stage")
+
+WRITEBACK_CHUNK = 8 << 20  # patched output handed to the disk as it is written
+# A fetched file this big is made durable and re-read from the disk as it is written, a
+# chunk behind the writing: its commit then re-reads only the end.
+EARLY_CHECK_MIN = 4 * WRITEBACK_CHUNK
+
+
+class Receiver:
+    """Receives one attempt's answers, within the peer's byte budget."""
+
+    def __init__(
+        self,
+        peer: str,
+        peer_fd: int,
+        ownership: Ownership,
+        checker: ThreadPoolExecutor,
+        *,
+        max_bytes: int,
+    ) -> None:
+        self._peer = peer
+        self._peer_fd = peer_fd
+        self._ownership = ownership
+        self._checker = checker
+        self._max_bytes = max_bytes
+        self.bytes_written = 0
+
+    def receive(self, transfer: Transfer, answer: Iterator[bytes]) -> Pending | None:
+        """Patch one answer into its temp file: the file to commit, or None when its job
+        is to be tried again (its next plan, or once more after it changed while read)."""
+        job, entry = transfer.job, transfer.job.entry
+        budget = self._max_bytes - self.bytes_written
+        written = flushed = 0
+        early = (
+            EarlyCheck(self._checker, transfer.out_fd) if entry.size >= EARLY_CHECK_MIN else None
+        )
+
+        def write(data: bytes) -> None:
+            nonlocal budget, written, flushed
+            budget -= len(data)
+            if budget < 0:
+                raise ResourceLimitError(
+                    f"peer sent more than max_bytes_per_peer={self._max_bytes}"
+                )
+            view = memoryview(data)
+            while view:
+                view = view[os.write(transfer.out_fd, view) :]
+            written += len(data)
+            if written - flushed >= WRITEBACK_CHUNK:
+                # start writing it to disk now (DONTNEED on dirty pages starts their
+                # writeback without waiting): the batch's syncfs then finds little to do
+                _start_writeback(transfer.out_fd, flushed, written - flushed)
+                if early is not None:
+                    early.advance(flushed)  # up to this chunk: the one before is on its way
+                flushed = written
+
+        try:
+            patcher: Patcher | None = None
+            for chunk in answer:
+                if patcher is None:
+                    patcher = Patcher(
+                        transfer.read_at,
+                        write,
+                        basis_size=transfer.basis_size,
+                        basis_hash=transfer.basis_hash,
+                    )
+                patcher.feed(chunk)
+            if patcher is None:
+                raise IntegrityError("peer sent an empty delta")
+            result = patcher.finish()
+            self.bytes_written += result.size
+            self._ownership.give_staged(transfer.out_fd, entry.mode, entry.mtime_ns)
+        except IntegrityError as exc:
+            transfer.discard()
+            if not job.next_plan():
+                raise IntegrityError(f"{entry.path}: {exc}") from None
+            log.warning("peer=%s %s: %s; retrying without a basis", self._peer, entry.path, exc)
+            return None
+        except SourceChangedError as exc:
+            transfer.discard()
+            if not job.changed_retry:
+                raise type(exc)(f"{entry.path}: {exc}") from None
+            job.changed_retry = False
+            log.warning("peer=%s %s changed while read; retrying", self._peer, entry.path)
+            return None
+        except TransportError:
+            if written:  # what arrived is a basis for the next attempt
+                transfer.close_fds()
+                keep_partial(self._peer_fd, transfer.dir_fd, transfer.tmp, job.parts)
+            else:
+                transfer.discard()
+            raise
+        except OSError as exc:
+            transfer.discard()
+            raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            transfer.discard()
+            raise
+        finally:
+            if early is not None and transfer.out_fd < 0:  # discarded or kept as a partial
+                early.abandon()
+        transfer.close_fds()
+        return Pending(entry, job.parts, transfer.tmp, result.size, result.xxh3_128, early=early)
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # advice only
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)

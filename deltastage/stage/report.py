@@ -1,0 +1,79 @@
+"""What a stage run reports: per peer and for the whole run (and their JSON), and the
+progress callbacks it makes on the way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+from deltastage.models import json_fields
+
+__all__ = ["PeerReport", "QuietObserver", "StageObserver", "StageReport"]
+
+
+@dataclass
+class PeerReport:
+    name: str
+    status: str = "failed"  # staged | not-ready | failed | would-stage (dry run)
+    files: int = 0
+    bytes: int = 0
+    wire_bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    ignored: bool = False  # a failure that ignore_failures excuses
+    reused: int = 0  # files that needed no transfer (already staged, or same as the basis)
+    skipped: list[str] = field(default_factory=list)  # symlinks and special files, not copied
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("staged", "would-stage") or self.ignored
+
+    @property
+    def saved_percent(self) -> float:
+        if self.bytes == 0:
+            return 0.0
+        return max(0.0, 100.0 * (1 - self.wire_bytes / self.bytes))
+
+    def as_json(self) -> dict[str, object]:
+        return json_fields(self, *(each.name for each in fields(self)))
+
+
+@dataclass
+class StageReport:
+    date: date
+    daily_dir: Path
+    peers: list[PeerReport]
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all(p.ok for p in self.peers) else 1
+
+    def as_json(self) -> dict[str, object]:
+        return json_fields(self, "date", "daily_dir", "dry_run", "exit_code", "peers")
+
+
+class StageObserver(Protocol):
+    """Progress callbacks; called from worker threads when peers run in parallel."""
+
+    def peer_started(self, peer: str, files: int, total_bytes: int) -> None: ...
+
+    def file_done(self, peer: str, path: str, size: int) -> None: ...
+
+    def peer_finished(self, report: PeerReport) -> None: ...
+
+
+class QuietObserver:
+    """An observer that shows nothing."""
+
+    def peer_started(self, peer: str, files: int, total_bytes: int) -> None:
+        pass
+
+    def file_done(self, peer: str, path: str, size: int) -> None:
+        pass
+
+    def peer_finished(self, report: PeerReport) -> None:
+        pass
