@@ -1,16 +1,27 @@
-"""Validate a configuration and every peer it names, like Cedar Backup's validate action."""
+"""Validate a configuration and every peer it names, like Cedar Backup's validate action.
+
+A peer whose agent would refuse the stage indicator (its forced command names other
+``--indicator`` names) is unusable, and its report carries the forced command that fixes it.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from deltastage.config import Config
-from deltastage.errors import DeltastageError
-from deltastage.master.connect import SessionFactory, open_peer_session
+from deltastage.errors import DeltastageError, IndicatorRefused
+from deltastage.master.connect import SessionFactory, agent_argv, open_peer_session
 from deltastage.models import json_fields
 
-__all__ = ["CheckReport", "PeerCheck", "check_config"]
+__all__ = ["CheckReport", "PeerCheck", "check_config", "forced_command"]
+
+
+def forced_command(argv: Sequence[str]) -> str:
+    """``argv`` as the ``command="..."`` option of an authorized_keys line."""
+    return 'command="{}"'.format(shlex.join(argv).replace('"', '\\"'))
 
 
 @dataclass
@@ -21,8 +32,10 @@ class PeerCheck:
     agent_version: str | None = None
     collect_indicator: bool | None = None
     stage_indicator: bool | None = None
+    agent_indicators: list[str] | None = None  # what the agent writes; []: it is read-only
     wire_bytes: int = 0
     error: str | None = None
+    fix: str | None = None  # the forced command that makes an unusable peer usable
 
     @property
     def state(self) -> str:
@@ -42,7 +55,9 @@ class PeerCheck:
             "agent_version",
             "collect_indicator",
             "stage_indicator",
+            "agent_indicators",
             "error",
+            "fix",
         )
 
 
@@ -84,6 +99,7 @@ def check_config(
             try:
                 info = session.handshake()
                 result.agent_version = info.version
+                result.agent_indicators = list(info.indicators)
                 result.collect_indicator = session.indicator_exists(
                     root, config.options.collect_indicator
                 )
@@ -94,6 +110,9 @@ def check_config(
                 result.wire_bytes = session.wire_bytes
             finally:
                 session.close()
+        except IndicatorRefused as exc:
+            result.error = str(exc)
+            result.fix = forced_command(agent_argv(peer, config.options))
         except DeltastageError as exc:
             result.error = str(exc)
         report.peers.append(result)

@@ -11,6 +11,7 @@
     │   ├── LocalProtocolError           we (the local end) would have broken the protocol
     │   └── RemoteProtocolError          the other end broke it, or reported an error message
     │       └── AgentError               the agent answered a request with an error (``code``)
+    │           └── IndicatorRefused     the agent would refuse the stage indicator (handshake)
     ├── DeltaFormatError                 a signature or delta stream is malformed or out of bounds
     ├── IntegrityError                   a hash does not match (basis, output, staged file)
     ├── UnsafePathError                  a peer-supplied name would escape its root
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectionClosed",
     "DeltaFormatError",
     "DeltastageError",
+    "IndicatorRefused",
     "IntegrityError",
     "LocalProtocolError",
     "LockError",
@@ -98,6 +100,20 @@ class AgentError(RemoteProtocolError):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(f"agent: {reason}")
         self.code = code
+
+
+class IndicatorRefused(AgentError):
+    """The agent, as the handshake shows, would refuse to write ``names`` (the master's
+    stage indicator): it was started with other ``--indicator`` names."""
+
+    def __init__(self, names: tuple[str, ...], writes: tuple[str, ...]) -> None:
+        super().__init__(
+            "refused",
+            f"it writes only the indicators {', '.join(map(repr, writes))}, not "
+            f"{', '.join(map(repr, names))} (the stage indicator): its command needs "
+            "--indicator for it, or --read-only",
+        )
+        self.names = names
 
 
 class DeltaFormatError(DeltastageError):

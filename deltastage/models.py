@@ -43,6 +43,11 @@ class AgentInfo:
     protocol: int
     roots: tuple[str, ...]
     capabilities: frozenset[str]
+    indicators: tuple[str, ...]  # the only names it writes; none: it is read-only
+
+    @property
+    def read_only(self) -> bool:
+        return not self.indicators
 
 
 def json_fields(report: object, *names: str) -> dict[str, object]:

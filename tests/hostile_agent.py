@@ -125,7 +125,9 @@ class Liar:
         if isinstance(event, Hello):
             if self.on_hello is not None:
                 return self.on_hello(self)
-            return [HelloReply(PROTOCOL_VERSION, "liar", (self.root,), CAPABILITIES)]
+            return [
+                HelloReply(PROTOCOL_VERSION, "liar", (self.root,), CAPABILITIES, ("cback.stage",))
+            ]
         if isinstance(event, IndicatorQuery):
             return [IndicatorState(True)]
         if isinstance(event, IndicatorWrite):

@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 import xxhash
 
+from deltastage import __version__
 from deltastage.agent import serve
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder, apply_delta
 from deltastage.errors import (
     AgentError,
     ConnectionClosed,
+    IndicatorRefused,
     IntegrityError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -388,11 +390,68 @@ def test_version_mismatch_either_way() -> None:
     with pytest.raises(RemoteProtocolError, match=rf"speaks {PROTOCOL_VERSION}, agent 9.0 speaks"):
         PeerSession(newer).handshake()
     refusing = ScriptedAgent(lambda e: [Error(ErrorCode.PROTOCOL, "protocol version mismatch")])
-    with pytest.raises(RemoteProtocolError, match="agent ended the conversation: protocol"):
+    with pytest.raises(
+        RemoteProtocolError,
+        match=rf"agent refused the handshake of master .* speaks protocol {PROTOCOL_VERSION} ",
+    ):
         PeerSession(refusing).handshake()
+    # an agent of protocol 4 reads a Hello of 5 as one with bytes to spare, and says so: the
+    # message still names the protocol this master speaks
+    older = ScriptedAgent(
+        lambda e: [Error(ErrorCode.PROTOCOL, "Hello: 15 unexpected trailing bytes")]
+    )
+    with pytest.raises(
+        RemoteProtocolError, match=rf"protocol {PROTOCOL_VERSION} .*: Hello: 15 unexpected"
+    ):
+        PeerSession(older).handshake()
     lacking = ScriptedAgent(lambda e: [HelloReply(PROTOCOL_VERSION, "0", (), frozenset())])
     with pytest.raises(RemoteProtocolError, match="lacks capabilities"):
         PeerSession(lacking).handshake()
+
+
+def test_the_handshake_names_the_indicators_each_end_writes(tmp_path: Path) -> None:
+    scripted = ScriptedAgent(
+        lambda e: [HelloReply(PROTOCOL_VERSION, "a", ("/r",), CAPABILITIES, ("done", "x"))]
+    )
+    session = PeerSession(scripted, indicators=["done"])
+    info = session.handshake()
+    assert scripted.seen[0] == Hello(PROTOCOL_VERSION, __version__, CAPABILITIES, ("done",))
+    assert info.indicators == ("done", "x") and not info.read_only
+    # a name it did not say it writes is refused before anything is sent
+    with pytest.raises(LocalProtocolError, match="'x' is not an indicator this session"):
+        session.write_indicator("/r", "x")
+    assert len(scripted.seen) == 1
+    with pytest.raises(UnsafePathError):
+        PeerSession(scripted, indicators=["a/b"])
+
+
+def test_an_agent_started_for_another_indicator_is_refused_at_the_handshake(
+    tmp_path: Path,
+) -> None:
+    agent = PipeTransport([*AGENT, "--root", str(tmp_path), "--indicator", "done"], idle_timeout=30)
+    session = PeerSession(agent, indicators=["cback.stage"])
+    with pytest.raises(IndicatorRefused) as refused:
+        session.survey(str(tmp_path), "cback.collect")
+    assert refused.value.code == "refused" and refused.value.names == ("cback.stage",)
+    assert "writes only the indicators 'done', not 'cback.stage'" in str(refused.value)
+    assert "--indicator" in str(refused.value)
+    with pytest.raises(ConnectionClosed):
+        session.list_files(str(tmp_path))
+    session.close()
+
+
+def test_a_read_only_agent_says_so_and_refuses_every_write(tmp_path: Path) -> None:
+    session = PeerSession(
+        PipeTransport([*AGENT, "--root", str(tmp_path), "--read-only"], idle_timeout=30)
+    )
+    info = session.handshake()
+    assert info.read_only and info.indicators == ()
+    with pytest.raises(AgentError, match="read-only: it writes nothing") as refused:
+        session.write_indicator(str(tmp_path), "cback.stage")
+    assert refused.value.code == "refused"
+    assert session.list_files(str(tmp_path)) == []  # the conversation goes on
+    assert os.listdir(tmp_path) == []
+    session.close()
 
 
 def test_close_says_bye_only_when_it_may() -> None:

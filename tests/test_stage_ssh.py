@@ -45,11 +45,14 @@ def remote_peer(server: SSHServer, collect: Path, **extra: Any) -> dict[str, Any
     return settings
 
 
-def write_config(tmp: Path, peers: dict[str, dict[str, Any]], retries: int = 1) -> Path:
+def write_config(
+    tmp: Path, peers: dict[str, dict[str, Any]], retries: int = 1, stage_indicator: str = ""
+) -> Path:
     lines = [
         "[options]",
         f"retries = {retries}",
         "retry_backoff = 0",
+        f"stage_indicator = {json.dumps(stage_indicator)}" if stage_indicator else "",
         "",
         "[stage]",
         'staging_dir = "staging"',
@@ -248,3 +251,33 @@ def test_check_reports_remote_agent_version(tmp_path: Path, sshd_server: SSHServ
     assert result.exit_code == 0, result.output
     peer = json.loads(result.stdout)["peers"][0]
     assert peer["state"] == "ready" and peer["agent_version"]
+
+
+def test_check_gives_the_forced_command_for_an_agent_refusing_the_stage_indicator(
+    tmp_path: Path, sshd_server: SSHServer
+) -> None:
+    collect = collect_dir(tmp_path, "p", {"f": b"1"})
+    # the peer's authorized_keys lets the key run the agent for Cedar's indicator only
+    key = sshd_server.forced_key([*shlex.split(AGENT), "--root", str(collect)], "cedar-only")
+    peer = remote_peer(sshd_server, collect, identity_file=str(key))
+    config = write_config(tmp_path, {"p": peer}, stage_indicator="done.stage")
+    line = f'command="{AGENT} --root {collect} --indicator done.stage"'
+
+    result = runner.invoke(app, ["check", "--config", str(config), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)["peers"][0]
+    assert report["state"] == "unusable" and report["fix"] == line
+    assert "writes only the indicators 'cback.stage', not 'done.stage'" in report["error"]
+
+    result = runner.invoke(app, ["check", "--config", str(config)])
+    assert result.exit_code == 1 and f"  {line}\n" in result.stdout, result.stdout
+    assert not (collect / "done.stage").exists() and not (collect / "cback.stage").exists()
+
+    # that line, in the peer's authorized_keys, makes the peer usable
+    fixed = sshd_server.forced_key(shlex.split(line[len('command="') : -1]), "fixed")
+    peer["identity_file"] = str(fixed)
+    config = write_config(tmp_path, {"p": peer}, stage_indicator="done.stage")
+    result = runner.invoke(app, ["check", "--config", str(config), "--json"])
+    report = json.loads(result.stdout)["peers"][0]
+    assert result.exit_code == 0 and report["state"] == "ready", report
+    assert report["agent_indicators"] == ["done.stage"] and report["fix"] is None

@@ -174,6 +174,13 @@ def render_check(report: CheckReport, console: Console) -> None:
             result.error or "",
         )
     console.print(table)
+    for result in report.peers:
+        if result.fix:
+            console.print(
+                f"{result.name}: in the peer's authorized_keys, let the master's key run",
+                markup=False,
+            )
+            console.print(f"  {result.fix}", markup=False, highlight=False, soft_wrap=True)
 
 
 def render_history_table(

@@ -11,6 +11,7 @@ from deltastage.transports.base import Transport
 
 __all__ = [
     "SessionFactory",
+    "agent_argv",
     "bounded_session",
     "open_peer_session",
     "select_peers",
@@ -22,8 +23,21 @@ SessionFactory = Callable[[PeerConfig, Options], PeerSession]
 def bounded_session(transport: Transport, options: Options) -> PeerSession:
     """A session held to the configured bounds: frame size and listing length."""
     return PeerSession(
-        transport, max_entries=options.max_files_per_peer, max_frame=options.max_frame_size
+        transport,
+        max_entries=options.max_files_per_peer,
+        max_frame=options.max_frame_size,
+        indicators=[options.stage_indicator],
     )
+
+
+def agent_argv(peer: PeerConfig, options: Options) -> list[str]:
+    """The command a remote peer's agent runs: serving the collect dir, writing the stage
+    indicator (a forced command in the peer's authorized_keys should say the same)."""
+    return [
+        *peer.agent_command,
+        *("--root", str(peer.collect_dir)),
+        *("--indicator", options.stage_indicator),
+    ]
 
 
 def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
@@ -43,11 +57,7 @@ def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
         host=peer.host or peer.name,
         port=peer.port,
         user=peer.user or options.backup_user or getpass.getuser(),
-        command=[
-            *peer.agent_command,
-            *("--root", str(peer.collect_dir)),
-            *("--indicator", options.stage_indicator),
-        ],
+        command=agent_argv(peer, options),
         identity_file=peer.identity_file,
         known_hosts=peer.known_hosts,
         gateway=peer.gateway,

@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 
 from deltastage import __version__
 from deltastage.errors import (
     AgentError,
     ConnectionClosed,
     DeltastageError,
+    IndicatorRefused,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
@@ -33,6 +34,7 @@ from deltastage.errors import (
 from deltastage.models import AgentInfo, RemoteEntry
 from deltastage.protocol import (
     CAPABILITIES,
+    DEFAULT_INDICATOR,
     MAX_FRAME,
     PROTOCOL_VERSION,
     REFINE_MIN_BLOCK,
@@ -108,6 +110,10 @@ class PeerSession:
     read in the order of the requests (``master.pipeline`` keeps that order and the window).
     ``survey`` sends its three requests together. Any other request first reads every
     pending answer.
+
+    The handshake says the session will write ``indicators`` and no other; an agent that
+    writes others refuses it there (``IndicatorRefused``), and ``info`` tells whether it is
+    read-only (it writes nothing: the caller keeps the indicator on its own side).
     """
 
     def __init__(
@@ -116,7 +122,9 @@ class PeerSession:
         *,
         max_entries: int = 1_000_000,
         max_frame: int = MAX_FRAME,
+        indicators: Sequence[str] = (DEFAULT_INDICATOR,),
     ) -> None:
+        self._indicators = tuple(check_name(name) for name in indicators)
         self._transport = transport
         self._conn = Connection(Role.MASTER, max_frame=max_frame)
         self._channel = Channel(self._conn, transport.recv, transport.send, read_size=RECV_CHUNK)
@@ -205,6 +213,12 @@ class PeerSession:
             if event is None:
                 raise ConnectionClosed("the agent closed the connection")
             if isinstance(event, Error) and event.code is ErrorCode.PROTOCOL:
+                if self.info is None:
+                    raise RemoteProtocolError(
+                        f"agent refused the handshake of master {__version__}, which speaks "
+                        f"protocol {PROTOCOL_VERSION} (an agent of another protocol may not "
+                        f"read its Hello): {event.reason}"
+                    )
                 raise RemoteProtocolError(f"agent ended the conversation: {event.reason}")
             return event
         except (TransportError, ProtocolError) as exc:
@@ -220,8 +234,11 @@ class PeerSession:
 
     def handshake(self) -> AgentInfo:
         self._ready()
-        self._send(Hello(PROTOCOL_VERSION, __version__, CAPABILITIES))
+        self._send(self._hello())
         return self._hello_reply()
+
+    def _hello(self) -> Hello:
+        return Hello(PROTOCOL_VERSION, __version__, CAPABILITIES, self._indicators)
 
     def _hello_reply(self) -> AgentInfo:
         reply = self._receive()
@@ -238,7 +255,13 @@ class PeerSession:
             raise self._violation(
                 RemoteProtocolError(f"agent {reply.version} lacks capabilities: {missing}")
             )
-        self.info = AgentInfo(reply.version, reply.protocol, reply.roots, reply.capabilities)
+        refused = tuple(name for name in self._indicators if name not in reply.indicators)
+        if reply.indicators and refused:
+            # the agent ends the conversation here too; a read-only one refuses no master
+            raise self._violation(IndicatorRefused(refused, reply.indicators))
+        self.info = AgentInfo(
+            reply.version, reply.protocol, reply.roots, reply.capabilities, reply.indicators
+        )
         return self.info
 
     def list_files(self, root: str) -> list[RemoteEntry]:
@@ -265,7 +288,7 @@ class PeerSession:
             raise LocalProtocolError("read the survey sent before sending another")
         hello = self.info is None
         if hello:
-            self._send(Hello(PROTOCOL_VERSION, __version__, CAPABILITIES))
+            self._send(self._hello())
         self._send(IndicatorQuery(root, indicator))
         self._send(ListRequest(root))
         self._survey_unread = True
@@ -352,7 +375,11 @@ class PeerSession:
         return event.exists
 
     def write_indicator(self, root: str, name: str) -> None:
+        """Have the agent create the empty file ``name`` in ``root``: one of the indicators
+        the handshake named (a read-only agent refuses it)."""
         check_name(name)
+        if name not in self._indicators:
+            raise LocalProtocolError(f"{name!r} is not an indicator this session said it writes")
         self._ready()
         self._send(IndicatorWrite(root, name))
         event = self._receive()
