@@ -582,36 +582,6 @@ def test_a_bad_read_back_of_the_leading_part_is_caught(
     assert tree(staged(tmp_path, DAY1, "p"))["big.bin"] == data
 
 
-def test_an_early_check_that_fails_leaves_the_whole_file_to_the_commit(tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from deltastage.hashing import hash_bytes
-    from deltastage.stage.readback import EarlyCheck, verify_on_disk
-
-    data = random_bytes(300_000, 13)
-    (tmp_path / "f").write_bytes(data)
-    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    fd = os.open(tmp_path / "f", os.O_RDONLY)  # fdatasync works on it; a short file does not
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        good = EarlyCheck(worker, fd)
-        good.advance(100_000)
-        good.advance(200_000)
-        start, hasher = good.finish()
-        assert start == 200_000
-        assert verify_on_disk(dir_fd, "f", len(data), hash_bytes(data), start, hasher)
-        short = EarlyCheck(worker, fd)
-        short.advance(400_000)  # past the end: the read back comes up short
-        assert short.finish() == (0, None)
-        dropped = EarlyCheck(worker, fd)
-        dropped.advance(100_000)
-        dropped.abandon()
-    os.close(fd)
-    assert verify_on_disk(dir_fd, "f", len(data), hash_bytes(data))
-    assert not verify_on_disk(dir_fd, "f", len(data) + 1, hash_bytes(data))
-    os.close(dir_fd)
-    assert len(os.listdir("/proc/self/fd")) < 64, "the checks' own fds were closed"
-
-
 def test_only_the_fetch_being_waited_for_may_be_refined(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -636,3 +606,24 @@ def test_only_the_fetch_being_waited_for_may_be_refined(
     assert report.peers[0].status == "staged", report.peers[0].error
     assert asked == {"big.bin": (True, 0), "mid.bin": (False, 1)}
     assert tree(staged(tmp_path, DAY2, "p"))["mid.bin"] == b"e" + mid
+
+
+def test_the_configured_indicators_are_left_out_and_other_names_staged(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "p", {"cback.notes": b"a file", "sub/ready.flag": b"nested"})
+    (collect / "cback.collect").unlink()
+    (collect / "ready.flag").touch()
+    (collect / "done.flag").touch()  # left by an earlier night
+    config = write_config(
+        tmp_path, {"p": {}}, 'collect_indicator = "ready.flag"\nstage_indicator = "done.flag"'
+    )
+    code, report = stage(config, "--date", DAY1)
+    assert code == 0, report
+    assert peer_json(report, "p")["files"] == 2
+    assert tree(staged(tmp_path, DAY1, "p")) == {
+        "cback.notes": b"a file",
+        "sub/ready.flag": b"nested",
+    }
+    (collect / "ready.flag").unlink()
+    code, report = stage(config, "--date", DAY2)
+    assert peer_json(report, "p")["status"] == "not-ready"
+    assert "no ready.flag in" in peer_json(report, "p")["error"]

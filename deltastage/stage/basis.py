@@ -144,15 +144,8 @@ class BasisFinder:
         self.today = _Tree(today_dir)
         self.partial = _Tree(today_dir / PARTIAL_DIR, skip_internal=False)
 
-    @property
-    def previous_dir(self) -> Path | None:
-        return self.previous.root if self.previous else None
-
-    def today_hash(self, path: str) -> bytes | None:
-        """What today's manifest (from an earlier run today) says of ``path``, if anything."""
-        return self.today.hashes.get(path)
-
     def candidates(self, path: str, size: int) -> list[Basis]:
+        """The non-empty bases for a file of ``size`` bytes at ``path``, best first."""
         found: list[Basis | None] = []
         if self.previous is not None:
             exact = self.previous.exact(path, "previous")

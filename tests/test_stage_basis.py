@@ -1,0 +1,151 @@
+"""stage.basis directly: where the staged days are, which basis each file gets, and how a
+basis is opened."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from deltastage.errors import UnsafePathError
+from deltastage.hashing import hash_bytes
+from deltastage.manifest import Manifest, ManifestEntry, write_manifest
+from deltastage.stage.basis import (
+    PARTIAL_DIR,
+    Basis,
+    BasisFinder,
+    BasisOpener,
+    daily_dir_for,
+    earlier_peer_dirs,
+)
+
+TODAY = date(2026, 11, 24)
+
+
+def put(root: Path, files: dict[str, bytes], *, vouched: tuple[str, ...] = ()) -> Path:
+    """A staged peer dir holding ``files``; its manifest vouches for the ``vouched`` ones."""
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    if vouched:
+        entries = tuple(
+            ManifestEntry(rel, len(files[rel]), hash_bytes(files[rel]), 0o644, 0) for rel in vouched
+        )
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            write_manifest(fd, Manifest("p", "2026-11-23", entries))
+        finally:
+            os.close(fd)
+    return root
+
+
+def day_dir(staging: Path, day: date, peer: str = "p") -> Path:
+    path = daily_dir_for(staging, day) / peer
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_the_daily_dir_is_year_month_day(tmp_path: Path) -> None:
+    assert daily_dir_for(tmp_path, date(2026, 3, 7)) == tmp_path / "2026" / "03" / "07"
+
+
+def test_earlier_days_newest_first_and_nothing_else(tmp_path: Path) -> None:
+    for day in (date(2026, 11, 20), date(2026, 10, 31), date(2025, 12, 31), TODAY):
+        day_dir(tmp_path, day)
+    day_dir(tmp_path, date(2026, 11, 21), peer="other")
+    (tmp_path / "2026" / "11" / "99" / "p").mkdir(parents=True)  # no such date
+    (tmp_path / "2026" / "notes").mkdir()
+    (tmp_path / "2026" / "11" / "22").mkdir()
+    (tmp_path / "2026" / "11" / "22" / "p").symlink_to(tmp_path / "2026" / "11" / "20" / "p")
+    found = earlier_peer_dirs(tmp_path, "p", TODAY)
+    assert [when for when, _ in found] == [
+        date(2026, 11, 20),
+        date(2026, 10, 31),
+        date(2025, 12, 31),
+    ]
+    assert found[0][1] == daily_dir_for(tmp_path, date(2026, 11, 20)) / "p"
+    assert earlier_peer_dirs(tmp_path / "none", "p", TODAY) == []
+
+
+def test_candidates_in_order_previous_day_today_partial(tmp_path: Path) -> None:
+    older = put(day_dir(tmp_path, date(2026, 11, 22)), {"a.txt": b"oldest"})
+    previous = put(
+        day_dir(tmp_path, date(2026, 11, 23)),
+        {"a.txt": b"day 23", "b.txt": b"only here"},
+        vouched=("a.txt",),
+    )
+    today = put(day_dir(tmp_path, TODAY), {"a.txt": b"earlier run", f"{PARTIAL_DIR}/a.txt": b"ha"})
+    finder = BasisFinder(tmp_path, "p", TODAY, today)
+    assert finder.candidates("a.txt", 6) == [
+        Basis(previous, "a.txt", "previous", 6, hash_bytes(b"day 23")),
+        Basis(today, "a.txt", "today", 11, None),
+        Basis(today / PARTIAL_DIR, "a.txt", "partial", 2, None),
+    ]
+    assert older not in {b.root for b in finder.candidates("a.txt", 6)}, "only the newest day"
+    assert finder.candidates("b.txt", 9) == [Basis(previous, "b.txt", "previous", 9, None)]
+    assert finder.candidates("c.txt", 1) == []
+
+
+def test_a_similar_name_stands_in_for_a_missing_or_empty_file(tmp_path: Path) -> None:
+    previous = put(
+        day_dir(tmp_path, date(2026, 11, 23)),
+        {
+            "db/dump-2026-11-23.sql": b"x" * 100,
+            "db/dump-2026-11-22.sql": b"x" * 10,
+            "db/other-2026-11-23.sql": b"x" * 100,
+            "logs/dump-2026-11-23.sql": b"x" * 100,
+            "db/empty-1.sql": b"",
+            "db/empty-2.sql": b"e" * 50,
+        },
+        vouched=("db/dump-2026-11-23.sql",),
+    )
+    finder = BasisFinder(tmp_path, "p", TODAY, day_dir(tmp_path, TODAY))
+    (best,) = finder.candidates("db/dump-2026-11-24.sql", 99)
+    assert best == Basis(
+        previous, "db/dump-2026-11-23.sql", "similar", 100, hash_bytes(b"x" * 100)
+    ), "same directory, digits aside, the closest size"
+    (stand_in,) = finder.candidates("db/empty-1.sql", 50)
+    assert (stand_in.path, stand_in.kind) == ("db/empty-2.sql", "similar")
+
+
+def test_the_manifest_vouches_only_for_what_it_matches(tmp_path: Path) -> None:
+    previous = day_dir(tmp_path, date(2026, 11, 23))
+    put(previous, {"a": b"12345", "b": b"xyz"}, vouched=("a", "b"))
+    (previous / "b").write_bytes(b"changed since")  # the manifest's size no longer matches
+    finder = BasisFinder(tmp_path, "p", TODAY, day_dir(tmp_path, TODAY))
+    assert finder.candidates("a", 5)[0].known_hash == hash_bytes(b"12345")
+    assert finder.candidates("b", 5)[0].known_hash is None
+    (previous / "deltastage.manifest.json").write_bytes(b"{broken")
+    unvouched = BasisFinder(tmp_path, "p", TODAY, day_dir(tmp_path, TODAY))
+    assert unvouched.candidates("a", 5)[0].known_hash is None, "a bad manifest vouches for none"
+
+
+def test_internal_names_are_no_basis_except_in_the_partial_dir(tmp_path: Path) -> None:
+    today = put(
+        day_dir(tmp_path, TODAY),
+        {".deltastage-tmp-1234": b"half", f"{PARTIAL_DIR}/.deltastage-x": b"kept"},
+    )
+    finder = BasisFinder(tmp_path, "p", TODAY, today)
+    assert finder.candidates(".deltastage-tmp-1234", 4) == []
+    assert [b.kind for b in finder.candidates(".deltastage-x", 4)] == ["partial"]
+
+
+def test_a_basis_is_opened_beneath_its_root_and_never_through_a_link(tmp_path: Path) -> None:
+    root = put(tmp_path / "root", {"dir/f": b"data"})
+    (tmp_path / "outside").write_bytes(b"secret")
+    (root / "link").symlink_to(tmp_path / "outside")
+    (root / "dirlink").symlink_to(root / "dir")
+    opener = BasisOpener()
+    try:
+        fd = opener.open(Basis(root, "dir/f", "previous", 4, None))
+        assert os.read(fd, 10) == b"data"
+        os.close(fd)
+        for path in ("link", "dirlink/f"):
+            with pytest.raises((OSError, UnsafePathError)):
+                opener.open(Basis(root, path, "previous", 6, None))
+        with pytest.raises(UnsafePathError):
+            opener.open(Basis(root, "../outside", "previous", 6, None))
+    finally:
+        opener.close()

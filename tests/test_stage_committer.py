@@ -1,0 +1,166 @@
+"""stage.committer (and the read back from the disk it relies on) directly: what verifies is
+renamed into place, what does not is reported and removed, and nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from deltastage.hashing import hash_bytes
+from deltastage.models import RemoteEntry
+from deltastage.safefs import DirCache, open_dir
+from deltastage.stage import committer as committer_module
+from deltastage.stage.basis import Basis, BasisOpener
+from deltastage.stage.committer import Committer, Pending
+from deltastage.stage.localcopy import LocalCopier
+from deltastage.stage.ownership import Ownership
+from deltastage.stage.peerdir import temp_name
+from deltastage.stage.readback import EarlyCheck, verify_on_disk
+
+OWNERSHIP = Ownership(None, None, None, 0o755)
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[tuple[Path, Committer]]:
+    peer_dir = tmp_path / "peer"
+    peer_dir.mkdir()
+    peer_fd = open_dir(peer_dir)
+    dirs = DirCache(peer_fd, create=True)
+    bases = BasisOpener()
+    copier = LocalCopier(bases, OWNERSHIP, link=True)
+    committer = Committer(peer_fd, dirs, copier, OWNERSHIP, fresh=False)
+    yield peer_dir, committer
+    committer.close()
+    bases.close()
+    dirs.close()
+    os.close(peer_fd)
+
+
+def written(peer_dir: Path, path: str, data: bytes, source: bytes | None = None) -> Pending:
+    """A file received in full: its temp file holds ``data``; the source is ``source``."""
+    source = data if source is None else source
+    parts = path.split("/")
+    (peer_dir / path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name()
+    (peer_dir / path).parent.joinpath(tmp).write_bytes(data)
+    entry = RemoteEntry(path, "file", len(source), 1_000_000_000, 0o640, hash_bytes(source))
+    return Pending(entry, parts, tmp, len(source), hash_bytes(source))
+
+
+def names(peer_dir: Path) -> list[str]:
+    return sorted(p.relative_to(peer_dir).as_posix() for p in peer_dir.rglob("*") if p.is_file())
+
+
+def test_a_verified_file_takes_its_name(peer: tuple[Path, Committer]) -> None:
+    peer_dir, committer = peer
+    committer.add(written(peer_dir, "sub/a.txt", b"hello"))
+    verified, mismatched = committer.settle()
+    assert mismatched == []
+    assert (peer_dir / "sub/a.txt").read_bytes() == b"hello"
+    entry = verified["sub/a.txt"]
+    assert (entry.size, entry.xxh3_128, entry.mode) == (5, hash_bytes(b"hello"), 0o640)
+    assert names(peer_dir) == ["sub/a.txt"]
+
+
+def test_a_flipped_byte_is_a_mismatch_not_renamed(peer: tuple[Path, Committer]) -> None:
+    peer_dir, committer = peer
+    (peer_dir / "b.bin").write_bytes(b"what an earlier run staged")
+    good = written(peer_dir, "a.bin", b"x" * 1000)
+    bad = written(peer_dir, "b.bin", b"y" * 499 + b"Y" + b"y" * 500, source=b"y" * 1000)
+    committer.add(good)
+    committer.add(bad)
+    verified, mismatched = committer.settle()
+    assert list(verified) == ["a.bin"]
+    assert mismatched == [bad]
+    assert (peer_dir / "b.bin").read_bytes() == b"what an earlier run staged", "not replaced"
+    assert names(peer_dir) == ["a.bin", "b.bin"], "the bad temp file is gone"
+
+
+def test_a_file_cut_short_or_grown_does_not_verify(peer: tuple[Path, Committer]) -> None:
+    peer_dir, committer = peer
+    committer.add(written(peer_dir, "short", b"abc", source=b"abcd"))
+    committer.add(written(peer_dir, "long", b"abcde", source=b"abcd"))
+    verified, mismatched = committer.settle()
+    assert verified == {} and {m.entry.path for m in mismatched} == {"short", "long"}
+    assert names(peer_dir) == []
+
+
+def test_a_local_copy_is_made_and_verified_by_the_committer(
+    peer: tuple[Path, Committer], tmp_path: Path
+) -> None:
+    peer_dir, committer = peer
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "same").write_bytes(b"kept")
+    (earlier / "rotten").write_bytes(b"bit rot")
+    for name, source in (("same", b"kept"), ("rotten", b"bit r0t")):
+        entry = RemoteEntry(name, "file", len(source), 0, 0o644, hash_bytes(source))
+        basis = Basis(earlier, name, "previous", len(source), hash_bytes(source))
+        committer.add(Pending(entry, [name], temp_name(), entry.size, hash_bytes(source), basis))
+    verified, mismatched = committer.settle()
+    assert list(verified) == ["same"] and [m.entry.path for m in mismatched] == ["rotten"]
+    assert (peer_dir / "same").read_bytes() == b"kept"
+    assert names(peer_dir) == ["same"]
+
+
+def test_a_full_batch_goes_to_the_thread_at_once(
+    peer: tuple[Path, Committer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer_dir, committer = peer
+    monkeypatch.setattr(committer_module, "BATCH_FILES", 2)
+    committer.add(written(peer_dir, "a", b"a"))
+    time.sleep(0.2)
+    assert not (peer_dir / "a").exists(), "one file is not a batch yet"
+    committer.add(written(peer_dir, "b", b"b"))
+    deadline = time.monotonic() + 10
+    while not (peer_dir / "b").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert names(peer_dir) == ["a", "b"], "committed without being asked to settle"
+    verified, _ = committer.settle()
+    assert sorted(verified) == ["a", "b"]
+
+
+def test_close_removes_what_was_never_committed(tmp_path: Path) -> None:
+    peer_dir = tmp_path / "peer"
+    peer_dir.mkdir()
+    peer_fd = open_dir(peer_dir)
+    dirs = DirCache(peer_fd, create=True)
+    committer = Committer(
+        peer_fd, dirs, LocalCopier(BasisOpener(), OWNERSHIP, link=False), OWNERSHIP, fresh=True
+    )
+    committer.add(written(peer_dir, "d/a", b"never committed"))
+    committer.close()
+    dirs.close()
+    os.close(peer_fd)
+    assert names(peer_dir) == []
+
+
+def test_an_early_check_that_fails_leaves_the_whole_file_to_the_commit(tmp_path: Path) -> None:
+    data = random.Random(13).randbytes(300_000)
+    (tmp_path / "f").write_bytes(data)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)  # fdatasync works on it; a short file does not
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        good = EarlyCheck(worker, fd)
+        good.advance(100_000)
+        good.advance(200_000)
+        start, hasher = good.finish()
+        assert start == 200_000
+        assert verify_on_disk(dir_fd, "f", len(data), hash_bytes(data), start, hasher)
+        short = EarlyCheck(worker, fd)
+        short.advance(400_000)  # past the end: the read back comes up short
+        assert short.finish() == (0, None)
+        dropped = EarlyCheck(worker, fd)
+        dropped.advance(100_000)
+        dropped.abandon()
+    os.close(fd)
+    assert verify_on_disk(dir_fd, "f", len(data), hash_bytes(data))
+    assert not verify_on_disk(dir_fd, "f", len(data) + 1, hash_bytes(data))
+    os.close(dir_fd)
+    assert len(os.listdir("/proc/self/fd")) < 64, "the checks' own fds were closed"
