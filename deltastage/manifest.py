@@ -2,6 +2,8 @@
 
 A manifest exists only when every file it lists was written, fsynced, re-read and verified;
 ``verify`` re-hashes staged files against it. It is the truth; the history catalog is not.
+For a peer whose agent is read-only it also records the stage indicator the peer's collect
+dir did not get (``master_only_indicator``).
 """
 
 from __future__ import annotations
@@ -46,28 +48,32 @@ class Manifest:
     peer: str
     date: str
     files: tuple[ManifestEntry, ...]
+    # the stage indicator, recorded here and in the daily dir only: the agent is read-only
+    master_only_indicator: str | None = None
 
     def by_path(self) -> dict[str, ManifestEntry]:
         return {entry.path: entry for entry in self.files}
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
-    document = {
+    document: dict[str, object] = {
         "format": FORMAT,
         "version": VERSION,
         "peer": manifest.peer,
         "date": manifest.date,
-        "files": [
-            {
-                "path": e.path,
-                "size": e.size,
-                "xxh3_128": e.xxh3_128.hex(),
-                "mode": f"{e.mode:04o}",
-                "mtime_ns": e.mtime_ns,
-            }
-            for e in manifest.files
-        ],
     }
+    if manifest.master_only_indicator is not None:
+        document["master_only_indicator"] = manifest.master_only_indicator
+    document["files"] = [
+        {
+            "path": e.path,
+            "size": e.size,
+            "xxh3_128": e.xxh3_128.hex(),
+            "mode": f"{e.mode:04o}",
+            "mtime_ns": e.mtime_ns,
+        }
+        for e in manifest.files
+    ]
     return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -104,8 +110,14 @@ def decode_manifest(data: bytes) -> Manifest:
         if size < 0 or not isinstance(mtime_ns, int):
             raise IntegrityError(f"manifest: bad size or mtime for {path!r}")
         files.append(ManifestEntry(path, size, digest, mode, mtime_ns))
+    indicator = document.get("master_only_indicator")
+    if indicator is not None and not isinstance(indicator, str):
+        raise IntegrityError("manifest: 'master_only_indicator' is not a string")
     return Manifest(
-        peer=str(document.get("peer", "")), date=str(document.get("date", "")), files=tuple(files)
+        peer=str(document.get("peer", "")),
+        date=str(document.get("date", "")),
+        files=tuple(files),
+        master_only_indicator=indicator,
     )
 
 

@@ -210,6 +210,8 @@ def test_the_honest_inputs_decode() -> None:
     assert decoder.result() == SIG
     manifest = Manifest("p", "2026-11-23", (ManifestEntry("a/b", 3, b"\1" * 16, 0o644, 5),))
     assert decode_manifest(encode_manifest(manifest)) == manifest
+    read_only = Manifest("p", "2026-11-23", (), master_only_indicator="cback.stage")
+    assert decode_manifest(encode_manifest(read_only)) == read_only
 
 
 # --- the campaigns ------------------------------------------------------------------------
@@ -329,6 +331,7 @@ MANIFEST = encode_manifest(
             ManifestEntry("a/b.txt", 12, b"\1" * 16, 0o644, 10**18),
             ManifestEntry("c", 0, b"\2" * 16, 0o600, 0),
         ),
+        master_only_indicator="cback.stage",
     )
 )
 
@@ -379,6 +382,7 @@ MANIFEST_TRAPS = [
     b'{"format": "deltastage-manifest", "files": {"a": 1}}',
     b'{"format": "deltastage-manifest", "files": [{"path": "a", "xxh3_128": "zz", "size": 1}]}',
     b"\xff\xfe",
+    b'{"format": "deltastage-manifest", "master_only_indicator": 5, "files": []}',
 ]
 
 

@@ -29,6 +29,8 @@ from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import bounded_session, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
+    CAPABILITIES,
+    PROTOCOL_VERSION,
     DeltaData,
     DeltaEnd,
     Error,
@@ -258,6 +260,26 @@ ATTACKS = [
         "wrong-version",
         "version mismatch",
         on_hello=lambda liar: [HelloReply(99, "9", ("/collect",), frozenset())],
+    ),
+    Attack(
+        # the master then keeps the stage indicator on its side: nothing lost, nothing sent
+        "claims-read-only",
+        "",
+        on_hello=lambda liar: [HelloReply(PROTOCOL_VERSION, "l", (liar.root,), CAPABILITIES)],
+    ),
+    Attack(
+        "claims-other-indicators",
+        "writes only the indicators 'x.stage', not 'cback.stage'",
+        on_hello=lambda liar: [
+            HelloReply(PROTOCOL_VERSION, "l", (liar.root,), CAPABILITIES, ("x.stage",))
+        ],
+    ),
+    Attack(
+        "indicator-name-with-a-slash",
+        "bad indicator name",
+        on_hello=lambda liar: [
+            HelloReply(PROTOCOL_VERSION, "l", (liar.root,), CAPABILITIES, ("../cback.stage",))
+        ],
     ),
     Attack(
         "copy-past-basis",
@@ -507,6 +529,9 @@ def test_attack_is_refused_and_contained(tmp_path: Path, attack: Attack) -> None
     else:
         assert liar_report.status == "staged", liar_report.error
         assert verify_peer_dir(liar_dir).ok
+        # the peer is told it was staged exactly when the report says it was
+        told = outcome.liar.indicators_written == ["cback.stage"]
+        assert told == (liar_report.stage_indicator == "peer"), liar_report
     for path in liar_dir.rglob("*"):
         assert not path.is_symlink() or path.name in ("etc", "victim.bin", ".deltastage-partial")
         if path.is_file() and not path.is_symlink():

@@ -107,6 +107,7 @@ def test_remote_peer_first_day_second_day_and_rerun(tmp_path: Path, sshd_server:
     assert (code, web["status"], web["files"]) == (0, "staged", 3), web
     assert staged_tree(tmp_path, date(2026, 11, 23), "web1") == files
     assert (collect / "cback.stage").exists(), "indicator written on the peer through the agent"
+    assert web["stage_indicator"] == "peer"
     assert web["wire_bytes"] > 2 << 20 and web["wire_bytes"] < (2 << 20) * 1.05
 
     edited = bytearray(files["dump.bin"])

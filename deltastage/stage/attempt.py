@@ -4,7 +4,8 @@ The attempt takes hold of the peer's staging dir and everything it works with (t
 fds, the committer and checker threads) when it is made, and releases them in one place,
 ``close``. ``run`` surveys the peer (and sends the guessed fetch meanwhile), plans, queues
 the local copies, fetches the rest through the pipeline, has every file committed, fetches
-again what did not verify, then writes the manifest and the peer's stage indicator.
+again what did not verify, then writes the manifest and the peer's stage indicator (to a
+read-only agent, none: the manifest records it instead).
 """
 
 from __future__ import annotations
@@ -149,14 +150,32 @@ class Attempt:
         remove_extras(self.peer_fd, {e.path for e in entries})
         remove_tree_beneath(self.peer_fd, PARTIAL_DIR)
         apply_dir_ownership(self.peer_fd, self.target.ownership)
-        manifest = Manifest(peer, self.target.run_date.isoformat(), entries)
+        assert self.session.info is not None  # the survey's handshake
+        read_only = self.session.info.read_only
+        manifest = Manifest(
+            peer,
+            self.target.run_date.isoformat(),
+            entries,
+            master_only_indicator=options.stage_indicator if read_only else None,
+        )
         write_manifest(
             self.peer_fd,
             manifest,
             owner=self.target.ownership.owner,
             mode=self.target.ownership.file_mode or 0o644,
         )
-        self.session.write_indicator(root, options.stage_indicator)
+        if read_only:
+            log.info(
+                "peer=%s read-only agent: %s recorded on the master only "
+                "(daily dir and manifest), not in %s",
+                peer,
+                options.stage_indicator,
+                root,
+            )
+            self.report.stage_indicator = "master-only"
+        else:
+            self.session.write_indicator(root, options.stage_indicator)
+            self.report.stage_indicator = "peer"
 
     def _guess(self) -> Transfer | None:
         """Send the guessed fetch, in a new day's dir only (a re-run has it staged)."""

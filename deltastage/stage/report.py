@@ -26,6 +26,9 @@ class PeerReport:
     reused: int = 0  # files that needed no transfer (already staged, or same as the basis)
     skipped: list[str] = field(default_factory=list)  # symlinks and special files, not copied
     attempts: int = 0
+    # where the stage indicator went, once staged: "peer" (the collect dir too) or
+    # "master-only" (a read-only agent: the daily dir and the manifest only)
+    stage_indicator: str | None = None
 
     @property
     def ok(self) -> bool:
