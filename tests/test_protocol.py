@@ -68,9 +68,11 @@ names = st.text(min_size=1, max_size=30)
 caps = st.frozensets(st.text(max_size=16), max_size=5)
 # indicator names are single file names
 indicators = st.lists(
-    st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=30).filter(
-        lambda name: name not in (".", "..")
-    ),
+    st.text(
+        st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+        min_size=1,
+        max_size=30,
+    ).filter(lambda name: name not in (".", "..")),
     max_size=MAX_INDICATORS,
 ).map(tuple)
 
