@@ -1,7 +1,7 @@
 """The entry point of both `deltastage` and `python -m deltastage`.
 
-The command lines ``fastargv`` specifies (the agent, the rdiff-like commands) run without
-importing typer; anything else, including --help and bad input, goes to the typer CLI.
+The command lines ``fastargv`` specifies (the agent, the rdiff-like commands, a stage) run
+without importing typer; anything else, including --help and bad input, goes to the typer CLI.
 """
 
 import sys
@@ -15,7 +15,7 @@ def main() -> None:
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     code = fastargv.run(sys.argv[1:])
     if code is None:
-        from deltastage.cli import main as cli_main
+        from deltastage.cli.main import main as cli_main
 
         cli_main()
         return

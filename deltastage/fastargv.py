@@ -1,8 +1,9 @@
 """The command lines run without typer: one argv specification, read by ``__main__``.
 
-Two kinds of command start often enough for typer's start-up (it builds a model per
-parameter) to show: the agent, started once per SSH connection, and the rdiff-like
-``signature``/``delta``/``patch``, which are compared with rdiff's own short runs. A plainly
+Three kinds of command start where typer's start-up (it builds a model per parameter) shows:
+the agent, started once per SSH connection; the rdiff-like ``signature``/``delta``/``patch``,
+which are compared with rdiff's own short runs; and ``stage``, which opens its first peers'
+sessions before the rest of the master is imported (``cli.stagerun``). A plainly
 well-formed command line for one of them is parsed here and calls the same function the typer
 command calls. Anything else (help, unusual spellings, values typer might read differently)
 gives None and goes to the typer CLI, which stays the one authority for usage and messages;
@@ -15,13 +16,15 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from deltastage.errors import REPORTED, exit_status
 
 __all__ = ["COMMANDS", "Call", "Command", "Option", "parse", "run"]
 
 STDIO = "-"
-Value = int | str | bool | list[int | str]
+Scalar = int | str | Path
+Value = Scalar | bool | list[Scalar]
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Option:
 
     spellings: tuple[str, ...]
     keyword: str
-    type: type[int] | type[str] = str
+    type: type[int] | type[str] | type[Path] = str
     # The values an int option may take (typer's min and max).
     bounds: range | None = None
     # Each use adds a value to a list (typer's list[...] options).
@@ -39,14 +42,16 @@ class Option:
     # Takes no value: present, it fills its keyword with True (typer's bool options).
     flag: bool = False
 
-    def convert(self, text: str) -> int | str | None:
+    def convert(self, text: str) -> Scalar | None:
         """``text`` as this option's value; None where only typer should judge it."""
         if self.type is int:
             if not (text.isascii() and text.isdigit()):
                 return None
             number = int(text)
             return number if self.bounds is None or number in self.bounds else None
-        return text if text and not text.startswith("-") else None
+        if not text or text.startswith("-"):
+            return None
+        return Path(text) if self.type is Path else text
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,23 @@ COMMANDS: dict[str, Command] = {
         (Option(("--level", "-l"), "level", int, bounds=range(23)),),
     ),
     "patch": Command("deltastage.rdiff:patch_file", ("basis", "delta_in", "out")),
+    "stage": Command(
+        "deltastage.cli.stagerun:stage_command",
+        (),
+        (
+            Option(("--config", "-c"), "config", Path),
+            Option(("--cedar-config",), "cedar_config", Path),
+            Option(("--date",), "run_date"),
+            Option(("--full",), "full", flag=True),
+            Option(("--peer", "-p"), "peer", repeatable=True),
+            Option(("--dry-run", "-n"), "dry_run", flag=True),
+            Option(("--jobs", "-j"), "jobs", int, bounds=range(1, 65)),
+            Option(("--json",), "as_json", flag=True),
+            Option(("--log-level",), "log_level"),
+            Option(("--log-file",), "log_file", Path),
+            Option(("--syslog",), "syslog", flag=True),
+        ),
+    ),
     "agent": Command(
         "deltastage.agent:run_stdio",
         (),
@@ -107,8 +129,8 @@ def parse(argv: Sequence[str]) -> Call | None:
         return None
     by_spelling = {spelling: option for option in command.options for spelling in option.spellings}
     positional: list[str] = []
-    single: dict[str, int | str | bool] = {}
-    repeated: dict[str, list[int | str]] = {}
+    single: dict[str, Scalar | bool] = {}
+    repeated: dict[str, list[Scalar]] = {}
     args = iter(argv[1:])
     for arg in args:
         if arg == STDIO or not arg.startswith("-"):

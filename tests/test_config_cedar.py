@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deltastage.cli import app
+from deltastage.cli.main import app
 from deltastage.config import (
     Config,
     Options,

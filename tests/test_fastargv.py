@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from deltastage import fastargv
-from deltastage.cli import app
+from deltastage.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 # (target, bound arguments) of each call a command made
@@ -44,11 +44,23 @@ ACCEPTED = [
     ["agent", "--indicator=x", "--root", "/a", "--indicator", "y"],
     ["agent", "--root", "/a", "--read-only"],
     ["agent", "--read-only", "--root=/a", "--read-only"],
+    ["stage"],
+    ["stage", "--config", "/etc/ds.toml"],
+    ["stage", "-c", "c.toml", "--date", "2026-12-01", "--full", "--json"],
+    ["stage", "--cedar-config=/etc/cback3.conf", "-p", "web1", "--peer", "db1", "-j", "2"],
+    ["stage", "-c", "c.toml", "--dry-run", "-n", "--jobs=64", "--log-level", "debug"],
+    ["stage", "-c", "c.toml", "--log-file", "/var/log/ds.log", "--syslog"],
 ]
 
 LEFT_TO_TYPER = [
     [],
-    ["stage"],
+    ["stage", "--help"],
+    ["stage", "-c", "c.toml", "--jobs", "0"],
+    ["stage", "-c", "c.toml", "-j", "65"],
+    ["stage", "-c", "c.toml", "--full=yes"],
+    ["stage", "-c", "c.toml", "extra"],
+    ["stage", "-c"],
+    ["stage", "-nc", "c.toml"],
     ["--version"],
     ["signature", "--help"],
     ["signature", "b"],

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from deltastage.cli import app
+from deltastage.cli.main import app
 from deltastage.history import CATALOG_NAME, HistoryRow, read_history
 from deltastage.report import (
     human_bytes,

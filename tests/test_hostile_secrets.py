@@ -26,7 +26,7 @@ AGENT = shlex.join([sys.executable, "-m", "deltastage", "agent"])
 CRASH = """
 import socket
 import sys
-from deltastage.cli import app
+from deltastage.cli.main import app
 
 def connect(*args, **kwargs):
     raise RuntimeError("crash with the key loaded")

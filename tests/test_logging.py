@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import deltastage.cli.logs
-from deltastage.cli import app
+from deltastage.cli.main import app
 
 runner = CliRunner()
 DAY = "2026-11-23"

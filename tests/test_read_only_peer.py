@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deltastage.cli import app
+from deltastage.cli.main import app
 from deltastage.config import Options, PeerConfig, load_config
 from deltastage.manifest import MANIFEST_NAME, decode_manifest
 from deltastage.master.connect import bounded_session

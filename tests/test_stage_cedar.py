@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from deltastage.cli import app
+from deltastage.cli.main import app
 from deltastage.manifest import MANIFEST_NAME
 
 runner = CliRunner()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from deltastage.config import Options, PeerConfig, load_config
 from deltastage.delta import SignatureBuilder
 from deltastage.errors import ConnectError
-from deltastage.master.connect import open_peer_session
+from deltastage.master.connect import EarlySessions, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.stage.presign import Presigner
 from deltastage.stage.run import run_stage
@@ -222,6 +223,57 @@ def test_a_failure_to_connect_counts_as_an_attempt_and_is_retried(tmp_path: Path
     result = report.peers[0]
     assert (result.status, result.attempts) == ("staged", 2)
     assert calls == ["web1", "web1"]
+
+
+def test_an_early_session_serves_the_first_attempt(tmp_path: Path) -> None:
+    config = load_config(_site(tmp_path))
+    opened: list[str] = []
+
+    def factory(peer: PeerConfig, options: Options) -> PeerSession:
+        opened.append(threading.current_thread().name)
+        return open_peer_session(peer, options)
+
+    with EarlySessions(config.peers, config.options, factory) as early:
+        report = run_stage(
+            config, run_date=date.fromisoformat(DAY1), session_factory=early.session_factory
+        )
+    assert report.peers[0].status == "staged"
+    assert opened == ["connect"], "one session, opened on the early thread"
+
+
+def test_an_early_open_failure_is_the_first_attempt_and_is_retried(tmp_path: Path) -> None:
+    config = load_config(_site(tmp_path))
+    calls: list[str] = []
+
+    def flaky(peer: PeerConfig, options: Options) -> PeerSession:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise ConnectError("web1:22: connection refused")
+        return open_peer_session(peer, options)
+
+    with EarlySessions(config.peers, config.options, flaky) as early:
+        report = run_stage(
+            config, run_date=date.fromisoformat(DAY1), session_factory=early.session_factory
+        )
+    assert (report.peers[0].status, report.peers[0].attempts) == ("staged", 2)
+    assert calls == ["connect", "MainThread"]
+
+
+def test_early_sessions_nobody_took_are_closed(tmp_path: Path) -> None:
+    config = load_config(_site(tmp_path))
+    sessions: list[PeerSession] = []
+
+    def factory(peer: PeerConfig, options: Options) -> PeerSession:
+        session = open_peer_session(peer, options)
+        sessions.append(session)
+        return session
+
+    EarlySessions(config.peers, config.options, factory).close()
+    for _ in range(200):
+        if sessions and sessions[0]._closed:
+            break
+        threading.Event().wait(0.01)
+    assert sessions and sessions[0]._closed
 
 
 # --- the console script's exit -----------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deltastage.cli import app
+from deltastage.cli.main import app
 from deltastage.config import load_config
 from deltastage.errors import ConnectionClosed
 from deltastage.manifest import MANIFEST_NAME

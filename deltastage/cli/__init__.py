@@ -1,30 +1,11 @@
 """The command line: a thin Typer shell that parses options, calls the library, maps errors.
 
-Layout: ``app`` (the Typer app, --version, errors to exit codes), ``options`` (the options
-several commands share: config, logging, JSON), one module per command or small group
-(``rdiff``, ``stage``, ``verify``, ``check``, ``history``, ``config``, ``agent``), ``render``
+Layout: ``main`` (the app with every command, the console script's entry), ``app`` (the
+Typer app, --version, errors to exit codes), ``options`` (the typer declarations of the
+options several commands share) and ``support`` (what they do), one module per command or
+small group (``rdiff``, ``stage``, ``verify``, ``check``, ``history``, ``config``,
+``agent``), ``stagerun`` (the stage command's work, also run without typer), ``render``
 (every table and progress display) and ``logs`` (logging to stderr, a file, syslog).
-Only this package imports typer.
+Only this package imports typer; this file imports nothing, so ``stagerun``, ``render`` and
+``logs`` load without it.
 """
-
-from __future__ import annotations
-
-from deltastage.cli import agent, check, config, history, rdiff, stage, verify
-from deltastage.cli.app import app, main
-
-__all__ = ["app", "main"]
-
-# In the order --help lists them.
-for command in (
-    rdiff.signature,
-    rdiff.delta,
-    rdiff.patch,
-    stage.stage,
-    verify.verify,
-    check.check,
-    history.history,
-    history.report,
-):
-    app.command()(command)
-app.add_typer(config.config_app, name="config")
-app.command()(agent.agent)

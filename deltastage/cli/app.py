@@ -1,6 +1,6 @@
 """The Typer app, its --version, and the mapping of errors to one line and an exit code.
 
-Each command module under ``cli/`` registers its commands on ``app``; ``cli/__init__``
+Each command module under ``cli/`` declares its commands; ``cli/main``
 imports them in the order ``--help`` lists them.
 """
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from deltastage.cli.app import run_guarded
-from deltastage.cli.options import CedarOpt, ConfigOpt, JsonOpt, load, print_json
+from deltastage.cli.options import CedarOpt, ConfigOpt, JsonOpt
+from deltastage.cli.support import load, print_json
 
 __all__ = ["check"]
 

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from deltastage.cli.app import run_guarded
-from deltastage.cli.options import CedarOpt, ConfigOpt, load, print_json
+from deltastage.cli.options import CedarOpt, ConfigOpt
+from deltastage.cli.support import load, print_json
 
 __all__ = ["history", "report"]
 

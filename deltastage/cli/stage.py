@@ -1,12 +1,12 @@
-"""``deltastage stage``: stage every ready peer into today's dir, with progress and a table."""
+"""``deltastage stage``: its typer declaration; the work is ``stagerun.stage_command``."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated
 
 import typer
 
+from deltastage.cli import stagerun
 from deltastage.cli.app import run_guarded
 from deltastage.cli.options import (
     CedarOpt,
@@ -15,10 +15,6 @@ from deltastage.cli.options import (
     LogFileOpt,
     LogLevelOpt,
     SyslogOpt,
-    load,
-    parse_date,
-    print_json,
-    setup_logging,
 )
 
 __all__ = ["stage"]
@@ -48,35 +44,20 @@ def stage(
     syslog: SyslogOpt = False,
 ) -> None:
     """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
-
-    def action() -> int:
-        setup_logging(log_level, log_file, syslog)
-        cfg = load(config, cedar_config)
-        day = parse_date(run_date)
-        from rich.console import Console
-
-        from deltastage.cli.render import LogObserver, RichObserver, render_stage_table
-        from deltastage.history import record_stage
-        from deltastage.stage.run import run_stage
-
-        console = Console(stderr=as_json)
-        bars = RichObserver(console) if console.is_terminal and not as_json else None
-        with bars or contextlib.nullcontext():
-            report = run_stage(
-                cfg,
-                run_date=day,
+    raise typer.Exit(
+        run_guarded(
+            lambda: stagerun.stage_command(
+                config=config,
+                cedar_config=cedar_config,
+                run_date=run_date,
                 full=full,
-                only_peers=tuple(peer or ()),
+                peer=peer,
                 dry_run=dry_run,
                 jobs=jobs,
-                observer=bars or LogObserver(),
+                as_json=as_json,
+                log_level=log_level,
+                log_file=log_file,
+                syslog=syslog,
             )
-        if not dry_run:
-            record_stage(cfg.staging_dir, report)
-        if as_json:
-            print_json(report.as_json())
-        else:
-            render_stage_table(report, console)
-        return report.exit_code
-
-    raise typer.Exit(run_guarded(action))
+        )
+    )

@@ -10,18 +10,8 @@ from typing import Annotated
 import typer
 
 from deltastage.cli.app import run_guarded
-from deltastage.cli.options import (
-    CedarOpt,
-    ConfigOpt,
-    JsonOpt,
-    LogFileOpt,
-    LogLevelOpt,
-    SyslogOpt,
-    load,
-    parse_date,
-    print_json,
-    setup_logging,
-)
+from deltastage.cli.options import CedarOpt, ConfigOpt, JsonOpt, LogFileOpt, LogLevelOpt, SyslogOpt
+from deltastage.cli.support import load, parse_date, print_json, setup_logging
 from deltastage.errors import UsageError
 
 __all__ = ["verify"]

@@ -1,8 +1,11 @@
-"""Opening a session with a peer's agent: in-process for a local peer, over SSH otherwise."""
+"""Opening a session with a peer's agent (in-process for a local peer, over SSH otherwise),
+and opening the first peers' sessions early."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import threading
 from collections.abc import Callable, Sequence
 
 from deltastage.config import Config, Options, PeerConfig
@@ -10,6 +13,7 @@ from deltastage.master.session import PeerSession
 from deltastage.transports.base import Transport
 
 __all__ = [
+    "EarlySessions",
     "SessionFactory",
     "agent_argv",
     "bounded_session",
@@ -70,3 +74,80 @@ def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
 def select_peers(config: Config, only_peers: Sequence[str]) -> list[PeerConfig]:
     """The peers a run stages, in order (``config.peer`` refuses an unknown name)."""
     return [config.peer(name) for name in only_peers] if only_peers else list(config.peers)
+
+
+class _Opening:
+    """One peer's session, being opened on a thread of its own."""
+
+    def __init__(self, peer: PeerConfig, options: Options, factory: SessionFactory) -> None:
+        self._lock = threading.Lock()
+        self._session: PeerSession | None = None
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._open, args=(peer, options, factory), name="connect", daemon=True
+        )
+        self._thread.start()
+
+    def _open(self, peer: PeerConfig, options: Options, factory: SessionFactory) -> None:
+        try:
+            session = factory(peer, options)
+        except BaseException as exc:  # raised to whoever takes the session, as its own
+            self._error = exc
+            return
+        with self._lock:
+            self._session = session
+            abandoned = self._abandoned
+        if abandoned:
+            with contextlib.suppress(Exception):
+                session.close()
+
+    def take(self) -> PeerSession:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._session is not None
+        return self._session
+
+    def abandon(self) -> None:
+        """Close the session once it is open, without waiting for that here."""
+        with self._lock:
+            self._abandoned = True
+            session = self._session
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
+class EarlySessions:
+    """The first peers' sessions, opened at once, on threads, while the caller goes on.
+
+    On a WAN, connecting, the SSH handshake and the agent's start take longer than the rest of
+    the master's start-up; opened early, they overlap it. ``session_factory`` hands out each
+    early session once, for the peer's first attempt, and opens any other as ``factory`` does;
+    an error opening it is raised there, as that attempt's. ``close`` closes what nobody took.
+    """
+
+    def __init__(
+        self,
+        peers: Sequence[PeerConfig],
+        options: Options,
+        factory: SessionFactory = open_peer_session,
+    ) -> None:
+        self._factory = factory
+        self._openings = {peer.name: _Opening(peer, options, factory) for peer in peers}
+
+    def session_factory(self, peer: PeerConfig, options: Options) -> PeerSession:
+        opening = self._openings.pop(peer.name, None)
+        return self._factory(peer, options) if opening is None else opening.take()
+
+    def close(self) -> None:
+        openings, self._openings = self._openings, {}
+        for opening in openings.values():
+            opening.abandon()
+
+    def __enter__(self) -> EarlySessions:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
