@@ -47,8 +47,7 @@ _QUEUE_LIMIT = 8 << 20
 # Basis buffers patch reads copies into (each as big as the patcher's largest read).
 _RING_SLOTS = 6
 # The kernel copies into a buffer 16 bytes past a 32-byte boundary (where malloc leaves a
-# bytearray's) ~35% slower than into a 64-byte aligned one: 38 ms against 28 ms for 256 MiB
-# of basis on an AMD EPYC.
+# bytearray's) markedly slower than into a 64-byte aligned one.
 _ALIGN = 64
 
 
@@ -262,8 +261,8 @@ class _BasisRing:
     """Basis reads into a ring of reused buffers, written out through ``output``.
 
     A buffer handed to the output is refilled only once the output has written it, so the
-    reads run ahead of the writer by at most the ring, and no read allocates (fresh 1 MiB
-    buffers cost page faults: 42 ms instead of 28 ms to read 256 MiB).
+    reads run ahead of the writer by at most the ring, and no read allocates (fresh buffers
+    would cost a page fault per page).
     """
 
     def __init__(self, fd: int, output: _FileOutput | _StdoutOutput, size: int) -> None:

@@ -7,7 +7,7 @@ once (``scan``) and how to confirm a candidate by its strong hash.
 Strategy, fastest case first:
 
 1. Expected block: after a match at block ``i`` the next bytes are most likely block
-   ``i + 1``. Compare its strong hash directly (xxh3 runs at >10 GB/s), no rolling at all.
+   ``i + 1``. Compare its strong hash directly (xxh3 is far faster than rolling), no rolling at all.
 2. Otherwise hash every window of a chunk with numpy, keep offsets whose weak hash is in the
    signature, and confirm those in offset order by strong hash. The chunk starts small
    (one edit usually re-synchronises within a block or two) and doubles while nothing

@@ -61,8 +61,8 @@ def choose_block_size(size: int) -> int:
 def choose_strong_len(basis_size: int, block_size: int) -> int:
     """rsync's s2length: strong bytes per block so that, with the 32-bit weak hash, a false
     block match anywhere in this file is about 2^-10 likely; the whole-file xxh3-128 catches
-    the rest (the stage then retries at ``MAX_STRONG_LEN``). 3 bytes for a 120 MB tar in
-    11 KiB blocks, where a fixed 8 would make the signature 70% larger."""
+    the rest (the stage then retries at ``MAX_STRONG_LEN``). Big files in big blocks need few
+    bytes, where a fixed length would make every signature much larger."""
     bits = 9 + 2 * max(basis_size, 1).bit_length() - max(block_size, 1).bit_length()
     return max(MIN_ADAPTIVE_STRONG_LEN, min(MAX_STRONG_LEN, (bits + 1 - 32 + 7) // 8))
 

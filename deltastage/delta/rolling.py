@@ -60,7 +60,7 @@ def block_weaks(data: U8, block_size: int) -> npt.NDArray[np.uint32]:
     t = tables(block_size + 1)
     # Row i of the matrix dotted with M*B^(L-1-j) is exactly the window hash of block i.
     # einsum casts the bytes in cache-sized pieces; matmul widens the whole matrix to u64
-    # first and is ~1.4x slower here.
+    # first, which is slower.
     coeffs = t.pow_mix[:block_size][::-1]
     full: U64 = np.einsum(
         "ij,j->i", data[: n_full * block_size].reshape(n_full, block_size), coeffs
