@@ -31,9 +31,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmarks against rdiff and rsync (needs both installed)."""
-    session.install(".[test]")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    """Side-by-side benchmarks against rdiff and rsync (needs both installed): the delta core,
+    then a week of the real Cedar Backup's collect (cedar-week); or what the arguments name."""
+    session.install(".[test,bench]")
+    runs = [session.posargs] if session.posargs else [["core"], ["cedar-week"]]
+    for args in runs:
+        session.run("python", "-m", "benchmarks", *args)
 
 
 @nox.session(python=PYTHON)

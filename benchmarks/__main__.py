@@ -1,4 +1,5 @@
-"""Dispatch ``python -m benchmarks [NAME|all] [options]`` to ``benchmarks/<NAME>.py:main``."""
+"""Dispatch ``python -m benchmarks [NAME|all] [options]`` to ``benchmarks/<NAME>.py:main``
+(a module's underscores are hyphens in NAME: ``cedar-week`` is cedar_week.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def available() -> dict[str, Callable[[list[str]], int]]:
         module = importlib.import_module(f"benchmarks.{info.name}")
         entry = getattr(module, "main", None)
         if callable(entry):
-            found[info.name] = entry
+            found[info.name.replace("_", "-")] = entry
     return found
 
 

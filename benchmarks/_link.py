@@ -78,6 +78,11 @@ class Link:
             sh("tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf",
                "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
 
+    def unshape(self) -> None:
+        for ns, dev in ((self.master_ns, self.master_if), (self.peer_ns, self.peer_if)):
+            # fails harmlessly when the link is not shaped
+            sh("tc", "-n", ns, "qdisc", "del", "dev", dev, "root", check=False)
+
 
 @contextmanager
 def namespaces() -> Iterator[Link]:
