@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, fields
 from datetime import date, timedelta
 from pathlib import Path
@@ -60,13 +61,26 @@ def load_text(tmp_path: Path, text: str, **kwargs: bool) -> Config:
     return load_config(write(tmp_path, text), **kwargs)
 
 
+def problem_lines(message: str, source: Path) -> list[str]:
+    """The problems a ConfigError message reports for ``source``, each checked to be one
+    whole line naming the file: one problem alone on its line, several under a heading."""
+    heading, *rest = message.split("\n")
+    if not rest:
+        assert heading.startswith(f"{source}: "), message
+        return [heading]
+    more = re.fullmatch(r"  and (\d+) more", rest[-1])
+    problems = rest[:-1] if more else rest
+    assert heading == f"{source}: {len(problems) + int(more[1] if more else 0)} problems"
+    assert all(line.startswith(f"  {source}: ") for line in problems), message
+    return [line.removeprefix("  ") for line in problems]
+
+
 def error_of(tmp_path: Path, text: str, **kwargs: bool) -> str:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, **kwargs)
     message = str(info.value)
-    assert message.startswith(f"{path}: "), message
-    assert "\n" not in message
+    problem_lines(message, path)
     return message
 
 
@@ -415,13 +429,34 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         + '[[peers]]\nname = "a/b"\ntype = "local"\ncollect_dir = "/c"\nignore_failures = 1\n'
     )
     message = error_of(tmp_path, text)
-    for key in (
-        "options.jobs",
-        "options.starting_day",
-        "peers[0].name",
-        "peers[0].ignore_failures",
-    ):
-        assert f"{key}: " in message
+    path = tmp_path / "deltastage.toml"
+    keys = ["options.jobs", "options.starting_day", "peers[0].name", "peers[0].ignore_failures"]
+    # a heading naming the file, then one line per problem: the file, the key, the reason
+    assert message.split("\n")[0] == f"{path}: 4 problems"
+    lines = problem_lines(message, path)
+    assert sorted(line.split(": ")[1] for line in lines) == sorted(keys)
+
+
+def test_an_unknown_key_line_suggests_the_likely_one(tmp_path: Path) -> None:
+    text = STAGE + LOCAL + 'hots = "x"\nport = 0\n'
+    lines = problem_lines(error_of(tmp_path, text), tmp_path / "deltastage.toml")
+    assert f"{tmp_path / 'deltastage.toml'}: peers[0].hots: unknown key (did you mean 'host'?)" in (
+        lines
+    )
+
+
+def test_a_long_list_of_problems_is_capped_with_a_count(tmp_path: Path) -> None:
+    text = STAGE + LOCAL + "".join(f"unknown{n} = 1\n" for n in range(30))
+    message = error_of(tmp_path, text)
+    assert message.split("\n")[0].endswith(": 30 problems")
+    assert message.split("\n")[-1] == "  and 10 more"
+    assert len(problem_lines(message, tmp_path / "deltastage.toml")) == 20
+
+
+def test_values_with_line_breaks_stay_on_their_problem_line(tmp_path: Path) -> None:
+    text = STAGE + '[[peers]]\nname = "a\\nb/c"\ntype = "x\\r\\ny"\ncollect_dir = "/c"\n'
+    lines = problem_lines(error_of(tmp_path, text), tmp_path / "deltastage.toml")
+    assert len(lines) == 2 and all("\\n" in line for line in lines)
 
 
 def test_accounts_are_checked_when_asked_or_when_root(tmp_path: Path) -> None:

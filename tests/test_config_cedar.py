@@ -18,6 +18,7 @@ from deltastage.config import (
 )
 from deltastage.errors import ConfigError
 from deltastage.models import Gateway
+from tests.test_config import problem_lines
 
 DATA = Path(__file__).resolve().parent / "data" / "cedar"
 VALID = sorted(p.name for p in DATA.glob("*.conf") if not p.name.startswith("invalid-"))
@@ -132,9 +133,7 @@ def test_invalid_samples_name_file_element_and_reason(name: str) -> None:
     with pytest.raises(ConfigError) as info:
         cedar(name)
     message = str(info.value)
-    assert message.startswith(f"{DATA / name}: ")
-    assert EXPECTED_ERRORS[name] in message
-    assert "\n" not in message
+    assert any(EXPECTED_ERRORS[name] in line for line in problem_lines(message, DATA / name))
 
 
 OPTIONS = """<options><starting_day>monday</starting_day><working_dir>/tmp</working_dir>
@@ -254,13 +253,27 @@ def test_cli_import_cedar_prints_toml_that_loads_back_equal(tmp_path: Path, name
 
 
 @pytest.mark.parametrize("name", [*INVALID, "no-such-file.conf"])
-def test_cli_import_cedar_fails_with_one_line_and_exit_2(name: str) -> None:
+def test_cli_import_cedar_fails_with_one_line_per_problem_and_exit_2(name: str) -> None:
     result = runner.invoke(app, ["config", "import-cedar", str(DATA / name)])
     assert result.exit_code == 2
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith(f"deltastage: error: {DATA / name}: ")
+    assert result.stderr.startswith("deltastage: error: ") and result.stderr.endswith("\n")
+    problem_lines(result.stderr.removeprefix("deltastage: error: ")[:-1], DATA / name)
+
+
+def test_several_problems_are_listed_one_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "cback3.conf"
+    path.write_text(
+        "<cb_config><options><starting_day>someday</starting_day></options>"
+        "<stage><staging_dir>relative</staging_dir></stage></cb_config>",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["config", "import-cedar", str(path)])
+    assert result.exit_code == 2
+    heading, *lines = result.stderr.splitlines()
+    assert heading == f"deltastage: error: {path}: {len(lines)} problems" and len(lines) > 2
+    assert all(line.startswith(f"  {path}: ") for line in lines)
+    assert f"  {path}: options/starting_day: must be a weekday name" in "\n".join(lines)
 
 
 def test_only_stage_hooks_warn_and_are_numbered_per_kind(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from deltastage.config import Config, config_to_toml, load_cedar_config, load_config
 from deltastage.errors import ConfigError
+from tests.test_config import problem_lines
 
 DATA = Path(__file__).resolve().parent / "data" / "cedar"
 CEDAR_SAMPLES = [p.read_bytes() for p in sorted(DATA.glob("*.conf"))]
@@ -118,7 +119,7 @@ def only_config_errors(loader: Callable[[Path], Config], path: Path, data: bytes
     try:
         config = loader(path)
     except ConfigError as exc:
-        assert "\n" not in str(exc)
+        problem_lines(str(exc), path)
         event("rejected")
         return
     event("loaded")

@@ -1,8 +1,9 @@
 """Configuration: deltastage's TOML file, and an importer for Cedar Backup 3's XML.
 
 Both loaders validate the whole file before returning anything: a config is either complete
-and valid or a ``ConfigError`` whose one-line message names the file, every offending key
-(``peers[2].ignore_failures``, or ``stage/peer[2]/ignore_failures`` in Cedar's XML) and why.
+and valid or a ``ConfigError`` whose message names the file, every offending key
+(``peers[2].ignore_failures``, or ``stage/peer[2]/ignore_failures`` in Cedar's XML) and why,
+one problem per line.
 
 - ``model``: the Config, Options and PeerConfig dataclasses, and Cedar's ignore_failures rule;
   each config key is described once, on its field (``schema``: kinds of values, help);

@@ -1,5 +1,6 @@
-"""Every problem found in one config file, reported at once as one ``ConfigError`` line:
-the file, then each key and why (with the likeliest meant key for an unknown one)."""
+"""Every problem found in one config file, reported at once as one ``ConfigError``: a
+single problem on one line (the file, the key, why, with the likeliest meant key for an
+unknown one); several under a heading naming the file, one per line, each line complete."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from deltastage.errors import ConfigError
 
-MAX_PROBLEMS_SHOWN = 8
+MAX_PROBLEMS_SHOWN = 20
 
 
 class Problems:
@@ -30,9 +31,16 @@ class Problems:
     def check(self) -> None:
         if not self.items:
             return
-        shown = self.items[:MAX_PROBLEMS_SHOWN]
-        hidden = len(self.items) - len(shown)
-        text = "; ".join(shown) + (f"; and {hidden} more" if hidden else "")
-        # one line, whatever the file's values contained
-        text = text.replace("\r", "\\r").replace("\n", "\\n")
-        raise ConfigError(f"{self.source}: {text}")
+        lines = [_one_line(f"{self.source}: {item}") for item in self.items[:MAX_PROBLEMS_SHOWN]]
+        if len(self.items) == 1:
+            raise ConfigError(lines[0])
+        hidden = len(self.items) - len(lines)
+        if hidden:
+            lines.append(f"and {hidden} more")
+        heading = _one_line(f"{self.source}: {len(self.items)} problems")
+        raise ConfigError("\n  ".join([heading, *lines]))
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, whatever the file's name or values contained."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
