@@ -1,6 +1,6 @@
 """The agent: confinement to its roots, listing, indicators, fetch, and robustness.
 
-Most tests speak raw protocol to ``agent.serve`` over a socketpair (``RawMaster``), so the
+Most tests speak raw protocol to the real agent in a thread (``RawMaster``), so the
 agent's own checks are exercised (the session would refuse many of these requests before
 sending). Every refused indicator write is in test_hostile_master.py.
 """
@@ -45,7 +45,7 @@ from deltastage.protocol import (
     SigEnd,
 )
 from deltastage.protocol.frames import encode_frame
-from tests.hostile_master import RawMaster
+from tests.helpers.hostile_master import RawMaster
 
 
 @pytest.fixture
@@ -455,9 +455,9 @@ def test_missing_capability_is_refused(tmp_path: Path) -> None:
 )
 def test_garbage_gets_a_last_word_not_a_crash(tmp_path: Path, garbage: bytes) -> None:
     master = RawMaster([str(tmp_path)])
-    master.sock.sendall(garbage)
+    master.agent.send(garbage)
     data = b""
-    while chunk := master.sock.recv(4096):
+    while chunk := master.agent.recv(4096):
         data += chunk
     reader = Connection(Role.MASTER)
     reader.send(Hello(1, "x", frozenset()))  # lets the agent's error arrive in a legal state
@@ -468,7 +468,7 @@ def test_garbage_gets_a_last_word_not_a_crash(tmp_path: Path, garbage: bytes) ->
 
 
 def test_out_of_order_request_mid_conversation(raw: RawMaster) -> None:
-    raw.sock.sendall(encode_frame(SigEnd.TYPE, b""))
+    raw.agent.send(encode_frame(SigEnd.TYPE, b""))
     answer = raw.receive()
     assert isinstance(answer, Error) and answer.code is ErrorCode.PROTOCOL
     assert "SigEnd" in answer.reason
@@ -476,8 +476,7 @@ def test_out_of_order_request_mid_conversation(raw: RawMaster) -> None:
 
 def test_bye_and_eof_end_the_agent(raw: RawMaster) -> None:
     raw.send(Bye())
-    raw.thread.join(10)
-    assert not raw.thread.is_alive()
+    assert raw.agent.join_agent(10)
 
 
 def test_master_vanishing_mid_delta_does_not_crash(tmp_path: Path) -> None:

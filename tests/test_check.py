@@ -1,6 +1,8 @@
-"""``check`` against agents run as a peer's forced command would run them (over a pipe).
+"""``check_config``: each peer's state over the real local agent, unreachable peers, the
+staging dir's problems, the JSON form; and agents run as a peer's forced command would run
+them (over a pipe).
 
-sshd runs the forced command whatever the master asks, so these sessions start the agent
+sshd runs the forced command whatever the master asks, so those sessions start the agent
 with the forced command's argv, as the peer would; test_stage_ssh.py does the same over a
 real sshd.
 """
@@ -11,27 +13,130 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
+
+from deltastage import __version__, check
 from deltastage.check import check_config, forced_command
 from deltastage.config import Config, Options, PeerConfig, load_config
-from deltastage.master.connect import SessionFactory, bounded_session
+from deltastage.errors import ConnectError, ConnectionClosed
+from deltastage.master.connect import SessionFactory, bounded_session, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.transports.pipe import PipeTransport
+from tests.helpers.site import make_peer, write_config
+from tests.helpers.transports import SessionProxy
 
 AGENT = [sys.executable, "-m", "deltastage", "agent"]
+
+
+def local_site(tmp: Path, **peers: tuple[str, ...]) -> Config:
+    """Local peers, each with the indicator files named."""
+    for name, indicators in peers.items():
+        make_peer(tmp, name, dict.fromkeys(indicators, b""), ready=False)
+    return load_config(write_config(tmp, list(peers)))
+
+
+def test_each_local_peer_is_reached_and_its_state_read(tmp_path: Path) -> None:
+    config = local_site(
+        tmp_path, idle=(), ready=("cback.collect",), done=("cback.collect", "cback.stage")
+    )
+    report = check_config(config)
+    assert (report.config, report.staging_dir) == (str(config.source), str(config.staging_dir))
+    assert report.staging_problem is None and report.exit_code == 0
+    states = {peer.name: peer.state for peer in report.peers}
+    assert states == {"idle": "not-ready", "ready": "ready", "done": "already-staged"}
+    for peer in report.peers:
+        assert peer.usable and peer.error is None and peer.fix is None
+        assert peer.agent_version == __version__ and peer.agent_indicators == ["cback.stage"]
+        assert peer.wire_bytes > 0
+
+
+class BrokenAfterHandshake(SessionProxy):
+    """The link drops after the handshake; records that the session was closed."""
+
+    closed = False
+
+    def indicator_exists(self, root: str, name: str) -> bool:
+        raise ConnectionClosed("test: link dropped")
+
+    def close(self) -> None:
+        self.closed = True
+        self.inner.close()
+
+
+def test_an_unreachable_peer_is_unusable_and_the_others_still_checked(tmp_path: Path) -> None:
+    config = local_site(tmp_path, down=("cback.collect",), flaky=(), up=("cback.collect",))
+    broken: list[BrokenAfterHandshake] = []
+
+    def factory(peer: PeerConfig, options: Options) -> PeerSession | BrokenAfterHandshake:
+        if peer.name == "down":
+            raise ConnectError("down: connection refused")
+        if peer.name == "flaky":
+            broken.append(BrokenAfterHandshake(open_peer_session(peer, options)))
+            return broken[-1]
+        return open_peer_session(peer, options)
+
+    report = check_config(config, factory)  # type: ignore[arg-type]
+    down, flaky, up = report.peers
+    assert (down.state, down.error) == ("unusable", "down: connection refused")
+    assert flaky.state == "unusable" and flaky.error == "test: link dropped"
+    assert flaky.agent_version == __version__  # what was learnt before the drop stays
+    assert broken[0].closed, "a session that failed mid-check is closed all the same"
+    assert up.state == "ready" and report.exit_code == 1
+    assert down.fix is None and flaky.fix is None
+
+
+def test_a_staging_dir_that_does_not_exist_yet_is_fine(tmp_path: Path) -> None:
+    config = local_site(tmp_path, p=("cback.collect",))
+    assert not config.staging_dir.exists()
+    assert check_config(config).staging_problem is None
+
+
+def test_a_staging_dir_under_a_file_is_a_problem(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {})
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    config = load_config(write_config(tmp_path, ["p"], staging="blocker/staging"))
+    report = check_config(config)
+    assert report.staging_problem == f"{tmp_path / 'blocker'} is not a directory"
+    assert report.peers[0].usable and report.exit_code == 1
+
+
+def test_an_unwritable_staging_dir_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = local_site(tmp_path, p=("cback.collect",))
+    # root may write anywhere: os.access is what check asks, so it answers no here
+    monkeypatch.setattr(check.os, "access", lambda path, mode: False)
+    report = check_config(config)
+    assert report.staging_problem == f"{tmp_path} is not writable"
+    assert report.exit_code == 1
+
+
+def test_the_json_form_names_every_field_in_order(tmp_path: Path) -> None:
+    config = local_site(tmp_path, p=("cback.collect",))
+    document = check_config(config).as_json()
+    assert list(document) == ["config", "staging_dir", "staging_problem", "exit_code", "peers"]
+    (peer,) = document["peers"]  # type: ignore[misc]
+    assert list(peer) == [
+        "name",
+        "type",
+        "usable",
+        "state",
+        "agent_version",
+        "collect_indicator",
+        "stage_indicator",
+        "agent_indicators",
+        "error",
+        "fix",
+    ]
+    assert peer["state"] == "ready" and peer["agent_indicators"] == ["cback.stage"]
 
 
 def remote_site(tmp: Path, stage_indicator: str) -> Config:
     collect = tmp / "collect"
     collect.mkdir(exist_ok=True)
     (collect / "cback.collect").touch()
-    path = tmp / "deltastage.toml"
-    path.write_text(
-        f'[options]\nstage_indicator = "{stage_indicator}"\n\n'
-        '[stage]\nstaging_dir = "staging"\n\n'
-        '[[peers]]\nname = "web1"\ntype = "remote"\n'
-        f'collect_dir = "{collect}"\nagent_command = {shlex.join(AGENT)!r}\n',
-        encoding="utf-8",
-    )
+    peer = {"type": "remote", "collect_dir": str(collect), "agent_command": shlex.join(AGENT)}
+    path = write_config(tmp, {"web1": peer}, options={"stage_indicator": stage_indicator})
     return load_config(path, check_accounts=False)
 
 

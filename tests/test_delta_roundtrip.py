@@ -26,7 +26,7 @@ from deltastage.delta import (
 from deltastage.delta.matcher import PolyIndex
 from deltastage.delta.params import MAX_CHAIN
 from deltastage.delta.rolling import block_weaks
-from tests.naive_rsync import naive_delta, naive_patch
+from tests.helpers.naive_rsync import naive_delta, naive_patch
 
 
 def literal_bytes(sig: Signature, new: bytes) -> int:

@@ -24,75 +24,24 @@ from typing import Any
 import pytest
 
 from deltastage.config import Options, PeerConfig, load_config
-from deltastage.errors import ConnectionClosed
 from deltastage.hashing import hash_bytes
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
 from deltastage.master.connect import bounded_session, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.stage.run import run_stage
-from deltastage.transports.base import Transport
 from deltastage.verify import verify_peer_dir
+from tests.helpers.site import make_peer, source_tree, write_config
+from tests.helpers.transports import CuttingTransport
 
 START = date(2026, 11, 23)
 FIGURES: dict[str, int] = {}
-
-
-class CuttingTransport(Transport):
-    """Passes bytes through until ``budget`` bytes were received, then drops the link."""
-
-    def __init__(self, inner: Transport, budget: int | None) -> None:
-        super().__init__()
-        self.inner = inner
-        self.budget = budget
-
-    def send(self, data: bytes) -> None:
-        self.inner.send(data)
-        self.bytes_sent += len(data)
-
-    def recv(self, max_bytes: int) -> bytes:
-        if self.budget is not None:
-            if self.budget <= 0:
-                self.inner.close()
-                raise ConnectionClosed("test: link cut")
-            max_bytes = min(max_bytes, self.budget)
-        data = self.inner.recv(max_bytes)
-        if self.budget is not None:
-            self.budget -= len(data)
-        self.bytes_received += len(data)
-        return data
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def write_config(tmp: Path, staging: Path | None = None) -> Path:
-    path = tmp / "deltastage.toml"
-    path.write_text(
-        f"""
-[options]
-retries = 0
-retry_backoff = 0
-
-[stage]
-staging_dir = "{staging or tmp / "staging"}"
-
-[[peers]]
-name = "p"
-type = "local"
-collect_dir = "{tmp / "collect/p"}"
-""",
-        encoding="utf-8",
-    )
-    return path
+# A fault must fail the run, not be retried away.
+NO_RETRIES = {"retries": 0}
 
 
 def make_source(tmp: Path, rng: random.Random, sizes: dict[str, int]) -> Path:
-    collect = tmp / "collect/p"
-    for rel, size in sizes.items():
-        (collect / rel).parent.mkdir(parents=True, exist_ok=True)
-        (collect / rel).write_bytes(rng.randbytes(size))
-    (collect / "cback.collect").touch()
-    return collect
+    """Peer p's collect dir: random files of the given sizes, ready to stage."""
+    return make_peer(tmp, "p", {rel: rng.randbytes(size) for rel, size in sizes.items()})
 
 
 def edit_source(collect: Path, rng: random.Random) -> None:
@@ -104,14 +53,6 @@ def edit_source(collect: Path, rng: random.Random) -> None:
             at = rng.randrange(max(1, len(data)))
             data[at : at + 16] = rng.randbytes(16)
         path.write_bytes(bytes(data) + rng.randbytes(rng.randrange(2000)))
-
-
-def source_tree(collect: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(collect).as_posix(): p.read_bytes()
-        for p in collect.rglob("*")
-        if p.is_file() and not p.name.startswith("cback.")
-    }
 
 
 def peer_dir(staging: Path, day: date) -> Path:
@@ -151,7 +92,7 @@ def cut_campaign(tmp: Path, seed: int, rounds: int) -> int:
     collect = make_source(
         tmp, rng, {"big.bin": 600_000, "logs/a.log": 90_000, "logs/b.log": 3000, "c": 10}
     )
-    config = load_config(write_config(tmp))
+    config = load_config(write_config(tmp, options=NO_RETRIES))
     staging = tmp / "staging"
     received = 700_000
     faults = failed = 0
@@ -218,7 +159,7 @@ def kill_campaign(tmp: Path, seed: int, rounds: int) -> int:
     sizes = {f"d{i}/f{j}.bin": 200_000 for i in range(4) for j in range(5)}
     sizes["huge.bin"] = 12 << 20
     collect = make_source(tmp, rng, sizes)
-    config = write_config(tmp)
+    config = write_config(tmp, options=NO_RETRIES)
     staging = tmp / "staging"
     started = time.monotonic()
     first = cli(config, START - timedelta(days=1))
@@ -288,10 +229,10 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, monkeypatch: Any)
         staging = tmp_path / "disk"
         mounted = small_tmpfs(staging, "2m")
         mounted.__enter__()
-        config = load_config(write_config(tmp_path, staging))
+        config = load_config(write_config(tmp_path, options=NO_RETRIES, staging=staging))
     else:  # no mount: every write to the staging tree fails with ENOSPC past 2 MiB
         staging = tmp_path / "staging"
-        config = load_config(write_config(tmp_path, staging))
+        config = load_config(write_config(tmp_path, options=NO_RETRIES, staging=staging))
         real_write, budget = os.write, [2 << 20]
 
         def write(fd: int, data: Any) -> int:

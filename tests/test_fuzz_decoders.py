@@ -59,9 +59,9 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
-from deltastage.transports.base import Transport
-from tests.hostile_agent import file_entry
-from tests.hostile_master import DATA, plant, snapshot
+from tests.helpers.hostile_agent import file_entry
+from tests.helpers.hostile_master import DATA, plant, snapshot
+from tests.helpers.transports import Replay
 
 ROOT = "/collect"
 BASIS = random.Random(1).randbytes(6000)
@@ -111,27 +111,6 @@ def conversation() -> tuple[bytes, bytes]:
 
 
 TO_AGENT, TO_MASTER = conversation()
-
-
-class Replay(Transport):
-    """Plays back ``data`` in the given chunk sizes, whatever the master sends."""
-
-    def __init__(self, data: bytes, splits: list[int]) -> None:
-        super().__init__()
-        self.data = data
-        self.splits = splits
-
-    def send(self, data: bytes) -> None:
-        self.bytes_sent += len(data)
-
-    def recv(self, max_bytes: int) -> bytes:
-        size = max(1, min(self.splits.pop(0) if self.splits else max_bytes, max_bytes))
-        chunk, self.data = self.data[:size], self.data[size:]
-        self.bytes_received += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        self.data = b""
 
 
 def run_master(data: bytes, splits: list[int]) -> bytes | None:

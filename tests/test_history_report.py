@@ -32,30 +32,11 @@ from deltastage.report import (
     summarise,
     write_report,
 )
+from tests.helpers.site import make_peer, write_config
 
 runner = CliRunner()
 DAYS = ("2026-11-23", "2026-11-24", "2026-11-25")
 BIG = 2 << 20
-
-
-def write_config(tmp: Path, peers: list[str]) -> Path:
-    lines = ["[options]", "retry_backoff = 0", "", "[stage]", 'staging_dir = "staging"', ""]
-    for name in peers:
-        lines += ["[[peers]]", f'name = "{name}"', 'type = "local"']
-        lines += [f'collect_dir = "collect/{name}"', ""]
-    path = tmp / "deltastage.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def make_peer(tmp: Path, name: str, files: dict[str, bytes], ready: bool = True) -> Path:
-    collect = tmp / "collect" / name
-    collect.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        (collect / rel).write_bytes(data)
-    if ready:
-        (collect / "cback.collect").touch()
-    return collect
 
 
 def invoke(*args: str) -> Any:
@@ -350,18 +331,21 @@ def check_in_browser(page: Path, tmp: Path, peers: int) -> None:
     assert dom.count('<svg class="peer-chart"') == peers
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(three_days: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     assert invoke("report", "--config", str(three_days), "--html", str(out)).exit_code == 0
     check_in_browser(out, tmp_path, 3)
 
 
+@pytest.mark.slow
 def test_hostile_report_renders_in_chromium(tmp_path: Path) -> None:
     out = tmp_path / "hostile.html"
     out.write_text(render_html(synthetic_rows(), generated=datetime(2026, 11, 8)))
     check_in_browser(out, tmp_path, 3)
 
 
+@pytest.mark.slow
 def test_browser_check_catches_a_broken_page(tmp_path: Path) -> None:
     """The harness itself must be able to fail: a missing chart and a script error show up."""
     page = render_html(synthetic_rows(), generated=datetime(2026, 11, 8))

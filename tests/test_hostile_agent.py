@@ -44,7 +44,7 @@ from deltastage.protocol import (
 from deltastage.stage.report import StageReport
 from deltastage.stage.run import run_stage
 from deltastage.verify import verify_peer_dir
-from tests.hostile_agent import (
+from tests.helpers.hostile_agent import (
     Answer,
     HostileTransport,
     Liar,
@@ -53,6 +53,7 @@ from tests.hostile_agent import (
     forged_list_batch,
     frame,
 )
+from tests.helpers.site import write_config
 
 DAY = date(2026, 11, 23)
 MAX_FILES = 500
@@ -417,31 +418,13 @@ def snapshot(root: Path) -> dict[str, str]:
     return found
 
 
-def write_config(tmp: Path) -> Path:
-    text = f"""
-[options]
-retries = 0
-retry_backoff = 0
-max_files_per_peer = {MAX_FILES}
-max_bytes_per_peer = {MAX_BYTES}
-
-[stage]
-staging_dir = "staging"
-
-[[peers]]
-name = "liar"
-type = "local"
-collect_dir = "collect/liar"
-idle_timeout = {IDLE}
-
-[[peers]]
-name = "good"
-type = "local"
-collect_dir = "collect/good"
-"""
-    path = tmp / "deltastage.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+def liar_and_honest_peer(tmp: Path) -> Path:
+    """The liar beside an honest peer, under tight bounds and a short idle timeout."""
+    return write_config(
+        tmp,
+        {"liar": {"idle_timeout": IDLE}, "good": {}},
+        options={"retries": 0, "max_files_per_peer": MAX_FILES, "max_bytes_per_peer": MAX_BYTES},
+    )
 
 
 @dataclass
@@ -462,7 +445,7 @@ def run_attack(tmp: Path, attack: Attack) -> Outcome:
     outside = tmp / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_bytes(SECRET)
-    config = load_config(write_config(tmp))
+    config = load_config(liar_and_honest_peer(tmp))
     liar_dir = tmp / "staging/2026/11/23/liar"
     if attack.plant is not None:
         attack.plant(liar_dir, outside)
@@ -547,7 +530,7 @@ def test_attack_count() -> None:
 def test_session_bounds_follow_the_config(tmp_path: Path) -> None:
     """max_files_per_peer and max_frame_size reach the session, not just the listing check."""
     (tmp_path / "collect/liar").mkdir(parents=True)
-    config = load_config(write_config(tmp_path))
+    config = load_config(liar_and_honest_peer(tmp_path))
     session: Any = open_peer_session(config.peer("liar"), config.options)
     try:
         assert session._max_entries == MAX_FILES

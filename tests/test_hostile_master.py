@@ -37,7 +37,7 @@ from deltastage.protocol import (
 from deltastage.protocol.events import MAX_NAME
 from deltastage.protocol.frames import encode_frame
 from deltastage.transports.pipe import PipeTransport
-from tests.hostile_master import RawMaster, plant, snapshot
+from tests.helpers.hostile_master import RawMaster, plant, snapshot
 
 # A root of the agent; the attacks name it by these keys.
 ROOTS = {"root": "collect", "parent": ".", "slash": "collect/", "outside": "outside"}
@@ -168,7 +168,7 @@ def test_every_write_is_refused_and_nothing_changes(
             master.send(IndicatorWrite(ROOTS.get(root, root), name))
             answers.append(master.receive())
         for frame in attack.writes_raw:
-            master.sock.sendall(frame)
+            master.agent.send(frame)
             answers.append(master.receive())
             assert master.receive() is None  # that was the agent's last word
         assert answers
@@ -193,7 +193,7 @@ def test_a_master_that_says_it_will_write_another_name_is_refused_at_the_handsha
     try:
         hello = Hello(PROTOCOL_VERSION, "hostile", CAPABILITIES, ("cback.stage", "a.txt"))
         write = IndicatorWrite("collect", "a.txt")  # sent with it, and never acted on
-        master.sock.sendall(
+        master.agent.send(
             master.conn.send(hello) + encode_frame(write.TYPE, write.encode_payload())
         )
         reply = master.receive()

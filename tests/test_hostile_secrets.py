@@ -8,7 +8,6 @@ and the environment's secret.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshd import SSHServer
+from tests.helpers.site import write_config
+from tests.helpers.sshd import SSHServer
 
 PASSPHRASE = "correct horse battery staple 7351"
 ENV_SECRET = "env-secret-5a1f09c3d2"
@@ -53,13 +53,10 @@ def key_body_pieces(key_text: str) -> list[str]:
     return lines + [body[i : i + 16] for i in range(0, len(body) - 16, 8)]
 
 
-def write_config(tmp: Path, peer: dict[str, object]) -> Path:
-    lines = ["[options]", "retries = 0", "retry_backoff = 0", "", "[stage]", 'staging_dir = "s"']
-    lines += ["", "[[peers]]", 'name = "p"', 'type = "remote"', 'collect_dir = "/collect"']
-    lines += [f"{key} = {json.dumps(value)}" for key, value in peer.items()]
-    path = tmp / "deltastage.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+def remote_site(tmp: Path, peer: dict[str, object]) -> Path:
+    """One remote peer with the given settings, never retried."""
+    settings = {"type": "remote", "collect_dir": "/collect", **peer}
+    return write_config(tmp, {"p": settings}, options={"retries": 0}, staging="s")
 
 
 def run_cli(tmp: Path, config: Path, *, crash: bool = False) -> str:
@@ -87,7 +84,7 @@ def assert_clean(output: str, key_text: str) -> None:
 
 def test_passphrase_protected_identity(tmp_path: Path) -> None:
     key = make_key(tmp_path / "id", PASSPHRASE)
-    config = write_config(tmp_path, {"host": "127.0.0.1", "identity_file": str(tmp_path / "id")})
+    config = remote_site(tmp_path, {"host": "127.0.0.1", "identity_file": str(tmp_path / "id")})
     output = run_cli(tmp_path, config)
     assert "passphrase-protected" in output
     assert_clean(output, key)
@@ -99,7 +96,7 @@ def test_junk_identity(tmp_path: Path) -> None:
     # a real key's body with its middle scrambled: parsers choke half way through it
     junk = "\n".join([lines[0], *(line[::-1] for line in lines[1:-1]), lines[-1]]) + "\n"
     (tmp_path / "junk").write_text(junk)
-    config = write_config(tmp_path, {"host": "127.0.0.1", "identity_file": str(tmp_path / "junk")})
+    config = remote_site(tmp_path, {"host": "127.0.0.1", "identity_file": str(tmp_path / "junk")})
     output = run_cli(tmp_path, config)
     assert "not a usable private key" in output
     assert_clean(output, junk)
@@ -108,7 +105,7 @@ def test_junk_identity(tmp_path: Path) -> None:
 
 def test_crash_with_a_key_loaded(tmp_path: Path) -> None:
     key = make_key(tmp_path / "id")
-    config = write_config(tmp_path, {"host": "127.0.0.1", "identity_file": str(tmp_path / "id")})
+    config = remote_site(tmp_path, {"host": "127.0.0.1", "identity_file": str(tmp_path / "id")})
     output = run_cli(tmp_path, config, crash=True)
     assert "crash with the key loaded" in output and "Traceback" in output
     assert_clean(output, key)
@@ -117,7 +114,7 @@ def test_crash_with_a_key_loaded(tmp_path: Path) -> None:
 @pytest.mark.ssh
 def test_refused_key_over_real_sshd(tmp_path: Path, sshd_server: SSHServer) -> None:
     key = make_key(tmp_path / "stranger")
-    config = write_config(
+    config = remote_site(
         tmp_path,
         {
             "host": sshd_server.host,

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import deltastage.cli.logs
 from deltastage.cli.main import app
+from tests.helpers.site import make_peer, write_config
 
 runner = CliRunner()
 DAY = "2026-11-23"
@@ -35,18 +36,10 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    lines = ["[options]", "retry_backoff = 0", "", "[stage]", 'staging_dir = "staging"', ""]
-    for name, ready in (("alpha", True), ("beta", False), ("gamma", True)):
-        collect = tmp_path / "collect" / name
-        collect.mkdir(parents=True)
-        (collect / "data.bin").write_bytes(name.encode() * 1000)
-        if ready:
-            (collect / "cback.collect").touch()
-        lines += ["[[peers]]", f'name = "{name}"', 'type = "local"']
-        lines += [f'collect_dir = "collect/{name}"', ""]
-    config = tmp_path / "deltastage.toml"
-    config.write_text("\n".join(lines), encoding="utf-8")
-    return config
+    peers = {"alpha": True, "beta": False, "gamma": True}
+    for name, ready in peers.items():
+        make_peer(tmp_path, name, {"data.bin": name.encode() * 1000}, ready=ready)
+    return write_config(tmp_path, list(peers))
 
 
 def outcomes(log_file: Path) -> list[tuple[str, str, str]]:

@@ -26,7 +26,8 @@ from deltastage.master.pipeline import (
 from deltastage.master.session import PeerSession
 from deltastage.protocol import REFINE_MIN_BLOCK
 from deltastage.transports.local import LocalTransport
-from tests.test_master_session import TurnCounter, empty_signature
+from tests.helpers.transports import TurnCounter
+from tests.test_master_session import empty_signature
 
 CAPACITY = 48 << 10
 

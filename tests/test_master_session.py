@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 import xxhash
 
 from deltastage import __version__
-from deltastage.agent import serve
 from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder, apply_delta
 from deltastage.errors import (
     AgentError,
@@ -32,10 +30,8 @@ from deltastage.errors import (
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
     CAPABILITIES,
-    NEED_DATA,
     PROTOCOL_VERSION,
     Bye,
-    Connection,
     DeltaData,
     Error,
     ErrorCode,
@@ -46,14 +42,14 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     RefineRequest,
-    Role,
     SigEnd,
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
 from deltastage.transports.base import Transport
-from deltastage.transports.local import InProcessTransport, LocalTransport
+from deltastage.transports.local import LocalTransport
 from deltastage.transports.pipe import PipeTransport
+from tests.helpers.transports import AgentThread, ScriptedAgent, TurnCounter
 
 AGENT = [sys.executable, "-m", "deltastage", "agent"]
 
@@ -170,11 +166,7 @@ def test_a_file_changed_while_read(tmp_path: Path) -> None:
                 os.utime(target, ns=(1, 1))
             return super().update(data)
 
-    class TouchingAgent(InProcessTransport):
-        def serve_end(self, sock: socket.socket) -> None:
-            serve([str(tmp_path)], sock.recv, sock.sendall, encoder=TouchingEncoder)
-
-    session = PeerSession(TouchingAgent())
+    session = PeerSession(AgentThread([str(tmp_path)], encoder=TouchingEncoder))
     session.handshake()
     with pytest.raises(SourceChangedError, match=r"live\.db: changed while read"):
         fetch_file(session, tmp_path, "live.db")
@@ -256,40 +248,6 @@ def test_a_request_from_inside_a_running_fetch_is_refused(tmp_path: Path) -> Non
 
 
 # --- a scripted, hostile agent ------------------------------------------------------------
-
-
-class ScriptedAgent(Transport):
-    """Answers each master message with whatever ``script`` returns (events or raw bytes)."""
-
-    def __init__(self, script: Callable[[Event], list[Event | bytes]]) -> None:
-        super().__init__()
-        self.script = script
-        self.conn = Connection(Role.AGENT)
-        self.outbox = bytearray()
-        self.closed = False
-        self.seen: list[Event] = []
-
-    def send(self, data: bytes) -> None:
-        if self.closed:
-            raise ConnectionClosed("closed")
-        self.bytes_sent += len(data)
-        self.conn.receive_data(data)
-        while (event := self.conn.next_event()) is not NEED_DATA:
-            assert isinstance(event, Event)
-            self.seen.append(event)
-            for answer in self.script(event):
-                self.outbox += answer if isinstance(answer, bytes) else self.conn.send(answer)
-
-    def recv(self, max_bytes: int) -> bytes:
-        if self.closed:
-            raise ConnectionClosed("closed")
-        data = bytes(self.outbox[:max_bytes])
-        del self.outbox[:max_bytes]
-        self.bytes_received += len(data)
-        return data
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def hello_then(
@@ -584,33 +542,6 @@ def test_an_unreadable_basis_declines_the_refinement(tmp_path: Path) -> None:
 
 
 # --- pipelined fetches --------------------------------------------------------------------
-
-
-class TurnCounter(Transport):
-    """Counts the master's turns: each wait for the agent after having sent something."""
-
-    def __init__(self, inner: Transport) -> None:
-        super().__init__()
-        self.inner = inner
-        self.turns = 0
-        self._sent = False
-
-    def send(self, data: bytes) -> None:
-        self._sent = True
-        self.inner.send(data)
-
-    def recv(self, max_bytes: int) -> bytes:
-        if self._sent:
-            self.turns += 1
-            self._sent = False
-        return self.inner.recv(max_bytes)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    @property
-    def wire_bytes(self) -> int:
-        return self.inner.wire_bytes
 
 
 def empty_signature() -> list[bytes]:

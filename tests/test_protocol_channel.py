@@ -26,6 +26,7 @@ from deltastage.protocol import (
     SigEnd,
 )
 from deltastage.protocol.channel import Channel
+from tests.helpers.transports import Replay
 
 HELLO = Hello(PROTOCOL_VERSION, "test", CAPABILITIES)
 REPLY = HelloReply(PROTOCOL_VERSION, "test", ("/srv/a",), CAPABILITIES)
@@ -41,31 +42,6 @@ REQUESTS: list[Event] = [
 ANSWERS: list[Event | None] = [REPLY, IndicatorState(True), ListEnd(0), None, None, None]
 
 
-class Pipe:
-    """One direction of a byte stream, read back in the pieces a test chooses."""
-
-    def __init__(self, data: bytes = b"", pieces: list[int] | None = None) -> None:
-        self.data = data
-        self.pieces = list(pieces or [])
-        self.writes: list[bytes] = []
-        self.log: list[str] = []
-
-    def feed(self, data: bytes) -> None:
-        """More bytes to read (the other end's ``write``)."""
-        self.data += data
-
-    def read(self, n: int) -> bytes:
-        self.log.append("read")
-        size = self.pieces.pop(0) if self.pieces else n
-        size = max(1, min(size, n))
-        chunk, self.data = self.data[:size], self.data[size:]
-        return chunk
-
-    def write(self, data: bytes) -> None:
-        self.log.append("write")
-        self.writes.append(data)
-
-
 def encoded(events: list[Event]) -> bytes:
     master = Connection(Role.MASTER)
     return b"".join(master.send(event) for event in events)
@@ -73,8 +49,8 @@ def encoded(events: list[Event]) -> bytes:
 
 @given(pieces=st.lists(st.integers(1, 40), max_size=400), read_size=st.integers(1, 1 << 16))
 def test_events_arrive_whole_from_any_split(pieces: list[int], read_size: int) -> None:
-    pipe = Pipe(encoded(REQUESTS), pieces)
-    channel = Channel(Connection(Role.AGENT), pipe.read, pipe.write, read_size=read_size)
+    pipe = Replay(encoded(REQUESTS), pieces)
+    channel = Channel(Connection(Role.AGENT), pipe.recv, pipe.send, read_size=read_size)
     received = []
     for answer in ANSWERS:
         received.append(channel.receive())
@@ -97,18 +73,18 @@ def test_a_read_asks_for_read_size_bytes() -> None:
 
 
 def test_sends_are_gathered_until_the_batch_is_full() -> None:
-    pipe = Pipe()
-    channel = Channel(Connection(Role.MASTER), pipe.read, pipe.write, batch=2000)
+    pipe = Replay()
+    channel = Channel(Connection(Role.MASTER), pipe.recv, pipe.send, batch=2000)
     sizes = [channel.send(event) for event in REQUESTS[:4]]
-    assert pipe.writes == []  # four small requests stay gathered
+    assert pipe.sent == []  # four small requests stay gathered
     assert channel.send(SigData(b"s" * 3000)) > 3000  # crosses the batch: all of it goes
-    assert pipe.writes == [encoded(REQUESTS[:5])]
+    assert pipe.sent == [encoded(REQUESTS[:5])]
     assert sum(sizes) == len(encoded(REQUESTS[:4]))
     channel.send(SigEnd())
     channel.flush()
     channel.flush()  # nothing gathered: nothing written
-    assert b"".join(pipe.writes) == encoded(REQUESTS)
-    assert len(pipe.writes) == 2
+    assert b"".join(pipe.sent) == encoded(REQUESTS)
+    assert len(pipe.sent) == 2
 
 
 def answers_to(requests: list[Event], written: bytes) -> list[Event]:
@@ -131,34 +107,34 @@ def test_everything_gathered_is_written_before_a_wait() -> None:
     assert agent.next_event() == HELLO
     answers = agent.send(REPLY)
     assert agent.next_event() == survey[1]
-    pipe = Pipe(answers + agent.send(IndicatorState(True)))
-    channel = Channel(Connection(Role.MASTER), pipe.read, pipe.write)
+    pipe = Replay(answers + agent.send(IndicatorState(True)))
+    channel = Channel(Connection(Role.MASTER), pipe.recv, pipe.send)
     for event in survey:
         channel.send(event)
     assert pipe.log == []
     assert channel.receive() == REPLY
-    assert pipe.log[:2] == ["write", "read"]  # the requests went out before the wait
-    assert pipe.writes == [encoded(survey)]
+    assert pipe.log[:2] == ["send", "recv"]  # the requests went out before the wait
+    assert pipe.sent == [encoded(survey)]
 
 
 def test_a_buffered_event_is_returned_without_writing() -> None:
     requests = [HELLO, IndicatorQuery("/srv/a", "x")]
-    pipe = Pipe(encoded(requests))
-    channel = Channel(Connection(Role.AGENT), pipe.read, pipe.write)
+    pipe = Replay(encoded(requests))
+    channel = Channel(Connection(Role.AGENT), pipe.recv, pipe.send)
     assert channel.receive() == HELLO
     channel.send(REPLY)
     # the query is already read: answering it needs no wait, so the reply stays gathered
     assert channel.receive() == requests[1]
-    assert pipe.writes == []
+    assert pipe.sent == []
     channel.send(IndicatorState(False))
     assert channel.receive() is None  # a wait: what is gathered goes first, in one write
-    assert len(pipe.writes) == 1
-    assert answers_to(requests, pipe.writes[0]) == [REPLY, IndicatorState(False)]
+    assert len(pipe.sent) == 1
+    assert answers_to(requests, pipe.sent[0]) == [REPLY, IndicatorState(False)]
 
 
 def test_a_stream_ending_inside_a_frame_is_a_protocol_error() -> None:
-    pipe = Pipe(encoded([HELLO])[:-1])
-    channel = Channel(Connection(Role.AGENT), pipe.read, pipe.write)
+    pipe = Replay(encoded([HELLO])[:-1])
+    channel = Channel(Connection(Role.AGENT), pipe.recv, pipe.send)
     with pytest.raises(RemoteProtocolError, match="ended inside a frame"):
         channel.receive()
 
@@ -181,10 +157,10 @@ def test_the_callers_errors_reach_it_unchanged() -> None:
 
 
 def test_a_conversation_between_two_channels() -> None:
-    to_agent = Pipe()
-    to_master = Pipe()
-    master = Channel(Connection(Role.MASTER), to_master.read, to_agent.feed)
-    agent = Channel(Connection(Role.AGENT), to_agent.read, to_master.feed)
+    to_agent = Replay()
+    to_master = Replay()
+    master = Channel(Connection(Role.MASTER), to_master.recv, to_agent.feed)
+    agent = Channel(Connection(Role.AGENT), to_agent.recv, to_master.feed)
     for event in REQUESTS:
         master.send(event)
     master.flush()

@@ -26,11 +26,13 @@ from deltastage.master.session import PeerSession
 from deltastage.stage.run import run_stage
 from deltastage.transports.pipe import PipeTransport
 from deltastage.verify import verify_peer_dir
-from tests.hostile_master import plant, snapshot
-from tests.sshd import SSHServer
+from tests.helpers.hostile_master import plant, snapshot
+from tests.helpers.site import write_config
+from tests.helpers.sshd import SSHServer
 
 AGENT = [sys.executable, "-m", "deltastage", "agent"]
 DAY = date(2026, 11, 23)
+NO_RETRIES = {"retries": 0}
 FILES = {"dump.bin": bytes(range(256)) * 4000, "etc/app.conf": b"key = value\n"}
 
 
@@ -43,15 +45,6 @@ def collect_dir(tmp: Path) -> Path:
         (collect / rel).parent.mkdir(parents=True, exist_ok=True)
         (collect / rel).write_bytes(data)
     return collect
-
-
-def write_config(tmp: Path, peer: dict[str, Any]) -> Path:
-    lines = ["[options]", "retries = 0", "", "[stage]", 'staging_dir = "staging"', ""]
-    lines += ["[[peers]]", 'name = "ro"']
-    lines += [f"{key} = {json.dumps(value)}" for key, value in peer.items()]
-    path = tmp / "deltastage.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def staged(tmp: Path) -> dict[str, bytes]:
@@ -75,7 +68,9 @@ def assert_recorded_on_the_master_only(tmp: Path, peer_json: dict[str, Any]) -> 
 def test_over_a_pipe(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     collect = collect_dir(tmp_path)
     config = load_config(
-        write_config(tmp_path, {"type": "remote", "collect_dir": str(collect)}),
+        write_config(
+            tmp_path, {"ro": {"type": "remote", "collect_dir": str(collect)}}, options=NO_RETRIES
+        ),
         check_accounts=False,
     )
 
@@ -104,7 +99,7 @@ def test_over_sshd(tmp_path: Path, sshd_server: SSHServer) -> None:
         "identity_file": str(forced),
         "agent_command": shlex.join(AGENT),
     }
-    config = write_config(tmp_path, peer)
+    config = write_config(tmp_path, {"ro": peer}, options=NO_RETRIES)
     before = snapshot(tmp_path / "peer")
     result = CliRunner().invoke(
         app, ["stage", "--config", str(config), "--date", DAY.isoformat(), "--json"]

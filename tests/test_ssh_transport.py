@@ -1,4 +1,4 @@
-"""SSHTransport against real OpenSSH daemons on 127.0.0.1 (fixtures in tests/sshd.py)."""
+"""SSHTransport against real OpenSSH daemons on 127.0.0.1 (fixtures in tests/helpers/sshd.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from deltastage.errors import (
 from deltastage.master.session import PeerSession
 from deltastage.models import Gateway
 from deltastage.transports.ssh import SSHTransport, known_hosts_name
-from tests.sshd import SSHServer, agent_command, free_port, keygen, public_key
+from tests.helpers.sshd import SSHServer, agent_command, free_port, keygen, public_key
 
 pytestmark = pytest.mark.ssh
 

@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import pwd
-import random
 import stat
 from collections.abc import Generator, Iterable
 from datetime import date
@@ -20,78 +19,23 @@ from deltastage.cli.main import app
 from deltastage.config import load_config
 from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import open_peer_session
+from deltastage.master.session import PeerSession
 from deltastage.stage.run import run_stage
+from tests.helpers.site import (
+    make_peer,
+    peer_json,
+    random_bytes,
+    source_tree,
+    stage_json,
+    staged,
+    tree,
+    write_config,
+)
+from tests.helpers.transports import SessionProxy
 
 runner = CliRunner()
 DAY1 = "2026-11-23"  # a Monday
 DAY2 = "2026-11-24"
-
-
-def write_config(tmp: Path, peers: dict[str, dict[str, str]], options: str = "") -> Path:
-    lines = [
-        "[options]",
-        'starting_day = "monday"',
-        "retry_backoff = 0",
-        options,
-        "",
-        "[stage]",
-        'staging_dir = "staging"',
-        "",
-    ]
-    for name, extra in peers.items():
-        lines += [
-            "[[peers]]",
-            f'name = "{name}"',
-            'type = "local"',
-            f'collect_dir = "collect/{name}"',
-        ]
-        lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
-        lines.append("")
-    path = tmp / "deltastage.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def make_peer(tmp: Path, name: str, files: dict[str, bytes], ready: bool = True) -> Path:
-    collect = tmp / "collect" / name
-    collect.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        target = collect / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    if ready:
-        (collect / "cback.collect").touch()
-    return collect
-
-
-def stage(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = runner.invoke(app, ["stage", "--config", str(config), "--json", *args])
-    assert result.stdout.strip(), result.output
-    return result.exit_code, json.loads(result.stdout)
-
-
-def peer_json(report: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(p for p in report["peers"] if p["name"] == name)
-
-
-def staged(tmp: Path, day: str, peer: str) -> Path:
-    y, m, d = day.split("-")
-    return tmp / "staging" / y / m / d / peer
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file()
-        and not p.is_symlink()
-        and not p.relative_to(root).parts[0].startswith(".deltastage-")
-        and p.name != MANIFEST_NAME
-    }
-
-
-def random_bytes(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 @pytest.fixture
@@ -113,7 +57,7 @@ def site(tmp_path: Path) -> Path:
 
 def test_first_stage_copies_verifies_and_writes_indicators(site: Path) -> None:
     tmp = site.parent
-    code, report = stage(site, "--date", DAY1)
+    code, report = stage_json(site, "--date", DAY1)
     assert report["date"] == DAY1
     assert report["daily_dir"] == str(tmp / "staging/2026/11/23")
     web, db, mail = (peer_json(report, n) for n in ("web1", "db1", "mail1"))
@@ -126,7 +70,7 @@ def test_first_stage_copies_verifies_and_writes_indicators(site: Path) -> None:
         assert key in web
     for name in ("web1", "db1"):
         collect = tmp / "collect" / name
-        source = {k: v for k, v in tree(collect).items() if not k.startswith("cback.")}
+        source = source_tree(collect)
         assert tree(staged(tmp, DAY1, name)) == source
         assert (collect / "cback.stage").exists()
         manifest = json.loads((staged(tmp, DAY1, name) / MANIFEST_NAME).read_text())
@@ -142,7 +86,7 @@ def test_ignored_failure_gives_exit_zero(tmp_path: Path) -> None:
     make_peer(tmp_path, "a", {"f": b"x"})
     make_peer(tmp_path, "b", {"f": b"y"}, ready=False)
     config = write_config(tmp_path, {"a": {}, "b": {"ignore_failures": "all"}})
-    code, report = stage(config, "--date", DAY1)
+    code, report = stage_json(config, "--date", DAY1)
     assert code == 0
     assert peer_json(report, "b")["status"] == "not-ready"
     assert peer_json(report, "b")["ignored"] is True
@@ -151,14 +95,14 @@ def test_ignored_failure_gives_exit_zero(tmp_path: Path) -> None:
 def test_daily_ignore_rule_follows_starting_day(tmp_path: Path) -> None:
     make_peer(tmp_path, "b", {"f": b"y"}, ready=False)
     config = write_config(tmp_path, {"b": {"ignore_failures": "daily"}})
-    assert stage(config, "--date", DAY2)[0] == 0  # Tuesday: daily failures are ignored
-    assert stage(config, "--date", DAY1)[0] == 1  # Monday is the starting day: not ignored
-    assert stage(config, "--date", DAY2, "--full")[0] == 1
+    assert stage_json(config, "--date", DAY2)[0] == 0  # Tuesday: daily failures are ignored
+    assert stage_json(config, "--date", DAY1)[0] == 1  # Monday is the starting day: not ignored
+    assert stage_json(config, "--date", DAY2, "--full")[0] == 1
 
 
 def test_second_day_moves_only_changed_blocks(site: Path) -> None:
     tmp = site.parent
-    stage(site, "--date", DAY1)
+    stage_json(site, "--date", DAY1)
     big = tmp / "collect/web1/big.bin"
     data = bytearray(big.read_bytes())
     for offset in (1000, 1_500_000, 3_000_000):
@@ -166,7 +110,7 @@ def test_second_day_moves_only_changed_blocks(site: Path) -> None:
     big.write_bytes(bytes(data))
     os.rename(tmp / "collect/db1/db1-2026-11-23.sql", tmp / "collect/db1/db1-2026-11-24.sql")
     (tmp / "collect/db1/db1-2026-11-24.sql").write_bytes(b"INSERT 1;\n" * 20000 + b"INSERT 2;\n")
-    _code, report = stage(site, "--date", DAY2)
+    _code, report = stage_json(site, "--date", DAY2)
     web, db = peer_json(report, "web1"), peer_json(report, "db1")
     assert web["status"] == db["status"] == "staged"
     assert web["wire_bytes"] < 0.05 * web["bytes"], web
@@ -176,14 +120,14 @@ def test_second_day_moves_only_changed_blocks(site: Path) -> None:
 
 def test_same_day_rerun_is_cheap_and_replaces_changed_files(site: Path) -> None:
     tmp = site.parent
-    stage(site, "--date", DAY1)
-    _, again = stage(site, "--date", DAY1)
+    stage_json(site, "--date", DAY1)
+    _, again = stage_json(site, "--date", DAY1)
     web = peer_json(again, "web1")
     assert web["status"] == "staged" and web["reused"] == web["files"] == 4
     assert web["wire_bytes"] < 20_000
     (tmp / "collect/web1/access.log").write_bytes(b"changed\n")
     (tmp / "collect/web1/etc/nginx.conf").unlink()
-    _, third = stage(site, "--date", DAY1)
+    _, third = stage_json(site, "--date", DAY1)
     assert peer_json(third, "web1")["files"] == 3
     staged_tree = tree(staged(tmp, DAY1, "web1"))
     assert staged_tree["access.log"] == b"changed\n"
@@ -193,7 +137,7 @@ def test_same_day_rerun_is_cheap_and_replaces_changed_files(site: Path) -> None:
 
 def test_verify_finds_corrupt_missing_and_extra_files(site: Path) -> None:
     tmp = site.parent
-    stage(site, "--date", DAY1)
+    stage_json(site, "--date", DAY1)
     result = runner.invoke(app, ["verify", "--config", str(site), "--date", DAY1, "--json"])
     assert result.exit_code == 0, result.output
     web = staged(tmp, DAY1, "web1")
@@ -218,7 +162,7 @@ def test_stale_lock_is_taken_over_and_live_lock_refuses(site: Path) -> None:
     tmp = site.parent
     (tmp / "staging").mkdir()
     (tmp / "staging/.deltastage.lock").write_text("999999\n")  # left by a dead run
-    assert stage(site, "--date", DAY1)[1]["peers"][0]["status"] == "staged"
+    assert stage_json(site, "--date", DAY1)[1]["peers"][0]["status"] == "staged"
     fd = os.open(tmp / "staging/.deltastage.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -239,7 +183,7 @@ def test_symlinks_and_specials_are_skipped_not_followed(tmp_path: Path) -> None:
     (collect / "linkdir").symlink_to(tmp_path)
     os.mkfifo(collect / "fifo")
     config = write_config(tmp_path, {"p": {}})
-    code, report = stage(config, "--date", DAY1)
+    code, report = stage_json(config, "--date", DAY1)
     assert code == 0
     peer = peer_json(report, "p")
     assert sorted(peer["skipped"]) == ["fifo (special)", "link.txt (symlink)", "linkdir (symlink)"]
@@ -251,14 +195,14 @@ def test_awkward_names_round_trip(tmp_path: Path) -> None:
     names = {"with space.txt": b"1", "ünïcødé/файл.txt": b"2", "new\nline": b"3", "-dash": b"4"}
     make_peer(tmp_path, "p", names)
     config = write_config(tmp_path, {"p": {}})
-    assert stage(config, "--date", DAY1)[0] == 0
+    assert stage_json(config, "--date", DAY1)[0] == 0
     assert tree(staged(tmp_path, DAY1, "p")) == names
     assert runner.invoke(app, ["verify", str(tmp_path / "staging/2026/11/23")]).exit_code == 0
 
 
 def test_dry_run_touches_nothing(site: Path) -> None:
     tmp = site.parent
-    _code, report = stage(site, "--date", DAY1, "--dry-run")
+    _code, report = stage_json(site, "--date", DAY1, "--dry-run")
     assert peer_json(report, "web1")["status"] == "would-stage"
     assert peer_json(report, "web1")["files"] == 4
     assert not (tmp / "staging").exists()
@@ -267,7 +211,7 @@ def test_dry_run_touches_nothing(site: Path) -> None:
 
 def test_peer_selection(site: Path) -> None:
     tmp = site.parent
-    code, report = stage(site, "--date", DAY1, "--peer", "db1")
+    code, report = stage_json(site, "--date", DAY1, "--peer", "db1")
     assert [p["name"] for p in report["peers"]] == ["db1"] and code == 0
     assert not staged(tmp, DAY1, "web1").exists()
     result = runner.invoke(app, ["stage", "--config", str(site), "--peer", "nope"])
@@ -275,7 +219,7 @@ def test_peer_selection(site: Path) -> None:
 
 
 def test_parallel_jobs_stage_every_peer(site: Path) -> None:
-    _code, report = stage(site, "--date", DAY1, "--jobs", "3")
+    _code, report = stage_json(site, "--date", DAY1, "--jobs", "3")
     assert [p["status"] for p in report["peers"]] == ["staged", "staged", "not-ready"]
 
 
@@ -286,10 +230,13 @@ def test_ownership_and_mode_as_root(tmp_path: Path) -> None:
     config = write_config(
         tmp_path,
         {"p": {}},
-        options=f'backup_user = "nobody"\nbackup_group = "{_group_name(nobody.pw_gid)}"\n'
-        'file_mode = "0640"',
+        options={
+            "backup_user": "nobody",
+            "backup_group": _group_name(nobody.pw_gid),
+            "file_mode": "0640",
+        },
     )
-    assert stage(config, "--date", DAY1)[0] == 0
+    assert stage_json(config, "--date", DAY1)[0] == 0
     peer_dir = staged(tmp_path, DAY1, "p")
     for path in [peer_dir / "a/b.txt", peer_dir / "c.txt"]:
         st = path.stat()
@@ -313,21 +260,15 @@ def test_source_mode_kept_without_file_mode(tmp_path: Path) -> None:
     collect = make_peer(tmp_path, "p", {"x.sh": b"#!/bin/sh\n"})
     os.chmod(collect / "x.sh", 0o751)
     config = write_config(tmp_path, {"p": {}})
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     assert stat.S_IMODE((staged(tmp_path, DAY1, "p") / "x.sh").stat().st_mode) == 0o751
 
 
 # --- failures injected through a wrapping session ----------------------------------------
 
 
-class CorruptingSession:
-    """Wraps a real session; flips one bit of every delta stream it receives."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+class CorruptingSession(SessionProxy):
+    """Flips one bit of every delta stream the real session receives."""
 
     def request_fetch(
         self, root: str, path: str, signature: Iterable[bytes], **kw: Any
@@ -362,15 +303,12 @@ def test_hash_mismatch_fails_peer_without_manifest_or_indicator(tmp_path: Path) 
     assert report.exit_code == 1
 
 
-class VanishingSession:
+class VanishingSession(SessionProxy):
     """The listed file disappears before it is fetched (unreadable / removed source)."""
 
-    def __init__(self, inner: Any, victim: Path) -> None:
-        self.inner = inner
+    def __init__(self, inner: PeerSession, victim: Path) -> None:
+        super().__init__(inner)
         self.victim = victim
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def read_survey(self, root: str, hello: bool) -> Any:
         surveyed = self.inner.read_survey(root, hello)
@@ -399,7 +337,7 @@ def test_unreadable_file_mode_fails_peer(tmp_path: Path) -> None:
     os.chmod(collect / "one", 0)
     make_peer(tmp_path, "b", {"three": b"3"})
     config = write_config(tmp_path, {"a": {}, "b": {}})
-    code, report = stage(config, "--date", DAY1)
+    code, report = stage_json(config, "--date", DAY1)
     assert code == 1 and [p["status"] for p in report["peers"]] == ["failed", "staged"]
 
 
@@ -426,15 +364,12 @@ def test_check_reports_peer_state(site: Path) -> None:
     assert json.loads(result.stdout)["peers"][1]["usable"] is False
 
 
-class ChangingSession:
+class ChangingSession(SessionProxy):
     """The agent reports the source changed while read, ``times`` times, then behaves."""
 
-    def __init__(self, inner: Any, times: int) -> None:
-        self.inner = inner
+    def __init__(self, inner: PeerSession, times: int) -> None:
+        super().__init__(inner)
         self.times = times
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def request_fetch(
         self, root: str, path: str, signature: Iterable[bytes], **kw: Any
@@ -587,8 +522,6 @@ def test_only_the_fetch_being_waited_for_may_be_refined(
 ) -> None:
     """A fetch requested while another answer is still being read is sent refine=0 (its
     blocks are small): a refinement would stall the agent until that answer is read."""
-    from deltastage.master.session import PeerSession
-
     big, mid = random_bytes(4 << 20, 21), random_bytes(1 << 20, 22)
     make_peer(tmp_path, "p", {"big.bin": big, "mid.bin": mid})
     config = load_config(write_config(tmp_path, {"p": {}}))
@@ -614,9 +547,11 @@ def test_the_configured_indicators_are_left_out_and_other_names_staged(tmp_path:
     (collect / "ready.flag").touch()
     (collect / "done.flag").touch()  # left by an earlier night
     config = write_config(
-        tmp_path, {"p": {}}, 'collect_indicator = "ready.flag"\nstage_indicator = "done.flag"'
+        tmp_path,
+        {"p": {}},
+        options={"collect_indicator": "ready.flag", "stage_indicator": "done.flag"},
     )
-    code, report = stage(config, "--date", DAY1)
+    code, report = stage_json(config, "--date", DAY1)
     assert code == 0, report
     assert peer_json(report, "p")["files"] == 2
     assert tree(staged(tmp_path, DAY1, "p")) == {
@@ -624,6 +559,6 @@ def test_the_configured_indicators_are_left_out_and_other_names_staged(tmp_path:
         "sub/ready.flag": b"nested",
     }
     (collect / "ready.flag").unlink()
-    code, report = stage(config, "--date", DAY2)
+    code, report = stage_json(config, "--date", DAY2)
     assert peer_json(report, "p")["status"] == "not-ready"
     assert "no ready.flag in" in peer_json(report, "p")["error"]

@@ -16,22 +16,25 @@ from deltastage.master.connect import EarlySessions, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.stage.presign import Presigner
 from deltastage.stage.run import run_stage
-from tests.test_stage import (
-    DAY1,
-    DAY2,
+from tests.helpers.site import (
     make_peer,
     peer_json,
     random_bytes,
-    stage,
+    source_tree,
+    stage_json,
     staged,
     tree,
     write_config,
 )
 
+DAY1 = "2026-11-23"
+DAY2 = "2026-11-24"
+
 MTIME = 1_700_000_000
 
 
-def _site(tmp: Path, options: str = "") -> Path:
+def _site(tmp: Path, **options: object) -> Path:
+    """Peer web1 with two files that never change and a dump that will, all a day old."""
     collect = make_peer(
         tmp,
         "web1",
@@ -44,11 +47,7 @@ def _site(tmp: Path, options: str = "") -> Path:
     for path in collect.rglob("*"):
         if path.is_file():
             os.utime(path, (MTIME, MTIME))
-    return write_config(tmp, {"web1": {}}, options)
-
-
-def _source(tmp: Path) -> dict[str, bytes]:
-    return {k: v for k, v in tree(tmp / "collect/web1").items() if not k.startswith("cback.")}
+    return write_config(tmp, ["web1"], options=options)
 
 
 def _edit_dump(tmp: Path) -> None:
@@ -60,37 +59,46 @@ def _edit_dump(tmp: Path) -> None:
 
 def test_unchanged_files_are_hard_links_to_yesterdays_copy(tmp_path: Path) -> None:
     config = _site(tmp_path)
-    assert stage(config, "--date", DAY1)[0] == 0
+    assert stage_json(config, "--date", DAY1)[0] == 0
     _edit_dump(tmp_path)
-    code, report = stage(config, "--date", DAY2)
+    code, report = stage_json(config, "--date", DAY2)
     assert code == 0 and peer_json(report, "web1")["status"] == "staged"
-    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    day1, day2 = (
+        staged(tmp_path, DAY1, "web1"),
+        staged(tmp_path, DAY2, "web1"),
+    )
     for rel in ("same.log", "etc/same.conf"):
         assert (day1 / rel).stat().st_ino == (day2 / rel).stat().st_ino, rel
         assert (day2 / rel).stat().st_nlink == 2
     assert (day1 / "dump.sql").stat().st_ino != (day2 / "dump.sql").stat().st_ino
     assert (day2 / "dump.sql").stat().st_nlink == 1
-    assert tree(day2) == _source(tmp_path)
+    assert tree(day2) == source_tree(tmp_path / "collect/web1")
     assert int((day2 / "same.log").stat().st_mtime) == MTIME
 
 
 def test_link_unchanged_false_copies(tmp_path: Path) -> None:
-    config = _site(tmp_path, "link_unchanged = false")
+    config = _site(tmp_path, link_unchanged=False)
     assert load_config(config).options.link_unchanged is False
-    stage(config, "--date", DAY1)
-    assert stage(config, "--date", DAY2)[0] == 0
-    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    stage_json(config, "--date", DAY1)
+    assert stage_json(config, "--date", DAY2)[0] == 0
+    day1, day2 = (
+        staged(tmp_path, DAY1, "web1"),
+        staged(tmp_path, DAY2, "web1"),
+    )
     assert (day1 / "same.log").stat().st_ino != (day2 / "same.log").stat().st_ino
-    assert tree(day2) == _source(tmp_path)
+    assert tree(day2) == source_tree(tmp_path / "collect/web1")
 
 
 def test_new_mtime_or_new_mode_gets_a_copy_not_a_link(tmp_path: Path) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     os.utime(tmp_path / "collect/web1/same.log", (MTIME + 60, MTIME + 60))  # touched, same bytes
     os.chmod(tmp_path / "collect/web1/etc/same.conf", 0o600)
-    assert stage(config, "--date", DAY2)[0] == 0
-    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    assert stage_json(config, "--date", DAY2)[0] == 0
+    day1, day2 = (
+        staged(tmp_path, DAY1, "web1"),
+        staged(tmp_path, DAY2, "web1"),
+    )
     for rel in ("same.log", "etc/same.conf"):
         assert (day1 / rel).stat().st_ino != (day2 / rel).stat().st_ino, rel
         assert (day1 / rel).stat().st_nlink == 1
@@ -102,12 +110,15 @@ def test_new_mtime_or_new_mode_gets_a_copy_not_a_link(tmp_path: Path) -> None:
 
 def test_a_rerun_with_new_file_mode_never_chmods_yesterdays_inode(tmp_path: Path) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
-    stage(config, "--date", DAY2)
-    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
+    stage_json(config, "--date", DAY1)
+    stage_json(config, "--date", DAY2)
+    day1, day2 = (
+        staged(tmp_path, DAY1, "web1"),
+        staged(tmp_path, DAY2, "web1"),
+    )
     assert (day1 / "same.log").stat().st_ino == (day2 / "same.log").stat().st_ino
-    config = _site(tmp_path, 'file_mode = "0600"')
-    assert stage(config, "--date", DAY2)[0] == 0
+    config = _site(tmp_path, file_mode="0600")
+    assert stage_json(config, "--date", DAY2)[0] == 0
     assert (day2 / "same.log").stat().st_mode & 0o777 == 0o600
     assert (day1 / "same.log").stat().st_mode & 0o777 == 0o644
     assert (day1 / "same.log").stat().st_ino != (day2 / "same.log").stat().st_ino
@@ -115,13 +126,13 @@ def test_a_rerun_with_new_file_mode_never_chmods_yesterdays_inode(tmp_path: Path
 
 def test_a_corrupted_earlier_copy_is_not_linked_into_today(tmp_path: Path) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     yesterday = staged(tmp_path, DAY1, "web1") / "same.log"
     stat_before = yesterday.stat()
     with open(yesterday, "r+b") as handle:  # bit rot: same size, same mtime, other bytes
         handle.write(b"U")
     os.utime(yesterday, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
-    code, report = stage(config, "--date", DAY2)
+    code, report = stage_json(config, "--date", DAY2)
     assert code == 0, report
     today = staged(tmp_path, DAY2, "web1") / "same.log"
     assert today.read_bytes() == (tmp_path / "collect/web1/same.log").read_bytes()
@@ -186,7 +197,7 @@ def test_a_basis_changed_after_presigning_still_stages_right(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     _edit_dump(tmp_path)
     yesterday = staged(tmp_path, DAY1, "web1") / "dump.sql"
     original = Presigner.take
@@ -201,9 +212,9 @@ def test_a_basis_changed_after_presigning_still_stages_right(
         return presigned
 
     monkeypatch.setattr(Presigner, "take", take_then_touch)
-    code, report = stage(config, "--date", DAY2)
+    code, report = stage_json(config, "--date", DAY2)
     assert code == 0, report
-    assert tree(staged(tmp_path, DAY2, "web1")) == _source(tmp_path)
+    assert tree(staged(tmp_path, DAY2, "web1")) == source_tree(tmp_path / "collect/web1")
 
 
 # --- opening sessions --------------------------------------------------------------------
@@ -327,12 +338,12 @@ def test_a_changed_big_file_is_requested_once_before_the_listing(
     tmp_path: Path, requested: list[str]
 ) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     _edit_dump(tmp_path)
     requested.clear()
-    assert stage(config, "--date", DAY2)[0] == 0
+    assert stage_json(config, "--date", DAY2)[0] == 0
     assert requested == ["dump.sql"], "speculated, then adopted: not requested again"
-    assert tree(staged(tmp_path, DAY2, "web1")) == _source(tmp_path)
+    assert tree(staged(tmp_path, DAY2, "web1")) == source_tree(tmp_path / "collect/web1")
 
 
 @pytest.mark.parametrize("change", ["unchanged", "removed"])
@@ -340,15 +351,18 @@ def test_a_speculative_fetch_nobody_needs_is_dropped(
     tmp_path: Path, requested: list[str], change: str
 ) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     if change == "removed":
         (tmp_path / "collect/web1/dump.sql").unlink()
     requested.clear()
-    code, report = stage(config, "--date", DAY2)
+    code, report = stage_json(config, "--date", DAY2)
     assert code == 0, report
     assert requested == ["dump.sql"]
-    day1, day2 = staged(tmp_path, DAY1, "web1"), staged(tmp_path, DAY2, "web1")
-    assert tree(day2) == _source(tmp_path)
+    day1, day2 = (
+        staged(tmp_path, DAY1, "web1"),
+        staged(tmp_path, DAY2, "web1"),
+    )
+    assert tree(day2) == source_tree(tmp_path / "collect/web1")
     if change == "unchanged":
         assert (day1 / "dump.sql").stat().st_ino == (day2 / "dump.sql").stat().st_ino
     assert not [p for p in day2.rglob("*") if p.name.startswith(".deltastage-tmp-")]
@@ -358,9 +372,9 @@ def test_no_speculation_for_an_unready_peer_leaves_anything_behind(
     tmp_path: Path, requested: list[str]
 ) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     (tmp_path / "collect/web1/cback.collect").unlink()
-    code, report = stage(config, "--date", DAY2)
+    code, report = stage_json(config, "--date", DAY2)
     assert code == 1 and peer_json(report, "web1")["status"] == "not-ready"
     day2 = staged(tmp_path, DAY2, "web1")
     assert not [p for p in day2.rglob("*") if p.is_file()], "no temp file, nothing staged"
@@ -368,9 +382,9 @@ def test_no_speculation_for_an_unready_peer_leaves_anything_behind(
 
 def test_a_same_day_rerun_does_not_speculate(tmp_path: Path, requested: list[str]) -> None:
     config = _site(tmp_path)
-    stage(config, "--date", DAY1)
+    stage_json(config, "--date", DAY1)
     _edit_dump(tmp_path)
-    stage(config, "--date", DAY2)
+    stage_json(config, "--date", DAY2)
     requested.clear()
-    assert stage(config, "--date", DAY2)[0] == 0  # everything is already staged
+    assert stage_json(config, "--date", DAY2)[0] == 0  # everything is already staged
     assert requested == []

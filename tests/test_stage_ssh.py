@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import shlex
 import sys
 from datetime import date
@@ -15,97 +14,44 @@ from typer.testing import CliRunner
 
 from deltastage.cli.main import app
 from deltastage.config import load_config
-from deltastage.errors import ConnectionClosed
 from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.stage.run import run_stage
-from deltastage.transports.base import Transport
-from tests.sshd import SSHServer
+from tests.helpers.site import make_peer, random_bytes, stage_json, staged, tree, write_config
+from tests.helpers.sshd import SSHServer
+from tests.helpers.transports import CuttingTransport
 
 pytestmark = pytest.mark.ssh
 runner = CliRunner()
 AGENT = shlex.join([sys.executable, "-m", "deltastage", "agent"])
+# One retry: enough for the tests that count on it, quick where a peer must fail.
+ONE_RETRY = {"retries": 1}
 
 
 def remote_peer(server: SSHServer, collect: Path, **extra: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "type": "remote",
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "collect_dir": str(collect),
-        "identity_file": str(server.client_key),
-        "known_hosts": str(server.known_hosts),
+    return {
+        **server.peer_settings(collect),
         "agent_command": AGENT,
         "connect_timeout": 10.0,
         "idle_timeout": 30.0,
+        **extra,
     }
-    settings.update(extra)
-    return settings
-
-
-def write_config(
-    tmp: Path, peers: dict[str, dict[str, Any]], retries: int = 1, stage_indicator: str = ""
-) -> Path:
-    lines = [
-        "[options]",
-        f"retries = {retries}",
-        "retry_backoff = 0",
-        f"stage_indicator = {json.dumps(stage_indicator)}" if stage_indicator else "",
-        "",
-        "[stage]",
-        'staging_dir = "staging"',
-        "",
-    ]
-    for name, settings in peers.items():
-        lines += ["[[peers]]", f'name = "{name}"']
-        lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
-        lines.append("")
-    path = tmp / "deltastage.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def collect_dir(tmp: Path, name: str, files: dict[str, bytes]) -> Path:
-    collect = tmp / "collect" / name
-    for rel, data in files.items():
-        (collect / rel).parent.mkdir(parents=True, exist_ok=True)
-        (collect / rel).write_bytes(data)
-    (collect / "cback.collect").touch()
-    return collect
-
-
-def stage(config: Path, day: str) -> tuple[int, dict[str, Any]]:
-    result = runner.invoke(app, ["stage", "--config", str(config), "--date", day, "--json"])
-    assert result.stdout.strip(), result.output
-    return result.exit_code, json.loads(result.stdout)
-
-
-def staged_tree(tmp: Path, day: date, peer: str) -> dict[str, bytes]:
-    root = tmp / "staging" / f"{day:%Y/%m/%d}" / peer
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.name != MANIFEST_NAME
-        and not p.relative_to(root).parts[0].startswith(".deltastage-")
-    }
-
-
-def blob(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def test_remote_peer_first_day_second_day_and_rerun(tmp_path: Path, sshd_server: SSHServer) -> None:
-    files = {"dump.bin": blob(2 << 20, 1), "etc/app.conf": b"key = value\n", "with space": b"x"}
-    collect = collect_dir(tmp_path, "web1", files)
-    config = write_config(tmp_path, {"web1": remote_peer(sshd_server, collect)})
+    files = {
+        "dump.bin": random_bytes(2 << 20, 1),
+        "etc/app.conf": b"key = value\n",
+        "with space": b"x",
+    }
+    collect = make_peer(tmp_path, "web1", files)
+    config = write_config(tmp_path, {"web1": remote_peer(sshd_server, collect)}, options=ONE_RETRY)
 
-    code, first = stage(config, "2026-11-23")
+    code, first = stage_json(config, "--date", "2026-11-23")
     web = first["peers"][0]
     assert (code, web["status"], web["files"]) == (0, "staged", 3), web
-    assert staged_tree(tmp_path, date(2026, 11, 23), "web1") == files
+    assert tree(staged(tmp_path, date(2026, 11, 23), "web1")) == files
     assert (collect / "cback.stage").exists(), "indicator written on the peer through the agent"
     assert web["stage_indicator"] == "peer"
     assert web["wire_bytes"] > 2 << 20 and web["wire_bytes"] < (2 << 20) * 1.05
@@ -114,41 +60,45 @@ def test_remote_peer_first_day_second_day_and_rerun(tmp_path: Path, sshd_server:
     edited[1_000_000:1_000_004] = b"EDIT"
     (collect / "dump.bin").write_bytes(bytes(edited))
     (collect / "cback.stage").unlink()
-    code, second = stage(config, "2026-11-24")
+    code, second = stage_json(config, "--date", "2026-11-24")
     web = second["peers"][0]
     assert code == 0 and web["status"] == "staged"
     assert web["wire_bytes"] < 0.05 * web["bytes"], web
-    assert staged_tree(tmp_path, date(2026, 11, 24), "web1")["dump.bin"] == bytes(edited)
+    assert tree(staged(tmp_path, date(2026, 11, 24), "web1"))["dump.bin"] == bytes(edited)
 
-    code, rerun = stage(config, "2026-11-24")
+    code, rerun = stage_json(config, "--date", "2026-11-24")
     web = rerun["peers"][0]
     assert code == 0 and web["reused"] == 3 and web["wire_bytes"] < 20_000, web
 
 
 def test_unknown_host_key_is_refused(tmp_path: Path, sshd_server: SSHServer) -> None:
-    collect = collect_dir(tmp_path, "p", {"f": b"data"})
+    collect = make_peer(tmp_path, "p", {"f": b"data"})
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     config = write_config(
-        tmp_path, {"p": remote_peer(sshd_server, collect, known_hosts=str(empty))}, retries=0
+        tmp_path,
+        {"p": remote_peer(sshd_server, collect, known_hosts=str(empty))},
+        options={"retries": 0},
     )
-    code, report = stage(config, "2026-11-23")
+    code, report = stage_json(config, "--date", "2026-11-23")
     peer = report["peers"][0]
     assert code == 1 and peer["status"] == "failed"
     assert "host key" in peer["error"] and str(sshd_server.port) in peer["error"]
     assert not (collect / "cback.stage").exists()
-    assert staged_tree(tmp_path, date(2026, 11, 23), "p") == {}
+    assert tree(staged(tmp_path, date(2026, 11, 23), "p")) == {}
 
 
 def test_wrong_client_key_is_refused(tmp_path: Path, sshd_server: SSHServer) -> None:
-    from tests.sshd import keygen
+    from tests.helpers.sshd import keygen
 
     stranger = keygen(tmp_path / "stranger")
-    collect = collect_dir(tmp_path, "p", {"f": b"data"})
+    collect = make_peer(tmp_path, "p", {"f": b"data"})
     config = write_config(
-        tmp_path, {"p": remote_peer(sshd_server, collect, identity_file=str(stranger))}, retries=0
+        tmp_path,
+        {"p": remote_peer(sshd_server, collect, identity_file=str(stranger))},
+        options={"retries": 0},
     )
-    code, report = stage(config, "2026-11-23")
+    code, report = stage_json(config, "--date", "2026-11-23")
     assert code == 1 and report["peers"][0]["status"] == "failed"
     assert "authentication" in report["peers"][0]["error"].lower()
 
@@ -156,37 +106,14 @@ def test_wrong_client_key_is_refused(tmp_path: Path, sshd_server: SSHServer) -> 
 def test_gateway_hop_through_a_bastion(
     tmp_path: Path, sshd_server: SSHServer, sshd_bastion: SSHServer
 ) -> None:
-    collect = collect_dir(tmp_path, "far", {"f.txt": b"behind the bastion\n"})
+    collect = make_peer(tmp_path, "far", {"f.txt": b"behind the bastion\n"})
     gateway = f"{sshd_bastion.user}@{sshd_bastion.host}:{sshd_bastion.port}"
-    config = write_config(tmp_path, {"far": remote_peer(sshd_server, collect, gateway=gateway)})
-    code, report = stage(config, "2026-11-23")
+    config = write_config(
+        tmp_path, {"far": remote_peer(sshd_server, collect, gateway=gateway)}, options=ONE_RETRY
+    )
+    code, report = stage_json(config, "--date", "2026-11-23")
     assert code == 0, report
-    assert staged_tree(tmp_path, date(2026, 11, 23), "far") == {"f.txt": b"behind the bastion\n"}
-
-
-class CuttingTransport(Transport):
-    """Passes bytes through until ``budget`` bytes were received, then drops the link."""
-
-    def __init__(self, inner: Transport, budget: int) -> None:
-        super().__init__()
-        self.inner = inner
-        self.budget = budget
-
-    def send(self, data: bytes) -> None:
-        self.inner.send(data)
-        self.bytes_sent += len(data)
-
-    def recv(self, max_bytes: int) -> bytes:
-        if self.budget <= 0:
-            self.inner.close()
-            raise ConnectionClosed("test: link cut mid-transfer")
-        data = self.inner.recv(min(max_bytes, self.budget))
-        self.budget -= len(data)
-        self.bytes_received += len(data)
-        return data
-
-    def close(self) -> None:
-        self.inner.close()
+    assert tree(staged(tmp_path, date(2026, 11, 23), "far")) == {"f.txt": b"behind the bastion\n"}
 
 
 def cutting_factory(cuts: list[int]) -> Any:
@@ -204,10 +131,10 @@ def cutting_factory(cuts: list[int]) -> Any:
 def test_connection_killed_mid_file_then_completed_on_retry(
     tmp_path: Path, sshd_server: SSHServer
 ) -> None:
-    data = blob(3 << 20, 7)
-    collect = collect_dir(tmp_path, "p", {"big.bin": data, "small.txt": b"s"})
+    data = random_bytes(3 << 20, 7)
+    collect = make_peer(tmp_path, "p", {"big.bin": data, "small.txt": b"s"})
     config = load_config(
-        write_config(tmp_path, {"p": remote_peer(sshd_server, collect)}, retries=0)
+        write_config(tmp_path, {"p": remote_peer(sshd_server, collect)}, options={"retries": 0})
     )
     day = date(2026, 11, 23)
 
@@ -217,7 +144,7 @@ def test_connection_killed_mid_file_then_completed_on_retry(
     peer_dir = tmp_path / "staging/2026/11/23/p"
     assert not (peer_dir / MANIFEST_NAME).exists()
     assert not (collect / "cback.stage").exists(), "no indicator may lie"
-    assert "big.bin" not in staged_tree(tmp_path, day, "p")
+    assert "big.bin" not in tree(staged(tmp_path, day, "p"))
     partial = peer_dir / ".deltastage-partial/big.bin"
     assert partial.exists() and 0 < partial.stat().st_size < len(data)
     assert data.startswith(partial.read_bytes())
@@ -226,28 +153,28 @@ def test_connection_killed_mid_file_then_completed_on_retry(
     peer = report.peers[0]
     assert peer.status == "staged", peer.error
     assert peer.wire_bytes < len(data) * 0.8, "the partial served as a basis"
-    assert staged_tree(tmp_path, day, "p") == {"big.bin": data, "small.txt": b"s"}
+    assert tree(staged(tmp_path, day, "p")) == {"big.bin": data, "small.txt": b"s"}
     assert (collect / "cback.stage").exists()
     assert not partial.exists()
 
 
 def test_retry_after_cut_within_one_run(tmp_path: Path, sshd_server: SSHServer) -> None:
-    data = blob(1 << 20, 9)
-    collect = collect_dir(tmp_path, "p", {"big.bin": data})
+    data = random_bytes(1 << 20, 9)
+    collect = make_peer(tmp_path, "p", {"big.bin": data})
     config = load_config(
-        write_config(tmp_path, {"p": remote_peer(sshd_server, collect)}, retries=2)
+        write_config(tmp_path, {"p": remote_peer(sshd_server, collect)}, options={"retries": 2})
     )
     report = run_stage(
         config, run_date=date(2026, 11, 23), session_factory=cutting_factory([300_000, 100])
     )
     peer = report.peers[0]
     assert peer.status == "staged" and peer.attempts == 3, peer
-    assert staged_tree(tmp_path, date(2026, 11, 23), "p") == {"big.bin": data}
+    assert tree(staged(tmp_path, date(2026, 11, 23), "p")) == {"big.bin": data}
 
 
 def test_check_reports_remote_agent_version(tmp_path: Path, sshd_server: SSHServer) -> None:
-    collect = collect_dir(tmp_path, "p", {"f": b"1"})
-    config = write_config(tmp_path, {"p": remote_peer(sshd_server, collect)})
+    collect = make_peer(tmp_path, "p", {"f": b"1"})
+    config = write_config(tmp_path, {"p": remote_peer(sshd_server, collect)}, options=ONE_RETRY)
     result = runner.invoke(app, ["check", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     peer = json.loads(result.stdout)["peers"][0]
@@ -257,11 +184,13 @@ def test_check_reports_remote_agent_version(tmp_path: Path, sshd_server: SSHServ
 def test_check_gives_the_forced_command_for_an_agent_refusing_the_stage_indicator(
     tmp_path: Path, sshd_server: SSHServer
 ) -> None:
-    collect = collect_dir(tmp_path, "p", {"f": b"1"})
+    collect = make_peer(tmp_path, "p", {"f": b"1"})
     # the peer's authorized_keys lets the key run the agent for Cedar's indicator only
     key = sshd_server.forced_key([*shlex.split(AGENT), "--root", str(collect)], "cedar-only")
     peer = remote_peer(sshd_server, collect, identity_file=str(key))
-    config = write_config(tmp_path, {"p": peer}, stage_indicator="done.stage")
+    config = write_config(
+        tmp_path, {"p": peer}, options={**ONE_RETRY, "stage_indicator": "done.stage"}
+    )
     line = f'command="{AGENT} --root {collect} --indicator done.stage"'
 
     result = runner.invoke(app, ["check", "--config", str(config), "--json"])
@@ -277,7 +206,9 @@ def test_check_gives_the_forced_command_for_an_agent_refusing_the_stage_indicato
     # that line, in the peer's authorized_keys, makes the peer usable
     fixed = sshd_server.forced_key(shlex.split(line[len('command="') : -1]), "fixed")
     peer["identity_file"] = str(fixed)
-    config = write_config(tmp_path, {"p": peer}, stage_indicator="done.stage")
+    config = write_config(
+        tmp_path, {"p": peer}, options={**ONE_RETRY, "stage_indicator": "done.stage"}
+    )
     result = runner.invoke(app, ["check", "--config", str(config), "--json"])
     report = json.loads(result.stdout)["peers"][0]
     assert result.exit_code == 0 and report["state"] == "ready", report

@@ -29,7 +29,7 @@ import pytest
 from deltastage.models import Gateway
 
 SSHD = "/usr/sbin/sshd"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 

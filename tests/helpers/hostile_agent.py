@@ -22,7 +22,6 @@ from deltastage.errors import DeltastageError
 from deltastage.hashing import hash_bytes
 from deltastage.protocol import (
     CAPABILITIES,
-    NEED_DATA,
     PROTOCOL_VERSION,
     Connection,
     DeltaData,
@@ -44,7 +43,7 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
-from deltastage.transports.local import InProcessTransport
+from tests.helpers.transports import AgentInThread, Answer, answer_bytes
 
 __all__ = [
     "Answer",
@@ -54,7 +53,6 @@ __all__ = [
     "frame",
 ]
 
-Answer = Event | bytes
 RECV_CHUNK = 64 << 10
 
 
@@ -146,7 +144,7 @@ class Liar:
     _fetch: Fetch | None = None
 
 
-class HostileTransport(InProcessTransport):
+class HostileTransport(AgentInThread):
     """The master's end of a socketpair whose other end a ``Liar`` thread answers."""
 
     label = "liar"
@@ -154,34 +152,30 @@ class HostileTransport(InProcessTransport):
     def __init__(self, liar: Liar, *, idle_timeout: float = 10.0) -> None:
         self.liar = liar
         self.agent_error: BaseException | None = None
+        self._sig: SignatureDecoder | None = None
         super().__init__(idle_timeout=idle_timeout)
 
     # --- the liar's side ----------------------------------------------------------------
 
     def serve_end(self, sock: socket.socket) -> None:
         conn = Connection(Role.AGENT)
-        sig: SignatureDecoder | None = None
         try:
             while data := sock.recv(RECV_CHUNK):
-                conn.receive_data(data)
-                while (event := conn.next_event()) is not NEED_DATA:
-                    assert isinstance(event, Event)
-                    if isinstance(event, Fetch):
-                        self.liar._fetch, sig = event, SignatureDecoder()
-                    elif isinstance(event, SigData):
-                        assert sig is not None
-                        sig.feed(event.data)
-                    signature = sig.result() if isinstance(event, SigEnd) and sig else None
-                    for answer in self.liar.answer(event, signature):
-                        sock.sendall(answer if isinstance(answer, bytes) else conn.send(answer))
+                for answer in answer_bytes(conn, data, self._respond):
+                    sock.sendall(answer)
         except OSError:
             pass  # the master hung up, perhaps in the middle of an endless answer
         except DeltastageError as exc:
             self.agent_error = exc  # the master sent something a liar cannot parse
 
-    @property
-    def agent_alive(self) -> bool:
-        return self._thread.is_alive()
+    def _respond(self, event: Event) -> Iterable[Answer]:
+        if isinstance(event, Fetch):
+            self.liar._fetch, self._sig = event, SignatureDecoder()
+        elif isinstance(event, SigData):
+            assert self._sig is not None
+            self._sig.feed(event.data)
+        signature = self._sig.result() if isinstance(event, SigEnd) and self._sig else None
+        return self.liar.answer(event, signature)
 
 
 def endless(make: Callable[[int], Answer]) -> Iterator[Answer]:

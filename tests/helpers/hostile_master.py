@@ -1,7 +1,8 @@
 """A master that speaks raw protocol to a real agent, and the peer tree it is let loose on.
 
-``RawMaster`` sends whatever it is told (no session-side checks), so the agent's own checks
-are what a test exercises. ``plant`` lays out a collect dir holding every kind of thing a
+``RawMaster`` sends whatever it is told (no session-side checks) to the real agent in a
+thread (``AgentThread``), so the agent's own checks are what a test exercises; raw bytes go
+through ``agent.send``. ``plant`` lays out a collect dir holding every kind of thing a
 request could meet; ``snapshot`` records a tree so a test can show nothing in it changed.
 """
 
@@ -12,10 +13,8 @@ import hashlib
 import os
 import socket
 import stat
-import threading
 from pathlib import Path
 
-from deltastage.agent import serve
 from deltastage.delta import DeltaEncoder
 from deltastage.delta import signature_of as sign
 from deltastage.protocol import (
@@ -41,6 +40,7 @@ from deltastage.protocol import (
     SigEnd,
     WireEntry,
 )
+from tests.helpers.transports import AgentThread
 
 __all__ = ["DATA", "SECRET", "RawMaster", "plant", "refine_reply", "snapshot"]
 
@@ -68,34 +68,18 @@ class RawMaster:
         *,
         indicators: tuple[str, ...] = (DEFAULT_INDICATOR,),
     ) -> None:
-        self.sock, agent_sock = socket.socketpair()
-        self.sock.settimeout(20)
-
-        def run() -> None:
-            try:
-                serve(
-                    roots,
-                    agent_sock.recv,
-                    agent_sock.sendall,
-                    indicators=indicators,
-                    encoder=encoder,
-                )
-            finally:
-                agent_sock.close()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
+        self.agent = AgentThread(roots, encoder=encoder, indicators=indicators, idle_timeout=20)
         self.conn = Connection(Role.MASTER)
         self.refinements: list[RefineRequest] = []
 
     def send(self, event: Event) -> None:
-        self.sock.sendall(self.conn.send(event))
+        self.agent.send(self.conn.send(event))
 
     def receive(self) -> Event | None:
         while True:
             event = self.conn.next_event()
             if event is NEED_DATA:
-                self.conn.receive_data(self.sock.recv(1 << 16))
+                self.conn.receive_data(self.agent.recv(1 << 16))
             elif event is EOF:
                 return None
             else:
@@ -144,9 +128,8 @@ class RawMaster:
                 return event
 
     def close(self) -> None:
-        self.sock.close()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
+        self.agent.close()
+        assert not self.agent.agent_alive
 
 
 def snapshot(top: Path) -> dict[str, tuple[object, ...]]:
