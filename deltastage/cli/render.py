@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from deltastage.report import human_bytes
 from deltastage.stage.report import PeerReport, StageReport
@@ -30,12 +33,16 @@ if TYPE_CHECKING:
     from deltastage.history import HistoryRow
 
 __all__ = [
+    "Column",
     "LogObserver",
     "RichObserver",
+    "print_line",
+    "print_table",
     "render_check",
     "render_history_table",
     "render_stage_table",
     "render_verify_table",
+    "table_columns",
 ]
 
 
@@ -104,108 +111,218 @@ class RichObserver:
                 )
 
 
-_STATUS_STYLE = {"staged": "green", "would-stage": "cyan", "not-ready": "yellow", "failed": "red"}
+# The statuses of stage and history, of verify and the states of check.
+_STATUS_STYLE = {
+    "staged": "green",
+    "would-stage": "cyan",
+    "not-ready": "yellow",
+    "failed": "red",
+    "ok": "green",
+    "not-staged": "yellow",
+    "damaged": "red",
+    "error": "red",
+    "ready": "green",
+    "unusable": "red",
+}
+
+Cell = str | Text
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, alignment, and where the width is short, the order in
+    which it is left out (lowest first; None: never, as for peer names and statuses)."""
+
+    header: str
+    right: bool = False
+    drop: int | None = None
+
+
+def table_columns(headers: str, *, numbers: str = "", left_out: str = "") -> list[Column]:
+    """The columns named in ``headers``, in order: ``numbers`` right-aligned, and where the
+    width is short, ``left_out`` left out in that order (the others never are)."""
+    order = left_out.split()
+    return [
+        Column(header, header in numbers.split(), order.index(header) if header in order else None)
+        for header in headers.split()
+    ]
+
+
+def print_table(
+    console: Console, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Cell]]
+) -> None:
+    """``rows`` as a table that never cuts or folds a cell, at the console's width.
+
+    Where the table is too wide, the droppable columns are left out one by one (and a line
+    says which); where even the rest is too wide, each row becomes one line of
+    ``header: value`` pairs. Piped output has the console's width too (80 unless COLUMNS
+    says otherwise), so this holds for cron mail as for a narrow terminal.
+    """
+    cells = [[cell if isinstance(cell, Text) else Text(cell) for cell in row] for row in rows]
+    shown = list(range(len(columns)))
+    while True:
+        table = Table(title=title)
+        for index in shown:
+            column = columns[index]
+            table.add_column(column.header, justify="right" if column.right else "left")
+            table.columns[-1].no_wrap = True
+        for row in cells:
+            table.add_row(*(row[index] for index in shown))
+        wide = Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
+        if wide <= console.width:
+            break
+        droppable = [index for index in shown if columns[index].drop is not None]
+        if not droppable:
+            _print_as_lines(console, title, columns, cells)
+            return
+        shown.remove(min(droppable, key=lambda index: columns[index].drop or 0))
+    console.print(table)
+    left_out = [column.header for index, column in enumerate(columns) if index not in shown]
+    if left_out:
+        print_line(console, f"(left out at this width: {', '.join(left_out)}; --json has all)")
+
+
+_UNBOUNDED = 1 << 20
+
+
+def _print_as_lines(
+    console: Console, title: str, columns: Sequence[Column], rows: Sequence[Sequence[Text]]
+) -> None:
+    """Each row on one line, ``header: value`` pairs, never wrapped: a terminal too narrow
+    for any table still shows every name whole."""
+    console.print(title, markup=False, highlight=False, soft_wrap=True)
+    for row in rows:
+        line = Text(", ").join(
+            Text.assemble(f"{column.header}: ", cell)
+            for column, cell in zip(columns, row, strict=True)
+        )
+        console.print(line, soft_wrap=True)
+
+
+def print_line(console: Console, text: str) -> None:
+    """``text`` as it is, on one line however long: a name, a path or an error is never cut
+    or folded, and nothing in it is read as markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _status(status: str, shown: str | None = None) -> Text:
+    """``status`` (or ``shown``) in its colour."""
+    return Text(shown or status, style=_STATUS_STYLE.get(status, ""))
 
 
 def render_stage_table(report: StageReport, console: Console) -> None:
     title = f"deltastage {'dry run' if report.dry_run else 'stage'} {report.date.isoformat()}"
-    table = Table(title=title, caption=str(report.daily_dir))
-    for column in ("peer", "status", "files", "bytes", "wire", "saved", "secs"):
-        justify: Literal["left", "right"] = "left" if column in ("peer", "status") else "right"
-        table.add_column(column, justify=justify, no_wrap=True, min_width=len(column))
-    for peer in report.peers:
-        status = peer.status + ("*" if peer.ignored else "")
-        style = _STATUS_STYLE.get(peer.status, "")
-        table.add_row(
+    columns = table_columns(
+        "peer status files bytes wire saved secs",
+        numbers="files bytes wire saved secs",
+        left_out="saved secs wire bytes files",
+    )
+    rows: list[list[Cell]] = [
+        [
             peer.name,
-            f"[{style}]{status}[/]" if style else status,
+            _status(peer.status, peer.status + ("*" if peer.ignored else "")),
             str(peer.files),
             human_bytes(peer.bytes),
             human_bytes(peer.wire_bytes),
             f"{peer.saved_percent:.1f}%",
             f"{peer.seconds:.1f}",
-        )
-    console.print(table)
+        ]
+        for peer in report.peers
+    ]
+    print_table(console, title, columns, rows)
+    print_line(console, f"daily dir: {report.daily_dir}")
     if any(peer.ignored for peer in report.peers):
         console.print("* failure ignored (ignore_failures)")
     for peer in report.peers:  # errors below the table: they are long and must not be cut
         if peer.error:
-            console.print(f"{peer.name}: {peer.error}", markup=False, soft_wrap=True)
+            print_line(console, f"{peer.name}: {peer.error}")
+
+
+# The paths of each kind listed below the verify table, per peer (--json lists them all).
+VERIFY_PATHS_SHOWN = 5
 
 
 def render_verify_table(report: VerifyReport, console: Console) -> None:
-    table = Table(title="deltastage verify", caption=str(report.daily_dir))
-    for column in ("peer", "status", "files", "bytes", "missing", "corrupt", "extra"):
-        table.add_column(column)
-    table.add_column("detail", overflow="fold")
-    for peer in report.peers:
-        detail = "; ".join(
-            [f"missing {p}" for p in peer.missing[:5]]
-            + [f"corrupt {p}" for p in peer.corrupt[:5]]
-            + [f"extra {p}" for p in peer.extra[:5]]
-            + ([peer.error] if peer.error else [])
-        )
-        table.add_row(
+    columns = table_columns(
+        "peer status files bytes missing corrupt extra",
+        numbers="files bytes missing corrupt extra",
+        left_out="bytes files missing extra corrupt",
+    )
+    rows: list[list[Cell]] = [
+        [
             peer.name,
-            peer.status,
+            _status(peer.status),
             str(peer.files),
             human_bytes(peer.bytes),
             str(len(peer.missing)),
             str(len(peer.corrupt)),
             str(len(peer.extra)),
-            detail,
-        )
-    console.print(table)
+        ]
+        for peer in report.peers
+    ]
+    print_table(console, "deltastage verify", columns, rows)
+    print_line(console, f"verified: {report.daily_dir}")
+    for peer in report.peers:  # below the table: paths and errors are long
+        for kind, paths in (
+            ("missing", peer.missing),
+            ("corrupt", peer.corrupt),
+            ("extra", peer.extra),
+        ):
+            for path in paths[:VERIFY_PATHS_SHOWN]:
+                print_line(console, f"{peer.name}: {kind} {path}")
+            if len(paths) > VERIFY_PATHS_SHOWN:
+                hidden = len(paths) - VERIFY_PATHS_SHOWN
+                print_line(console, f"{peer.name}: and {hidden} more {kind} (--json lists all)")
+        if peer.error:
+            print_line(console, f"{peer.name}: {peer.error}")
 
 
 def render_check(report: CheckReport, console: Console) -> None:
-    console.print(f"config {report.config}: ok")
+    print_line(console, f"config {report.config}: ok")
     if report.staging_problem:
-        console.print(f"[red]staging dir: {report.staging_problem}[/]")
-    table = Table(title="peers")
-    for column in ("peer", "type", "state", "agent", "error"):
-        table.add_column(column)
-    for result in report.peers:
-        table.add_row(
-            result.name,
-            result.type,
-            result.state,
-            result.agent_version or "",
-            result.error or "",
-        )
-    console.print(table)
-    for result in report.peers:
+        console.print(Text(f"staging dir: {report.staging_problem}", style="red"), soft_wrap=True)
+    columns = table_columns("peer type state agent", left_out="agent type")
+    rows: list[list[Cell]] = [
+        [result.name, result.type, _status(result.state), result.agent_version or ""]
+        for result in report.peers
+    ]
+    print_table(console, "peers", columns, rows)
+    for result in report.peers:  # below the table: errors and fixes are long
+        if result.error:
+            print_line(console, f"{result.name}: {result.error}")
         if result.fix:
-            console.print(
-                f"{result.name}: in the peer's authorized_keys, let the master's key run",
-                markup=False,
+            print_line(
+                console, f"{result.name}: in the peer's authorized_keys, let the master's key run"
             )
-            console.print(f"  {result.fix}", markup=False, highlight=False, soft_wrap=True)
+            print_line(console, f"  {result.fix}")
 
 
 def render_history_table(
     rows: Sequence[HistoryRow], limit: int, staging_dir: Path, console: Console
 ) -> None:
-    table = Table(title=f"deltastage history: last {limit} runs", caption=str(staging_dir))
-    for column in ("date", "run", "peer", "status", "files", "bytes", "wire", "secs"):
-        table.add_column(
-            column,
-            justify="left" if column in ("date", "peer", "status") else "right",
-            # A folded date or size is unreadable; names, statuses and errors may fold.
-            no_wrap=column not in ("peer", "status"),
-            min_width=9 if column == "status" else None,  # "not-ready" whole
-        )
-    table.add_column("error", overflow="fold")
-    for row in rows:
-        table.add_row(
+    if not rows:
+        console.print("no stage runs recorded yet")
+        return
+    columns = table_columns(
+        "date run peer status files bytes wire secs",
+        numbers="run files bytes wire secs",
+        left_out="run secs wire bytes files",
+    )
+    cells: list[list[Cell]] = [
+        [
             row.run_date,
             str(row.run_id),
             row.peer,
-            row.status,
+            _status(row.status),
             str(row.files),
             human_bytes(row.bytes),
             human_bytes(row.wire_bytes),
             f"{row.seconds:.1f}",
-            row.error or "",
-        )
-    console.print(table if rows else "no stage runs recorded yet")
+        ]
+        for row in rows
+    ]
+    print_table(console, f"deltastage history: last {limit} runs", columns, cells)
+    print_line(console, f"catalog: {staging_dir}")
+    for row in rows:  # below the table: errors are long and must not be cut
+        if row.error:
+            print_line(console, f"{row.run_date} run {row.run_id} {row.peer}: {row.error}")
