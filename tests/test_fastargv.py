@@ -275,6 +275,12 @@ def test_start_up_imports_no_cli_framework(tmp_path: Path) -> None:
         assert "deltastage" in modules and not modules & {"typer", "pydantic", "rich"}
 
 
+def test_the_agent_answers_without_loading_numpy_first() -> None:
+    """numpy and the delta core load on a thread (agent/stdio.py); only a fetch waits."""
+    code = "import sys, deltastage.agent; assert 'numpy' not in sys.modules, sys.modules.keys()"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_patch_to_a_pipe_writes_nothing_for_a_wrong_basis(tmp_path: Path) -> None:
     basis = os.urandom(50_000)
     (tmp_path / "basis").write_bytes(basis)

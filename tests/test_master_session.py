@@ -672,8 +672,10 @@ def test_a_survey_sent_and_flushed_is_answered_before_it_is_read(tmp_path: Path)
     assert session.send_survey(str(tmp_path), "cback.collect") is True
     session.flush()
     assert counter._sent
+    # the same survey again is sent once; another one would have its answers come first
+    assert session.send_survey(str(tmp_path), "cback.collect") is True
     with pytest.raises(LocalProtocolError, match="survey"):
-        session.send_survey(str(tmp_path), "cback.collect")  # its answers would come first
+        session.send_survey(str(tmp_path / "other"), "cback.collect")
     assert session.read_survey(str(tmp_path), True)[0] is True
     assert counter.turns == 1
     session.close()

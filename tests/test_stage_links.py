@@ -252,6 +252,18 @@ def test_an_early_session_serves_the_first_attempt(tmp_path: Path) -> None:
     assert opened == ["connect"], "one session, opened on the early thread"
 
 
+def test_an_early_session_has_sent_its_survey_when_the_attempt_takes_it(tmp_path: Path) -> None:
+    config = load_config(_site(tmp_path))
+    with EarlySessions(config.peers, config.options) as early:
+        session = early.session_factory(config.peers[0], config.options)
+        assert session.wire_bytes > 0, "the survey went out on the early thread"
+        sent = session.wire_bytes
+        report = run_stage(
+            config, run_date=date.fromisoformat(DAY1), session_factory=lambda p, o: session
+        )
+    assert report.peers[0].status == "staged" and report.peers[0].wire_bytes > sent
+
+
 def test_an_early_open_failure_is_the_first_attempt_and_is_retried(tmp_path: Path) -> None:
     config = load_config(_site(tmp_path))
     calls: list[str] = []

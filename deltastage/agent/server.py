@@ -17,13 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltastage import __version__
 from deltastage.agent.conversation import Conversation, MasterGone, Refusal, clip_reason
 from deltastage.agent.rootfs import RootFS
-from deltastage.agent.sender import Sender
-from deltastage.delta.codec import DeltaEncoder
 from deltastage.errors import RemoteProtocolError
 from deltastage.protocol import (
     CAPABILITIES,
@@ -46,6 +44,10 @@ from deltastage.protocol import (
 )
 from deltastage.protocol.events import MAX_BATCH_ENTRIES
 
+if TYPE_CHECKING:
+    from deltastage.agent.sender import Sender
+    from deltastage.delta.codec import DeltaEncoder
+
 __all__ = ["BATCH_RAW", "serve"]
 
 log = logging.getLogger("deltastage.agent")
@@ -64,16 +66,17 @@ class _Server:
         indicators: Sequence[str],
         read: Callable[[int], bytes],
         write: Callable[[bytes], None],
-        encoder: type[DeltaEncoder],
+        encoder: type[DeltaEncoder] | None,
     ) -> None:
         self.rootfs = RootFS(roots, indicators)
         self.conversation = Conversation(read, write)
-        sender = Sender(self.conversation, self.rootfs, encoder)
+        self._encoder = encoder
+        self._sender: Sender | None = None
         self.handlers: dict[type[Event], Callable[[Any], None]] = {
             ListRequest: self.list_root,
             IndicatorQuery: self.query_indicator,
             IndicatorWrite: self.write_indicator,
-            Fetch: sender.fetch,
+            Fetch: self.fetch,
         }
 
     def run(self) -> None:
@@ -126,6 +129,16 @@ class _Server:
             return False
         return True
 
+    def fetch(self, request: Fetch) -> None:
+        if self._sender is None:
+            # The first request that needs numpy and the delta core: an agent process loads
+            # them on a thread while it answers the handshake and the listing (see stdio).
+            from deltastage.agent.sender import Sender
+            from deltastage.delta.codec import DeltaEncoder
+
+            self._sender = Sender(self.conversation, self.rootfs, self._encoder or DeltaEncoder)
+        self._sender.fetch(request)
+
     def list_root(self, request: ListRequest) -> None:
         batch: list[WireEntry] = []
         raw = 0
@@ -160,14 +173,15 @@ def serve(
     write: Callable[[bytes], None],
     *,
     indicators: Sequence[str] = (DEFAULT_INDICATOR,),
-    encoder: type[DeltaEncoder] = DeltaEncoder,
+    encoder: type[DeltaEncoder] | None = None,
 ) -> None:
     """Answer one master until it says Bye, closes the stream, or breaks the protocol.
 
     ``read(n)`` returns up to n bytes (b"" at end of stream); ``write`` sends all its bytes.
     A request names a root by the exact string given here; ``indicators`` are the only
     names it may write, empty files directly in a root (none: it writes nothing).
-    ``encoder`` makes the deltas that are not refined (a test's stand-in may replace it).
+    ``encoder`` makes the deltas that are not refined (the delta core's unless a test's
+    stand-in replaces it).
     """
     server = _Server(roots, indicators, read, write, encoder)
     try:

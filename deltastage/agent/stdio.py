@@ -1,14 +1,19 @@
 """The agent as a process: ``deltastage agent --root DIR ...`` served over stdin/stdout.
 
 The agent starts once per SSH connection (typically an ``authorized_keys`` forced command),
-so a plain command line reaches ``run_stdio`` without the CLI framework (see ``fastargv``).
+so its start-up is kept short: a plain command line reaches ``run_stdio`` without the CLI
+framework (see ``fastargv``), and numpy and the delta core, which only a fetch needs, load on a
+thread while the handshake and the listing are answered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +44,12 @@ def agent_indicators(indicators: Sequence[str], read_only: bool) -> tuple[str, .
     return names
 
 
+def _load_delta_core() -> None:
+    # a failure here resurfaces at the first fetch, which imports the same and is answered
+    with contextlib.suppress(Exception):
+        importlib.import_module("deltastage.agent.sender")
+
+
 def run_stdio(
     roots: Sequence[str | Path], indicators: Sequence[str] = (), read_only: bool = False
 ) -> int:
@@ -49,6 +60,7 @@ def run_stdio(
     Refusals are logged on stderr.
     """
     writes = agent_indicators(indicators, read_only)
+    threading.Thread(target=_load_delta_core, name="load-delta", daemon=True).start()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"deltastage agent[{os.getpid()}]: %(message)s"))
     agent_log = logging.getLogger("deltastage.agent")

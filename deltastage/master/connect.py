@@ -90,10 +90,17 @@ class _Opening:
         self._thread.start()
 
     def _open(self, peer: PeerConfig, options: Options, factory: SessionFactory) -> None:
+        session = None
         try:
             session = factory(peer, options)
+            # the agent lists the collect dir while the master is still starting up
+            session.send_survey(str(peer.collect_dir), options.collect_indicator)
+            session.flush()
         except BaseException as exc:  # raised to whoever takes the session, as its own
             self._error = exc
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    session.close()
             return
         with self._lock:
             self._session = session
@@ -123,7 +130,9 @@ class EarlySessions:
     """The first peers' sessions, opened at once, on threads, while the caller goes on.
 
     On a WAN, connecting, the SSH handshake and the agent's start take longer than the rest of
-    the master's start-up; opened early, they overlap it. ``session_factory`` hands out each
+    the master's start-up; opened early, they overlap it. Each session sends its survey (the
+    handshake, the indicator query, the listing request) as soon as it is open, so the agent
+    lists while the master starts. ``session_factory`` hands out each
     early session once, for the peer's first attempt, and opens any other as ``factory`` does;
     an error opening it is raised there, as that attempt's. ``close`` closes what nobody took.
     """

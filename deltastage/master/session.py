@@ -135,7 +135,8 @@ class PeerSession:
         self._sent = 0  # request bytes encoded so far
         self._requesting = False  # a fetch request (its signature) is being sent
         self.info: AgentInfo | None = None
-        self._survey_unread = False  # a survey was sent and its answers are not read yet
+        # a survey sent whose answers are not read yet: (root, indicator, with a Hello)
+        self._survey_unread: tuple[str, str, bool] | None = None
 
     @property
     def wire_bytes(self) -> int:
@@ -281,22 +282,26 @@ class PeerSession:
 
     def send_survey(self, root: str, indicator: str) -> bool:
         """The sending half of ``survey``; True when it included the handshake. A fetch may
-        be requested before ``read_survey`` (it is answered after the listing)."""
+        be requested before ``read_survey`` (it is answered after the listing). The same
+        survey sent again before it is read is sent once (an early session sends it as soon
+        as it is open; the stage's attempt then asks for it as usual)."""
         check_name(indicator)
-        self._ready()
-        if self._survey_unread:
+        if self._survey_unread is not None:
+            if self._survey_unread[:2] == (root, indicator):
+                return self._survey_unread[2]
             raise LocalProtocolError("read the survey sent before sending another")
+        self._ready()
         hello = self.info is None
         if hello:
             self._send(self._hello())
         self._send(IndicatorQuery(root, indicator))
         self._send(ListRequest(root))
-        self._survey_unread = True
+        self._survey_unread = (root, indicator, hello)
         return hello
 
     def read_survey(self, root: str, hello: bool) -> tuple[bool, list[RemoteEntry]]:
         """The answers to ``send_survey`` (see ``survey``)."""
-        self._survey_unread = False
+        self._survey_unread = None
         if hello:
             self._hello_reply()
         try:
