@@ -26,6 +26,8 @@ Lower-level exceptions (OSError, paramiko, zstandard) are mapped at the boundary
 
 from __future__ import annotations
 
+from deltastage.models import shown
+
 __all__ = [
     "REPORTED",
     "AgentError",
@@ -158,7 +160,7 @@ REPORTED = (DeltastageError, OSError, KeyboardInterrupt)
 def exit_status(exc: DeltastageError | OSError | KeyboardInterrupt) -> tuple[str, int]:
     """The message (one line) and exit code a command ends with when ``exc`` stops it."""
     if isinstance(exc, DeltastageError):
-        return str(exc), exc.exit_code
+        return shown(str(exc)), exc.exit_code
     if isinstance(exc, OSError):
-        return describe_os_error(exc), 1
+        return shown(describe_os_error(exc)), 1
     return "interrupted", 130

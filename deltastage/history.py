@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deltastage.errors import DeltastageError
 from deltastage.models import json_fields
@@ -94,7 +94,7 @@ def _record(
     action: str,
     run_date: str,
     exit_code: int,
-    rows: list[tuple[str, str, int, int, int, float, str | None]],
+    rows: list[tuple[str, str, int, int, int, float, str | bytes | None]],
 ) -> None:
     try:
         with _catalog(staging_dir) as db:
@@ -111,21 +111,48 @@ def _record(
         log.warning("history catalog %s not updated: %s", staging_dir / CATALOG_NAME, exc)
 
 
+def _stored(text: str | None) -> str | bytes | None:
+    """Text as SQLite can hold it: an error naming a file whose name is not UTF-8 goes in
+    as its bytes (a BLOB), read back by ``_read`` to the same text."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return text
+
+
+def _read(value: str | bytes | None) -> str | None:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
 def record_stage(staging_dir: Path, report: StageReport) -> None:
     rows = [
-        (p.name, p.status, p.files, p.bytes, p.wire_bytes, p.seconds, p.error) for p in report.peers
+        (p.name, p.status, p.files, p.bytes, p.wire_bytes, p.seconds, _stored(p.error))
+        for p in report.peers
     ]
     _record(staging_dir, "stage", report.date.isoformat(), report.exit_code, rows)
 
 
 def record_verify(staging_dir: Path, report: VerifyReport) -> None:
-    rows = [(p.name, f"verify-{p.status}", p.files, p.bytes, 0, 0.0, p.error) for p in report.peers]
+    rows = [
+        (p.name, f"verify-{p.status}", p.files, p.bytes, 0, 0.0, _stored(p.error))
+        for p in report.peers
+    ]
     name = (
         report.daily_dir.relative_to(staging_dir).as_posix()
         if report.daily_dir.is_relative_to(staging_dir)
         else str(report.daily_dir)
     )
     _record(staging_dir, "verify", name.replace("/", "-"), report.exit_code, rows)
+
+
+def _history_row(row: tuple[Any, ...]) -> HistoryRow:
+    run_id, action, recorded, run_date, peer, status, files, size, wire, seconds, error = row
+    return HistoryRow(
+        run_id, action, recorded, run_date, peer, status, files, size, wire, seconds, _read(error)
+    )
 
 
 def read_history(
@@ -156,7 +183,7 @@ def read_history(
                 f"JOIN peer_runs p ON p.run_id = r.id WHERE r.id IN ({marks}) "
                 "AND (? IS NULL OR p.peer = ?) ORDER BY r.id DESC, p.peer"
             )
-            return [HistoryRow(*row) for row in db.execute(query, (*run_ids, peer, peer))]
+            return [_history_row(row) for row in db.execute(query, (*run_ids, peer, peer))]
     except sqlite3.Error as exc:
         # A damaged catalog is only a convenience lost; say which file and carry on elsewhere.
         raise DeltastageError(f"history catalog {path} unreadable: {exc}") from None

@@ -1,5 +1,8 @@
 """The per-peer manifest: the list of staged files and their xxh3-128, written last.
 
+Paths are the staged names exactly: a byte that is not UTF-8 is held as Python's
+surrogateescape does, and written in the JSON as its ``\\udcXX`` escape.
+
 A manifest exists only when every file it lists was written, fsynced, re-read and verified;
 ``verify`` re-hashes staged files against it. It is the truth; the history catalog is not.
 For a peer whose agent is read-only it also records the stage indicator the peer's collect
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deltastage.errors import IntegrityError
+from deltastage.models import json_text
 from deltastage.safefs import FILE_CREATE, FILE_READ, check_relative_path, fsync_dir
 
 __all__ = [
@@ -74,7 +78,7 @@ def encode_manifest(manifest: Manifest) -> bytes:
         }
         for e in manifest.files
     ]
-    return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json_text(document, indent=1) + "\n").encode("utf-8")
 
 
 def _field(obj: dict[str, Any], key: str, kind: type) -> Any:

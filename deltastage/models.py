@@ -3,11 +3,13 @@ reports the commands print."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePath
 
-__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields"]
+__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields", "json_text", "shown"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,29 @@ def json_fields(report: object, *names: str) -> dict[str, object]:
         key, _, attribute = name.partition("=")
         document[key] = _json_value(getattr(report, attribute or key))
     return document
+
+
+# A file name that is not UTF-8 holds one lone surrogate per undecodable byte (Python's
+# surrogateescape); no UTF-8 text can, so each one is unambiguous.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(document: object, indent: int | None = 2) -> str:
+    """``document`` as JSON text that encodes as UTF-8 whatever names it holds: a lone
+    surrogate (a name's undecodable byte) is written as its ``\\udcXX`` escape, which
+    ``json.loads`` reads back to the same name; other text stays as it is."""
+    text = json.dumps(document, indent=indent, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def shown(text: str) -> str:
+    """``text`` for a person to read (tables, logs): a name's undecodable bytes as
+    ``\\xNN``, so printing it never fails and the original bytes can be told."""
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name holds
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return data.decode("utf-8", "backslashreplace")
 
 
 def _json_value(value: object) -> object:

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from deltastage.history import HistoryRow, read_history
+from deltastage.models import shown
 
 __all__ = [
     "ChartPoint",
@@ -415,7 +416,7 @@ def write_report(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
+            handle.write(shown(page))  # a file name's undecodable bytes as \xNN
             handle.flush()
             os.fsync(handle.fileno())
             # mkstemp makes 0600; a report is meant to be read (e.g. served) by others.

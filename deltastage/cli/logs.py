@@ -10,9 +10,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
+from deltastage.models import shown
+
 __all__ = ["LOG_FORMAT", "setup_logging"]
 
 LOG_FORMAT = "%(asctime)s deltastage[%(process)d] %(levelname)s %(message)s"
+
+
+class _Formatter(logging.Formatter):
+    """The plain line format; a file name's undecodable bytes shown as ``\\xNN``, so a
+    line naming one is never lost to an encoding error (a log file, syslog)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
 
 
 class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -38,19 +48,21 @@ def setup_logging(
     root.handlers.clear()
     root.propagate = False
     if rich:
-        root.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
+        rich_handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
+        rich_handler.setFormatter(_Formatter("%(message)s"))
+        root.addHandler(rich_handler)
     else:
         handler = _CurrentStderrHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(_Formatter(LOG_FORMAT))
         root.addHandler(handler)
     if log_file is not None:
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        file_handler.setFormatter(_Formatter(LOG_FORMAT))
         root.addHandler(file_handler)
     if syslog:
         address = "/dev/log" if Path("/dev/log").exists() else ("localhost", 514)
         sys_handler = logging.handlers.SysLogHandler(
             address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON
         )
-        sys_handler.setFormatter(logging.Formatter("deltastage[%(process)d]: %(message)s"))
+        sys_handler.setFormatter(_Formatter("deltastage[%(process)d]: %(message)s"))
         root.addHandler(sys_handler)

@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from deltastage.models import shown as printable
 from deltastage.report import human_bytes
 from deltastage.stage.report import PeerReport, StageReport
 from deltastage.verify import VerifyReport
@@ -201,8 +202,9 @@ def _print_as_lines(
 
 def print_line(console: Console, text: str) -> None:
     """``text`` as it is, on one line however long: a name, a path or an error is never cut
-    or folded, and nothing in it is read as markup."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    or folded, and nothing in it is read as markup; a file name's undecodable bytes show as
+    ``\\xNN``."""
+    console.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def _status(status: str, shown: str | None = None) -> Text:

@@ -3,7 +3,6 @@ JSON. Typer-free, so a command run without typer (see ``fastargv``) shares it.""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import date
@@ -12,6 +11,7 @@ from pathlib import Path
 from deltastage.cli import logs
 from deltastage.config import Config, load_cedar_config, load_config
 from deltastage.errors import UsageError
+from deltastage.models import json_text
 
 __all__ = ["load", "parse_date", "print_json", "setup_logging"]
 
@@ -45,4 +45,4 @@ def setup_logging(level: str, log_file: Path | None, syslog: bool) -> None:
 
 
 def print_json(document: object) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(document) + "\n")

@@ -73,6 +73,12 @@ def _attempts(
         except OSError as exc:
             report.status, report.error = "failed", describe_os_error(exc)
             break
+        except Exception as exc:
+            # a bug met on this peer's data fails this peer, never the run: the other peers
+            # are staged and the run's report and history are written
+            log.exception("peer=%s unexpected error", name)
+            report.status, report.error = "failed", f"unexpected {type(exc).__name__}: {exc}"
+            break
         finally:
             if session is not None:
                 report.wire_bytes += session.wire_bytes

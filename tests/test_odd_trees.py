@@ -1,0 +1,155 @@
+"""Odd trees and every exit path (issue 17): the real CLI on real directories, local peers
+(and the agent over a pipe or SSH where it is involved)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from deltastage.cli.main import app
+from deltastage.manifest import MANIFEST_NAME
+from tests.helpers.site import make_peer, peer_json, staged, write_config
+from tests.helpers.site import stage_json as stage
+from tests.helpers.sshd import SSHServer
+from tests.test_stage_ssh import remote_peer
+
+runner = CliRunner()
+DAY1 = "2026-11-23"  # a Monday
+DAY2 = "2026-11-24"
+
+LATIN1 = b"x-\xe9"  # "x-é" written by a Latin-1 host: not UTF-8
+INVALID = b"\xff\xfe-bad"
+NFC = "caf\u00e9".encode()
+NFD = "cafe\u0301".encode()
+
+
+def _bytes_tree(root: Path) -> dict[bytes, bytes]:
+    """Every staged file by its name's bytes (the internal names and manifest left out)."""
+    found: dict[bytes, bytes] = {}
+    base = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if not d.startswith(b".deltastage-")]
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), base)
+            if rel != MANIFEST_NAME.encode():
+                with open(os.path.join(dirpath, name), "rb") as stream:
+                    found[rel] = stream.read()
+    return found
+
+
+def _odd_peer(tmp: Path, name: str, files: dict[bytes, bytes]) -> Path:
+    collect = make_peer(tmp, name, {})
+    for rel, data in files.items():
+        target = os.path.join(os.fsencode(collect), rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as stream:
+            stream.write(data)
+    return collect
+
+
+ODD = {
+    LATIN1: b"latin-1\n",
+    INVALID: b"invalid\n",
+    NFC: b"composed\n",
+    NFD: b"decomposed\n",
+    b"dir-\xe9/inner-\xfc": b"nested\n",
+}
+
+
+def test_non_utf8_names_are_staged_under_the_same_bytes(tmp_path: Path) -> None:
+    _odd_peer(tmp_path, "old", ODD)
+    make_peer(tmp_path, "new", {"plain": b"plain\n"})
+    config = write_config(tmp_path, {"old": {}, "new": {}})
+    code, report = stage(config, "--date", DAY1, "--jobs", "1")
+    assert code == 0, report
+    assert [peer_json(report, n)["status"] for n in ("old", "new")] == ["staged", "staged"]
+    assert peer_json(report, "old")["files"] == len(ODD)
+    assert _bytes_tree(staged(tmp_path, DAY1, "old")) == ODD
+
+    # the manifest is UTF-8 JSON; an undecodable byte is the escape \udcXX (surrogateescape)
+    raw = (staged(tmp_path, DAY1, "old") / MANIFEST_NAME).read_bytes()
+    raw.decode("utf-8")
+    assert b'"x-\\udce9"' in raw
+    paths = {os.fsencode(e["path"]) for e in json.loads(raw)["files"]}
+    assert paths == set(ODD)
+
+    verified = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1, "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert all(p["status"] == "ok" for p in json.loads(verified.stdout)["peers"])
+
+    # the second day: every odd name found in the earlier day, linked, nothing sent again
+    code, second = stage(config, "--date", DAY2)
+    old = peer_json(second, "old")
+    assert code == 0 and old["status"] == "staged", old
+    assert _bytes_tree(staged(tmp_path, DAY2, "old")) == ODD
+    assert os.stat(os.path.join(os.fsencode(staged(tmp_path, DAY2, "old")), LATIN1)).st_nlink == 2
+
+    history = runner.invoke(app, ["history", "--config", str(config), "--json"])
+    assert history.exit_code == 0, history.output
+
+
+def test_an_odd_name_in_an_error_is_carried_losslessly(tmp_path: Path) -> None:
+    collect = _odd_peer(tmp_path, "old", {LATIN1: b"x"})
+    make_peer(tmp_path, "new", {"plain": b"plain\n"})
+    os.mkfifo(os.path.join(os.fsencode(collect), b"fifo-\xe9"))
+    config = write_config(tmp_path, {"old": {}, "new": {}})
+    result = runner.invoke(app, ["stage", "--config", str(config), "--date", DAY1, "--json"])
+    assert result.exit_code == 0, result.output
+    assert "fifo-\\udce9 (special)" in result.stdout  # escaped in the JSON text
+    report = json.loads(result.stdout)
+    assert peer_json(report, "old")["skipped"] == ["fifo-\udce9 (special)"]
+    table = runner.invoke(app, ["stage", "--config", str(config), "--date", DAY1])
+    assert table.exit_code == 0, table.output
+    assert "fifo-\\xe9" in table.output  # shown with the byte escaped
+
+
+def test_an_unexpected_error_in_one_peer_fails_only_that_peer(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    make_peer(tmp_path, "a", {"one": b"1"})
+    make_peer(tmp_path, "b", {"two": b"2"})
+    config = write_config(tmp_path, {"a": {}, "b": {}})
+    from deltastage.stage import attempt
+
+    real = attempt.Attempt.run
+
+    def broken(self: Any) -> None:
+        if self.target.peer.name == "a":
+            raise ValueError("a bug near x-\udce9")
+        real(self)
+
+    monkeypatch.setattr(attempt.Attempt, "run", broken)
+    code, report = stage(config, "--date", DAY1, "--jobs", "1")
+    assert code == 1
+    a, b = peer_json(report, "a"), peer_json(report, "b")
+    assert (a["status"], b["status"]) == ("failed", "staged")
+    assert "a bug near x-\udce9" in a["error"]
+    with sqlite3.connect(tmp_path / "staging" / ".deltastage-history.sqlite") as db:
+        rows = db.execute("SELECT peer, status FROM peer_runs ORDER BY peer").fetchall()
+    assert rows == [("a", "failed"), ("b", "staged")]
+    # the history keeps the error's odd name losslessly, escaped in its JSON
+    history = runner.invoke(app, ["history", "--config", str(config), "--json"])
+    assert history.exit_code == 0, history.output
+    assert "x-\\udce9" in history.stdout
+    errors = [row["error"] for row in json.loads(history.stdout) if row["error"]]
+    assert any("a bug near x-\udce9" in error for error in errors)
+    table = runner.invoke(app, ["history", "--config", str(config)])
+    assert table.exit_code == 0 and "x-\\xe9" in table.output
+
+
+@pytest.mark.ssh
+def test_non_utf8_names_through_the_agent_over_ssh(tmp_path: Path, sshd_server: SSHServer) -> None:
+    collect = _odd_peer(tmp_path, "old", ODD)
+    config = write_config(tmp_path, {"old": remote_peer(sshd_server, collect)})
+    code, report = stage(config, "--date", DAY1)
+    assert code == 0, report
+    assert report["peers"][0]["files"] == len(ODD)
+    assert _bytes_tree(staged(tmp_path, DAY1, "old")) == ODD
+    verified = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1])
+    assert verified.exit_code == 0, verified.output
