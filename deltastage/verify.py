@@ -31,11 +31,14 @@ class PeerVerification:
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    # deltastage's own names (temp files, partials) left in a staged dir: no manifest lists
+    # them, yet Cedar's store would archive them
+    stray: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not (self.missing or self.corrupt or self.extra)
+        return self.error is None and not (self.missing or self.corrupt or self.extra or self.stray)
 
     @property
     def status(self) -> str:
@@ -47,7 +50,16 @@ class PeerVerification:
 
     def as_json(self) -> dict[str, object]:
         return json_fields(
-            self, "name", "status", "files", "bytes", "missing", "corrupt", "extra", "error"
+            self,
+            "name",
+            "status",
+            "files",
+            "bytes",
+            "missing",
+            "corrupt",
+            "extra",
+            "stray",
+            "error",
         )
 
 
@@ -73,11 +85,13 @@ def verify_peer_dir(peer_dir: Path) -> PeerVerification:
         return result
     try:
         manifest = read_manifest(peer_fd)
-        on_disk = {
-            rel
-            for rel, _ in walk_files(peer_fd)
-            if not rel.split("/")[0].startswith(INTERNAL_PREFIX) and rel != MANIFEST_NAME
-        }
+        on_disk: set[str] = set()
+        internal: list[str] = []
+        for rel, _ in walk_files(peer_fd):
+            if any(part.startswith(INTERNAL_PREFIX) for part in rel.split("/")):
+                internal.append(rel)
+            elif rel != MANIFEST_NAME:
+                on_disk.add(rel)
         if manifest is None:
             result.manifest = False
             if on_disk:  # files with nothing vouching for them: a failed or foreign stage
@@ -90,6 +104,7 @@ def verify_peer_dir(peer_dir: Path) -> PeerVerification:
                 result.files += 1
                 result.bytes += entry.size
         result.extra = sorted(on_disk - listed)
+        result.stray = sorted(internal)
     except (DeltastageError, OSError) as exc:
         result.error = str(exc)
     finally:

@@ -153,3 +153,33 @@ def test_non_utf8_names_through_the_agent_over_ssh(tmp_path: Path, sshd_server: 
     assert _bytes_tree(staged(tmp_path, DAY1, "old")) == ODD
     verified = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1])
     assert verified.exit_code == 0, verified.output
+
+
+def test_a_repeated_peer_is_staged_once(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"big.bin": os.urandom(4 << 20), "small": b"s"})
+    config = write_config(tmp_path, {"p": {}})
+    code, report = stage(config, "--date", DAY1, "--peer", "p", "--peer", "p", "--jobs", "2")
+    assert code == 0, report
+    assert [peer["name"] for peer in report["peers"]] == ["p"]
+    names = os.listdir(staged(tmp_path, DAY1, "p"))
+    assert sorted(names) == ["big.bin", MANIFEST_NAME, "small"]
+
+
+def test_verify_reports_stray_internal_files_in_a_staged_dir(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"data": b"data", "sub/more": b"more"})
+    config = write_config(tmp_path, {"p": {}})
+    assert stage(config, "--date", DAY1)[0] == 0
+    peer_dir = staged(tmp_path, DAY1, "p")
+    os.link(peer_dir / "data", peer_dir / ".deltastage-tmp-0123456789abcdef")
+    (peer_dir / "sub" / ".deltastage-tmp-fedcba9876543210").write_bytes(b"half")
+    result = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1, "--json"])
+    assert result.exit_code == 1, result.output
+    peer = json.loads(result.stdout)["peers"][0]
+    assert peer["status"] == "damaged"
+    assert peer["stray"] == [
+        ".deltastage-tmp-0123456789abcdef",
+        "sub/.deltastage-tmp-fedcba9876543210",
+    ]
+    table = runner.invoke(app, ["verify", str(peer_dir)])
+    assert table.exit_code == 1 and "status=damaged" in table.output
+    assert "extra=0 stray=2" in table.output

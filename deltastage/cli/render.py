@@ -269,6 +269,7 @@ def render_verify_table(report: VerifyReport, console: Console) -> None:
             ("missing", peer.missing),
             ("corrupt", peer.corrupt),
             ("extra", peer.extra),
+            ("stray", peer.stray),
         ):
             for path in paths[:VERIFY_PATHS_SHOWN]:
                 print_line(console, f"{peer.name}: {kind} {path}")

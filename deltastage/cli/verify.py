@@ -56,13 +56,14 @@ def verify(
         for peer_result in report.peers:
             log.log(
                 logging.INFO if peer_result.ok else logging.ERROR,
-                "verify peer=%s status=%s files=%d missing=%d corrupt=%d extra=%d",
+                "verify peer=%s status=%s files=%d missing=%d corrupt=%d extra=%d stray=%d",
                 peer_result.name,
                 peer_result.status,
                 peer_result.files,
                 len(peer_result.missing),
                 len(peer_result.corrupt),
                 len(peer_result.extra),
+                len(peer_result.stray),
             )
         if staging_dir is not None:
             record_verify(staging_dir, report)

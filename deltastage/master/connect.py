@@ -72,8 +72,11 @@ def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
 
 
 def select_peers(config: Config, only_peers: Sequence[str]) -> list[PeerConfig]:
-    """The peers a run stages, in order (``config.peer`` refuses an unknown name)."""
-    return [config.peer(name) for name in only_peers] if only_peers else list(config.peers)
+    """The peers a run stages, in order, each once: a name given twice must not have two
+    workers write one peer dir (``config.peer`` refuses an unknown name)."""
+    if not only_peers:
+        return list(config.peers)
+    return [config.peer(name) for name in dict.fromkeys(only_peers)]
 
 
 class _Opening:
