@@ -24,6 +24,7 @@ from deltastage.cli.render import (
 from deltastage.history import HistoryRow, read_history, record_stage
 from deltastage.stage.report import PeerReport, StageReport
 from deltastage.verify import PeerVerification, VerifyReport
+from tests.helpers.site import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = "site-frankfurt-am-main-backup-host-0001.example.net"
@@ -177,15 +178,7 @@ def test_history_piped_from_a_real_process_keeps_names_and_errors_whole(tmp_path
     staging = tmp_path / "staging"
     staging.mkdir()
     record_stage(staging, stage_report())
-    config = tmp_path / "deltastage.toml"
-    config.write_text(
-        '[stage]\nstaging_dir = "staging"\n'
-        + "".join(
-            f'[[peers]]\nname = "{name}"\ntype = "local"\ncollect_dir = "/c/{name}"\n'
-            for name in NAMES
-        ),
-        encoding="utf-8",
-    )
+    config = write_config(tmp_path, NAMES)
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.run(
         [sys.executable, "-m", "deltastage", "history", "--config", str(config)],
