@@ -18,14 +18,20 @@ __all__ = ["agent"]
 def agent(
     roots: Annotated[
         list[str],
-        typer.Option("--root", help="A directory to serve (repeatable); nothing outside is."),
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            help="A directory to serve (repeatable); nothing outside is.",
+        ),
     ],
     indicators: Annotated[
         list[str] | None,
         typer.Option(
             "--indicator",
+            metavar="NAME",
+            show_default="cback.stage",
             help="A file name the master may create, empty, directly in a root "
-            "(repeatable; default cback.stage). Nothing else is ever written.",
+            "(repeatable). Nothing else is ever written.",
         ),
     ] = None,
     read_only: Annotated[

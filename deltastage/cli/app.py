@@ -1,4 +1,5 @@
-"""The Typer app, its --version, and the mapping of errors to one line and an exit code.
+"""The Typer app, its --version, how its help shows parameters, and the mapping of errors
+to one line and an exit code.
 
 Each command module under ``cli/`` declares its commands; ``cli/main``
 imports them in the order ``--help`` lists them.
@@ -7,21 +8,80 @@ imports them in the order ``--help`` lists them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from deltastage import __version__
 from deltastage.errors import REPORTED, exit_status
 
-__all__ = ["app", "main", "run_guarded"]
+__all__ = ["Command", "Group", "app", "main", "run_guarded"]
+
+
+class _Option(TyperOption):
+    """An option as Typer-built tools show it: a flag with no value placeholder, an option
+    that takes a value with its metavar (each of ours declares one), never a Python type."""
+
+    def display_type_rich(self, ctx: object) -> str | None:
+        if self.is_flag:
+            return None
+        return self.metavar or (self.name or "").upper()
+
+
+class _Argument(TyperArgument):
+    """An argument as Typer-built tools show it: its name in capitals, bracketed in the usage
+    line when optional, and no Python type beside it."""
+
+    @property
+    def display_name_raw(self) -> str:
+        return self.metavar or (self.name or "").upper()
+
+    def display_type_rich(self, ctx: object) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: object) -> list[str]:
+        return [self.display_name_raw if self.required else f"[{self.display_name_raw}]"]
+
+
+_SHOWN_AS: dict[type, type] = {TyperOption: _Option, TyperArgument: _Argument}
+
+
+def _conventional(params: Sequence[object]) -> None:
+    """Show ``params`` the conventional way (typer labels each with its Python type, flags
+    too): the classes above only change how a parameter is displayed, not how it parses.
+    Typer makes some of the parameters itself (--help, the completion options), so they
+    are switched here rather than declared."""
+    for param in params:
+        shown_as = _SHOWN_AS.get(type(param))
+        if shown_as is not None:
+            param.__class__ = shown_as
+
+
+class Command(TyperCommand):
+    """A command whose help shows its parameters the conventional way (``_conventional``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _conventional(params)
+        return params
+
+
+class Group(TyperGroup):
+    """A group whose help shows its parameters the conventional way (``_conventional``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _conventional(params)
+        return params
+
 
 app = typer.Typer(
     name="deltastage",
     help="Stage nightly backups from many peers with the rsync algorithm, verified end to end.",
+    cls=Group,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
 )
@@ -52,7 +112,9 @@ def version_callback(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """deltastage: verified, delta-transfer backup staging."""

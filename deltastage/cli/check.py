@@ -8,7 +8,13 @@ from deltastage.cli.app import run_guarded
 from deltastage.cli.options import CedarOpt, ConfigOpt, JsonOpt
 from deltastage.cli.support import load, print_json
 
-__all__ = ["check"]
+__all__ = ["EXIT_CODES", "check"]
+
+EXIT_CODES = (
+    "Exit status: 0 the config is valid, the staging dir writable and every peer usable; "
+    "1 a peer is unusable (unreachable, or its agent would refuse the stage indicator) or the "
+    "staging dir cannot be written; 2 a usage or configuration error; 130 interrupted."
+)
 
 
 def check(

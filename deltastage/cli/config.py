@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from deltastage.cli.app import run_guarded
+from deltastage.cli.app import Command, Group, run_guarded
 
 __all__ = ["config_app"]
 
-config_app = typer.Typer(help="Convert configuration files.", no_args_is_help=True)
+config_app = typer.Typer(help="Convert configuration files.", cls=Group, no_args_is_help=True)
 
 
-@config_app.command("import-cedar")
+@config_app.command("import-cedar", cls=Command)
 def import_cedar(
     cedar_conf: Annotated[
         Path, typer.Argument(metavar="CBACK.CONF", help="A Cedar Backup 3 XML config.")

@@ -17,8 +17,15 @@ __all__ = ["history", "report"]
 def history(
     config: ConfigOpt = None,
     cedar_config: CedarOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show the last N runs.")] = 10,
-    peer: Annotated[str | None, typer.Option("--peer", "-p", help="Only this peer.")] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, metavar="N", help="Show the last N runs.")
+    ] = 10,
+    peer: Annotated[
+        str | None,
+        typer.Option(
+            "--peer", "-p", metavar="NAME", show_default="every peer", help="Only this peer."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of rows.")] = False,
 ) -> None:
     """The last N stage runs from the staging dir's catalog, one row per peer."""
@@ -46,7 +53,9 @@ def report(
     ],
     config: ConfigOpt = None,
     cedar_config: CedarOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Chart the last N runs.")] = 30,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, metavar="N", help="Chart the last N runs.")
+    ] = 30,
 ) -> None:
     """Write a self-contained HTML page: per-peer charts of bytes staged vs transferred."""
 

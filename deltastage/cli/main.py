@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from deltastage.cli import agent, check, config, history, rdiff, stage, verify
-from deltastage.cli.app import app, main
+from deltastage.cli.app import Command, app, main
 
 __all__ = ["app", "main"]
 
-# In the order --help lists them.
-for command in (
-    rdiff.signature,
-    rdiff.delta,
-    rdiff.patch,
-    stage.stage,
-    verify.verify,
-    check.check,
-    history.history,
-    history.report,
+# In the order --help lists them, with the exit codes of those a cron job or a monitor runs.
+for command, epilog in (
+    (rdiff.signature, None),
+    (rdiff.delta, None),
+    (rdiff.patch, None),
+    (stage.stage, stage.EXIT_CODES),
+    (verify.verify, verify.EXIT_CODES),
+    (check.check, check.EXIT_CODES),
+    (history.history, None),
+    (history.report, None),
 ):
-    app.command()(command)
+    app.command(cls=Command, epilog=epilog)(command)
 app.add_typer(config.config_app, name="config")
-app.command()(agent.agent)
+app.command(cls=Command)(agent.agent)

@@ -18,13 +18,33 @@ __all__ = [
 ]
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="deltastage TOML configuration file.")
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        show_default="none",
+        help="The deltastage TOML configuration file (this or --cedar-config).",
+    ),
 ]
 CedarOpt = Annotated[
     Path | None,
-    typer.Option("--cedar-config", help="Read a Cedar Backup XML config (/etc/cback3.conf)."),
+    typer.Option(
+        "--cedar-config",
+        metavar="FILE",
+        show_default="none",
+        help="A Cedar Backup 3 XML config instead, such as /etc/cback3.conf.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")]
-LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug | info | warning | error.")]
-LogFileOpt = Annotated[Path | None, typer.Option("--log-file", help="Also log to this file.")]
+LogLevelOpt = Annotated[
+    str,
+    typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error."),
+]
+LogFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file", metavar="FILE", show_default="stderr only", help="Also log to this file."
+    ),
+]
 SyslogOpt = Annotated[bool, typer.Option("--syslog", help="Also log to syslog (daemon).")]

@@ -21,10 +21,24 @@ def signature(
     basis: PathArg,
     sig: PathArg,
     block_size: Annotated[
-        int | None, typer.Option("--block-size", "-b", help="Block size (default ~sqrt(size)).")
+        int | None,
+        typer.Option(
+            "--block-size",
+            "-b",
+            metavar="BYTES",
+            show_default="about the square root of BASIS's size",
+            help="Block size.",
+        ),
     ] = None,
     strong_len: Annotated[
-        int | None, typer.Option("--strong-len", "-S", help="Strong hash bytes per block.")
+        int | None,
+        typer.Option(
+            "--strong-len",
+            "-S",
+            metavar="BYTES",
+            show_default="as rsync: enough for BASIS's size and block size",
+            help="Strong hash bytes per block.",
+        ),
     ] = None,
 ) -> None:
     """Write the signature of BASIS to SIG (like rdiff signature)."""
@@ -40,7 +54,10 @@ def delta(
     new: PathArg,
     delta_out: Annotated[str, typer.Argument(metavar="DELTA", help="Output delta, or -.")],
     level: Annotated[
-        int, typer.Option("--level", "-l", min=0, max=22, help="zstd level for literals, 0 = off.")
+        int,
+        typer.Option(
+            "--level", "-l", min=0, max=22, metavar="N", help="zstd level for literals, 0 = off."
+        ),
     ] = 3,
 ) -> None:
     """Write the delta that turns SIG's basis into NEW (like rdiff delta)."""

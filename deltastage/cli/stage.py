@@ -17,26 +17,52 @@ from deltastage.cli.options import (
     SyslogOpt,
 )
 
-__all__ = ["stage"]
+__all__ = ["EXIT_CODES", "stage"]
+
+EXIT_CODES = (
+    "Exit status: 0 every selected peer was staged, or its failure is excused by "
+    "ignore_failures; 1 a peer failed or was not ready and is not excused, or another run "
+    "holds the staging lock; 2 a usage or configuration error (nothing was touched); "
+    "130 interrupted."
+)
 
 
 def stage(
     config: ConfigOpt = None,
     cedar_config: CedarOpt = None,
     run_date: Annotated[
-        str | None, typer.Option("--date", help="Stage into this day's dir (YYYY-MM-DD).")
+        str | None,
+        typer.Option(
+            "--date", metavar="YYYY-MM-DD", show_default="today", help="Stage into this day's dir."
+        ),
     ] = None,
     full: Annotated[
         bool, typer.Option("--full", help="A full run: daily/weekly ignore rules as Cedar.")
     ] = False,
     peer: Annotated[
-        list[str] | None, typer.Option("--peer", "-p", help="Stage only this peer (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--peer",
+            "-p",
+            metavar="NAME",
+            show_default="every peer",
+            help="Stage only this peer (repeatable).",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="Report what would be staged; touch nothing.")
     ] = False,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, max=64, help="Peers staged at once.")
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            max=64,
+            metavar="N",
+            show_default="the config's jobs",
+            help="Peers staged at once.",
+        ),
     ] = None,
     as_json: JsonOpt = False,
     log_level: LogLevelOpt = "info",

@@ -14,17 +14,31 @@ from deltastage.cli.options import CedarOpt, ConfigOpt, JsonOpt, LogFileOpt, Log
 from deltastage.cli.support import load, parse_date, print_json, setup_logging
 from deltastage.errors import UsageError
 
-__all__ = ["verify"]
+__all__ = ["EXIT_CODES", "verify"]
+
+EXIT_CODES = (
+    "Exit status: 0 every peer's files match its manifest; 1 a file is missing, corrupt or "
+    "extra, a peer dir holds files but no manifest, or the dir holds no peer; 2 a usage or "
+    "configuration error; 130 interrupted."
+)
 
 
 def verify(
     directory: Annotated[
-        Path | None, typer.Argument(help="A daily dir (or one peer's dir) to verify.")
+        Path | None,
+        typer.Argument(
+            metavar="DIR",
+            show_default="the config's daily dir for --date",
+            help="A daily dir (or one peer's dir) to verify, instead of a config's.",
+        ),
     ] = None,
     config: ConfigOpt = None,
     cedar_config: CedarOpt = None,
     run_date: Annotated[
-        str | None, typer.Option("--date", help="Verify this day's dir (default: today).")
+        str | None,
+        typer.Option(
+            "--date", metavar="YYYY-MM-DD", show_default="today", help="Verify this day's dir."
+        ),
     ] = None,
     as_json: JsonOpt = False,
     log_level: LogLevelOpt = "info",
