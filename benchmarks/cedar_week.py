@@ -584,9 +584,25 @@ class Setting:
     cback3: str
 
 
-def cpu_from_time_file(path: Path) -> float | None:
+def writers_of(path: Path) -> int:
+    """How many processes here name ``path`` in their command line (GNU time's ``-o``)."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            count += str(path).encode() in cmdline.read_bytes().split(b"\0")
+    return count
+
+
+def cpu_from_time_file(path: Path, wait: float = 10.0) -> float | None:
     """User + system seconds GNU time appended to ``path`` (one line per process), and
-    empty the file for the next day; None if nothing was written."""
+    empty the file for the next day; None if nothing was written.
+
+    The master may finish before the peer's processes do (deltastage closes the connection
+    without waiting for the agent's exit): wait up to ``wait`` seconds for the GNU time
+    processes writing ``path`` to end."""
+    deadline = time.monotonic() + wait
+    while writers_of(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if not path.exists():
         return None
     total, found = 0.0, False

@@ -4,7 +4,9 @@ the report's arithmetic. Cedar itself, the link and the tools are not run here."
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -198,3 +200,18 @@ def test_tool_reports_are_read(tmp_path: Path) -> None:
     assert cw.cpu_from_time_file(times) == pytest.approx(1.75)
     assert not times.exists()
     assert cw.cpu_from_time_file(times) is None
+
+
+def test_cpu_is_read_once_the_processes_writing_it_are_gone(tmp_path: Path) -> None:
+    times = tmp_path / "agent.cpu"
+    script = f"import time; time.sleep(0.5); open({str(times)!r}, 'a').write('0.25 0.25\\n')"
+    writer = subprocess.Popen([sys.executable, "-c", script, str(times)])
+    try:
+        deadline = time.monotonic() + 5  # its command line shows once exec is done
+        while not cw.writers_of(times) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cw.writers_of(times) == 1
+        assert cw.cpu_from_time_file(times) == pytest.approx(0.5)
+        assert cw.writers_of(times) == 0
+    finally:
+        writer.wait()
