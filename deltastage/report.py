@@ -8,8 +8,6 @@ A Content-Security-Policy forbids any fetch, so a mistake that adds one fails lo
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -17,6 +15,7 @@ from pathlib import Path
 
 from deltastage.history import HistoryRow, read_history
 from deltastage.models import shown
+from deltastage.safefs import replace_file
 
 __all__ = [
     "ChartPoint",
@@ -412,17 +411,6 @@ def write_report(
         title=f"deltastage report \u2014 {staging_dir}",
         generated=now or datetime.now(),
     )
-    target = out.absolute()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(shown(page))  # a file name's undecodable bytes as \xNN
-            handle.flush()
-            os.fsync(handle.fileno())
-            # mkstemp makes 0600; a report is meant to be read (e.g. served) by others.
-            os.fchmod(handle.fileno(), 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # a file name's undecodable bytes as \xNN; a report is meant to be read (served) by others
+    replace_file(out.absolute(), shown(page), mode=0o644)
     return summarise(rows)

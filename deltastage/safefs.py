@@ -13,9 +13,11 @@ import ctypes
 import errno
 import os
 import stat
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from deltastage.errors import UnsafePathError
 from deltastage.protocol.paths import split_relative
@@ -33,6 +35,7 @@ __all__ = [
     "open_file_beneath",
     "open_parent_beneath",
     "remove_tree_beneath",
+    "replace_file",
     "syncfs",
     "walk_files",
 ]
@@ -170,6 +173,31 @@ class DirCache:
 
 def fsync_dir(fd: int) -> None:
     os.fsync(fd)
+
+
+def replace_file(target: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``target`` with a file holding ``text``, atomically: written beside it under a
+    hidden temp name (``.NAME.XXXX.tmp``, which nothing reading ``*.html`` or ``*.prom``
+    takes up), fsynced, given ``mode``, renamed over it, and the rename made durable. A
+    reader sees the old file or the new one, never part of one; on failure the old one
+    stays and the temp file is gone."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    # The parent may be a symlink an admin made (a textfile dir moved elsewhere): follow it.
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fsync_dir(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
