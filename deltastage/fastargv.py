@@ -108,6 +108,8 @@ COMMANDS: dict[str, Command] = {
             Option(("--log-level",), "log_level"),
             Option(("--log-file",), "log_file", Path),
             Option(("--syslog",), "syslog", flag=True),
+            Option(("--metrics-file",), "metrics_file", Path),
+            Option(("--quiet", "-q"), "quiet", flag=True),
         ),
     ),
     "agent": Command(

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from deltastage.stage.report import StageReport
     from deltastage.verify import VerifyReport
 
-__all__ = ["CATALOG_NAME", "HistoryRow", "read_history", "record_stage", "record_verify"]
+__all__ = [
+    "CATALOG_NAME",
+    "HistoryRow",
+    "last_successes",
+    "read_history",
+    "record_stage",
+    "record_verify",
+]
 
 CATALOG_NAME = ".deltastage-history.sqlite"
 log = logging.getLogger("deltastage.history")
@@ -137,7 +144,7 @@ def record_stage(staging_dir: Path, report: StageReport) -> None:
 
 def record_verify(staging_dir: Path, report: VerifyReport) -> None:
     rows = [
-        (p.name, f"verify-{p.status}", p.files, p.bytes, 0, 0.0, _stored(p.error))
+        (p.name, f"verify-{p.status}", p.files, p.bytes, 0, p.seconds, _stored(p.error))
         for p in report.peers
     ]
     name = (
@@ -155,6 +162,31 @@ def _history_row(row: tuple[Any, ...]) -> HistoryRow:
     )
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """The catalog at ``path``, read-only; a damaged one is an error naming it."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            yield db
+    except sqlite3.Error as exc:
+        # A damaged catalog is only a convenience lost; say which file and carry on elsewhere.
+        raise DeltastageError(f"history catalog {path} unreadable: {exc}") from None
+
+
+def last_successes(staging_dir: Path, action: str, status: str) -> dict[str, float]:
+    """When each peer last ended an ``action`` run with ``status`` (unix time of the record),
+    by peer name; empty without a catalog."""
+    path = staging_dir / CATALOG_NAME
+    if not path.exists():
+        return {}
+    query = (
+        "SELECT p.peer, MAX(r.started) FROM runs r JOIN peer_runs p ON p.run_id = r.id "
+        "WHERE r.action = ? AND p.status = ? GROUP BY p.peer"
+    )
+    with _reading(path) as db:
+        return {peer: when for peer, when in db.execute(query, (action, status))}
+
+
 def read_history(
     staging_dir: Path, *, limit: int = 20, peer: str | None = None, action: str | None = "stage"
 ) -> list[HistoryRow]:
@@ -162,28 +194,24 @@ def read_history(
     path = staging_dir / CATALOG_NAME
     if not path.exists():
         return []
-    try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-            # With a peer, the last runs *of that peer*: a `stage --peer other` run in between
-            # must not push its history out of the window.
-            run_ids = [
-                row[0]
-                for row in db.execute(
-                    "SELECT id FROM runs WHERE (? IS NULL OR action = ?) AND (? IS NULL OR id IN "
-                    "(SELECT run_id FROM peer_runs WHERE peer = ?)) ORDER BY id DESC LIMIT ?",
-                    (action, action, peer, peer, limit),
-                )
-            ]
-            if not run_ids:
-                return []
-            marks = ",".join("?" * len(run_ids))
-            query = (
-                "SELECT r.id, r.action, r.started, r.run_date, p.peer, p.status, p.files, "
-                "p.bytes, p.wire_bytes, p.seconds, p.error FROM runs r "
-                f"JOIN peer_runs p ON p.run_id = r.id WHERE r.id IN ({marks}) "
-                "AND (? IS NULL OR p.peer = ?) ORDER BY r.id DESC, p.peer"
+    with _reading(path) as db:
+        # With a peer, the last runs *of that peer*: a `stage --peer other` run in between
+        # must not push its history out of the window.
+        run_ids = [
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM runs WHERE (? IS NULL OR action = ?) AND (? IS NULL OR id IN "
+                "(SELECT run_id FROM peer_runs WHERE peer = ?)) ORDER BY id DESC LIMIT ?",
+                (action, action, peer, peer, limit),
             )
-            return [_history_row(row) for row in db.execute(query, (*run_ids, peer, peer))]
-    except sqlite3.Error as exc:
-        # A damaged catalog is only a convenience lost; say which file and carry on elsewhere.
-        raise DeltastageError(f"history catalog {path} unreadable: {exc}") from None
+        ]
+        if not run_ids:
+            return []
+        marks = ",".join("?" * len(run_ids))
+        query = (
+            "SELECT r.id, r.action, r.started, r.run_date, p.peer, p.status, p.files, "
+            "p.bytes, p.wire_bytes, p.seconds, p.error FROM runs r "
+            f"JOIN peer_runs p ON p.run_id = r.id WHERE r.id IN ({marks}) "
+            "AND (? IS NULL OR p.peer = ?) ORDER BY r.id DESC, p.peer"
+        )
+        return [_history_row(row) for row in db.execute(query, (*run_ids, peer, peer))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class PeerVerification:
     # them, yet Cedar's store would archive them
     stray: list[str] = field(default_factory=list)
     error: str | None = None
+    seconds: float = 0.0  # how long reading and hashing took
 
     @property
     def ok(self) -> bool:
@@ -134,10 +136,17 @@ def verify_daily_dir(directory: Path) -> VerifyReport:
     if not directory.is_dir():
         raise IntegrityError(f"{directory}: no such staging directory")
     if (directory / MANIFEST_NAME).exists():
-        return VerifyReport(directory, [verify_peer_dir(directory)])
+        return VerifyReport(directory, [_timed(directory)])
     peers = [
-        verify_peer_dir(child)
+        _timed(child)
         for child in sorted(directory.iterdir())
         if child.is_dir() and not child.is_symlink() and not child.name.startswith(".")
     ]
     return VerifyReport(directory, peers)
+
+
+def _timed(peer_dir: Path) -> PeerVerification:
+    start = time.monotonic()
+    result = verify_peer_dir(peer_dir)
+    result.seconds = time.monotonic() - start
+    return result

@@ -50,6 +50,8 @@ ACCEPTED = [
     ["stage", "--cedar-config=/etc/cback3.conf", "-p", "web1", "--peer", "db1", "-j", "2"],
     ["stage", "-c", "c.toml", "--dry-run", "-n", "--jobs=64", "--log-level", "debug"],
     ["stage", "-c", "c.toml", "--log-file", "/var/log/ds.log", "--syslog"],
+    ["stage", "-c", "c.toml", "--metrics-file", "/var/lib/node_exporter/ds.prom", "-q"],
+    ["stage", "--quiet", "-c", "c.toml", "--metrics-file=m.prom", "--quiet"],
 ]
 
 LEFT_TO_TYPER = [
@@ -59,6 +61,8 @@ LEFT_TO_TYPER = [
     ["stage", "-c", "c.toml", "-j", "65"],
     ["stage", "-c", "c.toml", "--full=yes"],
     ["stage", "-c", "c.toml", "extra"],
+    ["stage", "-c", "c.toml", "--quiet=1"],
+    ["stage", "-c", "c.toml", "--metrics-file"],
     ["stage", "-c"],
     ["stage", "-nc", "c.toml"],
     ["--version"],

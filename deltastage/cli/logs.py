@@ -41,13 +41,23 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup_logging(
-    *, level: str = "info", log_file: Path | None = None, syslog: bool = False, rich: bool = False
+    *,
+    level: str = "info",
+    log_file: Path | None = None,
+    syslog: bool = False,
+    rich: bool = False,
+    quiet: bool = False,
 ) -> None:
+    """Log at ``level`` to stderr (rich on a terminal; nothing there when ``quiet``), and
+    to ``log_file`` and syslog when asked."""
     root = logging.getLogger("deltastage")
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     root.handlers.clear()
     root.propagate = False
-    if rich:
+    if quiet:
+        # a handler that drops it all: with none, logging's last resort prints warnings
+        root.addHandler(logging.NullHandler())
+    elif rich:
         rich_handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
         rich_handler.setFormatter(_Formatter("%(message)s"))
         root.addHandler(rich_handler)

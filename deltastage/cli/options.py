@@ -14,6 +14,8 @@ __all__ = [
     "JsonOpt",
     "LogFileOpt",
     "LogLevelOpt",
+    "MetricsFileOpt",
+    "QuietOpt",
     "SyslogOpt",
 ]
 
@@ -48,3 +50,22 @@ LogFileOpt = Annotated[
     ),
 ]
 SyslogOpt = Annotated[bool, typer.Option("--syslog", help="Also log to syslog (daemon).")]
+MetricsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file",
+        metavar="FILE",
+        show_default="none",
+        help="Write the run's outcome here in Prometheus's text format, atomically (for "
+        "node_exporter's textfile collector: a NAME.prom in its directory).",
+    ),
+]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="For cron: print nothing on success, only the failures otherwise; no progress or "
+        "log lines on stderr (a log file and syslog still get them).",
+    ),
+]

@@ -27,7 +27,7 @@ from rich.text import Text
 from deltastage.models import shown as printable
 from deltastage.report import human_bytes
 from deltastage.stage.report import PeerReport, StageReport
-from deltastage.verify import VerifyReport
+from deltastage.verify import PeerVerification, VerifyReport
 
 if TYPE_CHECKING:
     from deltastage.check import CheckReport
@@ -41,7 +41,9 @@ __all__ = [
     "print_table",
     "render_check",
     "render_history_table",
+    "render_stage_failures",
     "render_stage_table",
+    "render_verify_failures",
     "render_verify_table",
     "table_columns",
 ]
@@ -212,6 +214,15 @@ def _status(status: str, shown: str | None = None) -> Text:
     return Text(shown or status, style=_STATUS_STYLE.get(status, ""))
 
 
+def render_stage_failures(report: StageReport, console: Console) -> None:
+    """For ``--quiet``: nothing when the run succeeded; else one line per peer whose
+    failure is not excused, with its error."""
+    for peer in report.peers:
+        if not peer.ok:
+            error = f": {peer.error}" if peer.error else ""
+            print_line(console, f"{peer.name}: {peer.status}{error}")
+
+
 def render_stage_table(report: StageReport, console: Console) -> None:
     title = f"deltastage {'dry run' if report.dry_run else 'stage'} {report.date.isoformat()}"
     columns = table_columns(
@@ -264,7 +275,22 @@ def render_verify_table(report: VerifyReport, console: Console) -> None:
     ]
     print_table(console, "deltastage verify", columns, rows)
     print_line(console, f"verified: {report.daily_dir}")
-    for peer in report.peers:  # below the table: paths and errors are long
+    _verify_details(report.peers, console)  # below the table: paths and errors are long
+
+
+def render_verify_failures(report: VerifyReport, console: Console) -> None:
+    """For ``--quiet``: nothing when every peer verified; else each failing peer's status,
+    then its paths and error as below the table."""
+    if not report.peers:
+        print_line(console, f"{report.daily_dir}: no peer dir to verify")
+    failed = [peer for peer in report.peers if not peer.ok]
+    for peer in failed:
+        print_line(console, f"{peer.name}: {peer.status}")
+        _verify_details([peer], console)
+
+
+def _verify_details(peers: Sequence[PeerVerification], console: Console) -> None:
+    for peer in peers:
         for kind, paths in (
             ("missing", peer.missing),
             ("corrupt", peer.corrupt),

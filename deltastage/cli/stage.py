@@ -14,6 +14,8 @@ from deltastage.cli.options import (
     JsonOpt,
     LogFileOpt,
     LogLevelOpt,
+    MetricsFileOpt,
+    QuietOpt,
     SyslogOpt,
 )
 
@@ -21,9 +23,9 @@ __all__ = ["EXIT_CODES", "stage"]
 
 EXIT_CODES = (
     "Exit status: 0 every selected peer was staged, or its failure is excused by "
-    "ignore_failures; 1 a peer failed or was not ready and is not excused, or another run "
-    "holds the staging lock; 2 a usage or configuration error (nothing was touched); "
-    "130 interrupted."
+    "ignore_failures; 1 a peer failed or was not ready and is not excused, another run "
+    "holds the staging lock, or the metrics file could not be written; 2 a usage or "
+    "configuration error (nothing was touched); 130 interrupted."
 )
 
 
@@ -68,6 +70,8 @@ def stage(
     log_level: LogLevelOpt = "info",
     log_file: LogFileOpt = None,
     syslog: SyslogOpt = False,
+    metrics_file: MetricsFileOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Stage every ready peer into STAGING/YYYY/MM/DD/<peer>/, verified."""
     raise typer.Exit(
@@ -84,6 +88,8 @@ def stage(
                 log_level=log_level,
                 log_file=log_file,
                 syslog=syslog,
+                metrics_file=metrics_file,
+                quiet=quiet,
             )
         )
     )

@@ -29,9 +29,11 @@ def stage_command(
     log_level: str = "info",
     log_file: Path | str | None = None,
     syslog: bool = False,
+    metrics_file: Path | str | None = None,
+    quiet: bool = False,
 ) -> int:
     """Stage every ready peer (or the named ones); the run's exit code."""
-    setup_logging(log_level, _path(log_file), syslog)
+    setup_logging(log_level, _path(log_file), syslog, quiet)
     cfg = load(_path(config), _path(cedar_config))
     day = parse_date(run_date)
     only_peers = tuple(peer or ())
@@ -40,12 +42,18 @@ def stage_command(
         # imported while the first peers connect (see the module's docstring)
         from rich.console import Console
 
-        from deltastage.cli.render import LogObserver, RichObserver, render_stage_table
+        from deltastage.cli.render import (
+            LogObserver,
+            RichObserver,
+            render_stage_failures,
+            render_stage_table,
+        )
         from deltastage.history import record_stage
         from deltastage.stage.run import run_stage
 
         console = Console(stderr=as_json)
-        bars = RichObserver(console) if console.is_terminal and not as_json else None
+        shown = console.is_terminal and not (as_json or quiet)
+        bars = RichObserver(console) if shown else None
         with bars or contextlib.nullcontext():
             report = run_stage(
                 cfg,
@@ -61,8 +69,18 @@ def stage_command(
         record_stage(cfg.staging_dir, report)
     if as_json:
         print_json(report.as_json())
+    elif quiet:
+        render_stage_failures(report, console)
     else:
         render_stage_table(report, console)
+    if metrics_file is not None:
+        from deltastage.metrics import stage_outcome, write_metrics
+
+        configured = [peer.name for peer in cfg.peers]
+        outcome = stage_outcome(report)
+        write_metrics(
+            Path(metrics_file), outcome, staging_dir=cfg.staging_dir, configured=configured
+        )
     return report.exit_code
 
 

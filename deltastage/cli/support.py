@@ -38,10 +38,12 @@ def load(config: Path | None, cedar_config: Path | None) -> Config:
     return loaded
 
 
-def setup_logging(level: str, log_file: Path | None, syslog: bool) -> None:
+def setup_logging(level: str, log_file: Path | None, syslog: bool, quiet: bool = False) -> None:
     if level.lower() not in ("debug", "info", "warning", "error"):
         raise UsageError(f"--log-level {level!r}: expected debug, info, warning or error")
-    logs.setup_logging(level=level, log_file=log_file, syslog=syslog, rich=sys.stderr.isatty())
+    logs.setup_logging(
+        level=level, log_file=log_file, syslog=syslog, rich=sys.stderr.isatty(), quiet=quiet
+    )
 
 
 def print_json(document: object) -> None:

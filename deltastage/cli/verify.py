@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from deltastage.cli.app import run_guarded
-from deltastage.cli.options import CedarOpt, ConfigOpt, JsonOpt, LogFileOpt, LogLevelOpt, SyslogOpt
+from deltastage.cli.options import (
+    CedarOpt,
+    ConfigOpt,
+    JsonOpt,
+    LogFileOpt,
+    LogLevelOpt,
+    MetricsFileOpt,
+    QuietOpt,
+    SyslogOpt,
+)
 from deltastage.cli.support import load, parse_date, print_json, setup_logging
 from deltastage.errors import UsageError
 
@@ -18,8 +27,8 @@ __all__ = ["EXIT_CODES", "verify"]
 
 EXIT_CODES = (
     "Exit status: 0 every peer's files match its manifest; 1 a file is missing, corrupt or "
-    "extra, a peer dir holds files but no manifest, or the dir holds no peer; 2 a usage or "
-    "configuration error; 130 interrupted."
+    "extra, a peer dir holds files but no manifest, the dir holds no peer, or the metrics "
+    "file could not be written; 2 a usage or configuration error; 130 interrupted."
 )
 
 
@@ -44,26 +53,28 @@ def verify(
     log_level: LogLevelOpt = "info",
     log_file: LogFileOpt = None,
     syslog: SyslogOpt = False,
+    metrics_file: MetricsFileOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Re-hash staged files against their manifests; report missing, extra, corrupt files."""
 
     def action() -> int:
         from rich.console import Console
 
-        from deltastage.cli.render import render_verify_table
+        from deltastage.cli.render import render_verify_failures, render_verify_table
         from deltastage.history import record_verify
         from deltastage.stage.basis import daily_dir_for
         from deltastage.verify import verify_daily_dir
 
-        setup_logging(log_level, log_file, syslog)
-        staging_dir = None
+        setup_logging(log_level, log_file, syslog, quiet)
+        staging_dir, configured = None, None
         if directory is not None:
             if config or cedar_config:
                 raise UsageError("give either DIR or --config, not both")
             target = directory
         else:
             cfg = load(config, cedar_config)
-            staging_dir = cfg.staging_dir
+            staging_dir, configured = cfg.staging_dir, [peer.name for peer in cfg.peers]
             target = daily_dir_for(cfg.staging_dir, parse_date(run_date) or date.today())
         report = verify_daily_dir(target)
         log = logging.getLogger("deltastage.verify")
@@ -83,8 +94,15 @@ def verify(
             record_verify(staging_dir, report)
         if as_json:
             print_json(report.as_json())
+        elif quiet:
+            render_verify_failures(report, Console())
         else:
             render_verify_table(report, Console())
+        if metrics_file is not None:
+            from deltastage.metrics import verify_outcome, write_metrics
+
+            outcome = verify_outcome(report)
+            write_metrics(metrics_file, outcome, staging_dir=staging_dir, configured=configured)
         return report.exit_code
 
     raise typer.Exit(run_guarded(action))
