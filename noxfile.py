@@ -32,9 +32,10 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmarks against rdiff and rsync (needs both installed): the delta core,
-    then a week of the real Cedar Backup's collect (cedar-week); or what the arguments name."""
+    then a week of the real Cedar Backup's collect (cedar-week), then a tree of many small
+    files (many-files); or what the arguments name."""
     session.install(".[test,bench]")
-    runs = [session.posargs] if session.posargs else [["core"], ["cedar-week"]]
+    runs = [session.posargs] if session.posargs else [["core"], ["cedar-week"], ["many-files"]]
     for args in runs:
         session.run("python", "-m", "benchmarks", *args)
 
