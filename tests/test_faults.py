@@ -66,6 +66,7 @@ def check_invariants(staging: Path, day: date, collect: Path) -> bool:
     manifest = directory / MANIFEST_NAME
     if not manifest.exists():
         assert not indicator, "an indicator without a manifest"
+        assert_nothing_looks_complete(directory, collect)
         return False
     verification = verify_peer_dir(directory)
     assert verification.ok, verification
@@ -76,6 +77,17 @@ def check_invariants(staging: Path, day: date, collect: Path) -> bool:
         assert (directory / rel).read_bytes() == data
         assert listed[rel]["xxh3_128"] == hash_bytes(data).hex()
     return True
+
+
+def assert_nothing_looks_complete(directory: Path, collect: Path) -> None:
+    """Every file under a staged name holds the source's content: a copy still being made,
+    or one not yet verified, has a temp name."""
+    source = source_tree(collect)
+    for path in directory.rglob("*"):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_dir() or any(p.startswith(INTERNAL_PREFIX) for p in rel.split("/")):
+            continue
+        assert path.read_bytes() == source.get(rel), f"{rel} looks complete and is not"
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -160,20 +172,34 @@ def kill_campaign(tmp: Path, seed: int, rounds: int) -> int:
     sizes["huge.bin"] = 12 << 20
     collect = make_source(tmp, rng, sizes)
     config = write_config(tmp, options=NO_RETRIES)
-    staging = tmp / "staging"
     started = time.monotonic()
     first = cli(config, START - timedelta(days=1))
     assert first.wait(120) == 0, first.communicate()
     duration = time.monotonic() - started
+    # Day-N runs move only deltas and finish well before the first full run's duration:
+    # aim within the first half of a short run (start-up included) so most kills land.
+    return kill_rounds(
+        config,
+        collect,
+        rng,
+        rounds,
+        lambda _: time.sleep(rng.uniform(0.05, min(duration, 1.0) / 2)),
+    )
+
+
+def kill_rounds(
+    config: Path, collect: Path, rng: random.Random, rounds: int, wait: Callable[[date], None]
+) -> int:
+    """Each round a night's edits, a run of the day killed once ``wait(day)`` returns, the
+    invariants, then a run of the same day that must stage; how many kills landed."""
+    staging = config.parent / "staging"
     kills = 0
     for round_ in range(rounds):
         day = START + timedelta(days=round_)
         edit_source(collect, rng)
         (collect / "cback.stage").unlink(missing_ok=True)
         victim = cli(config, day)
-        # Day-N runs move only deltas and finish well before the first full run's duration:
-        # aim within the first half of a short run (start-up included) so most kills land.
-        time.sleep(rng.uniform(0.05, min(duration, 1.0) / 2))
+        wait(day)
         victim.send_signal(signal.SIGKILL)
         victim.wait(30)
         kills += victim.returncode == -signal.SIGKILL
@@ -197,6 +223,37 @@ def test_sigkill_at_random_points_of_a_cli_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_at_random_points_of_a_cli_run_long(tmp_path: Path) -> None:
     FIGURES["kills_long"] = kill_campaign(tmp_path, seed=12, rounds=30)
+
+
+def small_files_kill_campaign(tmp: Path, seed: int, rounds: int, *, link: bool) -> int:
+    """Kills inside the commit of many small unchanged files: each day links (or copies)
+    yesterday's copies into a new day's dir, batch after batch."""
+    rng = random.Random(seed)
+    sizes = {
+        f"d{i:02d}/f{j:03d}.txt": 1000 + rng.randrange(100) for i in range(20) for j in range(100)
+    }
+    collect = make_source(tmp, rng, sizes)
+    config = write_config(tmp, options={**NO_RETRIES, "link_unchanged": link})
+    first = cli(config, START - timedelta(days=1))
+    assert first.wait(120) == 0, first.communicate()
+    staging = tmp / "staging"
+
+    def in_the_commits(day: date) -> None:
+        """Until the day's first dir is made (its files are being queued), then a little."""
+        first_dir = peer_dir(staging, day) / "d00"
+        deadline = time.monotonic() + 30
+        while not first_dir.exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.3))
+
+    return kill_rounds(config, collect, rng, rounds, in_the_commits)
+
+
+@pytest.mark.parametrize("link", [True, False], ids=["links", "copies"])
+def test_sigkill_inside_a_batch_of_small_files(tmp_path: Path, link: bool) -> None:
+    FIGURES[f"kills_small_{'links' if link else 'copies'}"] = small_files_kill_campaign(
+        tmp_path, seed=31 if link else 32, rounds=3, link=link
+    )
 
 
 # --- a full disk --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 import threading
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -400,3 +401,41 @@ def test_a_same_day_rerun_does_not_speculate(tmp_path: Path, requested: list[str
     requested.clear()
     assert stage_json(config, "--date", DAY2)[0] == 0  # everything is already staged
     assert requested == []
+
+
+@pytest.mark.parametrize("touched", [False, True], ids=["same-mtime", "new-mtime"])
+def test_a_basis_changed_between_listing_and_linking_is_not_linked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, touched: bool
+) -> None:
+    """Yesterday's copy is altered after the plan chose it and before the link: with its
+    size and mtime kept, the link is made and the re-read catches it (the name is unlinked
+    and the file fetched again); with a new mtime, it is not linked at all."""
+    from deltastage.stage.committer import Committer
+
+    config = _site(tmp_path)
+    assert stage_json(config, "--date", DAY1)[0] == 0
+    day1 = staged(tmp_path, DAY1, "web1")
+    real = Committer._make_local
+    altered: list[bool] = []
+
+    def alter_then_make(self: Committer, batch: list[Any]) -> None:
+        if not altered:
+            target = day1 / "same.log"
+            data = bytearray(target.read_bytes())
+            data[10] ^= 1
+            target.write_bytes(bytes(data))
+            mtime = MTIME + 60 if touched else MTIME
+            os.utime(target, (mtime, mtime))
+            altered.append(True)
+        real(self, batch)
+
+    monkeypatch.setattr(Committer, "_make_local", alter_then_make)
+    report = run_stage(load_config(config), run_date=date(2026, 11, 24))
+    assert report.peers[0].status == "staged", report.peers[0].error
+    assert altered
+    day2 = staged(tmp_path, DAY2, "web1")
+    assert tree(day2) == source_tree(tmp_path / "collect/web1")
+    assert (day2 / "same.log").stat().st_ino != (day1 / "same.log").stat().st_ino
+    assert (day2 / "same.log").stat().st_nlink == 1
+    assert (day2 / "etc/same.conf").stat().st_nlink == 2, "the untouched one is still linked"
+    assert not [p for p in day2.rglob(".deltastage-*")], "nothing left behind"

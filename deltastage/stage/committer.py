@@ -41,6 +41,12 @@ class Pending:
     digest: bytes
     copy_from: Basis | None = None  # a local copy still to be made (by the committer)
     early: EarlyCheck | None = None  # its leading part, re-read as it was written
+    in_place: bool = False  # linked straight to its final name (see ``_make_local``)
+
+    @property
+    def on_disk(self) -> str:
+        """The name the file has in its dir until it is committed."""
+        return self.parts[-1] if self.in_place else self.tmp
 
 
 # What the committed files verified as (by path), and the files that did not verify.
@@ -123,35 +129,63 @@ class Committer:
         self._pending, self._pending_bytes = [], 0
 
     def _commit_batch(self, batch: list[Pending]) -> Committed:
-        """Make a batch durable, re-read and verify each file, then rename it into place.
+        """Make a batch durable, re-read and verify each file, then rename it into place (a
+        link made in place has its name already).
 
         One syncfs covers the whole batch; each file is then dropped from the page cache so
         its re-read comes from the disk (all of the batch is asked for at once, so the disk
         serves many reads together instead of one small file at a time), and only a file
         whose xxh3-128 matches the source's takes its final name.
         """
-        for item in batch:
-            if item.copy_from is not None:
-                dir_fd = self._dirs.parent_of(item.parts)
-                self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, item.copy_from)
+        self._make_local(batch)
         syncfs(self._peer_fd)
         checked = [NOTHING_CHECKED if i.early is None else i.early.finish() for i in batch]
         for item, (start, _) in zip(batch, checked, strict=True):
-            readback.reread_from_disk(self._dirs.parent_of(item.parts), item.tmp, start)
+            readback.reread_from_disk(self._dirs.parent_of(item.parts), item.on_disk, start)
         verified: dict[str, ManifestEntry] = {}
         mismatched: list[Pending] = []
         for item, (start, hasher) in zip(batch, checked, strict=True):
             dir_fd = self._dirs.parent_of(item.parts)
-            if readback.verify_on_disk(dir_fd, item.tmp, item.size, item.digest, start, hasher):
-                name = item.parts[-1]
-                if not self._fresh and clear_name(dir_fd, name):
-                    self._dirs.forget(tuple(item.parts))
-                os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            name = item.parts[-1]
+            if readback.verify_on_disk(dir_fd, item.on_disk, item.size, item.digest, start, hasher):
+                if not item.in_place:
+                    if not self._fresh and clear_name(dir_fd, name):
+                        self._dirs.forget(tuple(item.parts))
+                    os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 verified[item.entry.path] = staged_entry(
                     self._ownership, item.entry, item.size, item.digest
                 )
             else:
-                os.unlink(item.tmp, dir_fd=dir_fd)
+                os.unlink(item.on_disk, dir_fd=dir_fd)
                 mismatched.append(item)
         syncfs(self._peer_fd)  # the renames, durable before anything vouches for them
         return verified, mismatched
+
+    def _make_local(self, batch: list[Pending]) -> None:
+        """Make the batch's local copies: links, else copies into their temp files.
+
+        In a fresh dir an unchanged file is linked straight to its final name (one linkat,
+        no rename). Nothing can be in the way there: the dir held no staged name when the
+        attempt began, the staging lock keeps every other run out, and each path is staged
+        once per attempt (fetched again only once its name is
+        unlinked). Nothing that looks complete appears either: the link's inode is
+        an earlier day's verified copy, whose manifest's hash is the source's, so the name
+        holds the source's content from the start; it is still synced, re-read and hashed
+        with its batch (unlinked if it does not verify) before any manifest or indicator
+        vouches for it, and after a crash the dir is no longer fresh, so a re-run hashes it
+        again before keeping it. A copy always goes through a temp name: until its data is
+        written and synced, its final name must not exist.
+        """
+        parents: dict[int, os.stat_result] = {}
+        for item in batch:
+            if item.copy_from is None:
+                continue
+            dir_fd = self._dirs.parent_of(item.parts)
+            parent = parents.get(dir_fd)
+            if parent is None:
+                parent = parents[dir_fd] = os.fstat(dir_fd)
+            name = item.parts[-1] if self._fresh else item.tmp
+            if self._copier.link(dir_fd, name, item.entry, item.copy_from, parent):
+                item.in_place = self._fresh
+            else:
+                self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, item.copy_from)

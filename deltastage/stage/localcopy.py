@@ -45,8 +45,6 @@ class LocalCopier:
 
     def copy_into_temp(self, dir_fd: int, tmp: str, entry: RemoteEntry, basis: Basis) -> None:
         """Copy a basis whose recorded hash is the source's into the temp file ``tmp``."""
-        if self._link and self._link_into_temp(dir_fd, tmp, entry, basis):
-            return
         basis_fd = self._bases.open(basis)
         try:
             out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
@@ -58,26 +56,31 @@ class LocalCopier:
         finally:
             os.close(basis_fd)
 
-    def _link_into_temp(self, dir_fd: int, tmp: str, entry: RemoteEntry, basis: Basis) -> bool:
-        """Hard-link an earlier day's copy that already is what today's copy would be: same
-        content (by its manifest's hash; the re-read verifies it), mtime, mode and owner.
+    def link(
+        self, dir_fd: int, name: str, entry: RemoteEntry, basis: Basis, parent: os.stat_result
+    ) -> bool:
+        """Hard-link as ``name`` an earlier day's copy that already is what today's copy
+        would be: same content (by its manifest's hash; the re-read verifies it), mtime, mode
+        and owner (``parent``: the stat of the dir ``dir_fd``).
 
         Like ``rsync --link-dest``: no data written, no space used. False (copy instead)
-        when anything differs or the filesystem refuses the link.
+        when linking is off, anything differs or the filesystem refuses the link.
         """
-        if basis.kind not in ("previous", "similar"):
+        if not self._link or basis.kind not in ("previous", "similar"):
             return False
-        parent_fd, name = self._bases.parent(basis)
+        parent_fd, basis_name = self._bases.parent(basis)
         try:
-            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            st = os.stat(basis_name, dir_fd=parent_fd, follow_symlinks=False)
             if not (
                 stat.S_ISREG(st.st_mode)
                 and st.st_size == entry.size
                 and st.st_mtime_ns == entry.mtime_ns
-                and self._ownership.matches(st, entry.mode, os.fstat(dir_fd))
+                and self._ownership.matches(st, entry.mode, parent)
             ):
                 return False
-            os.link(name, tmp, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            os.link(
+                basis_name, name, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False
+            )
         except OSError:  # EXDEV, EMLINK, EPERM, a vanished basis: fall back to a copy
             return False
         return True
