@@ -147,7 +147,10 @@ class Attempt:
                 self._settle()
             raise
         entries = tuple(self.results[e.path] for e in files)
-        remove_extras(self.peer_fd, {e.path for e in entries})
+        if not self.fresh_dir:
+            # in a fresh dir every staged name came from this listing (the staging lock
+            # keeps other runs out), so there is nothing extra to look for
+            remove_extras(self.peer_fd, {e.path for e in entries})
         remove_tree_beneath(self.peer_fd, PARTIAL_DIR)
         apply_dir_ownership(self.peer_fd, self.target.ownership)
         assert self.session.info is not None  # the survey's handshake

@@ -109,11 +109,11 @@ def apply_dir_ownership(peer_fd: int, ownership: Ownership) -> None:
 
 def _walk_dirs(dir_fd: int) -> Iterator[int]:
     """Yield an fd for every subdirectory (not links), depth first; the caller closes each."""
-    for name in sorted(os.listdir(dir_fd)):
-        if name.startswith(INTERNAL_PREFIX):
-            continue
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
+    # the entries' types come with the listing: a file costs no stat
+    with os.scandir(dir_fd) as scan:
+        names = sorted(e.name for e in scan if e.is_dir(follow_symlinks=False))
+    for name in names:
+        if not name.startswith(INTERNAL_PREFIX):
             sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
             yield from _walk_dirs(sub)
             yield sub
