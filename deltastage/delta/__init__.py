@@ -13,6 +13,7 @@ from deltastage.delta.matcher import BlockIndex, Matcher, PolyIndex, iter_ops
 from deltastage.delta.ops import Copy, Literal
 from deltastage.delta.params import (
     DEFAULT_STRONG_LEN,
+    MAX_BASES,
     MAX_BLOCK_SIZE,
     MAX_LITERAL,
     MAX_STRONG_LEN,
@@ -20,16 +21,20 @@ from deltastage.delta.params import (
 )
 from deltastage.delta.patch import Patcher, PatchResult
 from deltastage.delta.signature import (
+    MultiSignatureBuilder,
     Signature,
     SignatureBuilder,
     SignatureDecoder,
     decode_signature,
+    decode_signatures,
     encode_signature,
+    encode_signatures,
     signature_of,
 )
 
 __all__ = [
     "DEFAULT_STRONG_LEN",
+    "MAX_BASES",
     "MAX_BLOCK_SIZE",
     "MAX_LITERAL",
     "MAX_STRONG_LEN",
@@ -39,6 +44,7 @@ __all__ = [
     "DeltaStats",
     "Literal",
     "Matcher",
+    "MultiSignatureBuilder",
     "PatchResult",
     "Patcher",
     "PolyIndex",
@@ -48,7 +54,9 @@ __all__ = [
     "apply_delta",
     "choose_block_size",
     "decode_signature",
+    "decode_signatures",
     "encode_signature",
+    "encode_signatures",
     "iter_ops",
     "make_delta",
     "signature_of",

@@ -7,14 +7,14 @@ but rebuilds the wrong bytes still fails on the trailer's hash.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import zstandard
 
 from deltastage.delta.ops import Copy, Op
-from deltastage.delta.params import MAX_LITERAL
+from deltastage.delta.params import MAX_LITERAL, check_basis_count
 from deltastage.delta.patch import Patcher, PatchResult
 from deltastage.delta.wire import (
     COPY,
@@ -22,6 +22,10 @@ from deltastage.delta.wire import (
     END,
     HEADER,
     LIT,
+    MULTI_BASIS,
+    MULTI_COPY,
+    MULTI_DELTA_MAGIC,
+    MULTI_HEADER,
     OP_COPY,
     OP_END,
     OP_LIT,
@@ -62,16 +66,24 @@ class DeltaStats:
 
 
 class DeltaEncoder:
-    """Peer side: new-file bytes in (any split), encoded delta bytes out."""
+    """Peer side: new-file bytes in (any split), encoded delta bytes out.
 
-    def __init__(self, signature: Signature, *, level: int = 3) -> None:
+    Given several bases' signatures (a multi-basis signature decoded), the delta copies from
+    all of them and has the multi-basis format; one signature gives the single-basis one.
+    """
+
+    def __init__(self, signature: Signature | Sequence[Signature], *, level: int = 3) -> None:
         if not 0 <= level <= 22:
             raise DeltaFormatError(f"zstd level {level} outside 0..22")
         # The matcher needs numpy; importing it here keeps the patch side free of it.
         from deltastage.delta.matcher import Matcher, PolyIndex
 
-        self.signature = signature
-        self._matcher = Matcher(PolyIndex(signature))
+        sigs = tuple(signature) if isinstance(signature, Sequence) else (signature,)
+        check_basis_count(len(sigs))
+        self.signature = sigs[0]
+        self.signatures = sigs
+        self._multi = len(sigs) > 1
+        self._matcher = Matcher(PolyIndex(sigs))
         self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=False) if level else None
         self._hasher = Hasher()
         self._started = False
@@ -83,16 +95,24 @@ class DeltaEncoder:
             return b""
         self._started = True
         sig = self.signature
+        if self._multi:
+            sigs = self.signatures
+            head = MULTI_HEADER.pack(MULTI_DELTA_MAGIC, VERSION, len(sigs), 0, sig.block_size)
+            return head + b"".join(MULTI_BASIS.pack(s.basis_size, s.basis_hash) for s in sigs)
         return HEADER.pack(
             DELTA_MAGIC, VERSION, 0, 0, sig.block_size, sig.basis_size, sig.basis_hash
         )
 
     def _encode(self, ops: list[Op]) -> bytes:
         out = [self._header()]
-        stats, sig = self.stats, self.signature
+        stats, sigs, multi = self.stats, self.signatures, self._multi
         for op in ops:
             if isinstance(op, Copy):
-                out.append(bytes((OP_COPY,)) + COPY.pack(op.start, op.count))
+                if multi:
+                    out.append(bytes((OP_COPY,)) + MULTI_COPY.pack(op.basis, op.start, op.count))
+                else:
+                    out.append(bytes((OP_COPY,)) + COPY.pack(op.start, op.count))
+                sig = sigs[op.basis]
                 end = min((op.start + op.count) * sig.block_size, sig.basis_size)
                 stats.copied_bytes += end - op.start * sig.block_size
                 stats.copy_ops += 1
@@ -141,6 +161,8 @@ def encode_ops(sig: Signature, ops: Iterable[Op], *, new_size: int, new_hash: by
     out = [HEADER.pack(DELTA_MAGIC, VERSION, 0, 0, sig.block_size, sig.basis_size, sig.basis_hash)]
     for op in ops:
         if isinstance(op, Copy):
+            if op.basis != 0:
+                raise DeltaFormatError(f"copy from basis {op.basis} in a single-basis delta")
             if op.count < 1 or op.start + op.count > n_blocks:
                 raise DeltaFormatError(f"copy of blocks {op.start}+{op.count} past {n_blocks}")
             out.append(bytes((OP_COPY,)) + COPY.pack(op.start, op.count))
@@ -153,22 +175,34 @@ def encode_ops(sig: Signature, ops: Iterable[Op], *, new_size: int, new_hash: by
     return b"".join(out)
 
 
-def make_delta(sig: Signature, new: bytes | bytearray | memoryview, level: int = 3) -> bytes:
+def make_delta(
+    sig: Signature | Sequence[Signature], new: bytes | bytearray | memoryview, level: int = 3
+) -> bytes:
     encoder = DeltaEncoder(sig, level=level)
     return encoder.update(new) + encoder.finish()
 
 
 def apply_delta(
-    basis: bytes | bytearray | memoryview, delta: bytes | bytearray | memoryview
+    basis: bytes | bytearray | memoryview | Sequence[bytes],
+    delta: bytes | bytearray | memoryview,
 ) -> bytes:
-    view = memoryview(basis)
+    """The file ``delta`` rebuilds from ``basis`` (or from several, in their signature's order)."""
+    views = (
+        [memoryview(basis)]
+        if isinstance(basis, bytes | bytearray | memoryview)
+        else [memoryview(b) for b in basis]
+    )
     out: list[bytes] = []
     patcher = Patcher(
-        lambda offset, n: bytes(view[offset : offset + n]),
+        [_reader(view) for view in views],
         out.append,
-        basis_size=len(view),
+        basis_size=[len(view) for view in views],
         basis_hash=None,
     )
     patcher.feed(delta)
     patcher.finish()
     return b"".join(out)
+
+
+def _reader(view: memoryview) -> Callable[[int, int], bytes]:
+    return lambda offset, n: bytes(view[offset : offset + n])

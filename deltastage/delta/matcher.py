@@ -17,12 +17,16 @@ Strategy, fastest case first:
 The result is the greedy textbook rsync parse: at every offset a full-size block match is
 taken if there is one, and the basis' short final block may match only the new file's last
 bytes (as in rsync), so the literal bytes equal a naive implementation's.
+
+Several bases are searched at once: :class:`PolyIndex` numbers all their blocks in one
+sequence (basis 0's first), and the matcher keeps copies and runs of expected blocks
+within one basis' span of that sequence, naming the basis in each Copy.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +37,7 @@ from deltastage.delta.ops import Copy, Literal, Op
 from deltastage.delta.params import MAX_CHAIN, MAX_LITERAL
 from deltastage.delta.rolling import WEAK_SHIFT, WindowHasher, window_hashes
 from deltastage.delta.signature import Signature, strong_hash
+from deltastage.errors import DeltaFormatError
 
 __all__ = [
     "BlockIndex",
@@ -42,6 +47,7 @@ __all__ = [
     "Matcher",
     "Op",
     "PolyIndex",
+    "Span",
     "iter_ops",
 ]
 
@@ -58,6 +64,16 @@ class Candidates:
 
     offsets: list[int]
     chain: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One basis' blocks in an index's numbering: ``[start, stop)``, the last ``last_len``
+    bytes long (only it may be shorter than a block; 0 for an empty basis)."""
+
+    start: int
+    stop: int
+    last_len: int
 
 
 class BlockIndex(Protocol):
@@ -79,30 +95,58 @@ class BlockIndex(Protocol):
 
 
 class PolyIndex:
-    """Block index for a native :class:`Signature` (polynomial weak hash, xxh3 strong)."""
+    """Block index for native signatures (polynomial weak hash, xxh3 strong): one basis', or
+    several bases' (same block size and strong length) in one index, numbered one after the
+    other (see ``spans``)."""
 
-    def __init__(self, sig: Signature) -> None:
-        self.sig = sig
-        self.block_size = sig.block_size
-        self.n_blocks = sig.n_blocks
-        self.last_len = sig.last_block_size
-        self.strong_len = sig.strong_len
-        bs = self.block_size
-        self._n_full = sig.basis_size // bs
-        weak = sig.weak_array()
-        sl = self.strong_len
-        strong = np.frombuffer(sig.strong, dtype=f"S{sl}") if self.n_blocks else np.empty(0, "S1")
-        nf = self._n_full
-        order = np.lexsort((strong[:nf], weak[:nf])).astype(np.intp)
-        w_sorted = weak[:nf][order]
-        s_sorted = strong[:nf][order]
+    def __init__(self, sig: Signature | Sequence[Signature]) -> None:
+        sigs = (sig,) if isinstance(sig, Signature) else tuple(sig)
+        head = sigs[0]
+        if any((s.block_size, s.strong_len) != (head.block_size, head.strong_len) for s in sigs):
+            raise DeltaFormatError("the bases' signatures differ in block size or strong length")
+        self.block_size = bs = head.block_size
+        self.strong_len = sl = head.strong_len
+        spans: list[Span] = []
+        for s in sigs:
+            start = spans[-1].stop if spans else 0
+            spans.append(Span(start, start + s.n_blocks, s.last_block_size))
+        self.spans: tuple[Span, ...] = tuple(spans)
+        self.n_blocks = spans[-1].stop
+        self.last_len = spans[-1].last_len
+        if len(sigs) == 1:
+            self._strong = head.strong
+            weak = head.weak_array()
+            nf = head.basis_size // bs
+            full: npt.NDArray[np.intp] | None = None
+        else:
+            self._strong = b"".join(s.strong for s in sigs)
+            weak = np.concatenate([s.weak_array() for s in sigs])
+            # Only full blocks are searched anywhere (see _match_tail for the short ones).
+            full = np.concatenate(
+                [
+                    np.arange(sp.start, sp.start + s.basis_size // bs)
+                    for sp, s in zip(spans, sigs, strict=True)
+                ]
+            ).astype(np.intp)
+            nf = len(full)
+        strong = np.frombuffer(self._strong, dtype=f"S{sl}") if self.n_blocks else np.empty(0, "S1")
+        self._n_full = nf
+        if full is None:
+            w_full, s_full = weak[:nf], strong[:nf]
+        else:
+            w_full, s_full = weak[full], strong[full]
+        order = np.lexsort((s_full, w_full)).astype(np.intp)
+        w_sorted = w_full[order]
+        s_sorted = s_full[order]
+        if full is not None:
+            order = full[order]
         # Identical blocks (same weak and strong) are one candidate: keep the lowest index.
         keep = np.ones(nf, dtype=bool)
         if nf > 1:
             keep[1:] = (w_sorted[1:] != w_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
         order, w_sorted = order[keep], w_sorted[keep]
         self._blocks: list[int] = order.tolist()
-        self._strong_sorted = strong[:nf][order].tobytes()
+        self._strong_sorted = s_sorted[keep].tobytes()
         self._uniq, first = np.unique(w_sorted, return_index=True)
         self._first: list[int] = first.tolist()
         self._end: list[int] = [*self._first[1:], len(order)]
@@ -142,7 +186,8 @@ class PolyIndex:
         return -1
 
     def is_block(self, index: int, window: memoryview) -> bool:
-        return strong_hash(window, self.strong_len) == self.sig.strong_of(index)
+        sl = self.strong_len
+        return strong_hash(window, sl) == self._strong[index * sl : index * sl + sl]
 
 
 class Matcher:
@@ -151,7 +196,20 @@ class Matcher:
     def __init__(self, index: BlockIndex) -> None:
         self.index = index
         self._bs = index.block_size
-        self._n_full = index.n_blocks - (0 < index.last_len < self._bs)
+        spans = (
+            index.spans
+            if isinstance(index, PolyIndex)
+            else (Span(0, index.n_blocks, index.last_len),)
+        )
+        self._spans = spans
+        self._starts = [span.start for span in spans]
+        # Per basis, the end of its full blocks: a run of expected blocks stops there.
+        self._full_ends = [span.stop - (0 < span.last_len < self._bs) for span in spans]
+        # The basis of the copy being extended, and where it starts and ends.
+        self._basis = 0
+        self._span_start = 0
+        self._span_stop = spans[0].stop
+        self._expected_end = self._full_ends[0]
         self._lookahead = _MAX_WINDOW + self._bs
         self._buf = bytearray()
         self._base = 0
@@ -188,7 +246,8 @@ class Matcher:
 
     def _flush_copy(self) -> None:
         if self._copy_count:
-            self._ops.append(Copy(self._copy_start, self._copy_count))
+            start = self._copy_start - self._span_start
+            self._ops.append(Copy(start, self._copy_count, self._basis))
             self._copy_count = 0
 
     def _flush_literal(self, upto: int) -> None:
@@ -203,16 +262,27 @@ class Matcher:
 
     def _copy(self, block: int, at: int, length: int, count: int = 1) -> None:
         self._flush_literal(at)
-        if self._copy_count and block == self._copy_start + self._copy_count:
+        if (
+            self._copy_count
+            and block == self._copy_start + self._copy_count
+            and block < self._span_stop
+        ):
             self._copy_count += count
         else:
             self._flush_copy()
             self._copy_start, self._copy_count = block, count
+            if len(self._starts) > 1:
+                # The last span starting at or before the block: empty bases' spans share
+                # their start with the next one, so this is never an empty basis.
+                k = bisect_right(self._starts, block) - 1
+                span = self._spans[k]
+                self._basis, self._span_start, self._span_stop = k, span.start, span.stop
+                self._expected_end = self._full_ends[k]
         self._pos = self._lit = at + length
         self._expected = block + count
 
     def _run(self, *, final: bool) -> None:
-        index, bs, n_full = self.index, self._bs, self._n_full
+        index, bs = self.index, self._bs
         is_block = index.is_block
         with memoryview(self._buf) as mv:
             base, end = self._base, self._base + len(mv)
@@ -225,7 +295,7 @@ class Matcher:
                     break
                 if not final and avail < self._lookahead:
                     break
-                e = self._expected
+                e, n_full = self._expected, self._expected_end
                 if e < n_full and is_block(e, mv[p - base : p - base + bs]):
                     # Unchanged stretches are the common case: walk them block by block here,
                     # one strong hash each and none of the loop's bookkeeping. A block match
@@ -254,11 +324,13 @@ class Matcher:
     def _match_tail(self, mv: memoryview, end: int) -> None:
         # Like rsync, the basis' short final block can only match the new file's last bytes:
         # anywhere else a full-size window would have had priority at that offset.
-        r, last = self.index.last_len, self.index.n_blocks - 1
-        if 0 < r < self._bs and r <= end - self._pos:
-            at = end - r - self._base
-            if self.index.is_block(last, mv[at : at + r]):
-                self._copy(last, end - r, r)
+        for span in self._spans:
+            r, last = span.last_len, span.stop - 1
+            if 0 < r < self._bs and r <= end - self._pos:
+                at = end - r - self._base
+                if self.index.is_block(last, mv[at : at + r]):
+                    self._copy(last, end - r, r)
+                    return
 
     def _scan(self, mv: memoryview, p: int, avail: int) -> None:
         bs = self._bs
@@ -283,9 +355,13 @@ class Matcher:
         return False
 
 
-def iter_ops(index: BlockIndex | Signature, chunks: Iterable[bytes]) -> Iterator[Op]:
-    """Ops that rebuild the concatenation of ``chunks`` from the indexed basis."""
-    matcher = Matcher(PolyIndex(index) if isinstance(index, Signature) else index)
+def iter_ops(
+    index: BlockIndex | Signature | Sequence[Signature], chunks: Iterable[bytes]
+) -> Iterator[Op]:
+    """Ops that rebuild the concatenation of ``chunks`` from the indexed basis (or bases)."""
+    if isinstance(index, Signature | Sequence):
+        index = PolyIndex(index)
+    matcher = Matcher(index)
     for chunk in chunks:
         yield from matcher.feed(chunk)
     yield from matcher.finish()

@@ -9,10 +9,11 @@ __all__ = ["Copy", "Literal", "Op"]
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """Copy ``count`` consecutive basis blocks starting at block ``start``."""
+    """Copy ``count`` consecutive blocks of basis ``basis`` starting at its block ``start``."""
 
     start: int
     count: int
+    basis: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,14 @@ __all__ = [
     "DEFAULT_MAX_BASIS_SIZE",
     "DEFAULT_MAX_BLOCKS",
     "DEFAULT_STRONG_LEN",
+    "MAX_BASES",
     "MAX_BLOCK_SIZE",
     "MAX_CHAIN",
     "MAX_DEFAULT_BLOCK_SIZE",
     "MAX_LITERAL",
     "MAX_STRONG_LEN",
     "MIN_DEFAULT_BLOCK_SIZE",
+    "check_basis_count",
     "check_block_size",
     "check_strong_len",
     "choose_block_size",
@@ -44,6 +46,10 @@ MAX_LITERAL = 1 << 20
 # Identical blocks are folded together first, so only crafted collisions reach this bound
 # (rsync's unbounded chain walk was CVE-2022-29154-style quadratic work).
 MAX_CHAIN = 64
+
+# Basis files one delta may copy from: each costs the master an open file and a slot in
+# every multi-basis header, and the wire carries the basis index in one byte.
+MAX_BASES = 8
 
 DEFAULT_MAX_BLOCKS = 1 << 25
 DEFAULT_MAX_BASIS_SIZE = 1 << 42
@@ -75,6 +81,12 @@ def check_block_size(block_size: int) -> int:
     if not 1 <= block_size <= MAX_BLOCK_SIZE:
         raise DeltaFormatError(f"block size {block_size} outside 1..{MAX_BLOCK_SIZE}")
     return block_size
+
+
+def check_basis_count(count: int) -> int:
+    if not 1 <= count <= MAX_BASES:
+        raise DeltaFormatError(f"{count} bases outside 1..{MAX_BASES}")
+    return count
 
 
 def check_strong_len(strong_len: int) -> int:

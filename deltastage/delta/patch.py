@@ -7,13 +7,18 @@ bytes still fails on the trailer's hash (see ``wire`` for the format).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
 import zstandard
 
-from deltastage.delta.params import MAX_LITERAL, check_block_size, count_blocks
+from deltastage.delta.params import (
+    MAX_LITERAL,
+    check_basis_count,
+    check_block_size,
+    count_blocks,
+)
 from deltastage.delta.wire import (
     COPY,
     DELTA_MAGIC,
@@ -21,6 +26,10 @@ from deltastage.delta.wire import (
     HEADER,
     LIT,
     MAX_ZLEN,
+    MULTI_BASIS,
+    MULTI_COPY,
+    MULTI_DELTA_MAGIC,
+    MULTI_HEADER,
     OP_COPY,
     OP_END,
     OP_LIT,
@@ -61,51 +70,73 @@ class Patcher:
     they read anyway saves a whole pass over the basis; ``finish`` hashes whatever the
     copies skipped and fails on a mismatch, after the output was written (so the caller
     must be able to discard it).
+
+    Several bases (a multi-basis delta) come as sequences: one ``read_at``, size and hash
+    (or None) per basis, in the order of the signature the delta answers; everything above
+    holds for each basis.
     """
 
     @overload
     def __init__(
         self,
-        read_at: Callable[[int, int], bytes],
+        read_at: Callable[[int, int], bytes] | Sequence[Callable[[int, int], bytes]],
         write: Callable[[bytes], None],
         *,
-        basis_size: int,
-        basis_hash: bytes | None = None,
+        basis_size: int | Sequence[int],
+        basis_hash: bytes | Sequence[bytes | None] | None = None,
         verify_basis: bool = False,
     ) -> None: ...
 
     @overload
     def __init__(
         self,
-        read_at: Callable[[int, int], memoryview],
+        read_at: Callable[[int, int], memoryview] | Sequence[Callable[[int, int], memoryview]],
         write: Callable[[bytes | memoryview], None],
         *,
-        basis_size: int,
-        basis_hash: bytes | None = None,
+        basis_size: int | Sequence[int],
+        basis_hash: bytes | Sequence[bytes | None] | None = None,
         verify_basis: bool = False,
     ) -> None: ...
 
     def __init__(
         self,
-        read_at: Callable[[int, int], bytes] | Callable[[int, int], memoryview],
+        read_at: Callable[[int, int], bytes]
+        | Callable[[int, int], memoryview]
+        | Sequence[Callable[[int, int], bytes]]
+        | Sequence[Callable[[int, int], memoryview]],
         write: Callable[[bytes], None] | Callable[[bytes | memoryview], None],
         *,
-        basis_size: int,
-        basis_hash: bytes | None = None,
+        basis_size: int | Sequence[int],
+        basis_hash: bytes | Sequence[bytes | None] | None = None,
         verify_basis: bool = False,
     ) -> None:
-        self._read_at = read_at
+        reads: list[Callable[[int, int], bytes | memoryview]] = (
+            list(read_at) if isinstance(read_at, Sequence) else [read_at]
+        )
+        sizes = [basis_size] if isinstance(basis_size, int) else list(basis_size)
+        hashes: list[bytes | None] = (
+            [basis_hash]
+            if basis_hash is None or isinstance(basis_hash, bytes)
+            else list(basis_hash)
+        )
+        if basis_hash is None:
+            hashes *= len(sizes)
+        check_basis_count(len(sizes))
+        if not len(reads) == len(sizes) == len(hashes):
+            raise ValueError("one read_at, basis size and basis hash per basis")
+        self._reads = reads
         # The overloads pair a bytes-only write with a bytes-only read_at, and write only
         # ever gets literals (bytes) or what read_at returned.
         self._write: Callable[[Any], None] = write
-        self._basis_size = basis_size
-        self._basis_hash = basis_hash
-        self._basis_hasher = Hasher() if verify_basis else None
-        self._basis_hashed = 0
-        self._header_basis_hash = b""
+        self._sizes = sizes
+        self._hashes = hashes
+        self._basis_hashers = [Hasher() for _ in sizes] if verify_basis else None
+        self._basis_hashed = [0] * len(sizes)
+        self._header_hashes: list[bytes] = []
         self._buf = bytearray()
         self._block_size = 0
-        self._n_blocks = 0
+        self._n_blocks: list[int] = []
+        self._multi = False
         self._header_done = False
         self._trailer: tuple[int, bytes] | None = None
         self._size = 0
@@ -127,21 +158,24 @@ class Patcher:
         buf = self._buf
         at = 0
         if not self._header_done:
-            if len(buf) < HEADER.size:
+            at = self._parse_header()
+            if not at:
                 return 0
-            self._check_header(*HEADER.unpack_from(buf))
-            at = HEADER.size
         size = len(buf)
+        copy = MULTI_COPY if self._multi else COPY
         while at < size:
             if self._trailer is not None:
                 raise DeltaFormatError("data after the end of the delta")
             op = buf[at]
             if op == OP_COPY:
-                if size - at < 1 + COPY.size:
+                if size - at < 1 + copy.size:
                     break
-                start, count = COPY.unpack_from(buf, at + 1)
-                self._copy(start, count)
-                at += 1 + COPY.size
+                if self._multi:
+                    basis, start, count = MULTI_COPY.unpack_from(buf, at + 1)
+                else:
+                    basis, (start, count) = 0, COPY.unpack_from(buf, at + 1)
+                self._copy(basis, start, count)
+                at += 1 + copy.size
             elif op == OP_LIT:
                 if size - at < 1 + LIT.size:
                     break
@@ -175,34 +209,57 @@ class Patcher:
                 raise DeltaFormatError(f"unknown delta op 0x{op:02x}")
         return at
 
-    def _check_header(
-        self,
-        magic: bytes,
-        version: int,
-        flags: int,
-        reserved: int,
-        block_size: int,
-        basis_size: int,
-        basis_hash: bytes,
-    ) -> None:
-        if magic != DELTA_MAGIC:
-            raise DeltaFormatError("not a deltastage delta (bad magic)")
+    def _parse_header(self) -> int:
+        """Bytes of the header once it is all in and checked, else 0."""
+        buf = self._buf
+        if len(buf) >= 4 and buf[:4] == MULTI_DELTA_MAGIC:
+            if len(buf) < MULTI_HEADER.size:
+                return 0
+            _, version, n_bases, reserved, block_size = MULTI_HEADER.unpack_from(buf)
+            self._check_version(version, reserved, block_size)
+            check_basis_count(n_bases)
+            end: int = MULTI_HEADER.size + n_bases * MULTI_BASIS.size
+            if len(buf) < end:
+                return 0
+            bases = [
+                MULTI_BASIS.unpack_from(buf, MULTI_HEADER.size + k * MULTI_BASIS.size)
+                for k in range(n_bases)
+            ]
+            self._multi = True
+        else:
+            if len(buf) < HEADER.size:
+                return 0
+            magic, version, flags, reserved, block_size, size, digest = HEADER.unpack_from(buf)
+            if magic != DELTA_MAGIC:
+                raise DeltaFormatError("not a deltastage delta (bad magic)")
+            self._check_version(version, flags | reserved, block_size)
+            bases, end = [(size, digest)], HEADER.size
+        if len(bases) != len(self._sizes):
+            raise IntegrityError(
+                f"delta was made against {len(bases)} bases, {len(self._sizes)} given"
+            )
+        for (basis_size, basis_hash), size, known in zip(
+            bases, self._sizes, self._hashes, strict=True
+        ):
+            if basis_size != size:
+                raise IntegrityError(
+                    f"delta was made against a {basis_size}-byte basis, this basis has {size} bytes"
+                )
+            if known is not None and basis_hash != known:
+                raise IntegrityError(_WRONG_BASIS)
+        self._header_hashes = [basis_hash for _, basis_hash in bases]
+        self._block_size = block_size
+        self._n_blocks = [count_blocks(size, block_size) for size in self._sizes]
+        self._header_done = True
+        return end
+
+    @staticmethod
+    def _check_version(version: int, reserved: int, block_size: int) -> None:
         if version != VERSION:
             raise DeltaFormatError(f"unsupported delta version {version}")
-        if flags or reserved:
+        if reserved:
             raise DeltaFormatError("reserved delta header fields are not zero")
         check_block_size(block_size)
-        if basis_size != self._basis_size:
-            raise IntegrityError(
-                f"delta was made against a {basis_size}-byte basis, this basis has "
-                f"{self._basis_size} bytes"
-            )
-        if self._basis_hash is not None and basis_hash != self._basis_hash:
-            raise IntegrityError(_WRONG_BASIS)
-        self._header_basis_hash = basis_hash
-        self._block_size = block_size
-        self._n_blocks = count_blocks(basis_size, block_size)
-        self._header_done = True
 
     def _inflate(self, packed: bytearray, length: int) -> bytes:
         if self._zstd is None:
@@ -220,53 +277,59 @@ class Patcher:
         self._size += len(data)
         self._write(data)
 
-    def _copy(self, start: int, count: int) -> None:
+    def _copy(self, basis: int, start: int, count: int) -> None:
         if count == 0:
             raise DeltaFormatError("copy of zero blocks")
-        if start >= self._n_blocks or count > self._n_blocks - start:
+        if basis >= len(self._sizes):
+            raise DeltaFormatError(f"copy from basis {basis} of {len(self._sizes)}")
+        n_blocks = self._n_blocks[basis]
+        if start >= n_blocks or count > n_blocks - start:
             raise DeltaFormatError(
-                f"copy of blocks {start}..{start + count - 1} past the basis' {self._n_blocks}"
+                f"copy of blocks {start}..{start + count - 1} past the basis' {n_blocks}"
             )
         offset = start * self._block_size
-        stop = min((start + count) * self._block_size, self._basis_size)
-        hasher = self._basis_hasher
-        if hasher is not None and offset > self._basis_hashed:
-            self._hash_basis(offset)
+        stop = min((start + count) * self._block_size, self._sizes[basis])
+        hasher = None if self._basis_hashers is None else self._basis_hashers[basis]
+        hashed = self._basis_hashed
+        if hasher is not None and offset > hashed[basis]:
+            self._hash_basis(basis, offset)
         while offset < stop:
             want = min(MAX_READ, stop - offset)
-            data = self._read_basis(offset, want)
+            data = self._read_basis(basis, offset, want)
             # A copy that continues where the basis hash stands feeds it from the same read;
             # one that goes back is already hashed.
-            if hasher is not None and offset + want > self._basis_hashed:
-                skip = self._basis_hashed - offset
+            if hasher is not None and offset + want > hashed[basis]:
+                skip = hashed[basis] - offset
                 hasher.update(memoryview(data)[skip:] if skip else data)
-                self._basis_hashed = offset + want
+                hashed[basis] = offset + want
             self._emit(data)
             offset += want
 
-    def _read_basis(self, offset: int, want: int) -> bytes | memoryview:
-        data = self._read_at(offset, want)
+    def _read_basis(self, basis: int, offset: int, want: int) -> bytes | memoryview:
+        data = self._reads[basis](offset, want)
         if len(data) != want:
             raise IntegrityError(f"basis ended early: read {len(data)} of {want} at {offset}")
         return data
 
-    def _hash_basis(self, stop: int) -> None:
-        """Hash the basis up to ``stop`` from where the copies left it."""
-        assert self._basis_hasher is not None
-        while self._basis_hashed < stop:
-            want = min(MAX_READ, stop - self._basis_hashed)
-            self._basis_hasher.update(self._read_basis(self._basis_hashed, want))
-            self._basis_hashed += want
+    def _hash_basis(self, basis: int, stop: int) -> None:
+        """Hash basis ``basis`` up to ``stop`` from where the copies left it."""
+        assert self._basis_hashers is not None
+        hasher, hashed = self._basis_hashers[basis], self._basis_hashed
+        while hashed[basis] < stop:
+            want = min(MAX_READ, stop - hashed[basis])
+            hasher.update(self._read_basis(basis, hashed[basis], want))
+            hashed[basis] += want
 
     def finish(self) -> PatchResult:
         if self._result is not None:
             return self._result
         if self._trailer is None or self._buf:
             raise DeltaFormatError("delta is truncated (no end marker)")
-        if self._basis_hasher is not None:
-            self._hash_basis(self._basis_size)
-            if self._basis_hasher.digest() != self._header_basis_hash:
-                raise IntegrityError(_WRONG_BASIS)
+        if self._basis_hashers is not None:
+            for basis, hasher in enumerate(self._basis_hashers):
+                self._hash_basis(basis, self._sizes[basis])
+                if hasher.digest() != self._header_hashes[basis]:
+                    raise IntegrityError(_WRONG_BASIS)
         size, digest = self._trailer
         actual = self._hasher.digest()
         if size != self._size or digest != actual:

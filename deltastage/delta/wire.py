@@ -9,6 +9,15 @@ Wire format (little-endian)::
              b"Z" len u32 zlen u32 bytes    zstd-compressed literal of len raw bytes
     trailer  b"E" new_size u64 | new xxh3-128 (16)
 
+A delta against several bases (2..MAX_BASES, from a multi-basis signature) has its own
+magic, so the single-basis format above stays exactly as it is::
+
+    header   b"DDLM" | version u8 | n_bases u8 | 0 u16 | block_size u32
+             | n_bases x (basis_size u64 | basis xxh3-128 (16))
+    ops      b"C" basis u8 start u32 count u32   copy blocks of basis ``basis``
+             b"L" and b"Z" as above
+    trailer  as above
+
 The encoder (``codec``) and the patcher (``patch``) both read their layout from here.
 """
 
@@ -26,6 +35,10 @@ __all__ = [
     "HEADER",
     "LIT",
     "MAX_ZLEN",
+    "MULTI_BASIS",
+    "MULTI_COPY",
+    "MULTI_DELTA_MAGIC",
+    "MULTI_HEADER",
     "OP_COPY",
     "OP_END",
     "OP_LIT",
@@ -38,6 +51,10 @@ DELTA_MAGIC = b"DDLT"
 VERSION = 1
 HEADER = struct.Struct(f"<4sBBHIQ{HASH_SIZE}s")
 COPY = struct.Struct("<II")
+MULTI_DELTA_MAGIC = b"DDLM"
+MULTI_HEADER = struct.Struct("<4sBBHI")
+MULTI_BASIS = struct.Struct(f"<Q{HASH_SIZE}s")
+MULTI_COPY = struct.Struct("<BII")
 LIT = struct.Struct("<I")
 ZLIT = struct.Struct("<II")
 END = struct.Struct(f"<Q{HASH_SIZE}s")
