@@ -58,11 +58,15 @@ class Option:
 class Command:
     """A command run without typer: the function it calls (``module:name``), the keywords
     its positional arguments fill, in order, and its options. A reported error
-    (``errors.REPORTED``) ends it with one line and its exit code, as the CLI does."""
+    (``errors.REPORTED``) ends it with one line and its exit code, as the CLI does.
+
+    ``variadic`` names the argument that takes every word the others leave (one at least,
+    as a list: typer's ``list[str]`` arguments)."""
 
     target: str
     arguments: tuple[str, ...]
     options: tuple[Option, ...] = ()
+    variadic: str | None = None
 
     def function(self) -> Callable[..., int | None]:
         module, name = self.target.split(":")
@@ -86,13 +90,14 @@ COMMANDS: dict[str, Command] = {
             Option(("--block-size", "-b"), "block_size", int),
             Option(("--strong-len", "-S"), "strong_len", int),
         ),
+        variadic="basis",
     ),
     "delta": Command(
         "deltastage.rdiff:delta_file",
         ("sig", "new", "delta_out"),
         (Option(("--level", "-l"), "level", int, bounds=range(23)),),
     ),
-    "patch": Command("deltastage.rdiff:patch_file", ("basis", "delta_in", "out")),
+    "patch": Command("deltastage.rdiff:patch_file", ("basis", "delta_in", "out"), variadic="basis"),
     "stage": Command(
         "deltastage.cli.stagerun:stage_command",
         (),
@@ -158,14 +163,29 @@ def parse(argv: Sequence[str]) -> Call | None:
             repeated.setdefault(option.keyword, []).append(value)
         else:
             single[option.keyword] = value
-    if len(positional) != len(command.arguments):
+    keywords = _arguments(command, positional)
+    if keywords is None:
         return None
-    keywords: dict[str, Value] = dict(zip(command.arguments, positional, strict=True))
     keywords.update(single)
     keywords.update(repeated)
     if any(option.required and option.keyword not in keywords for option in command.options):
         return None
     return Call(command, keywords)
+
+
+def _arguments(command: Command, positional: list[str]) -> dict[str, Value] | None:
+    """The keywords the positional words fill, or None if they do not fit."""
+    extra = len(positional) - len(command.arguments)
+    if extra < 0 or (extra and command.variadic is None):
+        return None
+    keywords: dict[str, Value] = {}
+    words = iter(positional)
+    for name in command.arguments:
+        if name == command.variadic:
+            keywords[name] = [next(words) for _ in range(extra + 1)]
+        else:
+            keywords[name] = next(words)
+    return keywords
 
 
 def run(argv: Sequence[str]) -> int | None:

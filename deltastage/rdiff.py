@@ -12,6 +12,9 @@ thread reads the basis and hashes. Patch reads the basis into a small ring of re
 buffers that go back into use only once the writer is done with them; memory stays bounded
 by the ring and the writer's queue, whatever the file size.
 
+``signature_file`` and ``patch_file`` take 1 to ``MAX_BASES`` bases: a delta made from a
+signature of several bases copies from all of them, and patch reads them in the same order.
+
 The typer commands and the typer-free start (``fastargv``) both call these functions.
 """
 
@@ -26,13 +29,14 @@ import tempfile
 import threading
 from array import array
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import BinaryIO
 
 from deltastage.delta.codec import DeltaEncoder
+from deltastage.delta.params import MAX_BASES
 from deltastage.delta.patch import MAX_READ, Patcher
-from deltastage.delta.signature import SignatureBuilder, SignatureDecoder
+from deltastage.delta.signature import MultiSignatureBuilder, SignatureDecoder
 from deltastage.errors import UsageError
 from deltastage.hashing import READ_CHUNK, hash_fd
 
@@ -262,11 +266,11 @@ class _BasisRing:
 
     A buffer handed to the output is refilled only once the output has written it, so the
     reads run ahead of the writer by at most the ring, and no read allocates (fresh buffers
-    would cost a page fault per page).
+    would cost a page fault per page). Every basis reads through the one ring
+    (``reader(fd)``), so several bases cost no more memory than one.
     """
 
-    def __init__(self, fd: int, output: _FileOutput | _StdoutOutput, size: int) -> None:
-        self._fd = fd
+    def __init__(self, output: _FileOutput | _StdoutOutput, size: int) -> None:
         self._output = output
         self._size = size
         self._slots = [_aligned_buffer(size) for _ in range(_RING_SLOTS)]
@@ -274,14 +278,17 @@ class _BasisRing:
         self._busy = [0] * _RING_SLOTS
         self._next = 0
 
-    def read_at(self, offset: int, n: int) -> memoryview:
-        if n > self._size:
-            return memoryview(os.pread(self._fd, n, offset))
-        i = self._next
-        self._next = (i + 1) % _RING_SLOTS
-        self._output.wait_for(self._busy[i])
-        view = self._slots[i]
-        return view[: os.preadv(self._fd, [view[:n]], offset)]
+    def reader(self, fd: int) -> Callable[[int, int], memoryview]:
+        def read_at(offset: int, n: int) -> memoryview:
+            if n > self._size:
+                return memoryview(os.pread(fd, n, offset))
+            i = self._next
+            self._next = (i + 1) % _RING_SLOTS
+            self._output.wait_for(self._busy[i])
+            view = self._slots[i]
+            return view[: os.preadv(fd, [view[:n]], offset)]
+
+        return read_at
 
     def write(self, data: bytes | memoryview) -> None:
         job = self._output.write(data)
@@ -340,30 +347,49 @@ def _spooled_size(stream: BinaryIO) -> tuple[BinaryIO, int, bool]:
     return spool, size, True
 
 
+def _bases(basis: str | Sequence[str]) -> list[str]:
+    bases = [basis] if isinstance(basis, str) else list(basis)
+    if not 1 <= len(bases) <= MAX_BASES:
+        raise UsageError(f"{len(bases)} bases given, at most {MAX_BASES} are allowed")
+    if bases.count(STDIO) > 1:
+        raise UsageError("only one basis can be stdin")
+    return bases
+
+
 def signature_file(
-    basis: str, sig: str, *, block_size: int | None = None, strong_len: int | None = None
+    basis: str | Sequence[str],
+    sig: str,
+    *,
+    block_size: int | None = None,
+    strong_len: int | None = None,
 ) -> None:
-    with _open_input(basis) as raw:
-        stream, size, owned = _spooled_size(raw)
-        try:
-            builder = SignatureBuilder(size, block_size=block_size, strong_len=strong_len)
-            with _open_output(sig) as out:
+    """The signature of one basis, or of several in one (``delta`` then copies from all)."""
+    with contextlib.ExitStack() as stack:
+        streams: list[BinaryIO] = []
+        sizes: list[int] = []
+        for path in _bases(basis):
+            stream, size, owned = _spooled_size(stack.enter_context(_open_input(path)))
+            if owned:
+                stack.callback(stream.close)
+            streams.append(stream)
+            sizes.append(size)
+        builder = MultiSignatureBuilder(sizes, block_size=block_size, strong_len=strong_len)
+        with _open_output(sig) as out:
+            for stream in streams:
                 for chunk in _views(stream):
                     out.write(builder.update(chunk))
-                out.write(builder.finish())
-        finally:
-            if owned:
-                stream.close()
+                out.write(builder.end_basis())
+            out.write(builder.finish())
 
 
 def delta_file(sig: str, new: str, delta_out: str, *, level: int = 3) -> None:
     if sig == STDIO and new == STDIO:
         raise UsageError("signature and new file cannot both be stdin")
-    decoder = SignatureDecoder()
+    decoder = SignatureDecoder(multi=True)
     with _open_input(sig) as stream:
         for chunk in _chunks(stream):
             decoder.feed(chunk)
-    encoder = DeltaEncoder(decoder.result(), level=level)
+    encoder = DeltaEncoder(decoder.results(), level=level)
     with _open_input(new) as stream, _open_output(delta_out) as out:
         for view in _views(stream):
             data = encoder.update(view)
@@ -372,24 +398,34 @@ def delta_file(sig: str, new: str, delta_out: str, *, level: int = 3) -> None:
         out.write(encoder.finish())
 
 
-def patch_file(basis: str, delta_in: str, out: str) -> None:
-    if basis == STDIO:
+def patch_file(basis: str | Sequence[str], delta_in: str, out: str) -> None:
+    """Rebuild OUT from the bases (in the order their signature had) and the delta."""
+    bases = _bases(basis)
+    if STDIO in bases:
         raise UsageError("the basis of a patch must be a real file, not stdin")
-    with _open_input(basis) as base:
-        fd = base.fileno()
-        _advise_sequential(base)
-        basis_size, basis_hash = os.fstat(fd).st_size, None
-        if out == STDIO:
-            # A pipe cannot take bytes back: check the basis before writing the first one.
-            basis_size, basis_hash = hash_fd(fd)
+    with contextlib.ExitStack() as stack:
+        fds: list[int] = []
+        sizes: list[int] = []
+        hashes: list[bytes | None] = []
+        for path in bases:
+            base = stack.enter_context(_open_input(path))
+            fd = base.fileno()
+            _advise_sequential(base)
+            basis_size, basis_hash = os.fstat(fd).st_size, None
+            if out == STDIO:
+                # A pipe cannot take bytes back: check the basis before writing the first one.
+                basis_size, basis_hash = hash_fd(fd)
+            fds.append(fd)
+            sizes.append(basis_size)
+            hashes.append(basis_hash)
         with _open_input(delta_in) as stream, _open_output(out) as output:
-            ring = _BasisRing(fd, output, MAX_READ)
+            ring = _BasisRing(output, MAX_READ)
             patcher = Patcher(
-                ring.read_at,
+                [ring.reader(fd) for fd in fds],
                 ring.write,
-                basis_size=basis_size,
-                basis_hash=basis_hash,
-                verify_basis=basis_hash is None,
+                basis_size=sizes,
+                basis_hash=hashes,
+                verify_basis=out != STDIO,
             )
             for chunk in _chunks(stream):
                 patcher.feed(chunk)

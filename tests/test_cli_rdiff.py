@@ -92,3 +92,41 @@ def test_missing_and_unusable_inputs(files: dict[str, Path], tmp_path: Path) -> 
     assert "signature" in stderr and not files["delta"].exists()
     code, stderr, _ = invoke("signature", tmp_path, files["sig"])
     one_line_error(code, stderr)
+
+
+def test_three_bases_round_trip(tmp_path: Path) -> None:
+    from deltastage import fastargv
+
+    parts = [os.urandom(70_000) for _ in range(3)]
+    bases = [tmp_path / f"basis{k}" for k in range(3)]
+    for path, data in zip(bases, parts, strict=True):
+        path.write_bytes(data)
+    new = parts[2][:30_000] + b"fresh" + parts[0] + parts[1][10_000:] + parts[2][:5000]
+    (tmp_path / "new").write_bytes(new)
+    sig, delta, out = tmp_path / "sig", tmp_path / "delta", tmp_path / "out"
+    assert invoke("signature", *bases, sig, "-b", "1024")[0] == 0
+    assert invoke("delta", sig, tmp_path / "new", delta)[0] == 0
+    assert delta.stat().st_size < 3000
+    assert invoke("patch", *bases, delta, out)[0] == 0
+    assert out.read_bytes() == new
+    # The typer-free start reads the same command lines alike.
+    names = [str(p) for p in bases]
+    assert fastargv.run(["signature", *names, str(sig), "-b", "1024"]) == 0
+    assert fastargv.run(["delta", str(sig), str(tmp_path / "new"), str(delta)]) == 0
+    out.unlink()
+    assert fastargv.run(["patch", *names, str(delta), str(out)]) == 0
+    assert out.read_bytes() == new
+    code, _, piped = invoke("patch", *bases, delta, "-")
+    assert code == 0 and piped == new
+    # Bases in another order, or one missing, are another set of bases: refused.
+    code, stderr, _ = invoke("patch", bases[1], bases[0], bases[2], delta, out)
+    one_line_error(code, stderr)
+    code, stderr, _ = invoke("patch", *bases[:2], delta, out)
+    one_line_error(code, stderr)
+    assert out.read_bytes() == new
+
+
+def test_more_than_eight_bases_are_refused(files: dict[str, Path]) -> None:
+    code, stderr, _ = invoke("signature", *[files["basis"]] * 9, files["sig"])
+    one_line_error(code, stderr)
+    assert "at most 8" in stderr and not files["sig"].exists()

@@ -31,12 +31,15 @@ ACCEPTED = [
     ["signature", "-b", "64", "b", "-S", "16", "s"],
     ["signature", "b", "s", "--block-size", "2048", "--strong-len=4"],
     ["signature", "b", "s", "--block-size=8", "-b", "9"],
+    ["signature", "b", "s", "extra"],
+    ["signature", "b1", "-b", "64", "b2", "-", "s"],
     ["delta", "s", "n", "d"],
     ["delta", "s", "-", "-", "-l", "0"],
     ["delta", "--level", "22", "s", "n", "d"],
     ["delta", "s", "n", "d", "--level=7"],
     ["patch", "b", "d", "o"],
     ["patch", "b", "-", "-"],
+    ["patch", "b1", "b2", "b3", "d", "o"],
     ["agent", "--root", "/a"],
     ["agent", "--root", "/a", "--root=/b"],
     ["agent", "--root=/a b", "--root", "/a"],
@@ -68,7 +71,6 @@ LEFT_TO_TYPER = [
     ["--version"],
     ["signature", "--help"],
     ["signature", "b"],
-    ["signature", "b", "s", "extra"],
     ["signature", "b", "s", "-b"],
     ["signature", "b", "s", "-b=5"],
     ["signature", "b", "s", "-b5"],
@@ -78,6 +80,8 @@ LEFT_TO_TYPER = [
     ["signature", "b", "s", "--bogus", "1"],
     ["signature", "--", "b", "s"],
     ["delta", "s", "n", "d", "-l", "23"],
+    ["delta", "s", "n", "d", "extra"],
+    ["patch", "d", "o"],
     ["delta", "s", "n", "d", "-b", "5"],
     ["patch", "b", "d", "o", "-l", "3"],
     ["agent"],
@@ -208,6 +212,8 @@ def test_the_specification_declares_what_the_typer_commands_declare() -> None:
         params = group.commands[name].params
         arguments = tuple(p.name for p in params if p.param_type_name == "argument")
         assert arguments == command.arguments, name
+        variadic = [p.name for p in params if p.param_type_name == "argument" and p.nargs == -1]
+        assert variadic == ([command.variadic] if command.variadic else []), name
         options = {p.name: p for p in params if p.param_type_name == "option"}
         assert sorted(options) == sorted(o.keyword for o in command.options), name
         for option in command.options:

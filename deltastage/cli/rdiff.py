@@ -15,10 +15,17 @@ from deltastage.cli.app import run_guarded
 __all__ = ["delta", "patch", "signature"]
 
 PathArg = Annotated[str, typer.Argument(help="A file path, or - for stdin/stdout.")]
+BasesArg = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="BASIS...",
+        help="1 to 8 basis files (one may be - for stdin); a delta copies from all of them.",
+    ),
+]
 
 
 def signature(
-    basis: PathArg,
+    basis: BasesArg,
     sig: PathArg,
     block_size: Annotated[
         int | None,
@@ -41,7 +48,7 @@ def signature(
         ),
     ] = None,
 ) -> None:
-    """Write the signature of BASIS to SIG (like rdiff signature)."""
+    """Write the signature of the BASIS files to SIG (like rdiff signature)."""
     from deltastage import rdiff
 
     run_guarded(
@@ -60,18 +67,23 @@ def delta(
         ),
     ] = 3,
 ) -> None:
-    """Write the delta that turns SIG's basis into NEW (like rdiff delta)."""
+    """Write the delta that turns SIG's bases into NEW (like rdiff delta)."""
     from deltastage import rdiff
 
     run_guarded(lambda: rdiff.delta_file(sig, new, delta_out, level=level))
 
 
 def patch(
-    basis: PathArg,
+    basis: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="BASIS...", help="The basis files of DELTA's signature, in the same order."
+        ),
+    ],
     delta_in: Annotated[str, typer.Argument(metavar="DELTA", help="Delta file, or -.")],
     out: PathArg,
 ) -> None:
-    """Apply DELTA to BASIS and write OUT, verified (like rdiff patch, but checked)."""
+    """Apply DELTA to the BASIS files and write OUT, verified (like rdiff patch, but checked)."""
     from deltastage import rdiff
 
     run_guarded(lambda: rdiff.patch_file(basis, delta_in, out))
