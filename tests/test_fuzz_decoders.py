@@ -24,6 +24,7 @@ from deltastage.delta import (
     Patcher,
     SignatureDecoder,
     encode_signature,
+    encode_signatures,
     make_delta,
     signature_of,
 )
@@ -69,6 +70,11 @@ NEW = BASIS[:2000] + b"an edit in the middle" + BASIS[2500:] + b"and a tail"
 SIG = signature_of(BASIS, block_size=512)
 SIG_BYTES = encode_signature(SIG)
 DELTA = make_delta(SIG, NEW)
+# Several bases: the multi-basis signature and delta formats.
+OTHER = random.Random(2).randbytes(3000)
+MULTI_SIGS = (SIG, signature_of(OTHER, block_size=512), signature_of(b"", block_size=512))
+MULTI_SIG_BYTES = encode_signatures(MULTI_SIGS)
+MULTI_DELTA = make_delta(MULTI_SIGS, NEW[:3000] + OTHER[1024:] + NEW[3000:])
 ENTRIES = (
     file_entry("a", NEW),
     file_entry("dir/b.txt", b"bee\n"),
@@ -187,6 +193,18 @@ def test_the_honest_inputs_decode() -> None:
     decoder = SignatureDecoder()
     decoder.feed(SIG_BYTES)
     assert decoder.result() == SIG
+    decoder = SignatureDecoder(multi=True)
+    decoder.feed(MULTI_SIG_BYTES)
+    assert decoder.results() == MULTI_SIGS
+    out: list[bytes] = []
+    patcher = Patcher(
+        [lambda offset, n, b=basis: b[offset : offset + n] for basis in (BASIS, OTHER, b"")],
+        out.append,
+        basis_size=[len(BASIS), len(OTHER), 0],
+    )
+    patcher.feed(MULTI_DELTA)
+    patcher.finish()
+    assert b"".join(out) == NEW[:3000] + OTHER[1024:] + NEW[3000:]
     manifest = Manifest("p", "2026-11-23", (ManifestEntry("a/b", 3, b"\1" * 16, 0o644, 5),))
     assert decode_manifest(encode_manifest(manifest)) == manifest
     read_only = Manifest("p", "2026-11-23", (), master_only_indicator="cback.stage")
@@ -272,16 +290,16 @@ def peer_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return top
 
 
-def fuzz_signature(data: bytes) -> None:
+def fuzz_signature(data: bytes, *, multi: bool = False) -> None:
     def decode() -> None:
-        decoder = SignatureDecoder(max_blocks=1 << 16, max_basis_size=1 << 26)
+        decoder = SignatureDecoder(max_blocks=1 << 16, max_basis_size=1 << 26, multi=multi)
         decoder.feed(data)
-        decoder.result()
+        decoder.results()
 
     only_our_errors(decode)
 
 
-def fuzz_patch(data: bytes) -> None:
+def fuzz_patch(data: bytes, *, multi: bool = False) -> None:
     def patch() -> None:
         written = 0
 
@@ -290,11 +308,12 @@ def fuzz_patch(data: bytes) -> None:
             written += len(chunk)
             assert written <= 64 << 20, "a fuzzed delta may not expand without bound"
 
+        bases = (BASIS, OTHER, b"") if multi else (BASIS,)
         patcher = Patcher(
-            lambda offset, n: BASIS[offset : offset + n],
+            [lambda offset, n, b=basis: b[offset : offset + n] for basis in bases],
             write,
-            basis_size=len(BASIS),
-            basis_hash=SIG.basis_hash,
+            basis_size=[len(basis) for basis in bases],
+            basis_hash=[sig.basis_hash for sig in MULTI_SIGS[: len(bases)]],
         )
         patcher.feed(data)
         patcher.finish()
@@ -351,6 +370,16 @@ def test_signature_decoder(data: bytes) -> None:
 @given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(DELTA, c))))
 def test_patcher(data: bytes) -> None:
     fuzz_patch(data)
+
+
+@given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(MULTI_SIG_BYTES, c))))
+def test_multi_basis_signature_decoder(data: bytes) -> None:
+    fuzz_signature(data, multi=True)
+
+
+@given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(MULTI_DELTA, c))))
+def test_multi_basis_patcher(data: bytes) -> None:
+    fuzz_patch(data, multi=True)
 
 
 MANIFEST_TRAPS = [
