@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,13 @@ class Manifest:
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
+    return "".join(manifest_text(manifest)).encode("utf-8")
+
+
+def manifest_text(manifest: Manifest) -> Iterator[str]:
+    """The manifest's JSON text in pieces, one file's entry at a time: a peer with many
+    files is written without its whole text (or a dict per file) in memory at once. The
+    text is what ``json_text(document, indent=1)`` gives for the whole document."""
     document: dict[str, object] = {
         "format": FORMAT,
         "version": VERSION,
@@ -68,17 +76,25 @@ def encode_manifest(manifest: Manifest) -> bytes:
     }
     if manifest.master_only_indicator is not None:
         document["master_only_indicator"] = manifest.master_only_indicator
-    document["files"] = [
-        {
+    document["files"] = []  # the last key: its entries go where its "[]" is
+    head = json_text(document, indent=1)
+    if not manifest.files:
+        yield head + "\n"
+        return
+    yield head.removesuffix("[]\n}") + "[\n"
+    last = len(manifest.files) - 1
+    for index, e in enumerate(manifest.files):
+        entry = {
             "path": e.path,
             "size": e.size,
             "xxh3_128": e.xxh3_128.hex(),
             "mode": f"{e.mode:04o}",
             "mtime_ns": e.mtime_ns,
         }
-        for e in manifest.files
-    ]
-    return (json_text(document, indent=1) + "\n").encode("utf-8")
+        # nested two levels deep; JSON strings hold no newline, so each line is indented
+        text = "  " + json_text(entry, indent=1).replace("\n", "\n  ")
+        yield text + (",\n" if index < last else "\n")
+    yield " ]\n}\n"
 
 
 def _field(obj: dict[str, Any], key: str, kind: type) -> Any:
@@ -142,8 +158,8 @@ def write_manifest(
     tmp = f"{INTERNAL_PREFIX}tmp-{secrets.token_hex(8)}"
     fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=peer_dir_fd)
     try:
-        with os.fdopen(fd, "wb", closefd=False) as stream:
-            stream.write(encode_manifest(manifest))
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as stream:
+            stream.writelines(manifest_text(manifest))
         os.fchmod(fd, mode)
         if owner is not None:
             os.fchown(fd, *owner)

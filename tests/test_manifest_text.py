@@ -1,0 +1,76 @@
+"""The manifest written in pieces is the same text as the whole document encoded at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deltastage.manifest import (
+    Manifest,
+    ManifestEntry,
+    encode_manifest,
+    read_manifest,
+    write_manifest,
+)
+from deltastage.models import json_text
+
+names = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1
+) | st.just("caf\udce9/x")  # a name's undecodable byte
+entries = st.builds(
+    ManifestEntry,
+    names,
+    st.integers(0, 1 << 40),
+    st.binary(min_size=16, max_size=16),
+    st.integers(0, 0o7777),
+    st.integers(0, 1 << 62),
+)
+
+
+def whole(manifest: Manifest) -> bytes:
+    """The manifest's JSON as one document (what the pieces must add up to)."""
+    document: dict[str, object] = {
+        "format": "deltastage-manifest",
+        "version": 1,
+        "peer": manifest.peer,
+        "date": manifest.date,
+    }
+    if manifest.master_only_indicator is not None:
+        document["master_only_indicator"] = manifest.master_only_indicator
+    document["files"] = [
+        {
+            "path": e.path,
+            "size": e.size,
+            "xxh3_128": e.xxh3_128.hex(),
+            "mode": f"{e.mode:04o}",
+            "mtime_ns": e.mtime_ns,
+        }
+        for e in manifest.files
+    ]
+    return (json_text(document, indent=1) + "\n").encode("utf-8")
+
+
+@given(
+    st.lists(entries, max_size=5).map(tuple),
+    st.none() | st.just("cback.stage"),
+)
+def test_pieces_make_the_whole_document(files: tuple[ManifestEntry, ...], only: str | None) -> None:
+    manifest = Manifest("p", "2026-11-23", files, master_only_indicator=only)
+    assert encode_manifest(manifest) == whole(manifest)
+
+
+def test_written_in_pieces_and_read_back(tmp_path: Path) -> None:
+    files = tuple(
+        ManifestEntry(f"d{i % 7}/f{i}", i, bytes([i % 256]) * 16, 0o644, i) for i in range(3000)
+    )
+    manifest = Manifest("p", "2026-11-23", files)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        write_manifest(fd, manifest)
+        assert read_manifest(fd) == manifest
+    finally:
+        os.close(fd)
+    assert (tmp_path / "deltastage.manifest.json").read_bytes() == whole(manifest)
