@@ -290,15 +290,23 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, monkeypatch: Any)
     else:  # no mount: every write to the staging tree fails with ENOSPC past 2 MiB
         staging = tmp_path / "staging"
         config = load_config(write_config(tmp_path, options=NO_RETRIES, staging=staging))
-        real_write, budget = os.write, [2 << 20]
+        real_write, real_pwrite, budget = os.write, os.pwrite, [2 << 20]
 
-        def write(fd: int, data: Any) -> int:
+        def spend(data: Any) -> None:
             budget[0] -= len(data)
             if budget[0] < 0:
                 raise OSError(28, "No space left on device")
+
+        def write(fd: int, data: Any) -> int:
+            spend(data)
             return real_write(fd, data)
 
+        def pwrite(fd: int, data: Any, offset: int) -> int:  # the receiver writes with it
+            spend(data)
+            return real_pwrite(fd, data, offset)
+
         monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "pwrite", pwrite)
         mounted = None
     try:
         report = run_stage(config, run_date=START).peers[0]

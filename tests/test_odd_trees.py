@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from deltastage.cli.main import app
 from deltastage.manifest import MANIFEST_NAME
+from deltastage.stage.sparse import copy_sparse, write_sparse
 from tests.helpers.site import make_peer, peer_json, staged, write_config
 from tests.helpers.site import stage_json as stage
 from tests.helpers.sshd import SSHServer
@@ -183,3 +184,73 @@ def test_verify_reports_stray_internal_files_in_a_staged_dir(tmp_path: Path) -> 
     table = runner.invoke(app, ["verify", str(peer_dir)])
     assert table.exit_code == 1 and "status=damaged" in table.output
     assert "extra=0 stray=2" in table.output
+
+
+def _sparse_file(path: Path, size: int, blocks: dict[int, bytes]) -> None:
+    with open(path, "wb") as stream:
+        stream.truncate(size)
+        for offset, data in blocks.items():
+            stream.seek(offset)
+            stream.write(data)
+
+
+def test_sparse_files_are_staged_sparse(tmp_path: Path) -> None:
+    size = 1 << 30
+    blocks = {0: b"head" * 1024, 300 << 20: os.urandom(8192), size - 4096: b"tail" * 1024}
+    collect = make_peer(tmp_path, "vm", {})
+    _sparse_file(collect / "disk.img", size, blocks)
+    _sparse_file(collect / "other.img", 64 << 20, {1 << 20: b"x" * 4096})
+    assert os.stat(collect / "disk.img").st_blocks * 512 < 1 << 20
+    config = write_config(tmp_path, {"vm": {}}, options={"link_unchanged": False})
+    code, report = stage(config, "--date", DAY1)
+    assert code == 0, report
+    image = staged(tmp_path, DAY1, "vm") / "disk.img"
+    st = os.stat(image)
+    assert st.st_size == size
+    assert st.st_blocks * 512 < 1 << 20, f"{st.st_blocks * 512} bytes allocated"
+    with open(image, "rb") as stream:
+        for offset, data in blocks.items():
+            stream.seek(offset)
+            assert stream.read(len(data)) == data
+    verified = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1])
+    assert verified.exit_code == 0, verified.output
+
+    # the next day: one block changed; a patched copy is sparse too, and so is a local copy
+    # (link_unchanged = false) of an unchanged one
+    with open(collect / "disk.img", "r+b") as stream:
+        stream.seek(600 << 20)
+        stream.write(b"new block" * 100)
+    code, report = stage(config, "--date", DAY2)
+    assert code == 0, report
+    assert peer_json(report, "vm")["wire_bytes"] < 1 << 20
+    for name in ("disk.img", "other.img"):
+        st = os.stat(staged(tmp_path, DAY2, "vm") / name)
+        assert st.st_nlink == 1  # other.img: copied, not linked (link_unchanged = false)
+        assert st.st_blocks * 512 < 1 << 20, (name, st.st_blocks * 512)
+    assert runner.invoke(app, ["verify", "--config", str(config), "--date", DAY2]).exit_code == 0
+
+
+def test_write_sparse_and_copy_sparse_keep_every_byte(tmp_path: Path) -> None:
+    pieces = [b"a" * 100, bytes(5000), b"b", bytes(4095), b"c" * 9000, bytes(3 << 20), b"end"]
+    data = b"".join(pieces)
+    target = tmp_path / "written"
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        offset = 0
+        for piece in [*pieces, bytes(1 << 20)]:  # a trailing hole, sized by ftruncate
+            write_sparse(fd, memoryview(piece), offset)
+            offset += len(piece)
+        os.ftruncate(fd, offset)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == data + bytes(1 << 20)
+    assert os.stat(target).st_blocks * 512 < 256 << 10
+    src = os.open(target, os.O_RDONLY)
+    dst = os.open(tmp_path / "copied", os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        copy_sparse(src, dst, os.fstat(src).st_size)
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "copied").read_bytes() == target.read_bytes()
+    assert os.stat(tmp_path / "copied").st_blocks * 512 < 256 << 10

@@ -3,17 +3,17 @@ is, and an earlier day's copy with the source's content, hard-linked or copied i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
-from deltastage.hashing import READ_CHUNK, hash_fd
+from deltastage.hashing import hash_fd
 from deltastage.models import RemoteEntry
 from deltastage.safefs import FILE_CREATE, FILE_READ
 from deltastage.stage.basis import Basis, BasisOpener
 from deltastage.stage.ownership import Ownership
+from deltastage.stage.sparse import copy_sparse
 
-__all__ = ["LocalCopier", "copy_local"]
+__all__ = ["LocalCopier"]
 
 
 class LocalCopier:
@@ -49,7 +49,8 @@ class LocalCopier:
         try:
             out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
             try:
-                copy_local(basis_fd, out_fd)  # a short copy fails the re-read, not here
+                # a short copy fails the re-read, not here
+                copy_sparse(basis_fd, out_fd, os.fstat(basis_fd).st_size)
                 self._ownership.give_staged(out_fd, entry.mode, entry.mtime_ns)
             finally:
                 os.close(out_fd)
@@ -84,18 +85,3 @@ class LocalCopier:
         except OSError:  # EXDEV, EMLINK, EPERM, a vanished basis: fall back to a copy
             return False
         return True
-
-
-def copy_local(src_fd: int, dst_fd: int) -> int:
-    """Copy a whole file in the kernel (a reflink where the filesystem can)."""
-    offset = 0
-    with contextlib.suppress(OSError):  # not supported here: finish in user space below
-        while copied := os.copy_file_range(src_fd, dst_fd, 1 << 30, offset, offset):
-            offset += copied
-        return offset
-    while chunk := os.pread(src_fd, READ_CHUNK, offset):
-        view = memoryview(chunk)
-        while view:
-            written = os.pwrite(dst_fd, view, offset)
-            view, offset = view[written:], offset + written
-    return offset

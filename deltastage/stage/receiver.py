@@ -1,6 +1,7 @@
-"""The receiver: patches each answer into its temp file, handing the written data to the
-disk as it goes, and has a big file read back (``readback.EarlyCheck``) while the rest of it
-still arrives; what it received in full goes to the committer."""
+"""The receiver: patches each answer into its temp file (runs of zeros left as holes),
+handing the written data to the disk as it goes, and has a big file read back
+(``readback.EarlyCheck``) while the rest of it still arrives; what it received in full goes
+to the committer."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from deltastage.stage.generator import Transfer
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import keep_partial
 from deltastage.stage.readback import EarlyCheck
+from deltastage.stage.sparse import write_sparse
 
 __all__ = ["EARLY_CHECK_MIN", "WRITEBACK_CHUNK", "Receiver"]
 
@@ -70,9 +72,7 @@ class Receiver:
                 raise ResourceLimitError(
                     f"peer sent more than max_bytes_per_peer={self._max_bytes}"
                 )
-            view = memoryview(data)
-            while view:
-                view = view[os.write(transfer.out_fd, view) :]
+            write_sparse(transfer.out_fd, data, written)
             written += len(data)
             if written - flushed >= WRITEBACK_CHUNK:
                 # start writing it to disk now (DONTNEED on dirty pages starts their
@@ -96,6 +96,7 @@ class Receiver:
             if patcher is None:
                 raise IntegrityError("peer sent an empty delta")
             result = patcher.finish()
+            os.ftruncate(transfer.out_fd, result.size)  # a trailing hole is not written
             self.bytes_written += result.size
             self._ownership.give_staged(transfer.out_fd, entry.mode, entry.mtime_ns)
         except IntegrityError as exc:
