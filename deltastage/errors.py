@@ -16,6 +16,7 @@
     ├── IntegrityError                   a hash does not match (basis, output, staged file)
     ├── UnsafePathError                  a peer-supplied name would escape its root
     ├── SourceChangedError               a source file changed while it was read
+    │   └── SourceVanishedError          a listed source file is gone
     ├── PeerNotReady                     no collect indicator in the peer's collect dir
     ├── LockError                        another run holds the staging lock
     └── ResourceLimitError               a peer exceeded a configured bound (files, bytes, frame)
@@ -45,6 +46,7 @@ __all__ = [
     "RemoteProtocolError",
     "ResourceLimitError",
     "SourceChangedError",
+    "SourceVanishedError",
     "TransportError",
     "TransportTimeout",
     "UnsafePathError",
@@ -131,6 +133,10 @@ class UnsafePathError(DeltastageError):
 
 
 class SourceChangedError(DeltastageError):
+    pass
+
+
+class SourceVanishedError(SourceChangedError):
     pass
 
 

@@ -219,8 +219,9 @@ def test_listing_an_unreadable_directory_fails_clearly(
 
     monkeypatch.setattr(os, "scandir", scandir)
     result = raw.listing(str(tree[0]))
-    assert isinstance(result, Error) and result.code is ErrorCode.IO
-    assert "sub/locked" in result.reason and "Permission denied" in result.reason
+    # its own code: fix the permissions, not the data
+    assert isinstance(result, Error) and result.code is ErrorCode.DENIED
+    assert "sub/locked" in result.reason and "permission denied" in result.reason
 
 
 def test_listing_in_many_batches(tmp_path: Path) -> None:

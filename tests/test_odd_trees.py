@@ -4,8 +4,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
+import shutil
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +20,15 @@ import pytest
 from typer.testing import CliRunner
 
 from deltastage.cli.main import app
+from deltastage.config import load_config
 from deltastage.manifest import MANIFEST_NAME
+from deltastage.master.connect import open_peer_session
+from deltastage.stage.run import run_stage
 from deltastage.stage.sparse import copy_sparse, write_sparse
 from tests.helpers.site import make_peer, peer_json, staged, write_config
 from tests.helpers.site import stage_json as stage
 from tests.helpers.sshd import SSHServer
+from tests.helpers.transports import SessionProxy
 from tests.test_stage_ssh import remote_peer
 
 runner = CliRunner()
@@ -254,3 +265,86 @@ def test_write_sparse_and_copy_sparse_keep_every_byte(tmp_path: Path) -> None:
         os.close(dst)
     assert (tmp_path / "copied").read_bytes() == target.read_bytes()
     assert os.stat(tmp_path / "copied").st_blocks * 512 < 256 << 10
+
+
+# root without the capabilities that let it read any file: what a backup user meets
+NO_DAC = [
+    "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+]
+
+
+def _stage_process(config: Path, *args: str, prefix: Sequence[str] = ()) -> tuple[int, str, str]:
+    done = subprocess.run(
+        [*prefix, sys.executable, "-m", "deltastage", "stage", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_file_the_peer_may_not_read_is_reported_as_permission_denied(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "a", {"secret.db": b"secret", "ok": b"ok"})
+    make_peer(tmp_path, "b", {"fine": b"fine"})
+    os.chmod(collect / "secret.db", 0)
+    config = write_config(tmp_path, {"a": {}, "b": {}})
+    code, out, err = _stage_process(config, "--date", DAY1, "--json", prefix=NO_DAC)
+    assert code == 1, err
+    a, b = peer_json(json.loads(out), "a"), peer_json(json.loads(out), "b")
+    assert (a["status"], b["status"]) == ("failed", "staged")
+    assert "secret.db: permission denied" in a["error"]
+    assert "changed" not in a["error"] and "changed" not in err
+    assert "peer=a status=failed" in err and "permission denied" in err
+
+
+@pytest.mark.ssh
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_permission_denied_through_the_agent_over_ssh(
+    tmp_path: Path, sshd_server: SSHServer
+) -> None:
+    collect = make_peer(tmp_path, "a", {"dir/secret.db": b"secret", "ok": b"ok"})
+    os.chmod(collect / "dir", 0)
+    agent = shlex.join([*NO_DAC, sys.executable, "-m", "deltastage", "agent"])
+    config = write_config(tmp_path, {"a": remote_peer(sshd_server, collect, agent_command=agent)})
+    code, report = stage(config, "--date", DAY1)
+    os.chmod(collect / "dir", 0o755)
+    a = peer_json(report, "a")
+    assert (code, a["status"]) == (1, "failed")
+    assert "dir: permission denied" in a["error"], a["error"]
+
+
+class _Vanishing(SessionProxy):
+    """The listed file is removed once the listing is read: gone before it is fetched."""
+
+    def __init__(self, inner: Any, victim: Path) -> None:
+        super().__init__(inner)
+        self.victim = victim
+
+    def read_survey(self, root: str, hello: Any) -> Any:
+        surveyed = self.inner.read_survey(root, hello)
+        self.victim.unlink()
+        return surveyed
+
+
+def test_a_file_removed_after_listing_is_reported_as_vanished(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    collect = make_peer(tmp_path, "a", {"one": b"1", "two": b"2" * 5000})
+    make_peer(tmp_path, "b", {"three": b"3"})
+    config = load_config(write_config(tmp_path, {"a": {}, "b": {}}))
+
+    def factory(peer: Any, options: Any) -> Any:
+        session = open_peer_session(peer, options)
+        return _Vanishing(session, collect / "two") if peer.name == "a" else session
+
+    with caplog.at_level(logging.INFO, logger="deltastage"):
+        report = run_stage(config, run_date=date(2026, 11, 23), session_factory=factory)
+    assert [p.status for p in report.peers] == ["failed", "staged"]
+    assert report.peers[0].error == "two: vanished since it was listed"
+    assert "changed" not in caplog.text and "retrying" not in caplog.text
+    assert "two: vanished since it was listed" in caplog.text

@@ -32,6 +32,10 @@ class Refusal(Exception):
 
     @classmethod
     def io(cls, what: str, exc: OSError) -> Refusal:
+        """An OS error, with its cause: permission denied (``denied``: fix the
+        permissions, not the data) or another I/O error (``io``)."""
+        if isinstance(exc, PermissionError):
+            return cls(ErrorCode.DENIED, f"{what}: permission denied")
         return cls(ErrorCode.IO, f"{what}: {exc.strerror or exc}")
 
 

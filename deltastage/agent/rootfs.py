@@ -4,7 +4,8 @@ A request names a root by the exact string the agent was started with. Every nam
 is opened through ``safefs`` (``O_NOFOLLOW`` at every step), so neither a '..' nor
 a symlink planted inside a root can lead outside; only regular files are served. Failures
 are ``Refusal``s, each with the ``ErrorCode`` the master acts on (a vanished file is
-``not-found``, a symlink ``unsafe-path``, a file that changed while read ``changed``).
+``not-found``, a symlink ``unsafe-path``, a file that changed while read ``changed``, one
+the agent's user may not read ``denied``, any other OS error ``io``).
 
 The only write is an indicator: an empty file, directly in a root, under one of the names
 the agent was started with (none: it is read-only). It is created where nothing is, and an
@@ -77,7 +78,7 @@ class RootFS:
         except FileNotFoundError:
             raise Refusal(ErrorCode.NOT_FOUND, f"root {root}: does not exist") from None
         except OSError as exc:
-            raise Refusal(ErrorCode.IO, f"root {root}: {exc.strerror or exc}") from None
+            raise Refusal.io(f"root {root}", exc) from None
         try:
             yield fd
         finally:
@@ -141,13 +142,18 @@ class RootFS:
 
     @staticmethod
     def _open_listed(dir_fd: int, name: str, flags: int, rel: str) -> int | None:
-        """Open a name just listed; None when it has gone since."""
+        """Open a name just listed; None when it has gone since. A symlink found where
+        the listing saw a file or directory changed; any other failure keeps its cause."""
         try:
             return open_at(dir_fd, name, flags)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except (OSError, UnsafePathError):
+        except UnsafePathError:
             raise Refusal(ErrorCode.CHANGED, f"{rel}: changed while listed") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Refusal(ErrorCode.CHANGED, f"{rel}: changed while listed") from None
+            raise Refusal.io(rel, exc) from None
 
     def _hashed_entry(self, dir_fd: int, name: str, rel: str) -> WireEntry | None:
         fd = self._open_listed(dir_fd, name, FILE_READ, rel)

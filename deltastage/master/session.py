@@ -28,6 +28,7 @@ from deltastage.errors import (
     RemoteProtocolError,
     ResourceLimitError,
     SourceChangedError,
+    SourceVanishedError,
     TransportError,
     UnsafePathError,
 )
@@ -81,8 +82,9 @@ _SIG_HEAD = 20  # bytes of an encoded signature up to and including the basis si
 def _agent_error(error: Error, *, fetching: bool = False) -> DeltastageError:
     """The exception for an agent's Error answer."""
     code = error.code
-    if code is ErrorCode.CHANGED or (fetching and code is ErrorCode.NOT_FOUND):
-        # a file the listing showed has changed or vanished since
+    if fetching and code is ErrorCode.NOT_FOUND:
+        return SourceVanishedError(f"agent: {error.reason}")  # listed, and gone since
+    if code is ErrorCode.CHANGED:
         return SourceChangedError(f"agent: {error.reason}")
     if code is ErrorCode.UNSAFE_PATH:
         return UnsafePathError(f"agent: {error.reason}")

@@ -73,7 +73,9 @@ __all__ = [
 # 5: the handshake names the indicators each end will write (the master's Hello: those it
 # will ask for; the agent's HelloReply: those it was started to write, none when read-only),
 # and an agent refuses a write it was not started for with the code ``refused``
-PROTOCOL_VERSION = 5
+# 6: the error code ``denied``: a name the agent's user may not read (it was ``io``, or
+# ``changed`` for a file found unreadable while listing)
+PROTOCOL_VERSION = 6
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -118,6 +120,7 @@ class ErrorCode(enum.StrEnum):
     LIMIT = "limit"
     PROTOCOL = "protocol"
     REFUSED = "refused"  # the agent was not started to allow it (an indicator write)
+    DENIED = "denied"  # the agent's user may not read it (EACCES, EPERM)
 
 
 _ERROR_CODES = tuple(ErrorCode)

@@ -17,6 +17,7 @@ from deltastage.errors import (
     IntegrityError,
     ResourceLimitError,
     SourceChangedError,
+    SourceVanishedError,
     TransportError,
 )
 from deltastage.stage.committer import Pending
@@ -105,6 +106,9 @@ class Receiver:
                 raise IntegrityError(f"{entry.path}: {exc}") from None
             log.warning("peer=%s %s: %s; retrying without a basis", self._peer, entry.path, exc)
             return None
+        except SourceVanishedError:
+            transfer.discard()
+            raise SourceVanishedError(f"{entry.path}: vanished since it was listed") from None
         except SourceChangedError as exc:
             transfer.discard()
             if not job.changed_retry:
