@@ -348,3 +348,44 @@ def test_a_file_removed_after_listing_is_reported_as_vanished(
     assert report.peers[0].error == "two: vanished since it was listed"
     assert "changed" not in caplog.text and "retrying" not in caplog.text
     assert "two: vanished since it was listed" in caplog.text
+
+
+def _layout_refused(tmp: Path, staging: Path) -> str:
+    config = write_config(tmp, {"p": {}}, staging=staging)
+    result = runner.invoke(app, ["stage", "--config", str(config), "--date", DAY1])
+    assert result.exit_code == 2, result.output
+    return result.output
+
+
+def test_staging_inside_collect_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "p", {"data": b"data"})
+    (tmp_path / "elsewhere").symlink_to(collect)
+    output = _layout_refused(tmp_path, tmp_path / "elsewhere" / "staging")
+    assert "the staging dir lies inside collect dir" in output
+    assert "through a symlink or a mount" in output
+    assert sorted(os.listdir(collect)) == ["cback.collect", "data"], "nothing touched"
+
+    # the reverse: the collect dir reached through a link into the staging dir
+    (tmp_path / "staging" / "in").mkdir(parents=True)
+    make_peer(tmp_path, "q", {"x": b"x"})
+    (tmp_path / "collect" / "q").rename(tmp_path / "staging" / "in" / "q")
+    (tmp_path / "collect" / "q").symlink_to(tmp_path / "staging" / "in" / "q")
+    config = write_config(tmp_path, {"q": {}}, staging=tmp_path / "staging")
+    result = runner.invoke(app, ["stage", "--config", str(config), "--date", DAY1])
+    assert result.exit_code == 2, result.output
+    assert "lies inside the staging dir" in result.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_staging_inside_collect_through_a_bind_mount_is_refused(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "p", {"data": b"data"})
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "--bind", str(collect), str(mount_point)], check=False).returncode:
+        pytest.skip("mount --bind is not allowed here")
+    try:
+        output = _layout_refused(tmp_path, mount_point / "staging")
+        assert "through a symlink or a mount" in output
+        assert sorted(os.listdir(collect)) == ["cback.collect", "data"], "nothing touched"
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

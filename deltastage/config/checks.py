@@ -38,14 +38,57 @@ def accounts(
 
 
 def layout(staging_dir: Path, peers: Iterable[tuple[str, PeerConfig]], problems: Problems) -> None:
-    """A local collect dir inside the staging dir (or the reverse) would stage its own output."""
+    """A local collect dir inside the staging dir (or the reverse) would stage its own output.
+
+    Judged by the paths' text and by the dirs themselves: a symlink or a bind mount can put
+    one inside the other under a path that does not show it, so the device and inode of the
+    one are looked for among those of the other and each of its ancestors.
+    """
+    staging = _identity(staging_dir)
+    staging_line = _lineage(staging_dir)
     for key, peer in peers:
         if peer.type != "local":
             continue
-        if peer.collect_dir.is_relative_to(staging_dir):
-            problems.add(key, f"collect dir {str(peer.collect_dir)!r} lies inside the staging dir")
-        elif staging_dir.is_relative_to(peer.collect_dir):
-            problems.add(key, f"the staging dir lies inside collect dir {str(peer.collect_dir)!r}")
+        collect_dir = peer.collect_dir
+        collect = _identity(collect_dir)
+        if collect_dir.is_relative_to(staging_dir):
+            problems.add(key, f"collect dir {str(collect_dir)!r} lies inside the staging dir")
+        elif staging_dir.is_relative_to(collect_dir):
+            problems.add(key, f"the staging dir lies inside collect dir {str(collect_dir)!r}")
+        elif staging is not None and staging in _lineage(collect_dir):
+            problems.add(
+                key,
+                f"collect dir {str(collect_dir)!r} lies inside the staging dir "
+                "(through a symlink or a mount)",
+            )
+        elif collect is not None and collect in staging_line:
+            problems.add(
+                key,
+                f"the staging dir lies inside collect dir {str(collect_dir)!r} "
+                "(through a symlink or a mount)",
+            )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the dir at ``path`` (links followed), None if it is not there."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _lineage(path: Path) -> set[tuple[int, int]]:
+    """The identities of ``path`` and of every ancestor, along the path as written (a
+    symlink on the way is followed by stat) and along its resolved form; a dir not made
+    yet adds nothing, its ancestors still count. A bind mount has its source's identity."""
+    found: set[tuple[int, int]] = set()
+    for each in (path, Path(os.path.realpath(path))):
+        for ancestor in (each, *each.parents):
+            identity = _identity(ancestor)
+            if identity is not None:
+                found.add(identity)
+    return found
 
 
 def read_source(path: Path, what: str) -> bytes:
