@@ -389,3 +389,39 @@ def test_staging_inside_collect_through_a_bind_mount_is_refused(tmp_path: Path) 
         assert sorted(os.listdir(collect)) == ["cback.collect", "data"], "nothing touched"
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "said"),
+    [
+        ("cback.stage", {}, "the stage indicator"),
+        ("cback.collect", {}, "the collect indicator"),
+        ("cback.store", {}, "a Cedar Backup indicator"),
+        ("done.flag", {"stage_indicator": "done.flag"}, "the stage indicator"),
+        ("ready.flag", {"collect_indicator": "ready.flag"}, "the collect indicator"),
+    ],
+)
+def test_a_peer_named_like_an_indicator_is_a_config_error(
+    tmp_path: Path, name: str, options: dict[str, str], said: str
+) -> None:
+    make_peer(tmp_path, name, {"data": b"data"})
+    config = write_config(tmp_path, {name: {}}, options=options)
+    result = runner.invoke(app, ["stage", "--config", str(config), "--date", DAY1])
+    assert result.exit_code == 2, result.output
+    assert f"peers[0].name: {name!r} is the name of {said}" in result.output
+    assert not (tmp_path / "staging").exists(), "nothing touched"
+
+
+def test_a_cedar_peer_named_like_an_indicator_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "cback3.conf"
+    path.write_text(
+        "<cb_config><options><starting_day>monday</starting_day>"
+        "<working_dir>/tmp</working_dir><backup_user>root</backup_user>"
+        "<backup_group>root</backup_group><rcp_command>scp</rcp_command></options>"
+        "<stage><staging_dir>/s</staging_dir><peer><name>cback.stage</name><type>local</type>"
+        "<collect_dir>/c</collect_dir></peer></stage></cb_config>",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["check", "--cedar-config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "stage/peer[1]/name: 'cback.stage' is the name of the stage indicator" in result.output

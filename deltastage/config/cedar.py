@@ -433,6 +433,7 @@ def load_cedar_config(
             ((f"{k}/collect_dir", p) for k, p in chosen),
             problems,
         )
+    checks.peer_names(options, ((f"{k}/name", p) for k, p in chosen), problems)
     checks.accounts(
         options, "options/backup_user", "options/backup_group", problems, check_accounts
     )

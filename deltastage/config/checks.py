@@ -1,5 +1,6 @@
 """What both loaders check beyond single values: the file's size as it is read, the accounts
-named for ownership, and where the collect and staging dirs lie."""
+named for ownership, where the collect and staging dirs lie, and peer names that are
+indicators' names."""
 
 from __future__ import annotations
 
@@ -89,6 +90,28 @@ def _lineage(path: Path) -> set[tuple[int, int]]:
             if identity is not None:
                 found.add(identity)
     return found
+
+
+# Cedar Backup's indicator names: a peer named like one would have its staging dir where the
+# daily dir's indicator goes, or be taken for it by Cedar's later actions.
+CEDAR_INDICATORS = ("cback.collect", "cback.stage", "cback.store")
+
+
+def peer_names(
+    options: Options, peers: Iterable[tuple[str, PeerConfig]], problems: Problems
+) -> None:
+    """A peer may not be named like an indicator: ``cback.stage`` as a peer dir leaves no
+    room for the daily dir's stage indicator, which could then never be written."""
+    reserved = {name: "a Cedar Backup indicator" for name in CEDAR_INDICATORS}
+    reserved[options.collect_indicator] = "the collect indicator (options.collect_indicator)"
+    reserved[options.stage_indicator] = "the stage indicator (options.stage_indicator)"
+    for key, peer in peers:
+        what = reserved.get(peer.name)
+        if what is not None:
+            problems.add(
+                key,
+                f"{peer.name!r} is the name of {what}: a peer's staging dir may not take it",
+            )
 
 
 def read_source(path: Path, what: str) -> bytes:

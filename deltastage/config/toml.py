@@ -185,6 +185,7 @@ def load_config(path: str | Path, *, check_accounts: bool | None = None) -> Conf
     root.finish()
     if staging_dir is not None:
         checks.layout(staging_dir, ((f"{k}.collect_dir", p) for k, p in peers), problems)
+    checks.peer_names(options, ((f"{k}.name", p) for k, p in peers), problems)
     checks.accounts(
         options, "options.backup_user", "options.backup_group", problems, check_accounts
     )
