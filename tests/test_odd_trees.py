@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -425,3 +428,102 @@ def test_a_cedar_peer_named_like_an_indicator_is_a_config_error(tmp_path: Path) 
     result = runner.invoke(app, ["check", "--cedar-config", str(path)])
     assert result.exit_code == 2, result.output
     assert "stage/peer[1]/name: 'cback.stage' is the name of the stage indicator" in result.output
+
+
+def _throttled_agent(rate: int) -> str:
+    throttle = Path(__file__).parent / "helpers" / "throttle.py"
+    return shlex.join(
+        [sys.executable, str(throttle), str(rate), sys.executable, "-m", "deltastage", "agent"]
+    )
+
+
+def _json_report(stdout: str) -> dict[str, Any]:
+    """The one JSON object on stdout, and nothing else there."""
+    document: dict[str, Any] = json.loads(stdout)
+    for key in ("date", "daily_dir", "dry_run", "exit_code", "error", "peers"):
+        assert key in document, key
+    return document
+
+
+def test_json_is_printed_when_the_lock_is_held(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"data": b"data"})
+    config = write_config(tmp_path, {"p": {}})
+    (tmp_path / "staging").mkdir()
+    with open(tmp_path / "staging" / ".deltastage.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, out, err = _stage_process(config, "--date", DAY1, "--json")
+    assert code == 1, err
+    report = _json_report(out)
+    assert report["exit_code"] == 1 and report["peers"] == []
+    assert "holds" in report["error"] and report["date"] == DAY1
+    assert report["daily_dir"] == str(tmp_path / "staging" / "2026" / "11" / "23")
+    assert "deltastage: error:" in err
+
+
+def test_json_is_printed_when_the_staging_dir_is_unusable(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"data": b"data"})
+    (tmp_path / "staging").write_text("a file, not a dir")
+    config = write_config(tmp_path, {"p": {}})
+    code, out, err = _stage_process(config, "--date", DAY1, "--json")
+    assert code == 1, err
+    report = _json_report(out)
+    assert report["exit_code"] == 1 and report["error"]
+
+
+def test_json_is_printed_on_config_and_usage_errors(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"data": b"data"})
+    config = write_config(tmp_path, {"p": {}}, options={"jobs": 0})
+    code, out, err = _stage_process(config, "--json")
+    assert code == 2, err
+    report = _json_report(out)
+    assert report["exit_code"] == 2 and "options.jobs" in report["error"]
+    assert report["daily_dir"] is None
+
+    config = write_config(tmp_path, {"p": {}})
+    code, out, err = _stage_process(config, "--json", "--date", "2026-13-45")
+    assert code == 2, err
+    assert "--date" in _json_report(out)["error"]
+    # through typer's command too (a spelling fastargv leaves to it)
+    result = runner.invoke(app, ["stage", f"--config={config}", "--json", "--date=2026-13-45"])
+    assert result.exit_code == 2
+    assert _json_report(result.stdout)["exit_code"] == 2
+
+
+def test_json_is_printed_for_a_bug_outside_any_peer(tmp_path: Path, monkeypatch: Any) -> None:
+    make_peer(tmp_path, "p", {"data": b"data"})
+    config = write_config(tmp_path, {"p": {}})
+    from deltastage.stage import run
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(run, "_write_indicator_file", broken)
+    result = runner.invoke(app, ["stage", "--config", str(config), "--json", "--date", DAY1])
+    assert result.exit_code == 1
+    report = _json_report(result.stdout)
+    assert report["error"] == "unexpected RuntimeError: a bug"
+    assert [peer["status"] for peer in report["peers"]] == ["staged"]
+
+
+@pytest.mark.ssh
+def test_json_is_printed_on_sigint(tmp_path: Path, sshd_server: SSHServer) -> None:
+    collect = make_peer(tmp_path, "slow", {"big.bin": os.urandom(16 << 20)})
+    make_peer(tmp_path, "quick", {"small": b"small"})
+    peer = remote_peer(sshd_server, collect, agent_command=_throttled_agent(2 << 20))
+    config = write_config(tmp_path, {"quick": {}, "slow": peer})
+    command = [sys.executable, "-m", "deltastage", "stage", "--config", str(config), "--json"]
+    process = subprocess.Popen(
+        [*command, "--date", DAY1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # the slow peer has begun its transfer
+        if "peer=slow staging" in line:
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    report = _json_report(out)
+    assert (report["exit_code"], report["error"]) == (130, "interrupted")
+    assert [p["name"] for p in report["peers"]] == ["quick"]
+    assert "deltastage: error: interrupted" in err

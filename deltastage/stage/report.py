@@ -56,7 +56,13 @@ class StageReport:
         return 0 if all(p.ok for p in self.peers) else 1
 
     def as_json(self) -> dict[str, object]:
-        return json_fields(self, "date", "daily_dir", "dry_run", "exit_code", "peers")
+        # "error" is what stopped the run itself (a held lock, an interrupt): a run that
+        # got to report has none, whatever its peers' outcomes (see cli.stagerun)
+        return {
+            **json_fields(self, "date", "daily_dir", "dry_run", "exit_code"),
+            "error": None,
+            **json_fields(self, "peers"),
+        }
 
 
 class StageObserver(Protocol):
