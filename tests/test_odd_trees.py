@@ -527,3 +527,42 @@ def test_json_is_printed_on_sigint(tmp_path: Path, sshd_server: SSHServer) -> No
     assert (report["exit_code"], report["error"]) == (130, "interrupted")
     assert [p["name"] for p in report["peers"]] == ["quick"]
     assert "deltastage: error: interrupted" in err
+
+
+def test_reused_counts_files_linked_or_copied_from_the_day_before(tmp_path: Path) -> None:
+    files = {"a": b"a" * 1000, "b": b"b" * 2000, "sub/c": b"c" * 3000}
+    collect = make_peer(tmp_path, "linked", files)
+    make_peer(tmp_path, "copied", files)
+    config = write_config(tmp_path, {"linked": {}, "copied": {}})
+    assert stage(config, "--date", DAY1)[0] == 0
+    (collect / "b").write_bytes(b"changed")
+    # the copied peer's files have new mtimes: the same content, but not linkable
+    for rel in files:
+        os.utime(tmp_path / "collect" / "copied" / rel, ns=(10**18, 10**18))
+    code, report = stage(config, "--date", DAY2)
+    assert code == 0, report
+    linked, copied = peer_json(report, "linked"), peer_json(report, "copied")
+    assert (linked["files"], linked["reused"]) == (3, 2), linked
+    assert (copied["files"], copied["reused"]) == (3, 3), copied
+    links = [os.stat(staged(tmp_path, DAY2, "linked") / rel).st_nlink for rel in ("a", "sub/c")]
+    assert links == [2, 2]
+    assert all(os.stat(staged(tmp_path, DAY2, "copied") / rel).st_nlink == 1 for rel in files)
+
+
+def test_a_failed_peer_reports_nothing_staged_and_what_it_attempted(tmp_path: Path) -> None:
+    collect = make_peer(tmp_path, "a", {"one": b"1" * 100, "two": b"2" * 5000})
+    config = load_config(write_config(tmp_path, {"a": {}}))
+
+    def factory(peer: Any, options: Any) -> Any:
+        return _Vanishing(open_peer_session(peer, options), collect / "one")
+
+    report = run_stage(config, run_date=date(2026, 11, 23), session_factory=factory).peers[0]
+    assert report.status == "failed"
+    assert (report.files, report.bytes, report.reused) == (0, 0, 0)
+    assert (report.attempted_files, report.attempted_bytes) == (1, 5000)  # "two" got through
+    assert not (staged(tmp_path, DAY1, "a") / MANIFEST_NAME).exists()
+    # the CLI's JSON says the same
+    code, document = stage(config.source, "--date", DAY1)
+    assert code == 0  # "one" is gone for good now: the re-run stages "two" alone
+    peer = peer_json(document, "a")
+    assert (peer["files"], peer["bytes"], peer["attempted_files"]) == (1, 5000, 1)

@@ -85,6 +85,7 @@ class Attempt:
         self.report = report
         self.presigner = presigner
         self.results: dict[str, ManifestEntry] = {}
+        self._local: set[str] = set()  # queued as links or copies, not yet verified
         with ExitStack() as stack:
             self.peer_fd = open_dir(target.peer_dir)
             stack.callback(os.close, self.peer_fd)
@@ -139,6 +140,7 @@ class Attempt:
         self.target.observer.peer_started(peer, len(files), sum(e.size for e in files))
         remove_manifest(self.peer_fd)  # files are about to change: no manifest may vouch for them
         self.report.files = self.report.bytes = self.report.reused = 0
+        self.report.attempted_files = self.report.attempted_bytes = 0
         try:
             self._stage(files, guessed)
         except TransportError:
@@ -179,6 +181,8 @@ class Attempt:
         else:
             self.session.write_indicator(root, options.stage_indicator)
             self.report.stage_indicator = "peer"
+        self.report.files = len(entries)
+        self.report.bytes = sum(entry.size for entry in entries)
 
     def _guess(self) -> Transfer | None:
         """Send the guessed fetch, in a new day's dir only (a re-run has it staged)."""
@@ -230,6 +234,10 @@ class Attempt:
     def _settle(self) -> list[Pending]:
         verified, mismatched = self.committer.settle()
         self.results.update(verified)
+        # a linked or copied file counts as reused once it verified (one that did not is
+        # fetched again: a transfer)
+        self.report.reused += len(self._local.intersection(verified))
+        self._local.clear()
         return mismatched
 
     def _receive_all(self) -> None:
@@ -269,6 +277,7 @@ class Attempt:
             self.committer.add(
                 Pending(entry, parts, temp_name(), entry.size, entry.xxh3_128, candidates[0])
             )
+            self._local.add(entry.path)
         except OSError as exc:
             raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
         self._file_done(entry)
@@ -286,6 +295,6 @@ class Attempt:
         return True
 
     def _file_done(self, entry: RemoteEntry) -> None:
-        self.report.files += 1
-        self.report.bytes += entry.size
+        self.report.attempted_files += 1
+        self.report.attempted_bytes += entry.size
         self.target.observer.file_done(self.target.peer.name, entry.path, entry.size)

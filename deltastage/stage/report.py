@@ -17,18 +17,26 @@ __all__ = ["PeerReport", "QuietObserver", "StageObserver", "StageReport"]
 class PeerReport:
     name: str
     status: str = "failed"  # staged | not-ready | failed | would-stage (dry run)
+    # what is staged: the files the manifest vouches for (none unless staged; a dry run:
+    # what would be)
     files: int = 0
     bytes: int = 0
     wire_bytes: int = 0
     seconds: float = 0.0
     error: str | None = None
     ignored: bool = False  # a failure that ignore_failures excuses
-    reused: int = 0  # files that needed no transfer (already staged, or same as the basis)
+    # of the staged files, those that needed no transfer: already staged today, or the
+    # same as an earlier day's copy (hard-linked, or copied where a link would not do)
+    reused: int = 0
     skipped: list[str] = field(default_factory=list)  # symlinks and special files, not copied
     attempts: int = 0
     # where the stage indicator went, once staged: "peer" (the collect dir too) or
     # "master-only" (a read-only agent: the daily dir and the manifest only)
     stage_indicator: str | None = None
+    # what the last attempt got through (received, linked or copied), staged or not: a
+    # failed peer's files are not staged, but this shows how far it went
+    attempted_files: int = 0
+    attempted_bytes: int = 0
 
     @property
     def ok(self) -> bool:
