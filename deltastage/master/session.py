@@ -498,6 +498,10 @@ class PeerSession:
                     assert isinstance(event, Error)
                     finished = True
                     raise _agent_error(event, fetching=True)
+        except (KeyboardInterrupt, SystemExit):
+            # the run is stopping: the session is given up, its answer not read to the end
+            self._die("interrupted")
+            raise
         finally:
             # an abandoned answer is read to its end so the next one can be read
             if not finished and self._dead is None:
