@@ -507,13 +507,18 @@ def test_json_is_printed_for_a_bug_outside_any_peer(tmp_path: Path, monkeypatch:
 
 @pytest.mark.ssh
 def test_json_is_printed_on_sigint(tmp_path: Path, sshd_server: SSHServer) -> None:
-    collect = make_peer(tmp_path, "slow", {"big.bin": os.urandom(16 << 20)})
+    collect = make_peer(tmp_path, "slow", {"big.bin": os.urandom(8 << 20)})
     make_peer(tmp_path, "quick", {"small": b"small"})
-    peer = remote_peer(sshd_server, collect, agent_command=_throttled_agent(2 << 20))
+    peer = remote_peer(sshd_server, collect, agent_command=_throttled_agent(1 << 20))
     config = write_config(tmp_path, {"quick": {}, "slow": peer})
     command = [sys.executable, "-m", "deltastage", "stage", "--config", str(config), "--json"]
     process = subprocess.Popen(
-        [*command, "--date", DAY1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, "--date", DAY1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job (a CI step, say) ignores SIGINT, and so would the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stderr is not None
     for line in process.stderr:  # the slow peer has begun its transfer
@@ -521,7 +526,10 @@ def test_json_is_printed_on_sigint(tmp_path: Path, sshd_server: SSHServer) -> No
             break
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
     out, err = process.communicate(timeout=60)
+    # promptly: the fetch under way is given up, not read to its end over the slow link
+    assert time.monotonic() - interrupted < 4
     assert process.returncode == 130, err
     report = _json_report(out)
     assert (report["exit_code"], report["error"]) == (130, "interrupted")
@@ -566,3 +574,49 @@ def test_a_failed_peer_reports_nothing_staged_and_what_it_attempted(tmp_path: Pa
     assert code == 0  # "one" is gone for good now: the re-run stages "two" alone
     peer = peer_json(document, "a")
     assert (peer["files"], peer["bytes"], peer["attempted_files"]) == (1, 5000, 1)
+
+
+def _temp_bytes(peer_dir: Path) -> int:
+    """Bytes written so far into the peer dir's temp files."""
+    try:
+        return sum(
+            entry.stat().st_size
+            for entry in os.scandir(peer_dir)
+            if entry.name.startswith(".deltastage-tmp-")
+        )
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.ssh
+def test_a_partial_left_by_sigkill_is_the_next_runs_basis(
+    tmp_path: Path, sshd_server: SSHServer
+) -> None:
+    size = 48 << 20
+    collect = make_peer(tmp_path, "p", {"big.bin": os.urandom(size)})
+    slow = remote_peer(sshd_server, collect, agent_command=_throttled_agent(6 << 20))
+    config = write_config(tmp_path, {"p": slow})
+    command = [sys.executable, "-m", "deltastage", "stage", "--config", str(config), "--json"]
+    process = subprocess.Popen(
+        [*command, "--date", DAY1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    peer_dir = staged(tmp_path, DAY1, "p")
+    deadline = time.monotonic() + 60
+    while _temp_bytes(peer_dir) < size * 3 // 4:  # three quarters of the file are across
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert _temp_bytes(peer_dir) < size, "killed mid-file"
+
+    config = write_config(tmp_path, {"p": remote_peer(sshd_server, collect)})
+    code, report = stage(config, "--date", DAY1)
+    peer = peer_json(report, "p")
+    assert code == 0 and peer["status"] == "staged", peer
+    assert peer["wire_bytes"] < size // 2, peer  # the partial was the basis
+    assert (staged(tmp_path, DAY1, "p") / "big.bin").read_bytes() == (
+        collect / "big.bin"
+    ).read_bytes()
+    assert sorted(os.listdir(peer_dir)) == ["big.bin", MANIFEST_NAME]  # no partial, no journal
+    verified = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1])
+    assert verified.exit_code == 0, verified.output

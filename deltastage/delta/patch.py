@@ -144,6 +144,11 @@ class Patcher:
         self._zstd: zstandard.ZstdDecompressor | None = None
         self._result: PatchResult | None = None
 
+    def output_digest(self) -> bytes:
+        """The xxh3-128 of the output written so far (as ``write`` has been given it)."""
+        digest: bytes = self._hasher.digest()
+        return digest
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._trailer is not None:
             if len(data):

@@ -37,6 +37,7 @@ from deltastage.stage.generator import RequestGenerator, Transfer, adopt
 from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import (
+    Inflight,
     apply_dir_ownership,
     is_fresh,
     remove_extras,
@@ -89,7 +90,10 @@ class Attempt:
         with ExitStack() as stack:
             self.peer_fd = open_dir(target.peer_dir)
             stack.callback(os.close, self.peer_fd)
+            Inflight.recover(self.peer_fd)  # before the sweep: a killed run's partials
             sweep_temp_files(self.peer_fd)
+            self.inflight = Inflight(self.peer_fd)
+            stack.callback(self.inflight.close)
             self.fresh_dir = is_fresh(self.peer_fd)
             self.bases = BasisOpener()
             stack.callback(self.bases.close)
@@ -110,6 +114,7 @@ class Attempt:
                 self.peer_fd,
                 target.ownership,
                 self.checker,
+                self.inflight,
                 max_bytes=self.options.max_bytes_per_peer,
             )
             self.pipeline: Pipeline[Job, Transfer] = Pipeline(
@@ -154,6 +159,7 @@ class Attempt:
             # keeps other runs out), so there is nothing extra to look for
             remove_extras(self.peer_fd, {e.path for e in entries})
         remove_tree_beneath(self.peer_fd, PARTIAL_DIR)
+        self.inflight.remove()
         apply_dir_ownership(self.peer_fd, self.target.ownership)
         assert self.session.info is not None  # the survey's handshake
         read_only = self.session.info.read_only

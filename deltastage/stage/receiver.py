@@ -23,7 +23,7 @@ from deltastage.errors import (
 from deltastage.stage.committer import Pending
 from deltastage.stage.generator import Transfer
 from deltastage.stage.ownership import Ownership
-from deltastage.stage.peerdir import keep_partial
+from deltastage.stage.peerdir import Inflight, keep_partial
 from deltastage.stage.readback import EarlyCheck
 from deltastage.stage.sparse import write_sparse
 
@@ -46,6 +46,7 @@ class Receiver:
         peer_fd: int,
         ownership: Ownership,
         checker: ThreadPoolExecutor,
+        inflight: Inflight,
         *,
         max_bytes: int,
     ) -> None:
@@ -53,6 +54,7 @@ class Receiver:
         self._peer_fd = peer_fd
         self._ownership = ownership
         self._checker = checker
+        self._inflight = inflight
         self._max_bytes = max_bytes
         self.bytes_written = 0
 
@@ -79,6 +81,9 @@ class Receiver:
                 # start writing it to disk now (DONTNEED on dirty pages starts their
                 # writeback without waiting): the batch's syncfs then finds little to do
                 _start_writeback(transfer.out_fd, flushed, written - flushed)
+                assert patcher is not None  # it is what calls write
+                # so far a run killed from here on leaves a basis (see Inflight)
+                self._inflight.record(job.parts, transfer.tmp, written, patcher.output_digest())
                 if early is not None:
                     early.advance(flushed)  # up to this chunk: the one before is on its way
                 flushed = written
