@@ -75,7 +75,12 @@ class VerifyReport:
         return 0 if self.peers and all(p.ok for p in self.peers) else 1
 
     def as_json(self) -> dict[str, object]:
-        return json_fields(self, "daily_dir", "exit_code", "peers")
+        # "error" is what stopped a verify before its report (see cli.verify): none here
+        return {
+            **json_fields(self, "daily_dir", "exit_code"),
+            "error": None,
+            **json_fields(self, "peers"),
+        }
 
 
 def verify_peer_dir(peer_dir: Path) -> PeerVerification:

@@ -620,3 +620,39 @@ def test_a_partial_left_by_sigkill_is_the_next_runs_basis(
     assert sorted(os.listdir(peer_dir)) == ["big.bin", MANIFEST_NAME]  # no partial, no journal
     verified = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1])
     assert verified.exit_code == 0, verified.output
+
+
+def test_verify_json_is_printed_on_every_exit_path(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"data": b"data"})
+    config = write_config(tmp_path, {"p": {}})
+    result = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1, "--json"])
+    assert result.exit_code == 1  # nothing staged that day: no such dir
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 1 and "no such staging directory" in document["error"]
+    assert document["daily_dir"] == str(tmp_path / "staging" / "2026" / "11" / "23")
+    result = runner.invoke(app, ["verify", str(tmp_path), "--config", str(config), "--json"])
+    assert result.exit_code == 2 and json.loads(result.stdout)["exit_code"] == 2
+    assert stage(config, "--date", DAY1)[0] == 0
+    result = runner.invoke(app, ["verify", "--config", str(config), "--date", DAY1, "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["error"] is None
+
+
+def test_a_dry_run_bug_on_one_peer_fails_only_that_peer(tmp_path: Path, monkeypatch: Any) -> None:
+    make_peer(tmp_path, "a", {"one": b"1"})
+    make_peer(tmp_path, "b", {"two": b"2"})
+    config = write_config(tmp_path, {"a": {}, "b": {}})
+    from deltastage.stage import run
+
+    real = run.select_entries
+
+    def broken(entries: Any, options: Any) -> Any:
+        if any(entry.path == "one" for entry in entries):
+            raise ValueError("a bug")
+        return real(entries, options)
+
+    monkeypatch.setattr(run, "select_entries", broken)
+    code, report = stage(config, "--date", DAY1, "--dry-run")
+    assert code == 1
+    a, b = peer_json(report, "a"), peer_json(report, "b")
+    assert (a["status"], a["error"]) == ("failed", "unexpected ValueError: a bug")
+    assert b["status"] == "would-stage"

@@ -9,16 +9,12 @@ the agent's start take longer than those imports, so the two overlap instead of 
 from __future__ import annotations
 
 import contextlib
-import sys
-import traceback
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deltastage.cli.support import load, parse_date, print_json, setup_logging
-from deltastage.errors import REPORTED, exit_status
+from deltastage.cli.support import json_on_failure, load, parse_date, print_json, setup_logging
 from deltastage.master.connect import EarlySessions, open_peer_session, select_peers
-from deltastage.models import shown as printable
 
 if TYPE_CHECKING:
     from deltastage.stage.report import PeerReport, StageObserver
@@ -102,18 +98,7 @@ def stage_command(
             )
         return report.exit_code
 
-    if not as_json:
-        return action()
-    try:
-        return action()
-    except REPORTED as exc:
-        message, code = exit_status(exc)
-    except Exception as exc:  # a bug: its traceback on stderr, the JSON still on stdout
-        traceback.print_exc()
-        message, code = f"unexpected {type(exc).__name__}: {exc}", 1
-    sys.stderr.write(f"deltastage: error: {printable(message)}\n")
-    print_json(run.failed(message, code))
-    return code
+    return json_on_failure(action, run.failed) if as_json else action()
 
 
 class _Run:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 from deltastage.cli import logs
 from deltastage.config import Config, load_cedar_config, load_config
-from deltastage.errors import UsageError
-from deltastage.models import json_text
+from deltastage.errors import REPORTED, UsageError, exit_status
+from deltastage.models import json_text, shown
 
-__all__ = ["load", "parse_date", "print_json", "setup_logging"]
+__all__ = ["json_on_failure", "load", "parse_date", "print_json", "setup_logging"]
 
 
 def parse_date(value: str | None) -> date | None:
@@ -48,3 +50,19 @@ def setup_logging(level: str, log_file: Path | None, syslog: bool, quiet: bool =
 
 def print_json(document: object) -> None:
     sys.stdout.write(json_text(document) + "\n")
+
+
+def json_on_failure(action: Callable[[], int], failed: Callable[[str, int], object]) -> int:
+    """Run a ``--json`` command's ``action``; its exit code. Whatever stops it (a reported
+    error, an interrupt, a bug: its traceback on stderr) still ends in one JSON object on
+    stdout, ``failed(error, exit_code)``, after the usual one-line error on stderr."""
+    try:
+        return action()
+    except REPORTED as exc:
+        message, code = exit_status(exc)
+    except Exception as exc:
+        traceback.print_exc()
+        message, code = f"unexpected {type(exc).__name__}: {exc}", 1
+    sys.stderr.write(f"deltastage: error: {shown(message)}\n")
+    print_json(failed(message, code))
+    return code

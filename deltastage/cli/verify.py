@@ -20,7 +20,7 @@ from deltastage.cli.options import (
     QuietOpt,
     SyslogOpt,
 )
-from deltastage.cli.support import load, parse_date, print_json, setup_logging
+from deltastage.cli.support import json_on_failure, load, parse_date, print_json, setup_logging
 from deltastage.errors import UsageError
 
 __all__ = ["EXIT_CODES", "verify"]
@@ -58,7 +58,10 @@ def verify(
 ) -> None:
     """Re-hash staged files against their manifests; report missing, extra, corrupt files."""
 
+    target: Path | None = directory
+
     def action() -> int:
+        nonlocal target
         from rich.console import Console
 
         from deltastage.cli.render import render_verify_failures, render_verify_table
@@ -71,11 +74,11 @@ def verify(
         if directory is not None:
             if config or cedar_config:
                 raise UsageError("give either DIR or --config, not both")
-            target = directory
         else:
             cfg = load(config, cedar_config)
             staging_dir, configured = cfg.staging_dir, [peer.name for peer in cfg.peers]
             target = daily_dir_for(cfg.staging_dir, parse_date(run_date) or date.today())
+        assert target is not None  # DIR, or the config's daily dir
         report = verify_daily_dir(target)
         log = logging.getLogger("deltastage.verify")
         for peer_result in report.peers:
@@ -105,4 +108,11 @@ def verify(
             write_metrics(metrics_file, outcome, staging_dir=staging_dir, configured=configured)
         return report.exit_code
 
+    def failed(error: str, code: int) -> dict[str, object]:
+        """The JSON of a verify that ``error`` stopped: the report's keys, no peers."""
+        daily_dir = None if target is None else str(target)
+        return {"daily_dir": daily_dir, "exit_code": code, "error": error, "peers": []}
+
+    if as_json:
+        raise typer.Exit(json_on_failure(action, failed))
     raise typer.Exit(run_guarded(action))

@@ -131,5 +131,8 @@ def _dry_run_peer(config: Config, peer: PeerConfig, factory: SessionFactory) -> 
             session.close()
     except DeltastageError as exc:
         report.error = str(exc)
+    except Exception as exc:  # a bug met on this peer fails this peer only, as in a stage
+        log.exception("peer=%s unexpected error", peer.name)
+        report.error = f"unexpected {type(exc).__name__}: {exc}"
     report.seconds = time.monotonic() - started
     return report
