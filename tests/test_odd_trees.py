@@ -31,7 +31,7 @@ from deltastage.stage.sparse import copy_sparse, write_sparse
 from tests.helpers.site import make_peer, peer_json, staged, write_config
 from tests.helpers.site import stage_json as stage
 from tests.helpers.sshd import SSHServer
-from tests.helpers.transports import SessionProxy
+from tests.test_stage import VanishingSession
 from tests.test_stage_ssh import remote_peer
 
 runner = CliRunner()
@@ -321,19 +321,6 @@ def test_permission_denied_through_the_agent_over_ssh(
     assert "dir: permission denied" in a["error"], a["error"]
 
 
-class _Vanishing(SessionProxy):
-    """The listed file is removed once the listing is read: gone before it is fetched."""
-
-    def __init__(self, inner: Any, victim: Path) -> None:
-        super().__init__(inner)
-        self.victim = victim
-
-    def read_survey(self, root: str, hello: Any) -> Any:
-        surveyed = self.inner.read_survey(root, hello)
-        self.victim.unlink()
-        return surveyed
-
-
 def test_a_file_removed_after_listing_is_reported_as_vanished(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -343,7 +330,7 @@ def test_a_file_removed_after_listing_is_reported_as_vanished(
 
     def factory(peer: Any, options: Any) -> Any:
         session = open_peer_session(peer, options)
-        return _Vanishing(session, collect / "two") if peer.name == "a" else session
+        return VanishingSession(session, collect / "two") if peer.name == "a" else session
 
     with caplog.at_level(logging.INFO, logger="deltastage"):
         report = run_stage(config, run_date=date(2026, 11, 23), session_factory=factory)
@@ -562,7 +549,7 @@ def test_a_failed_peer_reports_nothing_staged_and_what_it_attempted(tmp_path: Pa
     config = load_config(write_config(tmp_path, {"a": {}}))
 
     def factory(peer: Any, options: Any) -> Any:
-        return _Vanishing(open_peer_session(peer, options), collect / "one")
+        return VanishingSession(open_peer_session(peer, options), collect / "one")
 
     report = run_stage(config, run_date=date(2026, 11, 23), session_factory=factory).peers[0]
     assert report.status == "failed"
