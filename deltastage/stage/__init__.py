@@ -11,7 +11,9 @@ After rsync's split of roles, one module each:
 - ``receiver``: each answer patched into its temp file, a big file read back as it arrives;
 - ``committer``: batches synced, read back from the disk, verified and renamed into place
   (``readback``); it never touches the network;
-- ``localcopy``: hard links and copies of files the master holds already;
-- ``peerdir``: the peer's staging dir (temp names, what a crashed run left, extras);
+- ``localcopy``: hard links and copies of files the master holds already; ``sparse``: holes
+  kept holes, written or copied;
+- ``peerdir``: the peer's staging dir (temp names, what a crashed run left, the journal of
+  transfers in flight, extras);
 - ``ownership``: modes and owners of what is staged; ``report``: what a run reports.
 """
