@@ -103,7 +103,8 @@ class Presigner:
                 presigned = self._sign(path)
             with self._lock:
                 self._busy = None
-                if presigned is not None:
+                # keep_only may have dropped it while it was being signed
+                if presigned is not None and (self._wanted is None or path in self._wanted):
                     self._done[path] = presigned
                 self._lock.notify_all()
 
