@@ -73,7 +73,12 @@ class CheckReport:
         return 0 if self.staging_problem is None and all(p.usable for p in self.peers) else 1
 
     def as_json(self) -> dict[str, object]:
-        return json_fields(self, "config", "staging_dir", "staging_problem", "exit_code", "peers")
+        # "error" is what stopped a check before its report (see cli.check): none here
+        return {
+            **json_fields(self, "config", "staging_dir", "staging_problem", "exit_code"),
+            "error": None,
+            **json_fields(self, "peers"),
+        }
 
 
 def _staging_problem(config: Config) -> str | None:

@@ -114,7 +114,14 @@ def test_an_unwritable_staging_dir_is_a_problem(
 def test_the_json_form_names_every_field_in_order(tmp_path: Path) -> None:
     config = local_site(tmp_path, p=("cback.collect",))
     document = check_config(config).as_json()
-    assert list(document) == ["config", "staging_dir", "staging_problem", "exit_code", "peers"]
+    assert list(document) == [
+        "config",
+        "staging_dir",
+        "staging_problem",
+        "exit_code",
+        "error",  # what stopped a check before its report: none here
+        "peers",
+    ]
     (peer,) = document["peers"]  # type: ignore[misc]
     assert list(peer) == [
         "name",

@@ -643,3 +643,16 @@ def test_a_dry_run_bug_on_one_peer_fails_only_that_peer(tmp_path: Path, monkeypa
     a, b = peer_json(report, "a"), peer_json(report, "b")
     assert (a["status"], a["error"]) == ("failed", "unexpected ValueError: a bug")
     assert b["status"] == "would-stage"
+
+
+def test_check_json_is_printed_when_the_config_does_not_load(tmp_path: Path) -> None:
+    make_peer(tmp_path, "p", {"data": b"data"})
+    config = write_config(tmp_path, {"p": {}}, options={"jobs": 0})
+    result = runner.invoke(app, ["check", "--config", str(config), "--json"])
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 2 and "options.jobs" in document["error"]
+    assert document["config"] == str(config) and document["peers"] == []
+    config = write_config(tmp_path, {"p": {}})
+    result = runner.invoke(app, ["check", "--config", str(config), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["error"] is None

@@ -6,7 +6,7 @@ import typer
 
 from deltastage.cli.app import run_guarded
 from deltastage.cli.options import CedarOpt, ConfigOpt, JsonOpt
-from deltastage.cli.support import load, print_json
+from deltastage.cli.support import json_on_failure, load, print_json
 
 __all__ = ["EXIT_CODES", "check"]
 
@@ -37,4 +37,17 @@ def check(
             render_check(report, Console())
         return report.exit_code
 
-    raise typer.Exit(run_guarded(action))
+    def failed(error: str, code: int) -> dict[str, object]:
+        """The JSON of a check that ``error`` stopped (a config that does not load): the
+        report's keys, no peers."""
+        source = config or cedar_config
+        return {
+            "config": None if source is None else str(source),
+            "staging_dir": None,
+            "staging_problem": None,
+            "exit_code": code,
+            "error": error,
+            "peers": [],
+        }
+
+    raise typer.Exit(json_on_failure(action, failed) if as_json else run_guarded(action))
