@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deltastage.delta import choose_block_size
+from deltastage.delta.params import choose_block_size
 
 MiB = 1 << 20
 OURS = [sys.executable, "-m", "deltastage"]
@@ -170,7 +170,8 @@ def lib_time(action: Callable[[], None], repeat: int, fresh: Path) -> float:
 
 
 def core(size: int, edits: int, directory: Path, repeat: int) -> None:
-    from deltastage import rdiff
+    from deltastage.rdiff import patch as rdiff_patch
+    from deltastage.rdiff import sigdelta
 
     paths = generate(directory, size, edits)
     w = directory / "work"
@@ -199,7 +200,7 @@ def core(size: int, edits: int, directory: Path, repeat: int) -> None:
     step(
         "signature",
         ["signature", basis, sig],
-        lambda: rdiff.signature_file(basis, sig),
+        lambda: sigdelta.signature_file(basis, sig),
         ["signature", basis, str(w / "rdiff.sig")],
     )
     for label, new, tag in (
@@ -210,13 +211,13 @@ def core(size: int, edits: int, directory: Path, repeat: int) -> None:
         step(
             label,
             ["delta", sig, new, out],
-            lambda new=new, out=out: rdiff.delta_file(sig, new, out),  # type: ignore[misc]
+            lambda new=new, out=out: sigdelta.delta_file(sig, new, out),  # type: ignore[misc]
             ["delta", str(w / "rdiff.sig"), new, str(w / f"rdiff.{tag}")],
         )
     step(
         f"patch ({edits} edits)",
         ["patch", basis, str(w / "ours.edit"), str(w / "ours.out")],
-        lambda: rdiff.patch_file(basis, str(w / "ours.edit"), str(w / "ours.out")),
+        lambda: rdiff_patch.patch_file(basis, str(w / "ours.edit"), str(w / "ours.out")),
         ["patch", basis, str(w / "rdiff.edit"), str(w / "rdiff.out")],
     )
     for name in ("ours.out", "rdiff.out"):
@@ -299,7 +300,7 @@ def peak_rss(size: int, edits: int, directory: Path) -> None:
 def precompile() -> None:
     """Write deltastage's bytecode, as installing it does: with PYTHONDONTWRITEBYTECODE set
     (or a read-only tree), every timed run of an edited checkout would otherwise compile
-    the modules it imports, ~5 ms for rdiff.py alone, which no installed copy pays."""
+    the modules it imports, a few ms for the rdiff modules alone, which no installed copy pays."""
     import compileall
 
     import deltastage

@@ -84,7 +84,7 @@ class Call:
 
 COMMANDS: dict[str, Command] = {
     "signature": Command(
-        "deltastage.rdiff:signature_file",
+        "deltastage.rdiff.sigdelta:signature_file",
         ("basis", "sig"),
         (
             Option(("--block-size", "-b"), "block_size", int),
@@ -93,11 +93,13 @@ COMMANDS: dict[str, Command] = {
         variadic="basis",
     ),
     "delta": Command(
-        "deltastage.rdiff:delta_file",
+        "deltastage.rdiff.sigdelta:delta_file",
         ("sig", "new", "delta_out"),
         (Option(("--level", "-l"), "level", int, bounds=range(23)),),
     ),
-    "patch": Command("deltastage.rdiff:patch_file", ("basis", "delta_in", "out"), variadic="basis"),
+    "patch": Command(
+        "deltastage.rdiff.patch:patch_file", ("basis", "delta_in", "out"), variadic="basis"
+    ),
     "stage": Command(
         "deltastage.cli.stagerun:stage_command",
         (),

@@ -19,7 +19,9 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder
+from deltastage.delta.codec import DeltaEncoder
+from deltastage.delta.patch import Patcher
+from deltastage.delta.signature import SignatureBuilder
 from deltastage.protocol import (
     CAPABILITIES,
     PROTOCOL_VERSION,

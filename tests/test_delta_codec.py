@@ -11,15 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage.delta import (
-    MAX_LITERAL,
-    Patcher,
+from deltastage.delta.codec import apply_delta, make_delta
+from deltastage.delta.params import MAX_LITERAL
+from deltastage.delta.patch import Patcher
+from deltastage.delta.signature import (
     SignatureBuilder,
     SignatureDecoder,
-    apply_delta,
     decode_signature,
     encode_signature,
-    make_delta,
     signature_of,
 )
 from deltastage.errors import DeltaFormatError, IntegrityError

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import xxhash
 
-from deltastage.delta import Copy, Literal, apply_delta, signature_of
-from deltastage.delta.codec import encode_ops
+from deltastage.delta.codec import apply_delta, encode_ops
+from deltastage.delta.ops import Copy, Literal
 from deltastage.delta.params import MAX_LITERAL
+from deltastage.delta.signature import signature_of
 from deltastage.errors import DeltaFormatError, IntegrityError
 
 BASIS = bytes(range(256)) * 40  # 10240 bytes, 10 blocks of 1024

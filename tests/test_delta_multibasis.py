@@ -11,19 +11,17 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deltastage.delta import (
-    MAX_BASES,
-    Copy,
+from deltastage.delta.codec import DeltaEncoder, apply_delta, make_delta
+from deltastage.delta.ops import Copy
+from deltastage.delta.params import MAX_BASES
+from deltastage.delta.signature import (
     MultiSignatureBuilder,
-    apply_delta,
     decode_signature,
     decode_signatures,
     encode_signature,
     encode_signatures,
-    make_delta,
     signature_of,
 )
-from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.wire import MULTI_COPY, OP_COPY
 from deltastage.errors import DeltaFormatError, IntegrityError
 
@@ -91,7 +89,7 @@ def test_any_bases_rebuild_the_new_file_exactly(
 def test_copies_name_only_given_bases_and_their_blocks(case: tuple[list[bytes], bytes]) -> None:
     bases, new = case
     sigs = decode_signatures(multi_signature(bases))
-    from deltastage.delta import iter_ops
+    from deltastage.delta.matcher import iter_ops
 
     for op in iter_ops(sigs, [new]):
         if isinstance(op, Copy):
@@ -104,7 +102,7 @@ def test_copies_come_from_every_basis_they_match() -> None:
     bases = [rng.randbytes(4096) for _ in range(3)]
     new = bases[2][:1024] + bases[0] + b"edit" + bases[1][2048:]
     sigs = decode_signatures(multi_signature(bases, block_size=256))
-    from deltastage.delta import iter_ops
+    from deltastage.delta.matcher import iter_ops
 
     used = {op.basis for op in iter_ops(sigs, [new]) if isinstance(op, Copy)}
     assert used == {0, 1, 2}

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deltastage.delta import Patcher, make_delta, signature_of
+from deltastage.delta.codec import make_delta
+from deltastage.delta.patch import Patcher
+from deltastage.delta.signature import signature_of
 from deltastage.errors import IntegrityError
 from deltastage.hashing import hash_bytes
 

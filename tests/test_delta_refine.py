@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage.delta import apply_delta, make_delta, signature_of
 from deltastage.delta import refine as refine_module
+from deltastage.delta.codec import apply_delta, make_delta
 from deltastage.delta.refine import FineHashes, refined_delta
-from deltastage.delta.signature import Signature
+from deltastage.delta.signature import Signature, signature_of
 from deltastage.protocol import RefineRequest
 from deltastage.protocol.events import decode_event
 

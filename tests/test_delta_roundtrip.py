@@ -10,22 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage.delta import (
-    MAX_STRONG_LEN,
-    Copy,
-    DeltaEncoder,
-    Literal,
-    Signature,
-    SignatureBuilder,
-    apply_delta,
-    choose_block_size,
-    iter_ops,
-    make_delta,
-    signature_of,
-)
-from deltastage.delta.matcher import PolyIndex
-from deltastage.delta.params import MAX_CHAIN
+from deltastage.delta.codec import DeltaEncoder, apply_delta, make_delta
+from deltastage.delta.matcher import PolyIndex, iter_ops
+from deltastage.delta.ops import Copy, Literal
+from deltastage.delta.params import MAX_CHAIN, MAX_STRONG_LEN, choose_block_size
 from deltastage.delta.rolling import block_weaks
+from deltastage.delta.signature import Signature, SignatureBuilder, signature_of
 from tests.helpers.naive_rsync import naive_delta, naive_patch
 
 

@@ -20,12 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deltastage.agent import serve
-from deltastage.delta import (
-    Patcher,
+from deltastage.delta.codec import make_delta
+from deltastage.delta.patch import Patcher
+from deltastage.delta.signature import (
     SignatureDecoder,
     encode_signature,
     encode_signatures,
-    make_delta,
     signature_of,
 )
 from deltastage.errors import DeltastageError, ProtocolError

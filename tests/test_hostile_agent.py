@@ -24,7 +24,7 @@ import pytest
 import zstandard
 
 from deltastage.config import Options, PeerConfig, load_config
-from deltastage.delta import Signature
+from deltastage.delta.signature import Signature
 from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import bounded_session, open_peer_session
 from deltastage.master.session import PeerSession

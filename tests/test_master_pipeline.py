@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from deltastage.delta import SignatureBuilder, apply_delta
+from deltastage.delta.codec import apply_delta
+from deltastage.delta.signature import SignatureBuilder
 from deltastage.errors import DeltastageError, IntegrityError
 from deltastage.master.pipeline import (
     AHEAD_OF_REFINABLE,

@@ -14,7 +14,9 @@ import pytest
 import xxhash
 
 from deltastage import __version__
-from deltastage.delta import DeltaEncoder, Patcher, SignatureBuilder, apply_delta
+from deltastage.delta.codec import DeltaEncoder, apply_delta
+from deltastage.delta.patch import Patcher
+from deltastage.delta.signature import SignatureBuilder
 from deltastage.errors import (
     AgentError,
     ConnectionClosed,

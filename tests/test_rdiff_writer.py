@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from deltastage import fastargv, rdiff
+from deltastage import fastargv
+from deltastage.rdiff import files, patch, sigdelta
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -36,8 +37,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     paths = {name: str(directory / name) for name in ("basis", "new", "sig", "delta")}
     Path(paths["basis"]).write_bytes(basis)
     Path(paths["new"]).write_bytes(new)
-    rdiff.signature_file(paths["basis"], paths["sig"])
-    rdiff.delta_file(paths["sig"], paths["new"], paths["delta"])
+    sigdelta.signature_file(paths["basis"], paths["sig"])
+    sigdelta.delta_file(paths["sig"], paths["new"], paths["delta"])
     assert os.path.getsize(paths["delta"]) < MiB
     return paths
 
@@ -59,7 +60,7 @@ def test_a_slow_writer_never_sees_its_buffer_refilled(
 
     monkeypatch.setattr(os, "write", slow_write)
     out = tmp_path / "out"
-    rdiff.patch_file(pair["basis"], pair["delta"], str(out))
+    patch.patch_file(pair["basis"], pair["delta"], str(out))
     monkeypatch.undo()
     assert out.read_bytes() == Path(pair["new"]).read_bytes()
     assert not leftovers(tmp_path)
@@ -111,7 +112,7 @@ def test_a_real_write_error_in_the_cli(pair: dict[str, str], tmp_path: Path) -> 
 
 def test_a_writer_error_wakes_a_producer_waiting_for_room() -> None:
     read_end, write_end = os.pipe()
-    writer = rdiff._Writer(write_end, "the pipe", limit=64 * 1024)
+    writer = files._Writer(write_end, "the pipe", limit=64 * 1024)
     failures: list[OSError] = []
 
     def produce() -> None:
@@ -143,7 +144,7 @@ def test_the_writer_keeps_order_and_close_waits_for_all(tmp_path: Path) -> None:
     pieces = [bytes([i]) * (i * 7919 % 70000 + 1) for i in range(200)]
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
     try:
-        writer = rdiff._Writer(fd, "f", limit=100_000)
+        writer = files._Writer(fd, "f", limit=100_000)
         jobs = [writer.write(piece) for piece in pieces]
         assert jobs == list(range(1, 201))
         writer.wait_for(100)
@@ -156,7 +157,7 @@ def test_the_writer_keeps_order_and_close_waits_for_all(tmp_path: Path) -> None:
 def test_out_gets_the_mode_open_would_give(pair: dict[str, str], tmp_path: Path) -> None:
     old = os.umask(0o027)
     try:
-        rdiff.patch_file(pair["basis"], pair["delta"], str(tmp_path / "out"))
+        patch.patch_file(pair["basis"], pair["delta"], str(tmp_path / "out"))
     finally:
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o640

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from deltastage.config import Options, PeerConfig, load_config
-from deltastage.delta import SignatureBuilder
+from deltastage.delta.signature import SignatureBuilder
 from deltastage.errors import ConnectError
 from deltastage.master.connect import EarlySessions, open_peer_session
 from deltastage.master.session import PeerSession

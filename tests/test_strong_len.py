@@ -5,8 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deltastage.delta import SignatureBuilder, choose_block_size, signature_of
-from deltastage.delta.params import MAX_STRONG_LEN, MIN_ADAPTIVE_STRONG_LEN, choose_strong_len
+from deltastage.delta.params import (
+    MAX_STRONG_LEN,
+    MIN_ADAPTIVE_STRONG_LEN,
+    choose_block_size,
+    choose_strong_len,
+)
+from deltastage.delta.signature import SignatureBuilder, signature_of
 
 
 def rsync_s2length(size: int, block: int) -> int:

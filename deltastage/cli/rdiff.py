@@ -49,10 +49,10 @@ def signature(
     ] = None,
 ) -> None:
     """Write the signature of the BASIS files to SIG (like rdiff signature)."""
-    from deltastage import rdiff
+    from deltastage.rdiff import sigdelta
 
     run_guarded(
-        lambda: rdiff.signature_file(basis, sig, block_size=block_size, strong_len=strong_len)
+        lambda: sigdelta.signature_file(basis, sig, block_size=block_size, strong_len=strong_len)
     )
 
 
@@ -68,9 +68,9 @@ def delta(
     ] = 3,
 ) -> None:
     """Write the delta that turns SIG's bases into NEW (like rdiff delta)."""
-    from deltastage import rdiff
+    from deltastage.rdiff import sigdelta
 
-    run_guarded(lambda: rdiff.delta_file(sig, new, delta_out, level=level))
+    run_guarded(lambda: sigdelta.delta_file(sig, new, delta_out, level=level))
 
 
 def patch(
@@ -84,6 +84,6 @@ def patch(
     out: PathArg,
 ) -> None:
     """Apply DELTA to the BASIS files and write OUT, verified (like rdiff patch, but checked)."""
-    from deltastage import rdiff
+    from deltastage.rdiff import patch as rdiff_patch
 
-    run_guarded(lambda: rdiff.patch_file(basis, delta_in, out))
+    run_guarded(lambda: rdiff_patch.patch_file(basis, delta_in, out))

@@ -516,7 +516,7 @@ class PeerSession:
         basis, in increasing disjoint ranges, so the master reads each basis byte at most
         once, a few MiB at a time.
         """
-        from deltastage.delta import signature_of
+        from deltastage.delta.signature import signature_of
 
         size, coarse, bs = pending.basis_size, pending.block_size, request.block_size
         basis = pending.basis

@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from deltastage.delta import SignatureBuilder
+from deltastage.delta.signature import SignatureBuilder
 from deltastage.errors import IntegrityError, UnsafePathError
 from deltastage.hashing import READ_CHUNK
 from deltastage.master.pipeline import FetchRequest

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from deltastage.config import Options
-from deltastage.delta import MAX_STRONG_LEN
+from deltastage.delta.params import MAX_STRONG_LEN
 from deltastage.errors import ResourceLimitError, UnsafePathError
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
 from deltastage.models import RemoteEntry

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltastage.delta import SignatureBuilder
+from deltastage.delta.signature import SignatureBuilder
 from deltastage.hashing import READ_CHUNK
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
 from deltastage.safefs import (

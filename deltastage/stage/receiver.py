@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from deltastage.delta import Patcher
+from deltastage.delta.patch import Patcher
 from deltastage.errors import (
     DeltastageError,
     IntegrityError,

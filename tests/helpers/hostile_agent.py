@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import zstandard
 
-from deltastage.delta import DeltaEncoder, Signature, SignatureDecoder
+from deltastage.delta.codec import DeltaEncoder
+from deltastage.delta.signature import Signature, SignatureDecoder
 from deltastage.errors import DeltastageError
 from deltastage.hashing import hash_bytes
 from deltastage.protocol import (

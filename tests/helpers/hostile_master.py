@@ -15,8 +15,8 @@ import socket
 import stat
 from pathlib import Path
 
-from deltastage.delta import DeltaEncoder
-from deltastage.delta import signature_of as sign
+from deltastage.delta.codec import DeltaEncoder
+from deltastage.delta.signature import signature_of as sign
 from deltastage.protocol import (
     CAPABILITIES,
     DEFAULT_INDICATOR,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deltastage.agent import serve
-from deltastage.delta import DeltaEncoder
+from deltastage.delta.codec import DeltaEncoder
 from deltastage.errors import ConnectionClosed
 from deltastage.master.session import PeerSession
 from deltastage.protocol import DEFAULT_INDICATOR, NEED_DATA, Connection, Event, Role

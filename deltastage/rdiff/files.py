@@ -1,22 +1,5 @@
-"""rdiff-like file commands over the delta core: signature, delta, patch ("-" = stdin/stdout).
-
-Outputs go to a temporary file beside the target and are renamed into place only when the
-whole operation succeeded, so a failed run never leaves a partial OUT behind. Unlike rdiff,
-``patch_file`` checks the basis' xxh3-128 against the delta's header and refuses a delta made
-against another basis: while patching into a file (one pass over the basis), or before the
-first byte when the output is a pipe.
-
-A file output is written by a second thread: ``os.write`` releases the GIL, so the kernel's
-copy into the page cache (the largest cost of a patch) runs on another core while this
-thread reads the basis and hashes. Patch reads the basis into a small ring of reused
-buffers that go back into use only once the writer is done with them; memory stays bounded
-by the ring and the writer's queue, whatever the file size.
-
-``signature_file`` and ``patch_file`` take 1 to ``MAX_BASES`` bases: a delta made from a
-signature of several bases copies from all of them, and patch reads them in the same order.
-
-The typer commands and the typer-free start (``fastargv``) both call these functions.
-"""
+"""The files the rdiff-like commands read and write: inputs, outputs renamed into place
+only when whole, the writer thread, the ring of basis buffers."""
 
 from __future__ import annotations
 
@@ -33,14 +16,22 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import BinaryIO
 
-from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.params import MAX_BASES
-from deltastage.delta.patch import MAX_READ, Patcher
-from deltastage.delta.signature import MultiSignatureBuilder, SignatureDecoder
 from deltastage.errors import UsageError
-from deltastage.hashing import READ_CHUNK, hash_fd
+from deltastage.hashing import READ_CHUNK
 
-__all__ = ["delta_file", "patch_file", "signature_file"]
+__all__ = [
+    "STDIO",
+    "BasisRing",
+    "advise_sequential",
+    "bases_of",
+    "chunks",
+    "open_input",
+    "open_output",
+    "spooled_size",
+    "views",
+]
+
 
 STDIO = "-"
 # Reads this large halve the syscalls of READ_CHUNK and still sit in L2/L3 while hashed.
@@ -56,7 +47,7 @@ _ALIGN = 64
 
 
 @contextlib.contextmanager
-def _open_input(path: str) -> Iterator[BinaryIO]:
+def open_input(path: str) -> Iterator[BinaryIO]:
     if path == STDIO:
         yield sys.stdin.buffer
         return
@@ -256,12 +247,12 @@ class _StdoutOutput:
             self._out.flush()
 
 
-def _open_output(path: str) -> _FileOutput | _StdoutOutput:
+def open_output(path: str) -> _FileOutput | _StdoutOutput:
     """Use with ``with``: on success the output appears at ``path`` atomically."""
     return _StdoutOutput() if path == STDIO else _FileOutput(path)
 
 
-class _BasisRing:
+class BasisRing:
     """Basis reads into a ring of reused buffers, written out through ``output``.
 
     A buffer handed to the output is refilled only once the output has written it, so the
@@ -306,16 +297,16 @@ def _aligned_buffer(size: int) -> memoryview:
     return memoryview(arena)[skew : skew + size]
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+def chunks(stream: BinaryIO) -> Iterator[bytes]:
     while chunk := stream.read(READ_CHUNK):
         yield chunk
 
 
-def _views(stream: BinaryIO) -> Iterator[memoryview]:
+def views(stream: BinaryIO) -> Iterator[memoryview]:
     """Chunks read into one reused buffer: only for consumers that copy what they keep."""
-    _advise_sequential(stream)
+    advise_sequential(stream)
     if not isinstance(stream, io.BufferedIOBase):
-        for chunk in _chunks(stream):
+        for chunk in chunks(stream):
             yield memoryview(chunk)
         return
     buf = bytearray(_READ)
@@ -324,13 +315,13 @@ def _views(stream: BinaryIO) -> Iterator[memoryview]:
         yield view[:n]
 
 
-def _advise_sequential(stream: BinaryIO) -> None:
+def advise_sequential(stream: BinaryIO) -> None:
     # Doubles the kernel's read-ahead on a cold basis; a pipe or another OS just says no.
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
 
-def _spooled_size(stream: BinaryIO) -> tuple[BinaryIO, int, bool]:
+def spooled_size(stream: BinaryIO) -> tuple[BinaryIO, int, bool]:
     """(stream to read, its size, whether we own it): pipes are spooled to a temp file."""
     try:
         st = os.fstat(stream.fileno())
@@ -340,93 +331,17 @@ def _spooled_size(stream: BinaryIO) -> tuple[BinaryIO, int, bool]:
         pass
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
     size = 0
-    for chunk in _chunks(stream):
+    for chunk in chunks(stream):
         spool.write(chunk)
         size += len(chunk)
     spool.seek(0)
     return spool, size, True
 
 
-def _bases(basis: str | Sequence[str]) -> list[str]:
+def bases_of(basis: str | Sequence[str]) -> list[str]:
     bases = [basis] if isinstance(basis, str) else list(basis)
     if not 1 <= len(bases) <= MAX_BASES:
         raise UsageError(f"{len(bases)} bases given, at most {MAX_BASES} are allowed")
     if bases.count(STDIO) > 1:
         raise UsageError("only one basis can be stdin")
     return bases
-
-
-def signature_file(
-    basis: str | Sequence[str],
-    sig: str,
-    *,
-    block_size: int | None = None,
-    strong_len: int | None = None,
-) -> None:
-    """The signature of one basis, or of several in one (``delta`` then copies from all)."""
-    with contextlib.ExitStack() as stack:
-        streams: list[BinaryIO] = []
-        sizes: list[int] = []
-        for path in _bases(basis):
-            stream, size, owned = _spooled_size(stack.enter_context(_open_input(path)))
-            if owned:
-                stack.callback(stream.close)
-            streams.append(stream)
-            sizes.append(size)
-        builder = MultiSignatureBuilder(sizes, block_size=block_size, strong_len=strong_len)
-        with _open_output(sig) as out:
-            for stream in streams:
-                for chunk in _views(stream):
-                    out.write(builder.update(chunk))
-                out.write(builder.end_basis())
-            out.write(builder.finish())
-
-
-def delta_file(sig: str, new: str, delta_out: str, *, level: int = 3) -> None:
-    if sig == STDIO and new == STDIO:
-        raise UsageError("signature and new file cannot both be stdin")
-    decoder = SignatureDecoder(multi=True)
-    with _open_input(sig) as stream:
-        for chunk in _chunks(stream):
-            decoder.feed(chunk)
-    encoder = DeltaEncoder(decoder.results(), level=level)
-    with _open_input(new) as stream, _open_output(delta_out) as out:
-        for view in _views(stream):
-            data = encoder.update(view)
-            if data:
-                out.write(data)
-        out.write(encoder.finish())
-
-
-def patch_file(basis: str | Sequence[str], delta_in: str, out: str) -> None:
-    """Rebuild OUT from the bases (in the order their signature had) and the delta."""
-    bases = _bases(basis)
-    if STDIO in bases:
-        raise UsageError("the basis of a patch must be a real file, not stdin")
-    with contextlib.ExitStack() as stack:
-        fds: list[int] = []
-        sizes: list[int] = []
-        hashes: list[bytes | None] = []
-        for path in bases:
-            base = stack.enter_context(_open_input(path))
-            fd = base.fileno()
-            _advise_sequential(base)
-            basis_size, basis_hash = os.fstat(fd).st_size, None
-            if out == STDIO:
-                # A pipe cannot take bytes back: check the basis before writing the first one.
-                basis_size, basis_hash = hash_fd(fd)
-            fds.append(fd)
-            sizes.append(basis_size)
-            hashes.append(basis_hash)
-        with _open_input(delta_in) as stream, _open_output(out) as output:
-            ring = _BasisRing(output, MAX_READ)
-            patcher = Patcher(
-                [ring.reader(fd) for fd in fds],
-                ring.write,
-                basis_size=sizes,
-                basis_hash=hashes,
-                verify_basis=out != STDIO,
-            )
-            for chunk in _chunks(stream):
-                patcher.feed(chunk)
-            patcher.finish()
