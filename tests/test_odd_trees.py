@@ -381,6 +381,33 @@ def test_staging_inside_collect_through_a_bind_mount_is_refused(tmp_path: Path) 
         subprocess.run(["umount", str(mount_point)], check=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+@pytest.mark.parametrize("staging_below", [False, True])
+def test_staging_in_a_bind_mount_of_a_subdir_of_collect_is_refused(
+    tmp_path: Path, staging_below: bool
+) -> None:
+    """The mount point's own device and inode are the subdirectory's, not the collect dir's:
+    only the mount table tells that its source lies inside the collect dir."""
+    collect = make_peer(tmp_path, "p", {"data": b"data"})
+    (collect / "sub").mkdir()
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    if subprocess.run(
+        ["mount", "--bind", str(collect / "sub"), str(mount_point)], check=False
+    ).returncode:
+        pytest.skip("mount --bind is not allowed here")
+    try:
+        output = _layout_refused(
+            tmp_path, mount_point / "staging" if staging_below else mount_point
+        )
+        assert "the staging dir lies inside collect dir" in output
+        assert "through a symlink or a mount" in output
+        assert sorted(os.listdir(collect)) == ["cback.collect", "data", "sub"], "nothing touched"
+        assert os.listdir(collect / "sub") == [], "nothing touched"
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
 @pytest.mark.parametrize(
     ("name", "options", "said"),
     [

@@ -7,8 +7,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from deltastage.config.model import Options, PeerConfig
 from deltastage.config.problems import Problems
@@ -43,10 +44,15 @@ def layout(staging_dir: Path, peers: Iterable[tuple[str, PeerConfig]], problems:
 
     Judged by the paths' text and by the dirs themselves: a symlink or a bind mount can put
     one inside the other under a path that does not show it, so the device and inode of the
-    one are looked for among those of the other and each of its ancestors.
+    one are looked for among those of the other and each of its ancestors. A bind mount of
+    a subdirectory shows neither: its mount point has the subdirectory's identity, and its
+    ancestors are the mount's. So each dir is also placed where it lies on its filesystem,
+    through the mount table (``_fs_location``), and the two places compared.
     """
     staging = _identity(staging_dir)
     staging_line = _lineage(staging_dir)
+    mounts = _mounts()
+    staging_place = _fs_location(staging_dir, mounts)
     for key, peer in peers:
         if peer.type != "local":
             continue
@@ -62,10 +68,18 @@ def layout(staging_dir: Path, peers: Iterable[tuple[str, PeerConfig]], problems:
                 f"collect dir {str(collect_dir)!r} lies inside the staging dir "
                 "(through a symlink or a mount)",
             )
-        elif collect is not None and collect in staging_line:
+        elif (collect is not None and collect in staging_line) or _inside(
+            staging_place, _fs_location(collect_dir, mounts)
+        ):
             problems.add(
                 key,
                 f"the staging dir lies inside collect dir {str(collect_dir)!r} "
+                "(through a symlink or a mount)",
+            )
+        elif _inside(_fs_location(collect_dir, mounts), staging_place):
+            problems.add(
+                key,
+                f"collect dir {str(collect_dir)!r} lies inside the staging dir "
                 "(through a symlink or a mount)",
             )
 
@@ -90,6 +104,63 @@ def _lineage(path: Path) -> set[tuple[int, int]]:
             if identity is not None:
                 found.add(identity)
     return found
+
+
+# A mount: its device ("major:minor"), the dir of that filesystem it shows, and where.
+_Mount = tuple[str, PurePosixPath, PurePosixPath]
+_MOUNTINFO = Path("/proc/self/mountinfo")
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _mounts() -> list[_Mount]:
+    """This process's mounts, in the kernel's order (a later one over the same place hides
+    an earlier one); none where the table cannot be read (not Linux)."""
+    try:
+        text = _MOUNTINFO.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return []
+    mounts: list[_Mount] = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if len(fields) >= 5:
+            root, point = (_unescape(field) for field in fields[3:5])
+            mounts.append((fields[2], PurePosixPath(root), PurePosixPath(point)))
+    return mounts
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes."""
+    return _OCTAL_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), field)
+
+
+def _fs_location(path: Path, mounts: list[_Mount]) -> tuple[str, PurePosixPath] | None:
+    """Where the dir at ``path`` (symlinks resolved; a dir not made yet counts where it
+    would be) lies: its filesystem's device and its path from that filesystem's root,
+    through the mount it is under. None without a mount table."""
+    real = PurePosixPath(os.path.realpath(path))
+    under = None
+    for mount in mounts:
+        point = mount[2]
+        if real.is_relative_to(point) and (
+            under is None or len(point.parts) >= len(under[2].parts)
+        ):
+            under = mount
+    if under is None:
+        return None
+    device, root, point = under
+    return device, root / real.relative_to(point)
+
+
+def _inside(
+    inner: tuple[str, PurePosixPath] | None, outer: tuple[str, PurePosixPath] | None
+) -> bool:
+    """Whether ``inner`` lies in ``outer`` (or is it): the same filesystem, beneath its path."""
+    return (
+        inner is not None
+        and outer is not None
+        and inner[0] == outer[0]
+        and inner[1].is_relative_to(outer[1])
+    )
 
 
 # Cedar Backup's indicator names: a peer named like one would have its staging dir where the
