@@ -503,6 +503,71 @@ def test_json_is_printed_on_config_and_usage_errors(tmp_path: Path) -> None:
     assert _json_report(result.stdout)["exit_code"] == 2
 
 
+def _cli_process(*args: str) -> tuple[int, str, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "deltastage", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--jobs", "abc"],  # typer's type check
+        ["--jobs", "0"],  # typer's bounds (fastargv hands it on)
+        ["--jobs=65"],
+        ["--no-such-option"],
+        ["-x"],
+        ["stray-argument"],
+    ],
+)
+def test_json_is_printed_when_the_parser_refuses_the_command_line(
+    tmp_path: Path, words: list[str]
+) -> None:
+    make_peer(tmp_path, "p", {"data": b"data"})
+    config = write_config(tmp_path, {"p": {}})
+    code, out, err = _cli_process("stage", "--config", str(config), "--json", *words)
+    assert code == 2, err
+    report = _json_report(out)
+    assert report["exit_code"] == 2 and report["error"] and report["peers"] == []
+    assert "deltastage stage [OPTIONS]" in err, "the usage message still goes to stderr"
+    assert not (tmp_path / "staging").exists(), "nothing touched"
+
+    # a usage error deltastage itself judges, on fastargv's path: the same keys
+    code, fast_out, _ = _cli_process("stage", "--config", str(config), "--json", "--date", "x")
+    assert code == 2
+    fast = _json_report(fast_out)
+    assert fast.keys() == report.keys() and fast["exit_code"] == 2
+
+    # without --json (or with it only as an argument after --): the usage message alone
+    code, out, err = _cli_process("stage", "--config", str(config), *words)
+    assert code == 2 and out == "" and "deltastage stage [OPTIONS]" in err
+    code, out, err = _cli_process("stage", "--config", str(config), *words, "--", "--json")
+    assert code == 2 and out == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "keys"),
+    [
+        ("verify", {"daily_dir", "exit_code", "error", "peers"}),
+        ("check", {"config", "staging_dir", "staging_problem", "exit_code", "error", "peers"}),
+    ],
+)
+def test_verify_and_check_print_their_json_when_the_parser_refuses(
+    command: str, keys: set[str]
+) -> None:
+    code, out, err = _cli_process(command, "--json", "--no-such-option")
+    assert code == 2, err
+    report = json.loads(out)
+    assert set(report) == keys
+    assert report["exit_code"] == 2 and "--no-such-option" in report["error"]
+    assert f"deltastage {command} [OPTIONS]" in err
+
+
 def test_json_is_printed_for_a_bug_outside_any_peer(tmp_path: Path, monkeypatch: Any) -> None:
     make_peer(tmp_path, "p", {"data": b"data"})
     config = write_config(tmp_path, {"p": {}})

@@ -17,7 +17,13 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from deltastage import __version__
 from deltastage.errors import REPORTED, exit_status
 
-__all__ = ["Command", "Group", "app", "main", "run_guarded"]
+__all__ = ["Command", "Group", "app", "json_command", "main", "run_guarded"]
+
+# What the parser raises for a command line it refuses (an unknown option, a bad value):
+# click's UsageError, the base of typer.BadParameter (typer may bundle its own click).
+_UsageError: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError"
+)
 
 
 class _Option(TyperOption):
@@ -60,12 +66,56 @@ def _conventional(params: Sequence[object]) -> None:
 
 
 class Command(TyperCommand):
-    """A command whose help shows its parameters the conventional way (``_conventional``)."""
+    """A command whose help shows its parameters the conventional way (``_conventional``).
+
+    A command with ``--json`` names its report for a run that could not start in
+    ``json_report`` (see ``json_command``): a command line the parser itself rejects with
+    ``--json`` on it then prints that report, as every other exit path does.
+    """
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
         _conventional(params)
         return params
+
+    def json_report(self, error: str, code: int) -> object | None:
+        """The JSON report of a run stopped by ``error`` before it began; None: no JSON."""
+        return None
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Any = None,
+        **extra: Any,
+    ) -> Any:
+        wants_json = "--json" in _options_of(args)  # read before the parse consumes args
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _UsageError as exc:
+            message = getattr(exc, "format_message", exc.__str__)()
+            code = getattr(exc, "exit_code", 2)
+            report = self.json_report(message, code) if wants_json else None
+            if report is not None:
+                from deltastage.cli.support import print_json
+
+                print_json(report)
+            raise  # the usage message still goes to stderr, with its exit code
+
+
+def json_command(failure: Callable[[str, int], object]) -> type[Command]:
+    """A ``Command`` whose usage errors with ``--json`` print ``failure(error, exit_code)``."""
+
+    class JsonCommand(Command):
+        def json_report(self, error: str, code: int) -> object | None:
+            return failure(error, code)
+
+    return JsonCommand
+
+
+def _options_of(args: Sequence[str]) -> Sequence[str]:
+    """The words of a command line before a ``--`` (after it, every word is an argument)."""
+    return args[: args.index("--")] if "--" in args else args
 
 
 class Group(TyperGroup):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from deltastage.cli.app import run_guarded
@@ -38,16 +40,19 @@ def check(
         return report.exit_code
 
     def failed(error: str, code: int) -> dict[str, object]:
-        """The JSON of a check that ``error`` stopped (a config that does not load): the
-        report's keys, no peers."""
-        source = config or cedar_config
-        return {
-            "config": None if source is None else str(source),
-            "staging_dir": None,
-            "staging_problem": None,
-            "exit_code": code,
-            "error": error,
-            "peers": [],
-        }
+        return failure_report(error, code, config or cedar_config)
 
     raise typer.Exit(json_on_failure(action, failed) if as_json else run_guarded(action))
+
+
+def failure_report(error: str, code: int, source: Path | None = None) -> dict[str, object]:
+    """The JSON of a check that ``error`` stopped (a config that does not load, a command
+    line the parser refused): the report's keys, no peers."""
+    return {
+        "config": None if source is None else str(source),
+        "staging_dir": None,
+        "staging_problem": None,
+        "exit_code": code,
+        "error": error,
+        "peers": [],
+    }

@@ -19,7 +19,7 @@ from deltastage.master.connect import EarlySessions, open_peer_session, select_p
 if TYPE_CHECKING:
     from deltastage.stage.report import PeerReport, StageObserver
 
-__all__ = ["stage_command"]
+__all__ = ["failure_report", "stage_command"]
 
 
 def stage_command(
@@ -99,6 +99,11 @@ def stage_command(
         return report.exit_code
 
     return json_on_failure(action, run.failed) if as_json else action()
+
+
+def failure_report(error: str, code: int) -> dict[str, object]:
+    """The JSON of a stage stopped before it began (a command line the parser refused)."""
+    return _Run(dry_run=False, run_date=None).failed(error, code)
 
 
 class _Run:

@@ -109,10 +109,14 @@ def verify(
         return report.exit_code
 
     def failed(error: str, code: int) -> dict[str, object]:
-        """The JSON of a verify that ``error`` stopped: the report's keys, no peers."""
-        daily_dir = None if target is None else str(target)
-        return {"daily_dir": daily_dir, "exit_code": code, "error": error, "peers": []}
+        return failure_report(error, code, target)
 
     if as_json:
         raise typer.Exit(json_on_failure(action, failed))
     raise typer.Exit(run_guarded(action))
+
+
+def failure_report(error: str, code: int, target: Path | None = None) -> dict[str, object]:
+    """The JSON of a verify that ``error`` stopped: the report's keys, no peers."""
+    daily_dir = None if target is None else str(target)
+    return {"daily_dir": daily_dir, "exit_code": code, "error": error, "peers": []}
