@@ -25,6 +25,7 @@ from deltastage.config import (
     parse_gateway,
     parse_mode,
 )
+from deltastage.config.checks import CEDAR_INDICATORS
 from deltastage.config.schema import Context, keys_of
 from deltastage.errors import ConfigError
 from deltastage.models import Gateway
@@ -559,6 +560,8 @@ names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12).filter(
         and not n.startswith(".")
         and "/" not in n
         and "\\" not in n
+        # an indicator's name is no peer name (a config error of its own, tested above)
+        and n not in (*CEDAR_INDICATORS, "ready", "staged")
     )
 )
 hosts = st.from_regex(r"[a-z][a-z0-9.-]{0,20}", fullmatch=True)
