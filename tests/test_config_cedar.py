@@ -13,9 +13,9 @@ from deltastage.config import (
     Options,
     PeerConfig,
     config_to_toml,
-    load_cedar_config,
     load_config,
 )
+from deltastage.config.cedar import load_cedar_config
 from deltastage.errors import ConfigError
 from deltastage.models import Gateway
 from tests.test_config import problem_lines

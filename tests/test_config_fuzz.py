@@ -15,7 +15,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from deltastage.config import Config, config_to_toml, load_cedar_config, load_config
+from deltastage.config import Config, config_to_toml, load_config
+from deltastage.config.cedar import load_cedar_config
 from deltastage.errors import ConfigError
 from tests.test_config import problem_lines
 

@@ -21,7 +21,8 @@ def import_cedar(
     ],
 ) -> None:
     """Print the deltastage TOML equivalent of a Cedar Backup config; warnings go to stderr."""
-    from deltastage.config import config_to_toml, load_cedar_config
+    from deltastage.config import config_to_toml
+    from deltastage.config.cedar import load_cedar_config
 
     # Accounts are checked when the TOML is used: converting on another machine is fine.
     loaded, warnings = run_guarded(lambda: load_cedar_config(cedar_conf, check_accounts=False))

@@ -7,9 +7,6 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.logging import RichHandler
-
 from deltastage.models import shown
 
 __all__ = ["LOG_FORMAT", "setup_logging"]
@@ -58,6 +55,11 @@ def setup_logging(
         # a handler that drops it all: with none, logging's last resort prints warnings
         root.addHandler(logging.NullHandler())
     elif rich:
+        # rich is loaded only for a terminal: under cron a stage reaches its first connect
+        # without it
+        from rich.console import Console
+        from rich.logging import RichHandler
+
         rich_handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
         rich_handler.setFormatter(_Formatter("%(message)s"))
         root.addHandler(rich_handler)

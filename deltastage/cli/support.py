@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from deltastage.cli import logs
-from deltastage.config import Config, load_cedar_config, load_config
+from deltastage.config import Config, load_config
 from deltastage.errors import REPORTED, UsageError, exit_status
 from deltastage.models import json_text, shown
 
@@ -34,6 +34,8 @@ def load(config: Path | None, cedar_config: Path | None) -> Config:
     if config is not None:
         return load_config(config)
     assert cedar_config is not None
+    from deltastage.config.cedar import load_cedar_config
+
     loaded, warnings = load_cedar_config(cedar_config)
     for warning in warnings:
         logging.getLogger("deltastage.config").warning("%s", warning)

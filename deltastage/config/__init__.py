@@ -8,12 +8,13 @@ one problem per line.
 - ``model``: the Config, Options and PeerConfig dataclasses, and Cedar's ignore_failures rule;
   each config key is described once, on its field (``schema``: kinds of values, help);
 - ``toml``: reading and writing deltastage's TOML file, and the README's table of keys;
-- ``cedar``: reading Cedar Backup 3's XML (``sshargs``: the ssh/scp command lines in it);
+- ``cedar``: reading Cedar Backup 3's XML (``sshargs``: the ssh/scp command lines in it),
+  imported from its own module by the commands that take ``--cedar-config``, so that a TOML
+  config never loads the XML reader;
 - ``values``: parsers for single values; ``problems``: collecting every problem of a file;
   ``checks``: what both loaders check beyond single values.
 """
 
-from deltastage.config.cedar import load_cedar_config
 from deltastage.config.model import (
     DEFAULT_AGENT_COMMAND,
     IGNORE_FAILURE_MODES,
@@ -39,7 +40,6 @@ __all__ = [
     "PeerType",
     "config_to_toml",
     "failure_ignored",
-    "load_cedar_config",
     "load_config",
     "parse_gateway",
     "parse_mode",

@@ -147,6 +147,10 @@ class EarlySessions:
         factory: SessionFactory = open_peer_session,
     ) -> None:
         self._factory = factory
+        if any(peer.type != "local" for peer in peers):
+            # paramiko's imports are taken here, before the threads start: on a connecting
+            # thread they would wait for the GIL while the caller imports the rest of the master
+            import deltastage.transports.ssh  # noqa: F401
         self._openings = {peer.name: _Opening(peer, options, factory) for peer in peers}
 
     def session_factory(self, peer: PeerConfig, options: Options) -> PeerSession:
