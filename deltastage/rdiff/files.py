@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import stat
 import sys
 import tempfile
 import threading
-from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -41,9 +41,6 @@ _READ = 4 * READ_CHUNK
 _QUEUE_LIMIT = 8 << 20
 # Basis buffers patch reads copies into (each as big as the patcher's largest read).
 _RING_SLOTS = 6
-# The kernel copies into a buffer 16 bytes past a 32-byte boundary (where malloc leaves a
-# bytearray's) markedly slower than into a 64-byte aligned one.
-_ALIGN = 64
 
 
 @contextlib.contextmanager
@@ -264,7 +261,7 @@ class BasisRing:
     def __init__(self, output: _FileOutput | _StdoutOutput, size: int) -> None:
         self._output = output
         self._size = size
-        self._slots = [_aligned_buffer(size) for _ in range(_RING_SLOTS)]
+        self._slots = [_page_buffer(size) for _ in range(_RING_SLOTS)]
         self._slot_of = {id(view.obj): i for i, view in enumerate(self._slots)}
         self._busy = [0] * _RING_SLOTS
         self._next = 0
@@ -290,11 +287,11 @@ class BasisRing:
                 self._busy[slot] = job
 
 
-def _aligned_buffer(size: int) -> memoryview:
-    # array, unlike bytearray, tells where its bytes are.
-    arena = array("B", bytes(size + _ALIGN))
-    skew = -arena.buffer_info()[0] % _ALIGN
-    return memoryview(arena)[skew : skew + size]
+def _page_buffer(size: int) -> memoryview:
+    # Anonymous memory: page-aligned (the kernel copies into an unaligned buffer markedly
+    # slower), and its pages are only mapped when first read into, so a small patch does not
+    # pay for the whole ring.
+    return memoryview(mmap.mmap(-1, size))
 
 
 def chunks(stream: BinaryIO) -> Iterator[bytes]:
