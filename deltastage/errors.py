@@ -12,7 +12,8 @@
     │   └── RemoteProtocolError          the other end broke it, or reported an error message
     │       └── AgentError               the agent answered a request with an error (``code``)
     │           └── IndicatorRefused     the agent would refuse the stage indicator (handshake)
-    ├── DeltaFormatError                 a signature or delta stream is malformed or out of bounds
+    ├── DeltaFormatError                 a signature, delta stream or recipe is malformed or
+    │                                    out of bounds
     ├── IntegrityError                   a hash does not match (basis, output, staged file)
     ├── UnsafePathError                  a peer-supplied name would escape its root
     ├── SourceChangedError               a source file changed while it was read

@@ -12,6 +12,7 @@ prints how many inputs were tried).
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from deltastage.delta.signature import (
     encode_signatures,
     signature_of,
 )
-from deltastage.errors import DeltastageError, ProtocolError
+from deltastage.errors import DeltaFormatError, DeltastageError, ProtocolError
 from deltastage.manifest import Manifest, ManifestEntry, decode_manifest, encode_manifest
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
@@ -60,6 +61,15 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
+from deltastage.transform.recipe import (
+    Bzip2Stream,
+    DeflateParams,
+    GzipMember,
+    Kind,
+    Recipe,
+    decode_recipe,
+    encode_recipe,
+)
 from tests.helpers.hostile_agent import file_entry
 from tests.helpers.hostile_master import DATA, plant, snapshot
 from tests.helpers.transports import Replay
@@ -338,6 +348,36 @@ def fuzz_manifest(data: bytes) -> None:
     only_our_errors(lambda: decode_manifest(data))
 
 
+# A gzip header with every optional field (extra, name, comment, header CRC), and bzip2.
+_GZ_HEADER = b"\x1f\x8b\x08\x1e" + bytes(4) + b"\x02\xff" + b"\x02\x00ex" + b"a.tar\0c\0"
+RECIPES = [
+    encode_recipe(
+        Recipe(
+            Kind.GZIP,
+            (
+                GzipMember(
+                    _GZ_HEADER + (zlib.crc32(_GZ_HEADER) & 0xFFFF).to_bytes(2, "little"),
+                    DeflateParams(9),
+                    123_456,
+                ),
+                GzipMember(_GZ_HEADER[:3] + bytes(7), DeflateParams(1, 9, 1, 12), 0),
+            ),
+        )
+    ),
+    encode_recipe(Recipe(Kind.BZIP2, (Bzip2Stream(9, 1 << 40), Bzip2Stream(1, 7)))),
+]
+
+
+def fuzz_recipe(data: bytes) -> None:
+    """Only the format error comes out; whatever decodes encodes back to the same bytes."""
+    try:
+        recipe = decode_recipe(data)
+    except DeltaFormatError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert encode_recipe(recipe) == data
+
+
 @given(changes, splits)
 def test_mutated_agent_transcript(edits: list[tuple[int, int, bytes]], split: list[int]) -> None:
     fuzz_master_session(edits, split)
@@ -405,6 +445,14 @@ def test_manifest_decoder(data: bytes) -> None:
     fuzz_manifest(data)
 
 
+recipes = st.sampled_from(RECIPES)
+
+
+@given(st.one_of(st.binary(max_size=1024), st.tuples(recipes, changes).map(lambda t: mutate(*t))))
+def test_recipe_decoder(data: bytes) -> None:
+    fuzz_recipe(data)
+
+
 # --- long campaigns (nox -s fuzz) ---------------------------------------------------------
 
 
@@ -446,3 +494,9 @@ def test_patcher_long(data: bytes) -> None:
 @given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(MANIFEST, c))))
 def test_manifest_decoder_long(data: bytes) -> None:
     fuzz_manifest(data)
+
+
+@pytest.mark.slow
+@given(st.one_of(st.binary(max_size=1024), st.tuples(recipes, changes).map(lambda t: mutate(*t))))
+def test_recipe_decoder_long(data: bytes) -> None:
+    fuzz_recipe(data)
