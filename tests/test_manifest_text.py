@@ -1,7 +1,8 @@
-"""The manifest written in pieces is the same text as the whole document encoded at once."""
+"""The manifest written in pieces is the whole document: the same JSON, one line per file."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,7 +31,7 @@ entries = st.builds(
 )
 
 
-def whole(manifest: Manifest) -> bytes:
+def whole(manifest: Manifest) -> object:
     """The manifest's JSON as one document (what the pieces must add up to)."""
     document: dict[str, object] = {
         "format": "deltastage-manifest",
@@ -50,7 +51,12 @@ def whole(manifest: Manifest) -> bytes:
         }
         for e in manifest.files
     ]
-    return (json_text(document, indent=1) + "\n").encode("utf-8")
+    return json.loads(json_text(document))
+
+
+def file_lines(data: bytes) -> list[str]:
+    """The text's lines that hold a file entry."""
+    return [line for line in data.decode("utf-8").splitlines() if line.startswith("  {")]
 
 
 @given(
@@ -59,7 +65,9 @@ def whole(manifest: Manifest) -> bytes:
 )
 def test_pieces_make_the_whole_document(files: tuple[ManifestEntry, ...], only: str | None) -> None:
     manifest = Manifest("p", "2026-11-23", files, master_only_indicator=only)
-    assert encode_manifest(manifest) == whole(manifest)
+    data = encode_manifest(manifest)
+    assert json.loads(data) == whole(manifest)
+    assert len(file_lines(data)) == len(files)
 
 
 def test_written_in_pieces_and_read_back(tmp_path: Path) -> None:
@@ -73,4 +81,6 @@ def test_written_in_pieces_and_read_back(tmp_path: Path) -> None:
         assert read_manifest(fd) == manifest
     finally:
         os.close(fd)
-    assert (tmp_path / "deltastage.manifest.json").read_bytes() == whole(manifest)
+    data = (tmp_path / "deltastage.manifest.json").read_bytes()
+    assert json.loads(data) == whole(manifest)
+    assert len(file_lines(data)) == len(files)
