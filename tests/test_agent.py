@@ -328,8 +328,11 @@ def test_fetch_without_a_basis(tmp_path: Path, content: bytes) -> None:
 
 
 def test_fetch_against_a_basis_sends_little(tmp_path: Path) -> None:
-    basis = os.urandom(1 << 20)
-    new = basis[:1000] + b"an edit" + basis[1000:500_000] + basis[500_100:]
+    basis = os.urandom(4 << 20)
+    new = bytearray(basis[:1000] + b"an edit" + basis[1000:500_000] + basis[500_100:])
+    edits = range(700_000, len(new), 400_000)  # enough edited blocks to pay for a refinement
+    for at in edits:
+        new[at : at + 10] = b"0123456789"
     (tmp_path / "f").write_bytes(new)
     master = RawMaster([str(tmp_path)])
     master.hello()
@@ -337,10 +340,12 @@ def test_fetch_against_a_basis_sends_little(tmp_path: Path) -> None:
     delta, end = master.fetch(str(tmp_path), "f", sig, level=1)
     assert end == DeltaEnd()
     assert patch(basis, delta, builder) == new
-    assert len(delta) < len(new) // 20
-    # the agent asked for finer hashes around the edits only, and did without them
+    assert len(delta) < len(new) // 100
+    # the agent asked for finer hashes beside the edits only, and did without them
     (asked,) = master.refinements
-    assert asked.n_blocks < 10 and asked.block_size < builder.block_size
+    assert asked.block_size < builder.block_size
+    blocks_per_edit = 2 * (builder.block_size + asked.block_size) // asked.block_size
+    assert asked.n_blocks <= (2 + len(edits)) * blocks_per_edit
     master.close()
 
 
@@ -366,8 +371,11 @@ def test_refined_fetch_sends_less_and_still_rebuilds_the_file(tmp_path: Path) ->
 
 
 def test_a_short_refinement_reply_ends_the_conversation(tmp_path: Path) -> None:
-    basis = bytes(range(256)) * 4096
-    (tmp_path / "f").write_bytes(basis[:5000] + b"edit" + basis[5000:])
+    basis = np.random.default_rng(8).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    new = bytearray(basis)
+    for at in range(100_000, len(new), 400_000):  # enough edited blocks to pay for it
+        new[at : at + 4] = b"edit"
+    (tmp_path / "f").write_bytes(new)
     master = RawMaster([str(tmp_path)])
     master.hello()
     sig, _ = signature_of(basis)

@@ -1,4 +1,5 @@
-"""The refined delta, called directly: whatever the edits, it patches back to the new file."""
+"""The refined delta, called directly: whatever the edits, it patches back to the new file;
+it asks only for the basis blocks beside its copies, and only when that pays."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ from hypothesis import strategies as st
 
 from deltastage.delta import refine as refine_module
 from deltastage.delta.codec import apply_delta, make_delta
-from deltastage.delta.refine import FineHashes, refined_delta
+from deltastage.delta.refine import (
+    ROUND_TRIP_BYTES,
+    FineHashes,
+    expected_saving,
+    refined_delta,
+    refinement_cost,
+)
 from deltastage.delta.signature import Signature, signature_of
-from deltastage.protocol import RefineRequest
+from deltastage.protocol import RefineReply, RefineRequest
 from deltastage.protocol.events import decode_event
+from deltastage.protocol.frames import encode_frame
 
 MAX_BLOCKS = 1 << 22
 BASIS = np.random.default_rng(3).integers(0, 256, 70_001, dtype=np.uint8).tobytes()
@@ -64,20 +72,25 @@ def edited(basis: bytes, edits: list[tuple[int, int, bytes]], tail: bytes) -> by
     ),
     tail=st.binary(max_size=3000),
     decline=st.booleans(),
+    round_trip=st.sampled_from([0, ROUND_TRIP_BYTES, 1 << 30]),
 )
 def test_a_refined_delta_patches_back_to_the_new_file(
-    edits: list[tuple[int, int, bytes]], tail: bytes, decline: bool
+    edits: list[tuple[int, int, bytes]], tail: bytes, decline: bool, round_trip: int
 ) -> None:
+    """Refined, declined, or not asked (a round trip too dear to pay): always exact."""
     new = edited(BASIS, edits, tail)
     coarse = signature_of(BASIS, block_size=2048)
     asked: list[RefineRequest] = []
     fine_hashes = declining(asked) if decline else answering(BASIS, asked)
-    result = refined_delta(coarse, len(new), reader(new), fine_hashes, max_blocks=MAX_BLOCKS)
+    result = refined_delta(
+        coarse, len(new), reader(new), fine_hashes, max_blocks=MAX_BLOCKS, round_trip=round_trip
+    )
     assert result is not None
     delta, read = result
     assert read == len(new)
     assert apply_delta(BASIS, delta) == new
     assert len(asked) <= 1
+    assert not asked or round_trip < 1 << 30
     for request in asked:
         assert request.block_size < coarse.block_size
         assert sum(count for _, count in request.ranges) <= -(-len(BASIS) // request.block_size)
@@ -88,7 +101,7 @@ def test_an_edit_costs_a_fine_block_not_a_coarse_one() -> None:
     coarse = signature_of(BASIS, block_size=4096)
     asked: list[RefineRequest] = []
     refined = refined_delta(
-        coarse, len(new), reader(new), answering(BASIS, asked), max_blocks=MAX_BLOCKS
+        coarse, len(new), reader(new), answering(BASIS, asked), max_blocks=MAX_BLOCKS, round_trip=0
     )
     assert refined is not None
     (request,) = asked
@@ -146,3 +159,78 @@ def test_mostly_new_data_is_not_refined(monkeypatch: pytest.MonkeyPatch) -> None
         is None
     )
     assert asked == []
+
+
+BIG = np.random.default_rng(5).integers(0, 256, 2_000_000, dtype=np.uint8).tobytes()
+
+
+def test_only_the_blocks_beside_the_copies_are_asked() -> None:
+    """A small new file cut from a big basis, edited: the fine blocks asked for lie beside
+    its copies, not all over the basis (which would cost more than the file)."""
+    new = edited(BIG[1_000_000:1_040_000], [(20_000, 10, b"0123456789")], b"")
+    coarse = signature_of(BIG, block_size=4096)
+    asked: list[RefineRequest] = []
+    refined = refined_delta(
+        coarse, len(new), reader(new), answering(BIG, asked), max_blocks=MAX_BLOCKS, round_trip=0
+    )
+    assert refined is not None and apply_delta(BIG, refined[0]) == new
+    (request,) = asked
+    assert request.n_blocks <= 2 * (2 * 4096 + 512) // 512
+    blocks = [b for first, count in request.ranges for b in range(first, first + count)]
+    assert all(1_000_000 - 4096 <= b * 512 < 1_040_000 + 4096 for b in blocks)
+
+
+def test_literal_with_no_copy_beside_it_asks_nothing() -> None:
+    new = np.random.default_rng(6).integers(0, 256, 30_000, dtype=np.uint8).tobytes()
+    coarse = signature_of(BIG, block_size=4096)
+    asked: list[RefineRequest] = []
+    refined = refined_delta(
+        coarse, len(new), reader(new), answering(BIG, asked), max_blocks=MAX_BLOCKS, round_trip=0
+    )
+    assert refined is not None and asked == []
+    assert apply_delta(BIG, refined[0]) == new
+
+
+def test_a_refinement_that_costs_more_than_it_saves_is_skipped() -> None:
+    new = edited(BASIS, [(30_000, 10, b"0123456789")], b"")
+    coarse = signature_of(BASIS, block_size=4096)
+    asked: list[RefineRequest] = []
+    saving = 4096 - 512  # random bytes: they cross the link as they are
+    refined = refined_delta(
+        coarse,
+        len(new),
+        reader(new),
+        answering(BASIS, asked),
+        max_blocks=MAX_BLOCKS,
+        round_trip=saving,
+    )
+    assert refined is not None and asked == []
+    assert apply_delta(BASIS, refined[0]) == new
+    assert len(refined[0]) >= 4096  # the whole edited coarse block went as literal
+
+
+@pytest.mark.parametrize(("filler", "pays"), [(None, True), (b"x", False)])
+def test_the_saving_is_weighed_compressed(filler: bytes | None, pays: bool) -> None:
+    """A coarse block of literal that compresses to almost nothing is not worth a round
+    trip's worth of fine hashes; the same block of random bytes is."""
+    coarse = signature_of(BASIS[:20_480], block_size=4096)
+    literal = BASIS[8192:12288] if filler is None else filler * 4096
+    segments = [(0, 8192, 0), literal, (12_288, 8192, 12_288)]
+    plan = refine_module.refinement(coarse, segments, 512, round_trip=1024)
+    if not pays:
+        assert plan is None
+        return
+    assert plan is not None
+    assert plan[1] == ((16, 8),)  # fine blocks of basis bytes 8192..12288, none copied
+
+
+def test_the_cost_rule() -> None:
+    # request: 14 bytes and 12 a range; reply: 5 bytes and 4 + strong_len a block; round trip
+    assert refinement_cost(100, 3, 3, 4096) == 14 + 36 + 5 + 700 + 4096
+    request = RefineRequest(512, 3, ((0, 60), (70, 30), (200, 10)))
+    reply = RefineReply(b"h" * 700)
+    wire = sum(len(encode_frame(e.TYPE, e.encode_payload())) for e in (request, reply))
+    assert refinement_cost(100, 3, 3, 0) == wire
+    # every literal byte but a fine block a run, as it would cross the link
+    assert expected_saving(10_000, 2, 512, 0.5) == (10_000 - 1024) // 2
+    assert expected_saving(600, 2, 512, 1.0) == 0

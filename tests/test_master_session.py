@@ -568,6 +568,15 @@ def test_answers_must_be_read_in_request_order(tmp_path: Path) -> None:
     session.close()
 
 
+def edited_blocks(basis: bytes) -> bytes:
+    """An insertion and a few scattered edits: enough edited blocks of random bytes that
+    fine hashes pay for themselves, so the agent asks for them."""
+    new = bytearray(basis[:1000] + b"edit" + basis[1000:])
+    for at in range(100_000, len(new), 250_000):
+        new[at : at + 4] = b"edit"
+    return bytes(new)
+
+
 @pytest.fixture
 def refinements(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Every RefineRequest the master answers, in order."""
@@ -588,7 +597,7 @@ def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
     """The agent reads the requests queued behind a fetch it refines, sets them aside until
     the RefineReply comes, then answers them in order (protocol 4)."""
     basis = random.Random(1).randbytes(2 << 20)
-    (tmp_path / "big").write_bytes(basis[:1000] + b"edit" + basis[1000:])
+    (tmp_path / "big").write_bytes(edited_blocks(basis))
     for i in range(3):
         (tmp_path / f"small{i}").write_bytes(b"small %d" % i)
     session = PeerSession(LocalTransport([str(tmp_path)]))
@@ -605,7 +614,7 @@ def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
     first = next(big)
     assert len(refinements) == 1, "refined, with three requests queued behind it"
     delta = first + b"".join(big)
-    assert apply_delta(basis, delta) == basis[:1000] + b"edit" + basis[1000:]
+    assert apply_delta(basis, delta) == edited_blocks(basis)
     for i, small in enumerate(smalls):
         assert apply_delta(b"", b"".join(small)) == b"small %d" % i
     session.close()
@@ -617,7 +626,7 @@ def test_a_fetch_sent_without_refine_is_never_refined(
     """Behind unread answers a refinement would stall the agent, so the master may forbid
     it (which requests go ahead of it is master.pipeline's, see test_master_pipeline)."""
     basis = random.Random(2).randbytes(2 << 20)
-    new = basis[:1000] + b"edit" + basis[1000:]
+    new = edited_blocks(basis)
     (tmp_path / "big").write_bytes(new)
     session = PeerSession(LocalTransport([str(tmp_path)]))
     session.handshake()

@@ -3,8 +3,16 @@
 An edit costs a whole block of literal; in a big file's large blocks that is mostly old bytes
 the basis already holds. ``refined_delta`` matches the new file against the coarse signature
 once (hashing it on the way), then asks, through a callback, for finer hashes of the basis
-blocks no copy covers (around the edits), and matches only the bytes between the copies again,
-against those fine blocks. The copies stay as they are, in fine units.
+ranges that can still match (``refinement``), and matches only the bytes between the copies
+again, against those fine blocks. The copies stay as they are, in fine units.
+
+The ranges that can still match are the basis bytes beside a copy, on the side of a literal
+run and as long as it: an edit inside a block, or a run that starts or ends where a copy
+does. A run with no copy beside it (a new member of an archive, a file with no match) would
+need the whole basis at the fine size, which costs more than it can save. What is asked must
+pay: its request, its reply and a round trip (``refinement_cost``) against the literal bytes
+it may turn into copies, counted as they would cross the link, compressed
+(``expected_saving``); when it does not pay, the coarse delta is sent as it is.
 
 Pure: the new file is read through ``read_at(offset, n)`` and the fine hashes come from the
 ``fine_hashes`` callback (on the agent, a round trip to the master); nothing here does I/O.
@@ -15,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import zstandard
 
 from deltastage.delta.codec import encode_ops
 from deltastage.delta.matcher import Matcher, PolyIndex
@@ -23,20 +32,57 @@ from deltastage.delta.params import choose_strong_len, count_blocks
 from deltastage.delta.signature import Signature
 from deltastage.hashing import READ_CHUNK, Hasher
 
-__all__ = ["MAX_LITERAL_HELD", "MIN_FINE_BLOCK", "SPLIT", "FineHashes", "ReadAt", "refined_delta"]
+__all__ = [
+    "MAX_LITERAL_HELD",
+    "MIN_FINE_BLOCK",
+    "ROUND_TRIP_BYTES",
+    "SPLIT",
+    "FineHashes",
+    "Ranges",
+    "ReadAt",
+    "expected_saving",
+    "refined_delta",
+    "refinement",
+    "refinement_cost",
+]
 
 SPLIT = 16  # a coarse block is refined into blocks of 1/SPLIT its size
 MIN_FINE_BLOCK = 512  # ... but never smaller than this
 MAX_LITERAL_HELD = 32 << 20  # literal bytes held in memory for a refinement before giving up
+# What the round trip of a refinement counts for, in link bytes: the file's answer waits for
+# the reply, so a refinement must save clearly more than its request and reply.
+ROUND_TRIP_BYTES = 4 << 10
+# Wire bytes of a RefineRequest (frame header, block size, strong length, range count), of
+# each of its ranges, and of the RefineReply's frame header: the cost the agent weighs.
+REQUEST_BYTES = 14
+RANGE_BYTES = 12
+REPLY_BYTES = 5
+# Literal bytes compressed to estimate how much smaller the rest crosses the link.
+_SAMPLE = 1 << 20
+_SAMPLE_LEVEL = 1
 
 ReadAt = Callable[[int, int], bytes]  # read_at(offset, n): up to n bytes of the new file
+Ranges = tuple[tuple[int, int], ...]  # basis blocks: (first block, count), in order
 # fine_hashes(block_size, strong_len, ranges): the weak hashes (u32 little-endian), then the
-# strong ones, of the basis blocks of ``block_size`` in ``ranges`` ((first block, count), in
-# order); b"" to do without them. Anything else must be refused by the callback.
-FineHashes = Callable[[int, int, tuple[tuple[int, int], ...]], bytes]
+# strong ones, of the basis blocks of ``block_size`` in ``ranges``; b"" to do without them.
+# Anything else must be refused by the callback.
+FineHashes = Callable[[int, int, Ranges], bytes]
 
 # a run of the new file: a coarse copy as (basis offset, length, new-file offset), or literal
 _Segment = tuple[int, int, int] | bytes
+
+
+def refinement_cost(n_blocks: int, n_ranges: int, strong_len: int, round_trip: int) -> int:
+    """Link bytes a refinement of ``n_blocks`` fine blocks in ``n_ranges`` ranges costs."""
+    request = REQUEST_BYTES + RANGE_BYTES * n_ranges
+    return request + REPLY_BYTES + n_blocks * (4 + strong_len) + round_trip
+
+
+def expected_saving(literal: int, runs: int, fine: int, packed_ratio: float) -> int:
+    """Link bytes that fine blocks may save on ``literal`` bytes in ``runs`` runs beside
+    copies: all but about one fine block per run (the edit itself), as they would have
+    crossed the link (``packed_ratio``: compressed size over raw size)."""
+    return int(max(0, literal - runs * fine) * packed_ratio)
 
 
 def refined_delta(
@@ -46,12 +92,14 @@ def refined_delta(
     fine_hashes: FineHashes,
     *,
     max_blocks: int,
+    round_trip: int = ROUND_TRIP_BYTES,
 ) -> tuple[bytes, int] | None:
     """The whole raw delta of the new file's first ``size`` bytes, refined around its edits,
     and the bytes read; None when refining cannot pay (then make the delta as usual).
 
-    ``fine_hashes`` is called at most once, and not at all when the coarse blocks left
-    nothing to refine. The fine signature holds at most ``max_blocks`` blocks.
+    ``fine_hashes`` is called at most once, and only when what it is asked for may save
+    more than it costs (``round_trip``: the link bytes its round trip counts for). The fine
+    signature holds at most ``max_blocks`` blocks.
     """
     fine = max(MIN_FINE_BLOCK, coarse.block_size // SPLIT // 64 * 64)
     if (
@@ -65,8 +113,9 @@ def refined_delta(
     if coarse_pass is None:
         return None
     segments, offset, new_hash = coarse_pass
-
-    def coarse_delta() -> tuple[bytes, int]:
+    plan = refinement(coarse, segments, fine, round_trip=round_trip)
+    hashes = fine_hashes(fine, *plan) if plan else b""
+    if plan is None or not hashes:
         ops = [
             Literal(seg)
             if isinstance(seg, bytes)
@@ -74,33 +123,16 @@ def refined_delta(
             for seg in segments
         ]
         return encode_ops(coarse, ops, new_size=offset, new_hash=new_hash), offset
-
-    if all(not isinstance(seg, bytes) for seg in segments):
-        return coarse_delta()
     n_fine = count_blocks(coarse.basis_size, fine)
-    strong_len = choose_strong_len(coarse.basis_size, fine)
-    covered = np.zeros(n_fine, dtype=bool)
-    for seg in segments:
-        if not isinstance(seg, bytes):
-            first, last = _fine_span(seg[0], seg[1], fine, coarse.basis_size, n_fine)
-            covered[first:last] = True
-    missing = np.flatnonzero(~covered)
-    if len(missing) == 0:
-        return coarse_delta()
-    breaks = np.flatnonzero(np.diff(missing) != 1) + 1
-    starts = np.concatenate(([0], breaks)).tolist()
-    ends = np.concatenate((breaks, [len(missing)])).tolist()
-    ranges = tuple((int(missing[a]), int(b - a)) for a, b in zip(starts, ends, strict=True))
-    hashes = fine_hashes(fine, strong_len, ranges)
-    if not hashes:
-        return coarse_delta()
-    # Blocks no copy covers get the basis's hashes; the covered ones stay all-zero (folded
-    # into one candidate): the bytes between copies rarely match them anyway.
-    split = 4 * len(missing)
+    strong_len, ranges = plan
+    asked = np.concatenate([np.arange(first, first + n) for first, n in ranges])
+    # The blocks not asked for stay all-zero (folded into one candidate): the copies hold
+    # some, and the bytes between the copies were not expected to match the others.
+    split = 4 * len(asked)
     weak = np.zeros(n_fine, dtype="<u4")
     strong = np.zeros((n_fine, strong_len), dtype=np.uint8)
-    weak[missing] = np.frombuffer(hashes[:split], dtype="<u4")
-    strong[missing] = np.frombuffer(hashes[split:], dtype=np.uint8).reshape(-1, strong_len)
+    weak[asked] = np.frombuffer(hashes[:split], dtype="<u4")
+    strong[asked] = np.frombuffer(hashes[split:], dtype=np.uint8).reshape(-1, strong_len)
     refined = Signature(
         block_size=fine,
         strong_len=strong_len,
@@ -111,6 +143,84 @@ def refined_delta(
     )
     ops = _rematch(segments, refined, n_fine, read_at)
     return encode_ops(refined, ops, new_size=offset, new_hash=new_hash), offset
+
+
+def refinement(
+    coarse: Signature,
+    segments: Sequence[_Segment],
+    fine: int,
+    *,
+    round_trip: int = ROUND_TRIP_BYTES,
+) -> tuple[int, Ranges] | None:
+    """The strong length and the ranges of the fine blocks (of ``fine`` bytes) worth asking
+    for beside the literal runs of ``segments``; None when there are none or they would
+    cost more than they may save."""
+    n_fine = count_blocks(coarse.basis_size, fine)
+    covered = np.zeros(n_fine, dtype=bool)
+    wanted = np.zeros(n_fine, dtype=bool)
+    runs: list[tuple[int, int | None, int | None]] = []  # (length, basis before, after)
+    before: int | None = None
+    length = 0
+    for seg in segments:
+        if isinstance(seg, bytes):
+            length += len(seg)
+            continue
+        start, span, _ = seg
+        first, last = _fine_span(start, span, fine, coarse.basis_size, n_fine)
+        covered[first:last] = True
+        if length:
+            runs.append((length, before, start))
+            length = 0
+        before = start + span
+    if length:
+        runs.append((length, before, None))
+    literal = anchored = 0
+    for length, after_copy, before_copy in runs:
+        # a literal run may match the basis bytes it would have been, beside its copies
+        reach = length + fine
+        sides = []
+        if after_copy is not None:
+            sides.append(_blocks_of(after_copy, after_copy + reach, fine, n_fine))
+        if before_copy is not None:
+            sides.append(_blocks_of(before_copy - reach, before_copy, fine, n_fine))
+        if any(not covered[first:last].all() for first, last in sides):
+            for first, last in sides:
+                wanted[first:last] = True
+            literal += length
+            anchored += 1
+    missing = np.flatnonzero(wanted & ~covered)
+    if not len(missing):
+        return None
+    breaks = np.flatnonzero(np.diff(missing) != 1) + 1
+    starts = np.concatenate(([0], breaks)).tolist()
+    ends = np.concatenate((breaks, [len(missing)])).tolist()
+    ranges = tuple((int(missing[a]), int(b - a)) for a, b in zip(starts, ends, strict=True))
+    strong_len = choose_strong_len(coarse.basis_size, fine)
+    cost = refinement_cost(len(missing), len(ranges), strong_len, round_trip)
+    saving = expected_saving(literal, anchored, fine, _packed_ratio(segments))
+    if saving <= cost:
+        return None
+    return strong_len, ranges
+
+
+def _blocks_of(start: int, stop: int, fine: int, n_fine: int) -> tuple[int, int]:
+    """The fine blocks [first, last) holding any of the basis bytes [start, stop)."""
+    first = max(0, start // fine)
+    return first, max(first, min(n_fine, -(-stop // fine)))
+
+
+def _packed_ratio(segments: Sequence[_Segment]) -> float:
+    """Compressed over raw size of the first literal bytes (up to ``_SAMPLE``)."""
+    sample = bytearray()
+    for seg in segments:
+        if isinstance(seg, bytes):
+            sample += seg[: _SAMPLE - len(sample)]
+            if len(sample) >= _SAMPLE:
+                break
+    if not sample:
+        return 1.0
+    packed = zstandard.ZstdCompressor(level=_SAMPLE_LEVEL).compress(bytes(sample))
+    return min(1.0, len(packed) / len(sample))
 
 
 def _coarse_segments(
