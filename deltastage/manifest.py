@@ -29,6 +29,7 @@ __all__ = [
     "Manifest",
     "ManifestEntry",
     "read_manifest",
+    "read_manifest_contents",
     "write_manifest",
 ]
 
@@ -150,6 +151,43 @@ def read_manifest(peer_dir_fd: int) -> Manifest | None:
         return None
     with os.fdopen(fd, "rb") as stream:
         return decode_manifest(stream.read(256 << 20))
+
+
+def read_manifest_contents(peer_dir_fd: int) -> dict[str, tuple[int, str]] | None:
+    """Each file's size and xxh3-128 (hex) from the manifest in an open peer dir: None if
+    there is none, IntegrityError if it is bad.
+
+    Lighter than ``read_manifest`` (a day with many files is read in a fraction of the
+    time), for finding bases: a path is not checked here, but by whoever opens it beneath
+    the peer dir."""
+    try:
+        fd = os.open(MANIFEST_NAME, FILE_READ, dir_fd=peer_dir_fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as stream:
+        data = stream.read(256 << 20)
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise IntegrityError("not a deltastage manifest")
+    contents: dict[str, tuple[int, str]] = {}
+    try:
+        for raw in _field(document, "files", list):
+            path, size, digest = raw["path"], raw["size"], raw["xxh3_128"]
+            if (
+                not isinstance(path, str)
+                or type(size) is not int
+                or size < 0
+                or not isinstance(digest, str)
+                or len(digest) != 32
+            ):
+                raise IntegrityError(f"manifest: bad entry for {str(path)[:200]!r}")
+            contents[path] = (size, digest)
+    except (KeyError, TypeError) as exc:
+        raise IntegrityError(f"manifest: file entry lacks {exc}") from None
+    return contents
 
 
 def write_manifest(

@@ -69,8 +69,8 @@ def test_earlier_days_newest_first_and_nothing_else(tmp_path: Path) -> None:
     assert earlier_peer_dirs(tmp_path / "none", "p", TODAY) == []
 
 
-def test_candidates_in_order_previous_day_today_partial(tmp_path: Path) -> None:
-    older = put(day_dir(tmp_path, date(2026, 11, 22)), {"a.txt": b"oldest"})
+def test_candidates_in_order_previous_day_today_partial_older_days(tmp_path: Path) -> None:
+    older = put(day_dir(tmp_path, date(2026, 11, 22)), {"a.txt": b"oldest", "c.txt": b"c"})
     previous = put(
         day_dir(tmp_path, date(2026, 11, 23)),
         {"a.txt": b"day 23", "b.txt": b"only here"},
@@ -78,14 +78,54 @@ def test_candidates_in_order_previous_day_today_partial(tmp_path: Path) -> None:
     )
     today = put(day_dir(tmp_path, TODAY), {"a.txt": b"earlier run", f"{PARTIAL_DIR}/a.txt": b"ha"})
     finder = BasisFinder(tmp_path, "p", TODAY, today)
-    assert finder.candidates("a.txt", 6) == [
-        Basis(previous, "a.txt", "previous", 6, hash_bytes(b"day 23")),
+    day23, day22 = date(2026, 11, 23), date(2026, 11, 22)
+    near = [
+        Basis(previous, "a.txt", "previous", 6, hash_bytes(b"day 23"), day23),
         Basis(today, "a.txt", "today", 11, None),
         Basis(today / PARTIAL_DIR, "a.txt", "partial", 2, None),
     ]
-    assert older not in {b.root for b in finder.candidates("a.txt", 6)}, "only the newest day"
-    assert finder.candidates("b.txt", 9) == [Basis(previous, "b.txt", "previous", 9, None)]
-    assert finder.candidates("c.txt", 1) == []
+    assert finder.candidates("a.txt", 6, earlier=False) == near
+    assert finder.candidates("a.txt", 6) == [
+        *near,
+        Basis(older, "a.txt", "previous", 6, None, day22),
+    ]
+    assert finder.candidates("b.txt", 9) == [Basis(previous, "b.txt", "previous", 9, None, day23)]
+    assert finder.candidates("c.txt", 1) == [Basis(older, "c.txt", "previous", 1, None, day22)]
+    assert finder.candidates("d.txt", 1) == []
+    assert finder.previous_day == day23
+
+
+def test_older_days_come_from_their_manifests_within_basis_days(tmp_path: Path) -> None:
+    """A day's manifest is read, not its files; a copy whose content a newer day has is
+    left out; days beyond basis_days are not searched, the most recent one always is."""
+    days = [date(2026, 11, d) for d in (23, 20, 17, 9)]
+    roots = [day_dir(tmp_path, day) for day in days]
+    put(roots[0], {"x": b"week 2"}, vouched=("x",))
+    put(roots[1], {"x": b"week 1", "y": b"y"}, vouched=("x", "y"))
+    put(roots[2], {"x": b"week 1", "y": b"y"}, vouched=("x", "y"))
+    (roots[2] / "x").unlink()  # the manifest vouches for it: it is not walked
+    put(roots[3], {"x": b"older than basis_days"})
+    finder = BasisFinder(tmp_path, "p", TODAY, day_dir(tmp_path, TODAY), basis_days=14)
+    assert [(b.day, b.known_hash) for b in finder.candidates("x", 6)] == [
+        (days[0], hash_bytes(b"week 2")),
+        (days[1], hash_bytes(b"week 1")),
+    ]
+    assert [b.day for b in finder.candidates("y", 1)] == [days[1]]
+    far = BasisFinder(tmp_path, "p", date(2026, 12, 30), day_dir(tmp_path, TODAY), basis_days=3)
+    assert far.previous_day == TODAY, "the most recent day, however old"
+    assert far.candidates("x", 6) == [], "and no other beyond basis_days"
+
+
+def test_a_similar_name_in_an_older_day(tmp_path: Path) -> None:
+    older = put(day_dir(tmp_path, date(2026, 11, 20)), {"db/dump-2026-11-20.sql": b"d" * 40})
+    put(day_dir(tmp_path, date(2026, 11, 23)), {"other": b"o"})
+    finder = BasisFinder(tmp_path, "p", TODAY, day_dir(tmp_path, TODAY))
+    (stand_in,) = finder.candidates("db/dump-2026-11-24.sql", 41)
+    assert (stand_in.root, stand_in.path, stand_in.kind) == (
+        older,
+        "db/dump-2026-11-20.sql",
+        "similar",
+    )
 
 
 def test_a_similar_name_stands_in_for_a_missing_or_empty_file(tmp_path: Path) -> None:
@@ -104,7 +144,12 @@ def test_a_similar_name_stands_in_for_a_missing_or_empty_file(tmp_path: Path) ->
     finder = BasisFinder(tmp_path, "p", TODAY, day_dir(tmp_path, TODAY))
     (best,) = finder.candidates("db/dump-2026-11-24.sql", 99)
     assert best == Basis(
-        previous, "db/dump-2026-11-23.sql", "similar", 100, hash_bytes(b"x" * 100)
+        previous,
+        "db/dump-2026-11-23.sql",
+        "similar",
+        100,
+        hash_bytes(b"x" * 100),
+        date(2026, 11, 23),
     ), "same directory, digits aside, the closest size"
     (stand_in,) = finder.candidates("db/empty-1.sql", 50)
     assert (stand_in.path, stand_in.kind) == ("db/empty-2.sql", "similar")

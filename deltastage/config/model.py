@@ -209,6 +209,14 @@ class Options:
             "owner), like rsync `--link-dest`; `false` = copy",
         ),
     )
+    basis_days: int = field(
+        default=14,
+        metadata=key(
+            Integer(1, 3660),
+            "a file's bases are searched for in the peer's daily dirs of this many days "
+            "back (the most recent earlier one always)",
+        ),
+    )
     max_files_per_peer: int = field(
         default=1_000_000,
         metadata=key(Integer(1, 1 << 40), "a peer listing more files fails"),

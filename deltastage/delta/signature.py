@@ -55,6 +55,7 @@ __all__ = [
     "encode_signature",
     "encode_signatures",
     "signature_of",
+    "signature_size",
     "strong_hash",
 ]
 
@@ -300,6 +301,27 @@ class MultiSignatureBuilder:
     @property
     def signatures(self) -> tuple[Signature, ...]:
         return tuple(part.signature for part in self._parts)
+
+    @property
+    def encoded_size(self) -> int:
+        """Bytes of the whole encoded signature, known before any basis is read."""
+        sizes = [part.basis_size for part in self._parts]
+        return signature_size(sizes, block_size=self.block_size, strong_len=self.strong_len)
+
+
+def signature_size(
+    basis_sizes: Sequence[int], *, block_size: int | None = None, strong_len: int | None = None
+) -> int:
+    """Bytes of the encoded signature of bases of these sizes (``MultiSignatureBuilder``'s
+    defaults for the block size and strong length), known before any basis is read."""
+    check_basis_count(len(basis_sizes))
+    bs = choose_block_size(max(basis_sizes)) if block_size is None else block_size
+    sl = choose_strong_len(sum(basis_sizes), bs) if strong_len is None else strong_len
+    blocks = sum(count_blocks(size, bs) for size in basis_sizes)
+    if len(basis_sizes) == 1:
+        return _HEADER.size + blocks * (4 + sl) + _TRAILER_SIZE
+    head = _MULTI_HEADER.size + len(basis_sizes) * (_SIZE.size + HASH_SIZE)
+    return head + blocks * (4 + sl) + _CHECK.size
 
 
 def _multi_header(strong_len: int, block_size: int, sizes: Sequence[int]) -> bytes:

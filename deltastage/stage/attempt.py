@@ -202,14 +202,18 @@ class Attempt:
     def _stage(self, files: list[RemoteEntry], guessed: Transfer | None) -> None:
         target = self.target
         finder = BasisFinder(
-            target.config.staging_dir, target.peer.name, target.run_date, target.peer_dir
+            target.config.staging_dir,
+            target.peer.name,
+            target.run_date,
+            target.peer_dir,
+            basis_days=self.options.basis_days,
         )
         local, remote = order_by_work(files, finder)
         if self.presigner is not None:
             self.presigner.keep_only(
-                {c[0].path for _, c in remote if c and c[0].root == self.presigner.root}
+                {b[0].path for _, b in remote if len(b) == 1 and b[0].root == self.presigner.root}
             )
-        jobs = [Job(entry, candidates) for entry, candidates in remote]
+        jobs = [Job(entry, bases) for entry, bases in remote]
         if guessed is not None:
             adopt(guessed, jobs)
         for job in jobs:
@@ -217,8 +221,8 @@ class Attempt:
         self.pipeline.send()
         # the local copies are queued while the first requests are on their way, and
         # settled by the committer meanwhile
-        for entry, candidates in local:
-            self._stage_local(entry, candidates)
+        for entry, bases in local:
+            self._stage_local(entry, bases[0])
         self.committer.submit()
         self._receive_all()
         mismatched = self._settle()
@@ -273,7 +277,7 @@ class Attempt:
         except OSError as exc:
             raise DeltastageError(f"{job.entry.path}: {exc.strerror or exc}") from exc
 
-    def _stage_local(self, entry: RemoteEntry, candidates: list[Basis]) -> None:
+    def _stage_local(self, entry: RemoteEntry, basis: Basis) -> None:
         """A file whose content the master holds already: copied or linked by the committer."""
         parts = check_relative_path(entry.path)
         assert entry.xxh3_128 is not None
@@ -281,7 +285,7 @@ class Attempt:
             if self._reuse_staged(self.dirs.parent_of(parts), parts[-1], entry):
                 return
             self.committer.add(
-                Pending(entry, parts, temp_name(), entry.size, entry.xxh3_128, candidates[0])
+                Pending(entry, parts, temp_name(), entry.size, entry.xxh3_128, basis)
             )
             self._local.add(entry.path)
         except OSError as exc:

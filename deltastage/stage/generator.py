@@ -67,7 +67,8 @@ class RequestGenerator:
     def prepare(self, job: Job) -> Transfer:
         """Open the job's basis (per its plan) and a temp file; the request's signature is
         made as it is sent, unless the presigner made it already."""
-        basis, strong_len = job.plan
+        bases, strong_len = job.plan
+        basis = bases[0] if bases else None  # a fetch has one basis until the protocol takes more
         dir_fd = self._dirs.parent_of(job.parts)
         basis_fd = self._bases.open(basis) if basis is not None else -1
         transfer = Transfer(job, temp_name(), dir_fd, basis_fd)
@@ -148,16 +149,15 @@ class RequestGenerator:
 def adopt(guessed: Transfer, jobs: list[Job]) -> None:
     """The guessed fetch becomes the first transfer of the job it turned out to be (taken
     out of ``jobs``); no job wants it as it is, it stays a guess (read and dropped)."""
-    wanted, _ = guessed.job.plan
-    assert wanted is not None
+    (wanted,), _ = guessed.job.plan
     if not guessed.signed:  # withdrawn: the job signs and requests its file itself
         return
     for index, job in enumerate(jobs):
-        basis, strong_len = job.plan
+        bases, strong_len = job.plan
         if (
-            basis is not None
+            len(bases) == 1
             and strong_len is None
-            and (basis.root, basis.path) == (wanted.root, wanted.path)
+            and (bases[0].root, bases[0].path) == (wanted.root, wanted.path)
             and job.entry.path == guessed.job.entry.path
         ):
             del jobs[index]

@@ -12,10 +12,11 @@ from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
 from deltastage.models import RemoteEntry
 from deltastage.safefs import check_relative_path
 from deltastage.stage.basis import Basis, BasisFinder
+from deltastage.stage.choose import choose_bases, settled
 
-__all__ = ["Job", "Planned", "order_by_work", "select_entries"]
+__all__ = ["Job", "Planned", "order_by_work", "plan_bases", "select_entries"]
 
-Planned = tuple[RemoteEntry, list[Basis]]  # a file and its basis candidates, best first
+Planned = tuple[RemoteEntry, list[Basis]]  # a file and its chosen bases, best first
 
 
 def select_entries(
@@ -64,23 +65,34 @@ def order_by_work(
     local: list[Planned] = []
     remote: list[Planned] = []
     for entry in files:
-        candidates = finder.candidates(entry.path, entry.size)
-        best = candidates[0] if candidates else None
-        held = best is not None and best.known_hash == entry.xxh3_128 and best.size == entry.size
-        (local if held else remote).append((entry, candidates))
+        bases = plan_bases(entry, finder)
+        held = len(bases) == 1 and (bases[0].known_hash, bases[0].size) == (
+            entry.xxh3_128,
+            entry.size,
+        )
+        (local if held else remote).append((entry, bases))
     remote.sort(key=lambda pair: -pair[0].size)
     return local, remote
 
 
-class Job:
-    """One file to fetch, and the ways to try: with the best basis, then without one."""
+def plan_bases(entry: RemoteEntry, finder: BasisFinder) -> list[Basis]:
+    """The bases chosen for ``entry``; the older days are searched only when the most
+    recent ones leave the choice open."""
+    bases = choose_bases(entry, finder.candidates(entry.path, entry.size, earlier=False))
+    if settled(entry, bases):
+        return bases
+    return choose_bases(entry, finder.candidates(entry.path, entry.size))
 
-    def __init__(self, entry: RemoteEntry, candidates: list[Basis]) -> None:
+
+class Job:
+    """One file to fetch, and the ways to try: with its bases, then without any."""
+
+    def __init__(self, entry: RemoteEntry, bases: list[Basis]) -> None:
         self.entry = entry
         self.parts = check_relative_path(entry.path)
-        self.plans: list[tuple[Basis | None, int | None]] = [
-            (candidates[0] if candidates else None, None),
-            (None, MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
+        self.plans: list[tuple[tuple[Basis, ...], int | None]] = [
+            (tuple(bases), None),
+            ((), MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
         ]
         self.index = 0
         self.changed_retry = True  # one more try for a file that changed while read
@@ -92,7 +104,7 @@ class Job:
     def refetch_of(cls, entry: RemoteEntry) -> Job:
         """A staged copy that did not verify: fetched again without a basis."""
         job = cls(entry, [])
-        job.plans, job.fresh, job.refetch = [(None, MAX_STRONG_LEN)], False, True
+        job.plans, job.fresh, job.refetch = [((), MAX_STRONG_LEN)], False, True
         return job
 
     @classmethod
@@ -103,8 +115,9 @@ class Job:
         return job
 
     @property
-    def plan(self) -> tuple[Basis | None, int | None]:
-        """The basis to try (if any) and the strong hash length (None: the default)."""
+    def plan(self) -> tuple[tuple[Basis, ...], int | None]:
+        """The bases to try (none: a plain transfer) and the strong hash length (None: the
+        default)."""
         return self.plans[self.index]
 
     def next_plan(self) -> bool:
