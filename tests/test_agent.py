@@ -379,7 +379,7 @@ def test_a_short_refinement_reply_ends_the_conversation(tmp_path: Path) -> None:
     master = RawMaster([str(tmp_path)])
     master.hello()
     sig, _ = signature_of(basis)
-    master.send(Fetch(str(tmp_path), "f", 1))
+    master.send(Fetch(str(tmp_path), "f", 1, basis_sizes=(len(basis),)))
     master.send(SigData(sig))
     master.send(SigEnd())
     assert isinstance(master.receive(), RefineRequest)

@@ -61,6 +61,7 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
+from deltastage.protocol.wire import Writer
 from deltastage.transform.recipe import (
     Bzip2Stream,
     DeflateParams,
@@ -250,16 +251,24 @@ def fuzz_connection(role: Role, data: bytes, split: list[int]) -> None:
         assert str(exc) and "\n" not in str(exc)
 
 
+AGENT_SIG = encode_signature(signature_of(DATA[:3000], block_size=512))
+AGENT_MULTI_SIG = encode_signatures(
+    (signature_of(DATA[:3000], block_size=512), signature_of(DATA[100:900], block_size=512))
+)
+
+
 def master_transcript(root: str) -> bytes:
     """A master's requests of every kind to an agent serving ``root``, writes of names it
     must refuse among them (frames as a hostile master would write them, unchecked)."""
-    signature = encode_signature(signature_of(DATA[:3000], block_size=512))
     requests: list[Event] = [
         Hello(PROTOCOL_VERSION, "m", CAPABILITIES, (DEFAULT_INDICATOR,)),
         IndicatorQuery(root, "cback.collect"),
         ListRequest(root),
-        Fetch(root, "a.txt", 3, False),
-        SigData(signature),
+        Fetch(root, "a.txt", 3, False, (3000,)),
+        SigData(AGENT_SIG),
+        SigEnd(),
+        Fetch(root, "a.txt", 3, False, (3000, 800)),
+        SigData(AGENT_MULTI_SIG),
         SigEnd(),
         IndicatorWrite(root, DEFAULT_INDICATOR),
         IndicatorWrite(root, "a.txt"),
@@ -400,6 +409,56 @@ def test_mutated_master_transcript_into_the_agent(
     peer_tree: Path, edits: list[tuple[int, int, bytes]], split: list[int]
 ) -> None:
     fuzz_agent(peer_tree, edits, split)
+
+
+def raw_fetch(root: str, path: str, sizes: list[int]) -> bytes:
+    """A Fetch frame written by hand: any basis count and sizes (the writer bounds them)."""
+    writer = Writer()
+    writer.text(root, 4096, "root")
+    writer.text(path, 4096, "path")
+    writer.u8(len(sizes), "count")
+    for size in sizes:
+        writer.u64(size, "size")
+    writer.u8(3, "level")
+    writer.u8(0, "refine")
+    return encode_frame(Fetch.TYPE, writer.getvalue())
+
+
+@given(
+    st.lists(st.sampled_from([0, 800, 3000]) | st.integers(0, (1 << 64) - 1), max_size=12),
+    st.booleans(),
+    splits,
+)
+def test_fetch_basis_fields_into_the_agent(
+    peer_tree: Path, sizes: list[int], multi: bool, split: list[int]
+) -> None:
+    """Whatever bases a Fetch names, the agent answers (a delta only when they are those
+    of the signature that follows, else a protocol error) and changes nothing."""
+    collect = peer_tree / "collect"
+    before = snapshot(peer_tree)
+    signature, signed = (AGENT_MULTI_SIG, [3000, 800]) if multi else (AGENT_SIG, [3000])
+    hello = Hello(PROTOCOL_VERSION, "m", CAPABILITIES, (DEFAULT_INDICATOR,))
+    data = b"".join(
+        [
+            encode_frame(hello.TYPE, hello.encode_payload()),
+            raw_fetch(str(collect), "a.txt", sizes),
+            *(encode_frame(e.TYPE, e.encode_payload()) for e in (SigData(signature), SigEnd())),
+            encode_frame(Bye.TYPE, Bye().encode_payload()),
+        ]
+    )
+    pieces = list(split)
+    answers = bytearray()
+
+    def read(n: int) -> bytes:
+        nonlocal data
+        size = max(1, min(pieces.pop(0) if pieces else n, n))
+        chunk, data = data[:size], data[size:]
+        return chunk
+
+    serve([str(collect)], read, answers.extend, indicators=(DEFAULT_INDICATOR,))
+    assert snapshot(peer_tree) == before
+    refused = b"Fetch named" in answers or b"bases outside" in answers
+    assert refused == (sizes != signed), bytes(answers[-200:])
 
 
 @given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(SIG_BYTES, c))))

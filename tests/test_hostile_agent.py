@@ -180,6 +180,23 @@ def deep(n: int) -> str:
     return "d/" * n + "f"
 
 
+def multi_header(liar: Liar, extra: int = 0) -> bytes:
+    """A several-bases delta header (delta.wire's DDLM) naming the bases the liar was
+    offered, and ``extra`` made-up ones after them."""
+    sigs = liar.signatures
+    head = struct.pack("<4sBBHI", b"DDLM", 1, len(sigs) + extra, 0, sigs[0].block_size)
+    named = [(s.basis_size, s.basis_hash) for s in sigs] + [(5000, b"\7" * 16)] * extra
+    return head + b"".join(struct.pack("<Q16s", size, digest) for size, digest in named)
+
+
+def plant_earlier_days(peer_dir: Path, outside: Path) -> None:
+    """Last week's copy and yesterday's small one: the victim is fetched against both."""
+    for day, data in (("22", b"v" * 100), ("16", b"v" * 4000 + b"w" * 1000)):
+        earlier = peer_dir.parent.parent / day / "liar"
+        earlier.mkdir(parents=True)
+        (earlier / "victim.bin").write_bytes(data)
+
+
 ATTACKS = [
     Attack("dotdot", r"'\.\.'", on_list=lying_file("../../outside/secret.txt")),
     Attack("dotdot-inner", r"'\.\.'", on_list=lying_file("a/../../../outside/secret.txt")),
@@ -374,6 +391,26 @@ ATTACKS = [
         on_fetch=lambda liar, r, sig: [DeltaData(b"DDLT"), b"\xee" * 32],
     ),
     Attack(
+        # honest: the victim is patched from both earlier days' copies
+        "several-bases-honest",
+        "",
+        plant=plant_earlier_days,
+    ),
+    Attack(
+        "bases-not-offered",
+        "against 4 bases, 2 given|against 3 bases, 1 given",
+        plant=plant_earlier_days,
+        on_fetch=fetch_parts(lambda liar, r, sig: [multi_header(liar, extra=2)]),
+    ),
+    Attack(
+        "basis-index-out-of-range",
+        "copy from basis 7 of 2|bases, 1 given",
+        plant=plant_earlier_days,
+        on_fetch=fetch_parts(
+            lambda liar, r, sig: [multi_header(liar), b"C" + struct.pack("<BII", 7, 0, 1)]
+        ),
+    ),
+    Attack(
         "extreme-mtime-and-setuid",
         "",
         on_list=listing_of(
@@ -519,6 +556,15 @@ def test_attack_is_refused_and_contained(tmp_path: Path, attack: Attack) -> None
         assert not path.is_symlink() or path.name in ("etc", "victim.bin", ".deltastage-partial")
         if path.is_file() and not path.is_symlink():
             assert not path.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
+
+
+def test_the_several_bases_attacks_are_offered_two_bases(tmp_path: Path) -> None:
+    """The victim's fetch is made against both earlier days' copies: the lies about bases
+    are told to a master that offered two."""
+    honest = next(a for a in ATTACKS if a.name == "several-bases-honest")
+    outcome = run_attack(tmp_path, honest)
+    assert [s.basis_size for s in outcome.liar.signatures] == [100, 5000]
+    assert outcome.report.peers[0].status == "staged"
 
 
 def test_attack_count() -> None:

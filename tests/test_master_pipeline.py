@@ -277,6 +277,7 @@ def fetch(name: str, signature: list[bytes], basis: bytes = b"") -> Fetch:
             sum(map(len, signature)),
             builder.block_size,
             (lambda offset, n: basis[offset : offset + n]) if basis else None,
+            (len(basis),),
         )
     )
 

@@ -87,7 +87,8 @@ def fetch_file(
     out = bytearray()
     patcher: Patcher | None = None
     reader = (lambda offset, n: basis[offset : offset + n]) if refine else None
-    for chunk in session.fetch(str(root), path, signature(), basis=reader):
+    sizes = (len(basis),)
+    for chunk in session.fetch(str(root), path, signature(), basis=reader, basis_sizes=sizes):
         if patcher is None:  # the signature has been sent by the time a delta byte arrives
             patcher = Patcher(
                 lambda offset, n: basis[offset : offset + n],
@@ -324,7 +325,9 @@ def test_an_agent_refining_what_it_may_not_is_refused(refine: bool) -> None:
     builder = SignatureBuilder(size)
     assert (builder.block_size >= 1024) is not refine
     sig = builder.update(bytes(size)) + builder.finish()
-    answer = session.request_fetch("/r", "f", [sig], basis=lambda o, n: bytes(n), refine=refine)
+    answer = session.request_fetch(
+        "/r", "f", [sig], basis=lambda o, n: bytes(n), refine=refine, basis_sizes=(size,)
+    )
     with pytest.raises(RemoteProtocolError, match="refine"):
         list(answer)
     assert transport.closed
@@ -538,7 +541,9 @@ def test_an_unreadable_basis_declines_the_refinement(tmp_path: Path) -> None:
     def unreadable(offset: int, n: int) -> bytes:
         raise OSError(5, "I/O error")
 
-    delta = b"".join(session.fetch(str(tmp_path), "f", [sig], basis=unreadable))
+    delta = b"".join(
+        session.fetch(str(tmp_path), "f", [sig], basis=unreadable, basis_sizes=(len(basis),))
+    )
     assert apply_delta(basis, delta) == new  # coarse, but complete
     session.close()
 
@@ -606,7 +611,11 @@ def test_requests_go_ahead_of_a_fetch_that_is_then_refined(
     assert builder.block_size >= 1024
     sig = builder.update(basis) + builder.finish()
     big = session.request_fetch(
-        str(tmp_path), "big", [sig], basis=lambda offset, n: basis[offset : offset + n]
+        str(tmp_path),
+        "big",
+        [sig],
+        basis=lambda offset, n: basis[offset : offset + n],
+        basis_sizes=(len(basis),),
     )
     smalls = [
         session.request_fetch(str(tmp_path), f"small{i}", empty_signature()) for i in range(3)
@@ -639,6 +648,7 @@ def test_a_fetch_sent_without_refine_is_never_refined(
             [sig],
             basis=lambda offset, n: basis[offset : offset + n],
             refine=refine,
+            basis_sizes=(len(basis),),
         )
         assert apply_delta(basis, b"".join(big)) == new
         assert len(refinements) == int(refine)

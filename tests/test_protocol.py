@@ -9,6 +9,7 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deltastage.delta.params import MAX_BASES
 from deltastage.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from deltastage.protocol import (
     CAPABILITIES,
@@ -104,7 +105,14 @@ events = st.one_of(
     st.builds(IndicatorState, st.booleans()),
     st.builds(IndicatorWrite, names, names),
     st.just(Ok()),
-    st.builds(Fetch, names, names, st.integers(0, 22), st.booleans()),
+    st.builds(
+        Fetch,
+        names,
+        names,
+        st.integers(0, 22),
+        st.booleans(),
+        st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=MAX_BASES).map(tuple),
+    ),
     st.builds(SigData, st.binary(max_size=300)),
     st.just(SigEnd()),
     st.just(Cancel()),
@@ -604,3 +612,17 @@ def test_the_agent_never_sends_ahead() -> None:
         pump(master, agent, each)
     with pytest.raises(LocalProtocolError):
         agent.send(Fetch("/srv/a", "b"))
+
+
+def test_a_fetch_names_one_to_max_bases() -> None:
+    for count in (0, MAX_BASES + 1):
+        with pytest.raises(LocalProtocolError, match="bases outside"):
+            Fetch("/srv/a", "x", basis_sizes=(1,) * count).encode_payload()
+        payload = Fetch("/srv/a", "x", basis_sizes=(1,)).encode_payload()
+        forged = payload[:-11] + bytes([count]) + (1).to_bytes(8, "big") * count + payload[-2:]
+        with pytest.raises(RemoteProtocolError, match="bases outside"):
+            decode_event(Fetch.TYPE, forged)
+    sizes = tuple(range(MAX_BASES))
+    assert decode_event(Fetch.TYPE, Fetch("/a", "b", basis_sizes=sizes).encode_payload()) == (
+        Fetch("/a", "b", basis_sizes=sizes)
+    )

@@ -1,10 +1,12 @@
 """A fetch, answered: decode the master's signature, then stream the file's delta against it.
 
-The signature is read to its end even when it is refused (the master sends it without
+The signature may be of several bases (up to ``MAX_BASES``); it must be of exactly those the
+Fetch named. It is read to its end even when it is refused (the master sends it without
 listening, and an early answer would only reach it as a broken pipe). A big file whose
-request allows it is refined around its edits (``delta.refine``: one round trip for finer
-hashes of the basis); any other goes through the streaming ``DeltaEncoder``. A file whose
-size or mtime changed while it was read is answered ``changed``, never sent as it was.
+request allows it (one basis) is refined around its edits (``delta.refine``: one round trip
+for finer hashes of the basis); any other goes through the streaming ``DeltaEncoder``. A
+file whose size or mtime changed while it was read is answered ``changed``, never sent as
+it was.
 """
 
 from __future__ import annotations
@@ -59,13 +61,16 @@ class Sender:
         self.encoder = encoder
 
     def fetch(self, request: Fetch) -> None:
-        signature = self._signature()
-        if signature is not None:
-            self._send_file(request, signature)
+        signatures = self._signatures(request)
+        if signatures is not None:
+            self._send_file(request, signatures)
 
-    def _signature(self) -> Signature | None:
-        """The request's signature, or None when the master withdrew it (Cancel)."""
-        decoder = SignatureDecoder(max_blocks=MAX_SIGNATURE_BLOCKS, max_basis_size=MAX_BASIS_SIZE)
+    def _signatures(self, request: Fetch) -> tuple[Signature, ...] | None:
+        """The request's signature, one per basis, or None when the master withdrew it
+        (Cancel)."""
+        decoder = SignatureDecoder(
+            max_blocks=MAX_SIGNATURE_BLOCKS, max_basis_size=MAX_BASIS_SIZE, multi=True
+        )
         problem: Refusal | None = None
         fatal: str | None = None
         while True:
@@ -91,11 +96,18 @@ class Sender:
         if problem is not None:
             raise problem
         try:
-            return decoder.result()
+            signatures = decoder.results()
         except DeltaFormatError as exc:
             raise RemoteProtocolError(f"malformed signature: {exc}") from None
+        sizes = tuple(sig.basis_size for sig in signatures)
+        if sizes != request.basis_sizes:
+            raise RemoteProtocolError(
+                f"the signature is of bases of {list(sizes)} bytes, "
+                f"its Fetch named {list(request.basis_sizes)}"
+            )
+        return signatures
 
-    def _send_file(self, request: Fetch, signature: Signature) -> None:
+    def _send_file(self, request: Fetch, signatures: tuple[Signature, ...]) -> None:
         fd = self.rootfs.open_file(request.root, request.path)
         try:
             before = os.fstat(fd)
@@ -107,7 +119,8 @@ class Sender:
             # earlier file of the session (see protocol.stream)
             self.conversation.connection.compress_deltas(request.level)
             refined = None
-            if request.refine and signature.block_size >= REFINE_MIN_BLOCK:
+            (signature, *others) = signatures
+            if request.refine and not others and signature.block_size >= REFINE_MIN_BLOCK:
                 refined = refined_delta(
                     signature,
                     before.st_size,
@@ -119,7 +132,7 @@ class Sender:
                 delta, offset = refined
                 self._send_delta(delta)
             else:
-                offset = self._stream_delta(read_at, before.st_size, signature)
+                offset = self._stream_delta(read_at, before.st_size, signatures)
             after = os.fstat(fd)
         except OSError as exc:
             raise Refusal.io(request.path, exc) from None
@@ -147,9 +160,9 @@ class Sender:
             )
         return data
 
-    def _stream_delta(self, read_at: ReadAt, size: int, signature: Signature) -> int:
+    def _stream_delta(self, read_at: ReadAt, size: int, signatures: tuple[Signature, ...]) -> int:
         """Stream the delta of the file's first ``size`` bytes; return the bytes read."""
-        encoder = self.encoder(signature, level=0)
+        encoder = self.encoder(signatures, level=0)
         pending = bytearray()
         offset = 0
         # the size seen first bounds the read: a file that keeps growing still ends

@@ -76,13 +76,15 @@ def may_refine(ahead: bool, block_size: int) -> bool:
 
 @dataclass(frozen=True)
 class FetchRequest:
-    """One file's fetch, ready to send: its path and its basis's signature."""
+    """One file's fetch, ready to send: its path and its bases' signature."""
 
     path: str
     signature: Iterable[bytes]  # the encoded signature, produced as it is sent
     signature_size: int  # bytes of the encoded signature
     block_size: int
-    basis: Callable[[int, int], bytes] | None = None  # reads the basis, for refinement
+    # reads the basis, for refinement (of a fetch with one basis only)
+    basis: Callable[[int, int], bytes] | None = None
+    basis_sizes: tuple[int, ...] = (0,)  # the bases the signature is of (none: one empty)
 
 
 class Prepared(Protocol):
@@ -217,7 +219,8 @@ class Pipeline(Generic[J, P]):
             if ahead and not self._admits(request.signature_size):
                 return  # its signature is too big to wait unread: once the answers are read
             prepared, self._held = self._held, None
-            self._request(prepared, may_refine(ahead, request.block_size))
+            single = len(request.basis_sizes) == 1
+            self._request(prepared, single and may_refine(ahead, request.block_size))
 
     def _request(self, prepared: P, refine: bool) -> None:
         request = prepared.request
@@ -230,6 +233,7 @@ class Pipeline(Generic[J, P]):
                 level=self._level,
                 basis=request.basis,
                 refine=refine,
+                basis_sizes=request.basis_sizes,
             )
         except Exception as exc:
             self._withdrawn = True

@@ -76,7 +76,7 @@ RECV_CHUNK = 256 << 10
 DRAIN_LIMIT = 64 << 20
 SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
 _REFINE_READ = 4 << 20  # basis bytes read and hashed at a time for a refinement
-_SIG_HEAD = 20  # bytes of an encoded signature up to and including the basis size
+_SIG_HEAD = 12  # bytes of an encoded signature up to and including the block size
 
 
 def _agent_error(error: Error, *, fetching: bool = False) -> DeltastageError:
@@ -98,7 +98,7 @@ class _Pending:
 
     def __init__(self, basis: Callable[[int, int], bytes] | None) -> None:
         self.basis = basis
-        self.basis_size: int | None = None  # from the signature header, bounds refinement
+        self.basis_size: int | None = None  # of a single basis: bounds refinement
         self.block_size = 0
         self.refine = True  # the request let the agent refine it
         self.answer: Generator[bytes, None, None] | None = None
@@ -402,12 +402,16 @@ class PeerSession:
         *,
         level: int = 3,
         basis: Callable[[int, int], bytes] | None = None,
+        basis_sizes: Sequence[int] = (0,),
     ) -> Iterator[bytes]:
         """Send the encoded signature stream, then yield the encoded delta stream.
 
+        ``basis_sizes`` are the sizes of the bases the signature is of, in its order (the
+        default: no basis, one empty one); the agent refuses a signature of others.
         ``basis(offset, n)`` reads the basis the signature was made from: with it the agent
         may ask for finer block hashes of the parts its delta could not copy (a few KiB
         that save most of a coarse block of literal per edit); without it, that is declined.
+        A signature of several bases is never refined.
 
         Nothing is sent until the first ``next()``. A fetch abandoned half way is drained
         when the generator is closed or when the next request starts, so the session stays
@@ -415,7 +419,7 @@ class PeerSession:
         """
         split_relative(path)
         self._alive()
-        return self._fetch_when_iterated(root, path, signature, level, basis)
+        return self._fetch_when_iterated(root, path, signature, level, basis, basis_sizes)
 
     def _fetch_when_iterated(
         self,
@@ -424,9 +428,12 @@ class PeerSession:
         signature: Iterable[bytes],
         level: int,
         basis: Callable[[int, int], bytes] | None,
+        basis_sizes: Sequence[int],
     ) -> Generator[bytes, None, None]:
         self._ready()
-        yield from self.request_fetch(root, path, signature, level=level, basis=basis)
+        yield from self.request_fetch(
+            root, path, signature, level=level, basis=basis, basis_sizes=basis_sizes
+        )
 
     def request_fetch(
         self,
@@ -437,6 +444,7 @@ class PeerSession:
         level: int = 3,
         basis: Callable[[int, int], bytes] | None = None,
         refine: bool = True,
+        basis_sizes: Sequence[int] = (0,),
     ) -> Generator[bytes, None, None]:
         """Send the request now, ahead of unread answers; return an iterator over its delta
         (see ``fetch``), to be read after theirs. How far ahead is safe is the caller's to
@@ -450,11 +458,14 @@ class PeerSession:
         self._alive()
         if self._requesting:
             raise LocalProtocolError("a fetch is in progress; finish or close it first")
+        sizes = tuple(basis_sizes)
         pending = _Pending(basis)
-        pending.refine = refine
+        # refinement works on one basis (delta.refine)
+        pending.refine = refine and len(sizes) == 1
+        pending.basis_size = sizes[0] if len(sizes) == 1 else None
         self._requesting = True
         try:
-            self._send(Fetch(root, path, level, refine))
+            self._send(Fetch(root, path, level, pending.refine, sizes))
             self._send_signature(signature, pending)
             self._send(SigEnd())
         finally:
@@ -566,12 +577,11 @@ class PeerSession:
                 if self._dead is None:
                     self._send(Cancel())
                 raise
-            if request.basis_size is None and len(pending) + len(chunk) >= _SIG_HEAD:
-                # the basis size that refinement requests are checked against, read from
-                # the signature header (magic, version, strong_len, 0, block_size, size)
+            if not request.block_size and len(pending) + len(chunk) >= _SIG_HEAD:
+                # the block size that refinement requests are checked against, read from
+                # the signature header (magic, version, strong_len, n, block_size, ...)
                 head = bytes(pending[:_SIG_HEAD]) + bytes(chunk[: _SIG_HEAD - len(pending)])
                 request.block_size = int.from_bytes(head[8:12], "little")
-                request.basis_size = int.from_bytes(head[12:20], "little")
             pending += chunk
             while len(pending) >= SIG_FRAME:
                 self._send(SigData(bytes(pending[:SIG_FRAME])))

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import zstandard
 
+from deltastage.delta.params import MAX_BASES
 from deltastage.errors import LocalProtocolError, RemoteProtocolError, UnsafePathError
 from deltastage.hashing import HASH_SIZE
 from deltastage.protocol.paths import MAX_NAME, MAX_PATH, check_name
@@ -75,7 +76,9 @@ __all__ = [
 # and an agent refuses a write it was not started for with the code ``refused``
 # 6: the error code ``denied``: a name the agent's user may not read (it was ``io``, or
 # ``changed`` for a file found unreadable while listing)
-PROTOCOL_VERSION = 6
+# 7: a Fetch names the bases its signature is of (1 to MAX_BASES, by size); a signature and
+# a delta may be of several bases (the DSGM and DDLM formats)
+PROTOCOL_VERSION = 7
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -461,19 +464,27 @@ class Fetch(Event):
     ``level`` is the zstd level of the connection's delta stream: 0 sends this delta
     uncompressed; the first non-zero level of a connection is the one it keeps. Without
     ``refine`` the agent must not ask for finer hashes: a RefineReply would reach it only
-    after the master has read every answer queued before this one."""
+    after the master has read every answer queued before this one. ``basis_sizes`` names
+    the bases the signature is of, in its order (1 to ``MAX_BASES``; no basis is one empty
+    one): the agent refuses a signature of others."""
 
     TYPE: ClassVar[int] = 0x30
     root: str
     path: str
     level: int = 3
     refine: bool = True
+    basis_sizes: tuple[int, ...] = (0,)
 
     def _write(self, writer: Writer) -> None:
         if not 0 <= self.level <= MAX_LEVEL:
             raise LocalProtocolError(f"compression level out of range: {self.level}")
+        if not 1 <= len(self.basis_sizes) <= MAX_BASES:
+            raise LocalProtocolError(f"{len(self.basis_sizes)} bases outside 1..{MAX_BASES}")
         writer.text(self.root, MAX_PATH, "root")
         writer.text(self.path, MAX_PATH, "path")
+        writer.u8(len(self.basis_sizes), "basis count")
+        for size in self.basis_sizes:
+            writer.u64(size, "basis size")
         writer.u8(self.level, "level")
         writer.u8(int(self.refine), "refine")
 
@@ -481,7 +492,11 @@ class Fetch(Event):
     def _read(cls, reader: Reader) -> Fetch:
         root = reader.text(MAX_PATH, "root")
         path = reader.text(MAX_PATH, "path")
-        return cls(root, path, _read_level(reader), _read_bool(reader, "refine"))
+        count = reader.u8("basis count")
+        if not 1 <= count <= MAX_BASES:
+            raise RemoteProtocolError(f"{count} bases outside 1..{MAX_BASES}")
+        sizes = tuple(reader.u64("basis size") for _ in range(count))
+        return cls(root, path, _read_level(reader), _read_bool(reader, "refine"), sizes)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from deltastage.delta.signature import SignatureBuilder
+from deltastage.delta.signature import MultiSignatureBuilder, SignatureBuilder
 from deltastage.errors import IntegrityError, UnsafePathError
 from deltastage.hashing import READ_CHUNK
 from deltastage.master.pipeline import FetchRequest
@@ -25,27 +25,33 @@ __all__ = ["RequestGenerator", "Transfer", "adopt"]
 
 
 class Transfer:
-    """A fetch prepared: its basis, its temp file, its request (the signature goes with it)."""
+    """A fetch prepared: its bases, its temp file, its request (the signature goes with it).
 
-    def __init__(self, job: Job, tmp: str, dir_fd: int, basis_fd: int) -> None:
+    No basis is one empty basis, as the signature and the patch have it."""
+
+    def __init__(self, job: Job, tmp: str, dir_fd: int) -> None:
         self.job = job
         self.tmp = tmp
         self.dir_fd = dir_fd
-        self.basis_fd = basis_fd
+        self.basis_fds: list[int] = []
         self.out_fd = -1
-        self.basis_size = 0
-        self.basis_hash = b""
+        self.basis_sizes: tuple[int, ...] = (0,)
+        self.basis_hashes: tuple[bytes, ...] = ()
         self.signed = False  # its signature was produced whole
         self.request = FetchRequest(job.entry.path, (), 0, 0)
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        return os.pread(self.basis_fd, length, offset) if self.basis_fd >= 0 else b""
+    def readers(self) -> list[Callable[[int, int], bytes]]:
+        """One ``read_at(offset, n)`` per basis, in the signature's order."""
+        if not self.basis_fds:
+            return [lambda offset, n: b""]
+        return [_reader(fd) for fd in self.basis_fds]
 
     def close_fds(self) -> None:
-        for fd in (self.out_fd, self.basis_fd):
+        for fd in (self.out_fd, *self.basis_fds):
             if fd >= 0:
                 os.close(fd)
-        self.out_fd = self.basis_fd = -1
+        self.out_fd = -1
+        self.basis_fds = []
 
     def discard(self) -> None:
         """Close it and remove its temp file (nothing was kept of it)."""
@@ -54,6 +60,13 @@ class Transfer:
         if had_file:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp, dir_fd=self.dir_fd)
+
+
+def _reader(fd: int) -> Callable[[int, int], bytes]:
+    def read_at(offset: int, n: int) -> bytes:
+        return os.pread(fd, n, offset)
+
+    return read_at
 
 
 class RequestGenerator:
@@ -65,55 +78,61 @@ class RequestGenerator:
         self._presigner = presigner
 
     def prepare(self, job: Job) -> Transfer:
-        """Open the job's basis (per its plan) and a temp file; the request's signature is
+        """Open the job's bases (per its plan) and a temp file; the request's signature is
         made as it is sent, unless the presigner made it already."""
         bases, strong_len = job.plan
-        basis = bases[0] if bases else None  # a fetch has one basis until the protocol takes more
         dir_fd = self._dirs.parent_of(job.parts)
-        basis_fd = self._bases.open(basis) if basis is not None else -1
-        transfer = Transfer(job, temp_name(), dir_fd, basis_fd)
+        transfer = Transfer(job, temp_name(), dir_fd)
         try:
+            for basis in bases:
+                transfer.basis_fds.append(self._bases.open(basis))
             transfer.out_fd = os.open(transfer.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
-            basis_stat = os.fstat(basis_fd) if basis_fd >= 0 else None
-            transfer.basis_size = basis_stat.st_size if basis_stat is not None else 0
-            builder = SignatureBuilder(transfer.basis_size, strong_len=strong_len)
+            stats = [os.fstat(fd) for fd in transfer.basis_fds]
+            if stats:
+                transfer.basis_sizes = tuple(st.st_size for st in stats)
             presigned = None
             if (
                 self._presigner is not None
-                and basis is not None
-                and basis_stat is not None
+                and len(bases) == 1
                 and strong_len is None
-                and basis.root == self._presigner.root
+                and bases[0].root == self._presigner.root
             ):
-                presigned = self._presigner.take(basis.path)
-                if presigned is not None and presigned.identity != file_identity(basis_stat):
+                presigned = self._presigner.take(bases[0].path)
+                if presigned is not None and presigned.identity != file_identity(stats[0]):
                     presigned = None
-            size = transfer.basis_size
+            builder = MultiSignatureBuilder(transfer.basis_sizes, strong_len=strong_len)
+            fds = transfer.basis_fds
 
             def signature_chunks() -> Iterator[bytes]:
                 if presigned is not None:
-                    transfer.basis_hash = presigned.basis_hash
+                    transfer.basis_hashes = (presigned.basis_hash,)
                     yield from presigned.chunks
                     transfer.signed = True
                     return
-                offset = 0
-                while offset < size:
-                    chunk = os.pread(basis_fd, min(READ_CHUNK, size - offset), offset)
-                    if not chunk:
-                        raise IntegrityError("basis shrank while being signed")
-                    offset += len(chunk)
-                    if out := builder.update(chunk):
+                for fd, size in zip(fds or [-1], transfer.basis_sizes, strict=True):
+                    offset = 0
+                    while offset < size:
+                        chunk = os.pread(fd, min(READ_CHUNK, size - offset), offset)
+                        if not chunk:
+                            raise IntegrityError("basis shrank while being signed")
+                        offset += len(chunk)
+                        if out := builder.update(chunk):
+                            yield out
+                    if out := builder.end_basis():
                         yield out
-                yield builder.finish()
-                transfer.basis_hash = builder.signature.basis_hash
+                if out := builder.finish():
+                    yield out
+                transfer.basis_hashes = tuple(sig.basis_hash for sig in builder.signatures)
                 transfer.signed = True
 
+            single = len(fds) == 1
             transfer.request = FetchRequest(
                 job.entry.path,
                 signature_chunks(),
                 builder.encoded_size,
                 builder.block_size,
-                transfer.read_at if basis_fd >= 0 else None,
+                transfer.readers()[0] if single else None,
+                transfer.basis_sizes,
             )
         except BaseException:
             transfer.discard()

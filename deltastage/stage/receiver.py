@@ -93,10 +93,10 @@ class Receiver:
             for chunk in answer:
                 if patcher is None:
                     patcher = Patcher(
-                        transfer.read_at,
+                        transfer.readers(),
                         write,
-                        basis_size=transfer.basis_size,
-                        basis_hash=transfer.basis_hash,
+                        basis_size=transfer.basis_sizes,
+                        basis_hash=transfer.basis_hashes or None,
                     )
                 patcher.feed(chunk)
             if patcher is None:

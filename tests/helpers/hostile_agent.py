@@ -101,6 +101,8 @@ class Liar:
     on_hello: Callable[[Liar], Iterable[Answer]] | None = None
     indicators_written: list[str] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
+    # the last fetch's signature, one per basis (the hooks get the first)
+    signatures: tuple[Signature, ...] = ()
 
     # --- honest answers, for attacks to build on -------------------------------------
 
@@ -112,7 +114,8 @@ class Liar:
         return [ListBatch(tuple(entries)), ListEnd(len(entries))] if entries else [ListEnd(0)]
 
     def delta_bytes(self, path: str, signature: Signature) -> bytes:
-        encoder = DeltaEncoder(signature, level=self.level)
+        """An honest delta against the fetch's bases (``signature``: the first)."""
+        encoder = DeltaEncoder(self.signatures or (signature,), level=self.level)
         return encoder.update(self.files[path]) + encoder.finish()
 
     def honest_delta(self, request: Fetch, signature: Signature) -> list[Answer]:
@@ -171,11 +174,14 @@ class HostileTransport(AgentInThread):
 
     def _respond(self, event: Event) -> Iterable[Answer]:
         if isinstance(event, Fetch):
-            self.liar._fetch, self._sig = event, SignatureDecoder()
+            self.liar._fetch, self._sig = event, SignatureDecoder(multi=True)
         elif isinstance(event, SigData):
             assert self._sig is not None
             self._sig.feed(event.data)
-        signature = self._sig.result() if isinstance(event, SigEnd) and self._sig else None
+        signature = None
+        if isinstance(event, SigEnd) and self._sig:
+            self.liar.signatures = self._sig.results()
+            signature = self.liar.signatures[0]
         return self.liar.answer(event, signature)
 
 

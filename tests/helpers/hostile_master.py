@@ -16,7 +16,9 @@ import stat
 from pathlib import Path
 
 from deltastage.delta.codec import DeltaEncoder
+from deltastage.delta.signature import decode_signatures
 from deltastage.delta.signature import signature_of as sign
+from deltastage.errors import DeltastageError
 from deltastage.protocol import (
     CAPABILITIES,
     DEFAULT_INDICATOR,
@@ -96,8 +98,13 @@ class RawMaster:
     def fetch(
         self, root: str, path: str, sig: bytes, level: int = 3, basis: bytes | None = None
     ) -> tuple[bytes, Event]:
-        """A fetch; a refinement request is answered from ``basis``, or declined."""
-        self.send(Fetch(root, path, level))
+        """A fetch; a refinement request is answered from ``basis``, or declined. The Fetch
+        names the bases ``sig`` is of (when it is a signature at all)."""
+        try:
+            sizes = tuple(each.basis_size for each in decode_signatures(sig))
+        except DeltastageError:
+            sizes = (0,)
+        self.send(Fetch(root, path, level, basis_sizes=sizes))
         for start in range(0, len(sig), 1000):
             self.send(SigData(sig[start : start + 1000]))
         self.send(SigEnd())
