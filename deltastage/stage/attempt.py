@@ -146,6 +146,7 @@ class Attempt:
         remove_manifest(self.peer_fd)  # files are about to change: no manifest may vouch for them
         self.report.files = self.report.bytes = self.report.reused = 0
         self.report.attempted_files = self.report.attempted_bytes = 0
+        self.report.older_basis_files = 0
         try:
             self._stage(files, guessed)
         except TransportError:
@@ -209,6 +210,11 @@ class Attempt:
             basis_days=self.options.basis_days,
         )
         local, remote = order_by_work(files, finder)
+        previous = finder.previous_day
+        self.report.older_basis_files = sum(
+            any(b.day is not None and previous is not None and b.day < previous for b in bases)
+            for _, bases in (*local, *remote)
+        )
         if self.presigner is not None:
             self.presigner.keep_only(
                 {b[0].path for _, b in remote if len(b) == 1 and b[0].root == self.presigner.root}

@@ -37,6 +37,9 @@ class PeerReport:
     # failed peer's files are not staged, but this shows how far it went
     attempted_files: int = 0
     attempted_bytes: int = 0
+    # files of the last attempt with a basis from an earlier day than the most recent one
+    # (last week's full archive, a weekly file's last copy)
+    older_basis_files: int = 0
 
     @property
     def ok(self) -> bool:
