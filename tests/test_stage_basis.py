@@ -12,6 +12,7 @@ import pytest
 from deltastage.errors import UnsafePathError
 from deltastage.hashing import hash_bytes
 from deltastage.manifest import Manifest, ManifestEntry, write_manifest
+from deltastage.models import RemoteEntry
 from deltastage.stage.basis import (
     PARTIAL_DIR,
     Basis,
@@ -20,6 +21,7 @@ from deltastage.stage.basis import (
     daily_dir_for,
     earlier_peer_dirs,
 )
+from deltastage.stage.plan import plan_bases
 
 TODAY = date(2026, 11, 24)
 
@@ -194,3 +196,21 @@ def test_a_basis_is_opened_beneath_its_root_and_never_through_a_link(tmp_path: P
             opener.open(Basis(root, "../outside", "previous", 6, None))
     finally:
         opener.close()
+
+
+def test_an_older_copy_its_manifest_vouches_for_is_held_only_while_it_is_there(
+    tmp_path: Path,
+) -> None:
+    older = put(
+        day_dir(tmp_path, date(2026, 11, 17)), {"mail.mbox": b"weekly"}, vouched=("mail.mbox",)
+    )
+    put(day_dir(tmp_path, date(2026, 11, 23)), {"other": b"o"})
+    entry = RemoteEntry("mail.mbox", "file", 6, 0, 0o644, hash_bytes(b"weekly"))
+
+    def finder() -> BasisFinder:
+        return BasisFinder(tmp_path, "p", TODAY, day_dir(tmp_path, TODAY))
+
+    (held,) = plan_bases(entry, finder())
+    assert (held.root, held.day, held.known_hash) == (older, date(2026, 11, 17), entry.xxh3_128)
+    (older / "mail.mbox").unlink()
+    assert plan_bases(entry, finder()) == [], "gone: nothing to link, nothing to sign"

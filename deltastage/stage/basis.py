@@ -31,7 +31,7 @@ from datetime import date, timedelta
 from os.path import commonpath
 from pathlib import Path
 
-from deltastage.errors import IntegrityError
+from deltastage.errors import IntegrityError, UnsafePathError
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME, read_manifest_contents
 from deltastage.safefs import FILE_READ, DirCache, check_relative_path, open_dir, walk_files
 
@@ -256,6 +256,17 @@ class BasisFinder:
         self.earlier = _EarlierDays(earlier[1:], self.previous)
         self.today = _Tree(today_dir)
         self.partial = _Tree(today_dir / PARTIAL_DIR, skip_internal=False)
+
+    def present(self, basis: Basis) -> bool:
+        """Whether ``basis`` is (still) a regular file of its size: an older day's manifest
+        may vouch for a file removed since."""
+        try:
+            st = os.stat(
+                basis.root.joinpath(*check_relative_path(basis.path)), follow_symlinks=False
+            )
+        except (OSError, UnsafePathError):
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == basis.size
 
     def candidates(self, path: str, size: int, *, earlier: bool = True) -> list[Basis]:
         """The non-empty bases for a file of ``size`` bytes at ``path``, best first; the

@@ -85,7 +85,10 @@ class RequestGenerator:
         transfer = Transfer(job, temp_name(), dir_fd)
         try:
             for basis in bases:
-                transfer.basis_fds.append(self._bases.open(basis))
+                try:
+                    transfer.basis_fds.append(self._bases.open(basis))
+                except FileNotFoundError:
+                    continue  # removed since its day's manifest was written: one basis less
             transfer.out_fd = os.open(transfer.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
             stats = [os.fstat(fd) for fd in transfer.basis_fds]
             if stats:
@@ -93,7 +96,7 @@ class RequestGenerator:
             presigned = None
             if (
                 self._presigner is not None
-                and len(bases) == 1
+                and len(bases) == len(stats) == 1
                 and strong_len is None
                 and bases[0].root == self._presigner.root
             ):

@@ -81,7 +81,12 @@ def plan_bases(entry: RemoteEntry, finder: BasisFinder) -> list[Basis]:
     bases = choose_bases(entry, finder.candidates(entry.path, entry.size, earlier=False))
     if settled(entry, bases):
         return bases
-    return choose_bases(entry, finder.candidates(entry.path, entry.size))
+    candidates = finder.candidates(entry.path, entry.size)
+    bases = choose_bases(entry, candidates)
+    if bases and bases[0].known_hash == entry.xxh3_128 and not finder.present(bases[0]):
+        # an older day's copy its manifest vouches for, gone since: no copy to link
+        bases = choose_bases(entry, [b for b in candidates if b != bases[0]])
+    return bases
 
 
 class Job:
