@@ -62,10 +62,19 @@ def may_go_ahead(
     agent has taken in the oldest, the others wait in the transport's buffers of
     ``capacity`` bytes. ``head_refinable``: the oldest answer may still be refined.
     """
-    if not waiting:
+    behind_head = sum(waiting[1:]) if waiting else 0
+    return _may_go_ahead(len(waiting), behind_head, capacity, head_refinable, size)
+
+
+def _may_go_ahead(
+    count: int, behind_head: int, capacity: int, head_refinable: bool, size: int
+) -> bool:
+    """``may_go_ahead`` from the count of unread answers and the request bytes behind the
+    oldest one (what a pipeline keeps as running totals)."""
+    if not count:
         return True
     limit = min(capacity, AHEAD_OF_REFINABLE) if head_refinable else capacity
-    return len(waiting) < AHEAD_REQUESTS and sum(waiting[1:]) + size < limit
+    return count < AHEAD_REQUESTS and behind_head + size < limit
 
 
 def may_refine(ahead: bool, block_size: int) -> bool:
@@ -149,6 +158,9 @@ class Pipeline(Generic[J, P]):
         self._in_flight: deque[_InFlight[P]] = deque()
         self._withdrawn = False  # a withdrawn request is in flight: nothing goes behind it
         self._error: Exception | None = None  # a job that could not be prepared
+        # running totals of the requests sent whose answers are unread (``_sent``)
+        self._sent_count = 0
+        self._sent_bytes = 0
 
     def add(self, job: J) -> None:
         """Queue a job (behind every job queued before it)."""
@@ -188,19 +200,25 @@ class Pipeline(Generic[J, P]):
             if not entry.given:
                 entry.prepared.discard()
         self._in_flight.clear()
+        self._sent_count = self._sent_bytes = 0
 
     # --- the window ---------------------------------------------------------------------
 
-    def _sent(self) -> list[_InFlight[P]]:
-        return [e for e in self._in_flight if e.error is None]
+    def _head(self) -> _InFlight[P] | None:
+        """The oldest request sent whose answer is unread. Nothing is ever sent behind a
+        withdrawn request, so the sent ones are all before it."""
+        head = self._in_flight[0] if self._in_flight else None
+        return head if head is not None and head.error is None else None
 
     def _admits(self, size: int) -> bool:
-        sent = self._sent()
-        return may_go_ahead(
-            [e.wire_size for e in sent],
+        head = self._head()
+        behind_head = self._sent_bytes - head.wire_size if head is not None else 0
+        return _may_go_ahead(
+            self._sent_count,
+            behind_head,
             self._session.transport.unread_capacity,
-            head_refinable=bool(sent) and sent[0].refinable,
-            size=size,
+            head is not None and head.refinable,
+            size,
         )
 
     def _send(self) -> None:
@@ -215,7 +233,7 @@ class Pipeline(Generic[J, P]):
                     return
                 continue
             request = self._held.request
-            ahead = bool(self._sent())
+            ahead = self._sent_count > 0
             if ahead and not self._admits(request.signature_size):
                 return  # its signature is too big to wait unread: once the answers are read
             prepared, self._held = self._held, None
@@ -239,14 +257,17 @@ class Pipeline(Generic[J, P]):
             self._withdrawn = True
             self._in_flight.append(_InFlight(prepared, None, error=exc))
             return
+        wire_size = self._session.sent_bytes - before
         self._in_flight.append(
             _InFlight(
                 prepared,
                 answer,
-                wire_size=self._session.sent_bytes - before,
+                wire_size=wire_size,
                 refinable=refine and request.block_size >= REFINE_MIN_BLOCK,
             )
         )
+        self._sent_count += 1
+        self._sent_bytes += wire_size
 
     def _raise_deferred(self) -> None:
         error, self._error = self._error, None
@@ -270,5 +291,8 @@ class Pipeline(Generic[J, P]):
                 entry.answer.close()  # given up half way: read to its end
             if self._in_flight and self._in_flight[0] is entry:
                 self._in_flight.popleft()
+                if entry.error is None:
+                    self._sent_count -= 1
+                    self._sent_bytes -= entry.wire_size
             if entry.error is not None:
                 self._withdrawn = False
