@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import zstandard
 
-from deltastage.delta.ops import Copy, Op
+from deltastage.delta.ops import Copy, Literal, Op
 from deltastage.delta.params import MAX_LITERAL, check_basis_count
 from deltastage.delta.patch import Patcher, PatchResult
 from deltastage.delta.wire import (
@@ -83,7 +83,9 @@ class DeltaEncoder:
         self.signature = sigs[0]
         self.signatures = sigs
         self._multi = len(sigs) > 1
-        self._matcher = Matcher(PolyIndex(sigs))
+        # with no basis blocks there is nothing to match: every byte is literal, and no
+        # index needs building (most small files of a first day)
+        self._matcher = Matcher(PolyIndex(sigs)) if any(s.n_blocks for s in sigs) else None
         self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=False) if level else None
         self._hasher = Hasher()
         self._started = False
@@ -137,13 +139,20 @@ class DeltaEncoder:
             raise DeltaFormatError("delta already finished")
         self._hasher.update(data)
         self.stats.new_size += len(data)
+        if self._matcher is None:
+            view = memoryview(data)
+            literals: list[Op] = [
+                Literal(bytes(view[at : at + MAX_LITERAL]))
+                for at in range(0, len(view), MAX_LITERAL)
+            ]
+            return self._encode(literals)
         return self._encode(self._matcher.feed(data))
 
     def finish(self) -> bytes:
         if self._done:
             raise DeltaFormatError("delta already finished")
         self._done = True
-        body = self._encode(self._matcher.finish())
+        body = self._encode(self._matcher.finish() if self._matcher is not None else [])
         self.stats.new_hash = self._hasher.digest()
         trailer = bytes((OP_END,)) + END.pack(self.stats.new_size, self.stats.new_hash)
         self.stats.delta_bytes += len(trailer)
