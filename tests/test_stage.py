@@ -421,11 +421,11 @@ def test_staged_copy_that_does_not_verify_on_disk_is_refetched_then_fails(
     real = readback.verify_on_disk
     left = {"n": failures}
 
-    def flaky(dir_fd: int, name: str, size: int, digest: bytes, *checked: Any) -> bool:
+    def flaky(fd: int, size: int, digest: bytes, *checked: Any) -> bool:
         if size == 100_000 and left["n"] > 0:
             left["n"] -= 1
             return False
-        return real(dir_fd, name, size, digest, *checked)
+        return real(fd, size, digest, *checked)
 
     monkeypatch.setattr(readback, "verify_on_disk", flaky)
     report = run_stage(config, run_date=date(2026, 11, 23))
@@ -463,9 +463,9 @@ def test_a_big_fetched_file_is_read_back_while_it_arrives(
     real = readback.verify_on_disk
     starts: dict[int, int] = {}
 
-    def spy(dir_fd: int, name: str, size: int, digest: bytes, start: int = 0, *rest: Any) -> bool:
+    def spy(fd: int, size: int, digest: bytes, start: int = 0, *rest: Any) -> bool:
         starts[size] = start
-        return real(dir_fd, name, size, digest, start, *rest)
+        return real(fd, size, digest, start, *rest)
 
     monkeypatch.setattr(readback, "verify_on_disk", spy)
     report = run_stage(config, run_date=date(2026, 11, 23))

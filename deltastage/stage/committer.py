@@ -22,11 +22,22 @@ from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import clear_name
 from deltastage.stage.readback import NOTHING_CHECKED, EarlyCheck
 
-__all__ = ["BATCH_BYTES", "BATCH_FILES", "Committed", "Committer", "Pending", "staged_entry"]
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_FILES",
+    "READBACK_WINDOW",
+    "Committed",
+    "Committer",
+    "Pending",
+    "staged_entry",
+]
 
 # Written files are synced, re-read and renamed in batches of this many files or bytes.
 BATCH_FILES = 256
 BATCH_BYTES = 64 << 20
+# A batch is read back this many files at a time: each is opened once, its re-read asked
+# of the disk with the others', then hashed (a bounded number of fds held at once).
+READBACK_WINDOW = 64
 
 
 @dataclass
@@ -133,33 +144,48 @@ class Committer:
         link made in place has its name already).
 
         One syncfs covers the whole batch; each file is then dropped from the page cache so
-        its re-read comes from the disk (all of the batch is asked for at once, so the disk
-        serves many reads together instead of one small file at a time), and only a file
+        its re-read comes from the disk (``READBACK_WINDOW`` files are asked for at once, so the
+        disk serves many reads together instead of one small file at a time), and only a file
         whose xxh3-128 matches the source's takes its final name.
         """
         self._make_local(batch)
         syncfs(self._peer_fd)
         checked = [NOTHING_CHECKED if i.early is None else i.early.finish() for i in batch]
-        for item, (start, _) in zip(batch, checked, strict=True):
-            readback.reread_from_disk(self._dirs.parent_of(item.parts), item.on_disk, start)
         verified: dict[str, ManifestEntry] = {}
         mismatched: list[Pending] = []
-        for item, (start, hasher) in zip(batch, checked, strict=True):
-            dir_fd = self._dirs.parent_of(item.parts)
-            name = item.parts[-1]
-            if readback.verify_on_disk(dir_fd, item.on_disk, item.size, item.digest, start, hasher):
-                if not item.in_place:
-                    if not self._fresh and clear_name(dir_fd, name):
-                        self._dirs.forget(tuple(item.parts))
-                    os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                verified[item.entry.path] = staged_entry(
-                    self._ownership, item.entry, item.size, item.digest
-                )
-            else:
-                os.unlink(item.on_disk, dir_fd=dir_fd)
-                mismatched.append(item)
+        for first in range(0, len(batch), READBACK_WINDOW):
+            window = range(first, min(first + READBACK_WINDOW, len(batch)))
+            fds: list[int] = []
+            try:
+                for i in window:
+                    item = batch[i]
+                    fd = readback.open_for_reread(
+                        self._dirs.parent_of(item.parts), item.on_disk, checked[i][0]
+                    )
+                    fds.append(fd)
+                for i, fd in zip(window, fds, strict=True):
+                    item, (start, hasher) = batch[i], checked[i]
+                    if readback.verify_on_disk(fd, item.size, item.digest, start, hasher):
+                        self._commit_verified(item, verified)
+                    else:
+                        os.unlink(item.on_disk, dir_fd=self._dirs.parent_of(item.parts))
+                        mismatched.append(item)
+            finally:
+                for fd in fds:
+                    os.close(fd)
         syncfs(self._peer_fd)  # the renames, durable before anything vouches for them
         return verified, mismatched
+
+    def _commit_verified(self, item: Pending, verified: dict[str, ManifestEntry]) -> None:
+        """Give a file that verified its final name (a link made in place has it already)."""
+        if not item.in_place:
+            dir_fd, name = self._dirs.parent_of(item.parts), item.parts[-1]
+            if not self._fresh and clear_name(dir_fd, name):
+                self._dirs.forget(tuple(item.parts))
+            os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        verified[item.entry.path] = staged_entry(
+            self._ownership, item.entry, item.size, item.digest
+        )
 
     def _make_local(self, batch: list[Pending]) -> None:
         """Make the batch's local copies: links, else copies into their temp files.

@@ -10,42 +10,36 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from deltastage.hashing import READ_CHUNK, Hasher, hash_bytes, hash_fd
 from deltastage.safefs import FILE_READ
 
-__all__ = ["NOTHING_CHECKED", "EarlyCheck", "reread_from_disk", "verify_on_disk"]
+__all__ = ["NOTHING_CHECKED", "EarlyCheck", "open_for_reread", "verify_on_disk"]
 
 NOTHING_CHECKED: tuple[int, Hasher | None] = (0, None)
 
 
-def reread_from_disk(dir_fd: int, name: str, start: int = 0) -> None:
-    """Drop a synced file's cached pages from ``start`` on, then have the kernel read them
-    back from the disk ahead of ``verify_on_disk`` (asynchronously: a whole batch is in
-    flight at once)."""
+def open_for_reread(dir_fd: int, name: str, start: int = 0) -> int:
+    """Open a synced file to read it back: its cached pages from ``start`` on are dropped
+    and the kernel reads them back from the disk ahead of ``verify_on_disk``
+    (asynchronously: many files are in flight at once). The caller closes the fd."""
+    fd = os.open(name, FILE_READ, dir_fd=dir_fd)
     with contextlib.suppress(OSError, AttributeError):  # advice only: the hash still decides
-        fd = os.open(name, FILE_READ, dir_fd=dir_fd)
-        try:
-            os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
-            os.posix_fadvise(fd, start, 0, os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(fd)
+        os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, start, 0, os.POSIX_FADV_WILLNEED)
+    return fd
 
 
 def verify_on_disk(
-    dir_fd: int,
-    name: str,
+    fd: int,
     size: int,
     digest: bytes,
     start: int = 0,
     hasher: Hasher | None = None,
 ) -> bool:
-    """Whether the file is ``size`` bytes hashing to ``digest``; with ``hasher``, it holds
-    the hash of the bytes before ``start``, read back already (see ``EarlyCheck``)."""
-    fd = os.open(name, FILE_READ, dir_fd=dir_fd)
-    try:
-        if hasher is None and size < READ_CHUNK:  # most files: one read (one more byte
-            data = os.pread(fd, size + 1, 0)  # shows a longer file)
-            return len(data) == size and hash_bytes(data) == digest
-        return hash_fd(fd, offset=start, hasher=hasher) == (size, digest)
-    finally:
-        os.close(fd)
+    """Whether the file open at ``fd`` is ``size`` bytes hashing to ``digest``; with
+    ``hasher``, it holds the hash of the bytes before ``start``, read back already (see
+    ``EarlyCheck``)."""
+    if hasher is None and size < READ_CHUNK:  # most files: one read (one more byte shows
+        data = os.pread(fd, size + 1, 0)  # a longer file)
+        return len(data) == size and hash_bytes(data) == digest
+    return hash_fd(fd, offset=start, hasher=hasher) == (size, digest)
 
 
 class EarlyCheck:
