@@ -40,7 +40,7 @@ FORMAT = "deltastage-manifest"
 VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per staged file: no per-instance dict
 class ManifestEntry:
     path: str
     size: int

@@ -25,7 +25,7 @@ class Gateway:
         return f"{user}{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per listed file: no per-instance dict
 class RemoteEntry:
     """One name under an agent root, as the agent reported it (validated by the session)."""
 

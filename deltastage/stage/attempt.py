@@ -224,6 +224,7 @@ class Attempt:
             adopt(guessed, jobs)
         for job in jobs:
             self.pipeline.add(job)
+        del jobs, remote  # the pipeline holds each job until it is done, and no longer
         self.pipeline.send()
         # the local copies are queued while the first requests are on their way, and
         # settled by the committer meanwhile

@@ -92,9 +92,21 @@ def plan_bases(entry: RemoteEntry, finder: BasisFinder) -> list[Basis]:
 class Job:
     """One file to fetch, and the ways to try: with its bases, then without any."""
 
+    # every file to fetch has one from the plan on: no per-instance dict
+    __slots__ = (
+        "_parts",
+        "changed_retry",
+        "entry",
+        "fresh",
+        "index",
+        "plans",
+        "refetch",
+        "speculative",
+    )
+
     def __init__(self, entry: RemoteEntry, bases: list[Basis]) -> None:
         self.entry = entry
-        self.parts = check_relative_path(entry.path)
+        self._parts: list[str] | None = None
         self.plans: list[tuple[tuple[Basis, ...], int | None]] = [
             (tuple(bases), None),
             ((), MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
@@ -118,6 +130,14 @@ class Job:
         job = cls(RemoteEntry(basis.path, "file", basis.size, 0, 0o600, None), [basis])
         job.fresh, job.speculative = False, True
         return job
+
+    @property
+    def parts(self) -> list[str]:
+        """The path's checked parts, made when the job is first prepared (not for every
+        queued job at once)."""
+        if self._parts is None:
+            self._parts = check_relative_path(self.entry.path)
+        return self._parts
 
     @property
     def plan(self) -> tuple[tuple[Basis, ...], int | None]:
