@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from deltastage.config import Config, PeerConfig
 from deltastage.errors import (
@@ -52,6 +54,8 @@ from deltastage.stage.report import PeerReport, StageObserver
 __all__ = ["Attempt", "PeerTarget"]
 
 log = logging.getLogger("deltastage.stage")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,7 @@ class Attempt:
         if not ready:
             raise PeerNotReady(f"no {options.collect_indicator} in {root}")
         files, skipped = select_entries(listing, options)
+        del listing
         self.report.skipped = skipped
         for name in skipped:
             log.warning("peer=%s skipped %s: not a regular file, not followed", peer, name)
@@ -147,6 +152,7 @@ class Attempt:
         self.report.files = self.report.bytes = self.report.reused = 0
         self.report.attempted_files = self.report.attempted_bytes = 0
         self.report.older_basis_files = 0
+        paths = [entry.path for entry in files]  # the manifest's order
         try:
             self._stage(files, guessed)
         except TransportError:
@@ -154,7 +160,7 @@ class Attempt:
             with contextlib.suppress(DeltastageError, OSError):
                 self._settle()
             raise
-        entries = tuple(self.results[e.path] for e in files)
+        entries = tuple(self.results[path] for path in paths)
         if not self.fresh_dir:
             # in a fresh dir every staged name came from this listing (the staging lock
             # keeps other runs out), so there is nothing extra to look for
@@ -215,20 +221,23 @@ class Attempt:
             any(b.day is not None and previous is not None and b.day < previous for b in bases)
             for _, bases in (*local, *remote)
         )
+        # From here on each listed entry is held by its job or local copy only, and freed
+        # once that is staged (``run`` keeps the paths): memory for a peer of many files
+        # is what is in flight and what is staged, not the whole listing besides.
+        files.clear()
         if self.presigner is not None:
             self.presigner.keep_only(
                 {b[0].path for _, b in remote if len(b) == 1 and b[0].root == self.presigner.root}
             )
-        jobs = [Job(entry, bases) for entry, bases in remote]
+        jobs = [Job(entry, bases) for entry, bases in _drain(remote)]
         if guessed is not None:
             adopt(guessed, jobs)
-        for job in jobs:
+        for job in _drain(jobs):
             self.pipeline.add(job)
-        del jobs, remote  # the pipeline holds each job until it is done, and no longer
         self.pipeline.send()
         # the local copies are queued while the first requests are on their way, and
         # settled by the committer meanwhile
-        for entry, bases in local:
+        for entry, bases in _drain(local):
             self._stage_local(entry, bases[0])
         self.committer.submit()
         self._receive_all()
@@ -315,3 +324,11 @@ class Attempt:
         self.report.attempted_files += 1
         self.report.attempted_bytes += entry.size
         self.target.observer.file_done(self.target.peer.name, entry.path, entry.size)
+
+
+def _drain(items: list[T]) -> Iterator[T]:
+    """Each item of the list, first to last, taken out of it as it is handed out: the
+    list no longer keeps alive what its consumer is done with."""
+    items.reverse()
+    while items:
+        yield items.pop()

@@ -95,11 +95,11 @@ class Job:
     # every file to fetch has one from the plan on: no per-instance dict
     __slots__ = (
         "_parts",
+        "bases",
         "changed_retry",
         "entry",
         "fresh",
         "index",
-        "plans",
         "refetch",
         "speculative",
     )
@@ -107,10 +107,9 @@ class Job:
     def __init__(self, entry: RemoteEntry, bases: list[Basis]) -> None:
         self.entry = entry
         self._parts: list[str] | None = None
-        self.plans: list[tuple[tuple[Basis, ...], int | None]] = [
-            (tuple(bases), None),
-            ((), MAX_STRONG_LEN),  # the retry: no basis, full-length block hashes
-        ]
+        # the plans: 0, with its bases; 1, the retry: no basis, full-length block hashes
+        # (kept as the bases and an index: every queued file has a job)
+        self.bases = tuple(bases)
         self.index = 0
         self.changed_retry = True  # one more try for a file that changed while read
         self.fresh = True  # not yet checked against an earlier run of today
@@ -121,7 +120,7 @@ class Job:
     def refetch_of(cls, entry: RemoteEntry) -> Job:
         """A staged copy that did not verify: fetched again without a basis."""
         job = cls(entry, [])
-        job.plans, job.fresh, job.refetch = [((), MAX_STRONG_LEN)], False, True
+        job.index, job.fresh, job.refetch = 1, False, True
         return job
 
     @classmethod
@@ -143,9 +142,9 @@ class Job:
     def plan(self) -> tuple[tuple[Basis, ...], int | None]:
         """The bases to try (none: a plain transfer) and the strong hash length (None: the
         default)."""
-        return self.plans[self.index]
+        return (self.bases, None) if self.index == 0 else ((), MAX_STRONG_LEN)
 
     def next_plan(self) -> bool:
         """Move on to the next way to try; False when none is left."""
         self.index += 1
-        return self.index < len(self.plans)
+        return self.index < 2
