@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_MAX_BASIS_SIZE",
     "DEFAULT_MAX_BLOCKS",
     "DEFAULT_STRONG_LEN",
+    "FIT_SHARE",
     "MAX_BASES",
     "MAX_BLOCK_SIZE",
     "MAX_CHAIN",
@@ -23,6 +24,7 @@ __all__ = [
     "choose_block_size",
     "choose_strong_len",
     "count_blocks",
+    "fit_to_new_file",
 ]
 
 # 8 bytes of xxh3 per block: a false block match needs a 2^-64 event on top of a 32-bit weak
@@ -38,6 +40,11 @@ MAX_DEFAULT_BLOCK_SIZE = 128 * 1024
 # An explicit block size may go beyond the default range (tests use tiny blocks), but never
 # past this: one block must fit comfortably in memory on both ends.
 MAX_BLOCK_SIZE = 1 << 20
+
+# A signature pays only through the bytes its delta copies, at most the new file's (fewer
+# once compressed): against bases much larger than the new file, blocks grow until the
+# signature is at most 1/FIT_SHARE of the new file's size (``fit_to_new_file``).
+FIT_SHARE = 8
 
 # Largest literal op, raw: bounds what a patcher has to buffer before it can write.
 MAX_LITERAL = 1 << 20
@@ -64,13 +71,36 @@ def choose_block_size(size: int) -> int:
     return max(MIN_DEFAULT_BLOCK_SIZE, min(MAX_DEFAULT_BLOCK_SIZE, rounded))
 
 
-def choose_strong_len(basis_size: int, block_size: int) -> int:
+def choose_strong_len(basis_size: int, block_size: int, new_size: int | None = None) -> int:
     """rsync's s2length: strong bytes per block so that, with the 32-bit weak hash, a false
     block match anywhere in this file is about 2^-10 likely; the whole-file xxh3-128 catches
     the rest (the stage then retries at ``MAX_STRONG_LEN``). Big files in big blocks need few
-    bytes, where a fixed length would make every signature much larger."""
-    bits = 9 + 2 * max(basis_size, 1).bit_length() - max(block_size, 1).bit_length()
+    bytes, where a fixed length would make every signature much larger.
+
+    rsync counts the basis's size twice: once for its blocks, once for the new file's
+    windows compared with them. Given a smaller ``new_size``, that counts its windows.
+    """
+    windows = basis_size if new_size is None else min(new_size, basis_size)
+    bits = (
+        9
+        + max(basis_size, 1).bit_length()
+        + max(windows, 1).bit_length()
+        - max(block_size, 1).bit_length()
+    )
     return max(MIN_ADAPTIVE_STRONG_LEN, min(MAX_STRONG_LEN, (bits + 1 - 32 + 7) // 8))
+
+
+def fit_to_new_file(block_size: int, basis_size: int, new_size: int) -> int:
+    """``block_size``, or larger (a multiple of 64, at most ``MAX_BLOCK_SIZE``) when the
+    signature of ``basis_size`` bytes would be more than 1/``FIT_SHARE`` of the new
+    file's ``new_size``: a small file against a big basis can use few of its blocks."""
+    record = 4 + choose_strong_len(basis_size, block_size, new_size)
+    budget = max(1, new_size // FIT_SHARE)
+    if count_blocks(basis_size, block_size) * record <= budget:
+        return block_size
+    most = max(1, budget // record)  # the blocks the budget pays for (one at least)
+    wanted = -(-basis_size // most)
+    return max(block_size, min(MAX_BLOCK_SIZE, -(-wanted // 64) * 64))
 
 
 def count_blocks(basis_size: int, block_size: int) -> int:

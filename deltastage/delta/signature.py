@@ -38,6 +38,7 @@ from deltastage.delta.params import (
     choose_block_size,
     choose_strong_len,
     count_blocks,
+    fit_to_new_file,
 )
 from deltastage.delta.rolling import block_weaks
 from deltastage.errors import DeltaFormatError
@@ -243,7 +244,9 @@ class MultiSignatureBuilder:
     for each, then ``finish``); one basis gives the single-basis format, byte for byte.
 
     The default block size suits the largest basis; the default strong length counts the
-    blocks of all of them, since a new-file window is compared with every one.
+    blocks of all of them, since a new-file window is compared with every one. Given
+    ``new_size``, the size of the file the signature is for, both are fitted to it too: a
+    small file cannot use most blocks of big bases (``params.fit_to_new_file``).
     """
 
     def __init__(
@@ -252,15 +255,19 @@ class MultiSignatureBuilder:
         *,
         block_size: int | None = None,
         strong_len: int | None = None,
+        new_size: int | None = None,
     ) -> None:
         check_basis_count(len(basis_sizes))
         if min(basis_sizes) < 0:
             raise DeltaFormatError(f"negative basis size {min(basis_sizes)}")
-        bs = check_block_size(
-            choose_block_size(max(basis_sizes)) if block_size is None else block_size
-        )
+        signed = sum(basis_sizes)
+        if block_size is None:
+            block_size = choose_block_size(max(basis_sizes))
+            if new_size is not None:
+                block_size = fit_to_new_file(block_size, signed, new_size)
+        bs = check_block_size(block_size)
         sl = check_strong_len(
-            choose_strong_len(sum(basis_sizes), bs) if strong_len is None else strong_len
+            choose_strong_len(signed, bs, new_size) if strong_len is None else strong_len
         )
         self.block_size, self.strong_len = bs, sl
         framed = len(basis_sizes) == 1

@@ -93,6 +93,10 @@ class RequestGenerator:
             stats = [os.fstat(fd) for fd in transfer.basis_fds]
             if stats:
                 transfer.basis_sizes = tuple(st.st_size for st in stats)
+            # sized for the new file too: a small one cannot use most blocks of big bases
+            builder = MultiSignatureBuilder(
+                transfer.basis_sizes, strong_len=strong_len, new_size=job.entry.size
+            )
             presigned = None
             if (
                 self._presigner is not None
@@ -101,9 +105,11 @@ class RequestGenerator:
                 and bases[0].root == self._presigner.root
             ):
                 presigned = self._presigner.take(bases[0].path)
-                if presigned is not None and presigned.identity != file_identity(stats[0]):
+                if presigned is not None and (
+                    presigned.identity != file_identity(stats[0])
+                    or presigned.params != (builder.block_size, builder.strong_len)
+                ):
                     presigned = None
-            builder = MultiSignatureBuilder(transfer.basis_sizes, strong_len=strong_len)
             fds = transfer.basis_fds
 
             def signature_chunks() -> Iterator[bytes]:

@@ -47,6 +47,7 @@ class Presigned:
     identity: tuple[int, int, int, int, int]
     chunks: tuple[bytes, ...]  # the encoded signature
     basis_hash: bytes  # xxh3-128 of the basis, as the signature records it
+    params: tuple[int, int]  # its block size and strong length (the basis's defaults)
 
 
 class Presigner:
@@ -162,7 +163,12 @@ class Presigner:
             chunks.append(builder.finish())
             if file_identity(os.fstat(fd)) != file_identity(before):
                 return None
-            return Presigned(file_identity(before), tuple(chunks), builder.signature.basis_hash)
+            return Presigned(
+                file_identity(before),
+                tuple(chunks),
+                builder.signature.basis_hash,
+                (builder.block_size, builder.strong_len),
+            )
         finally:
             os.close(fd)
 
