@@ -62,6 +62,7 @@ def test_only_the_awaited_fetch_or_a_big_files_coarse_blocks_may_be_refined() ->
     assert may_refine(False, REFINE_MIN_BLOCK)
     assert not may_refine(True, REFINE_AHEAD_MIN_BLOCK - 1)
     assert may_refine(True, REFINE_AHEAD_MIN_BLOCK)
+    assert may_refine(True, SignatureBuilder(4 << 20).block_size)  # a dump of a few MiB
 
 
 # --- the pipeline over a scripted session ---------------------------------------------------

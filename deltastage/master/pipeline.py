@@ -12,7 +12,8 @@ round trip, not one each. What may go ahead is bounded twice (``may_go_ahead``):
 
 Which request the agent may refine is decided here too (``may_refine``): behind unread
 answers a refinement stalls the agent until the master has read everything before it, which
-is worth it only for a big file's coarse blocks.
+is worth it only for a big file's coarse blocks (and the agent asks only when the fine hashes
+pay for themselves, see ``delta.refine``).
 
 ``Pipeline`` yields the answers in the order of the requests. Once an answer's delta has
 started (it can no longer be refined), the requests held back meanwhile go out: whoever reads
@@ -49,8 +50,9 @@ AHEAD_REQUESTS = 64
 # Request bytes that may wait unread by the agent while the oldest answer may be refined.
 AHEAD_OF_REFINABLE = 4 << 10
 # A request sent behind unread answers may be refined only when its blocks are this big (its
-# basis is at least ~64 MiB): an edit then costs a whole coarse block of literal.
-REFINE_AHEAD_MIN_BLOCK = 8 << 10
+# basis is at least ~4 MiB, a day's dump say): scattered edits then cost a coarse block of
+# literal each, far more than the round trip the agent waits.
+REFINE_AHEAD_MIN_BLOCK = 2 << 10
 
 
 def may_go_ahead(
