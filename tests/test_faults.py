@@ -225,17 +225,19 @@ def test_sigkill_at_random_points_of_a_cli_run_long(tmp_path: Path) -> None:
     FIGURES["kills_long"] = kill_campaign(tmp_path, seed=12, rounds=30)
 
 
-def small_files_kill_campaign(tmp: Path, seed: int, rounds: int, *, link: bool) -> int:
-    """Kills inside the commit of many small unchanged files: each day links (or copies)
-    yesterday's copies into a new day's dir, batch after batch."""
+def small_files_kill_campaign(tmp: Path, seed: int, rounds: int, *, mode: str) -> int:
+    """Kills inside the commit of many small files: each day links (``links``) or copies
+    (``copies``) yesterday's copies into a new day's dir, batch after batch; or (``fetches``,
+    with no day before) fetches them all, many to a request, and commits them in batches."""
     rng = random.Random(seed)
     sizes = {
         f"d{i:02d}/f{j:03d}.txt": 1000 + rng.randrange(100) for i in range(20) for j in range(100)
     }
     collect = make_source(tmp, rng, sizes)
-    config = write_config(tmp, options={**NO_RETRIES, "link_unchanged": link})
-    first = cli(config, START - timedelta(days=1))
-    assert first.wait(120) == 0, first.communicate()
+    config = write_config(tmp, options={**NO_RETRIES, "link_unchanged": mode == "links"})
+    if mode != "fetches":
+        first = cli(config, START - timedelta(days=1))
+        assert first.wait(120) == 0, first.communicate()
     staging = tmp / "staging"
 
     def in_the_commits(day: date) -> None:
@@ -249,10 +251,14 @@ def small_files_kill_campaign(tmp: Path, seed: int, rounds: int, *, link: bool) 
     return kill_rounds(config, collect, rng, rounds, in_the_commits)
 
 
-@pytest.mark.parametrize("link", [True, False], ids=["links", "copies"])
-def test_sigkill_inside_a_batch_of_small_files(tmp_path: Path, link: bool) -> None:
-    FIGURES[f"kills_small_{'links' if link else 'copies'}"] = small_files_kill_campaign(
-        tmp_path, seed=31 if link else 32, rounds=3, link=link
+@pytest.mark.parametrize(
+    ("mode", "seed", "rounds"), [("links", 31, 3), ("copies", 32, 3), ("fetches", 33, 1)]
+)
+def test_sigkill_inside_a_batch_of_small_files(
+    tmp_path: Path, mode: str, seed: int, rounds: int
+) -> None:
+    FIGURES[f"kills_small_{mode}"] = small_files_kill_campaign(
+        tmp_path, seed=seed, rounds=rounds, mode=mode
     )
 
 

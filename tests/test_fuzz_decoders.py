@@ -46,6 +46,7 @@ from deltastage.protocol import (
     ErrorCode,
     Event,
     Fetch,
+    FetchMany,
     Hello,
     HelloReply,
     IndicatorQuery,
@@ -86,6 +87,8 @@ OTHER = random.Random(2).randbytes(3000)
 MULTI_SIGS = (SIG, signature_of(OTHER, block_size=512), signature_of(b"", block_size=512))
 MULTI_SIG_BYTES = encode_signatures(MULTI_SIGS)
 MULTI_DELTA = make_delta(MULTI_SIGS, NEW[:3000] + OTHER[1024:] + NEW[3000:])
+NOTHING = signature_of(b"")  # what a FetchMany's files are sent against
+BEE_DELTA = make_delta(NOTHING, b"bee\n")
 ENTRIES = (
     file_entry("a", NEW),
     file_entry("dir/b.txt", b"bee\n"),
@@ -109,6 +112,10 @@ def conversation() -> tuple[bytes, bytes]:
             [DeltaData(DELTA[:100]), DeltaData(DELTA[100:]), DeltaEnd()],
         ),
         ([Fetch(ROOT, "dir/b.txt"), SigEnd()], [Error(ErrorCode.CHANGED, "changed while read")]),
+        (
+            [FetchMany(ROOT, ("dir/b.txt", "gone"))],
+            [DeltaData(BEE_DELTA), DeltaEnd(), Error(ErrorCode.NOT_FOUND, "gone: no such file")],
+        ),
         ([IndicatorWrite(ROOT, "cback.stage")], [Ok()]),
     ]
     for requests, answers in steps:
@@ -149,6 +156,14 @@ def run_master(data: bytes, splits: list[int]) -> bytes | None:
         patcher.finish()
         with pytest.raises(DeltastageError):
             for _ in session.fetch(ROOT, "dir/b.txt", [b""]):
+                pass
+        bee, gone = session.request_fetch_many(ROOT, ["dir/b.txt", "gone"])
+        patcher = Patcher(lambda offset, n: b"", out.append, basis_size=0)
+        for chunk in bee:
+            patcher.feed(chunk)
+        patcher.finish()
+        with pytest.raises(DeltastageError):
+            for _ in gone:
                 pass
         session.write_indicator(ROOT, "cback.stage")
     finally:
@@ -192,7 +207,7 @@ def only_our_errors(call: Callable[[], object]) -> None:
 
 
 def test_the_honest_conversation_replays_cleanly() -> None:
-    assert run_master(TO_MASTER, [1] * 300) == NEW
+    assert run_master(TO_MASTER, [1] * 300) == NEW + b"bee\n"
 
 
 def test_the_honest_master_transcript_writes_the_indicator(peer_tree: Path) -> None:
@@ -270,6 +285,7 @@ def master_transcript(root: str) -> bytes:
         Fetch(root, "a.txt", 3, False, (3000, 800)),
         SigData(AGENT_MULTI_SIG),
         SigEnd(),
+        FetchMany(root, ("a.txt", "missing", "../up"), 3),
         IndicatorWrite(root, DEFAULT_INDICATOR),
         IndicatorWrite(root, "a.txt"),
         IndicatorWrite(root, "link-out"),

@@ -18,6 +18,8 @@ from deltastage.errors import DeltastageError, IntegrityError
 from deltastage.master.pipeline import (
     AHEAD_OF_REFINABLE,
     AHEAD_REQUESTS,
+    FETCH_MANY_FILES,
+    FETCH_MANY_MIN,
     REFINE_AHEAD_MIN_BLOCK,
     FetchRequest,
     Pipeline,
@@ -85,8 +87,10 @@ def item(
     size: int = 10,
     block: int = 512,
     signature: Iterable[bytes] | None = None,
+    plain: bool = False,
 ) -> Item:
-    return Item(FetchRequest(path, [b"s" * size] if signature is None else signature, size, block))
+    signature = [b"s" * size] if signature is None else signature
+    return Item(FetchRequest(path, signature, size, block, plain=plain))
 
 
 @dataclass
@@ -97,6 +101,7 @@ class ScriptedSession:
     capacity: int = CAPACITY
     answers: dict[str, list[bytes]] = field(default_factory=dict)
     requests: list[tuple[str, bool, int]] = field(default_factory=list)
+    batches: list[list[str]] = field(default_factory=list)  # the FetchMany requests
     sent_bytes: int = 0
     unread: int = 0
 
@@ -120,6 +125,13 @@ class ScriptedSession:
 
         return answer()
 
+    def request_fetch_many(
+        self, root: str, paths: list[str], **kw: Any
+    ) -> list[Generator[bytes, None, None]]:
+        self.batches.append(list(paths))
+        self.sent_bytes += 10 * len(paths)
+        return [self.request_fetch(root, path, [], refine=False) for path in paths]
+
 
 def pipeline(
     session: ScriptedSession, prepare: Callable[[Item], Item | None] = lambda job: job
@@ -129,6 +141,27 @@ def pipeline(
 
 def sent(session: ScriptedSession) -> list[str]:
     return [path for path, _, _ in session.requests]
+
+
+def test_plain_fetches_in_a_row_go_as_one_request() -> None:
+    """Fetches with no basis queued one after the other go as FetchMany requests of up to
+    FETCH_MANY_FILES; the next one waits for FETCH_MANY_MIN free slots of the window; any
+    other fetch breaks the run and goes on its own."""
+    session = ScriptedSession()
+    names = [f"p{i}" for i in range(AHEAD_REQUESTS + 10)]
+    with closing(pipeline(session)) as pipe:
+        for name in names[:3]:
+            pipe.add(item(name, plain=True))
+        pipe.add(item("basis"))
+        for name in names[3:]:
+            pipe.add(item(name, plain=True))
+        got = [each.request.path for each, answer in pipe if b"".join(answer)]
+    assert got == [*names[:3], "basis", *names[3:]]
+    sizes = [len(batch) for batch in session.batches]
+    assert session.batches[0] == names[:3]
+    assert sizes[1:3] == [FETCH_MANY_FILES, AHEAD_REQUESTS - 4 - FETCH_MANY_FILES]
+    assert all(FETCH_MANY_MIN <= size <= FETCH_MANY_FILES for size in sizes[3:-1])
+    assert sum(sizes) == len(names)
 
 
 def test_answers_come_in_order_and_small_requests_go_ahead() -> None:

@@ -26,6 +26,7 @@ from deltastage.errors import (
     RemoteProtocolError,
     ResourceLimitError,
     SourceChangedError,
+    SourceVanishedError,
     TransportTimeout,
     UnsafePathError,
 )
@@ -570,6 +571,25 @@ def test_answers_must_be_read_in_request_order(tmp_path: Path) -> None:
     assert [e.path for e in session.list_files(str(tmp_path))] == ["a", "b"]
     with pytest.raises(StopIteration):
         next(third)  # drained: nothing left to read
+    session.close()
+
+
+def test_fetch_many_answers_each_file_in_turn(
+    make_session: Callable[[Path], PeerSession], tmp_path: Path
+) -> None:
+    """One request, one whole-file delta per path; a file that cannot be sent fails alone."""
+    (tmp_path / "a").write_bytes(b"a" * 1000)
+    (tmp_path / "c").write_bytes(b"")
+    session = make_session(tmp_path)
+    session.handshake()
+    a, missing, c = session.request_fetch_many(str(tmp_path), ["a", "missing", "c"], level=0)
+    assert apply_delta(b"", b"".join(a)) == b"a" * 1000
+    with pytest.raises(SourceVanishedError, match="missing"):
+        b"".join(missing)
+    assert apply_delta(b"", b"".join(c)) == b""
+    assert [e.path for e in session.list_files(str(tmp_path))] == ["a", "c"]
+    with pytest.raises(UnsafePathError):
+        session.request_fetch_many(str(tmp_path), ["a", "../up"])
     session.close()
 
 

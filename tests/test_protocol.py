@@ -25,6 +25,7 @@ from deltastage.protocol import (
     ErrorCode,
     Event,
     Fetch,
+    FetchMany,
     Hello,
     HelloReply,
     IndicatorQuery,
@@ -41,8 +42,9 @@ from deltastage.protocol import (
     State,
     WireEntry,
 )
-from deltastage.protocol.events import MAX_INDICATORS, decode_event
+from deltastage.protocol.events import MAX_FETCH_MANY, MAX_INDICATORS, decode_event
 from deltastage.protocol.frames import FrameDecoder, encode_frame
+from deltastage.protocol.wire import Writer
 
 HELLO = Hello(PROTOCOL_VERSION, "0.1.0", CAPABILITIES, ("cback.stage",))
 REPLY = HelloReply(PROTOCOL_VERSION, "0.1.0", ("/srv/a", "/srv/b"), CAPABILITIES, ("cback.stage",))
@@ -112,6 +114,9 @@ events = st.one_of(
         st.integers(0, 22),
         st.booleans(),
         st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=MAX_BASES).map(tuple),
+    ),
+    st.builds(
+        FetchMany, names, st.lists(names, min_size=1, max_size=8).map(tuple), st.integers(0, 22)
     ),
     st.builds(SigData, st.binary(max_size=300)),
     st.just(SigEnd()),
@@ -500,6 +505,56 @@ def test_fetches_sent_ahead_are_answered_in_order_by_an_agent_reading_lazily() -
         assert master.next_event() == DeltaEnd()
     assert master.state is agent.state is State.IDLE and master.queued == 0
     assert pump(master, agent, ListRequest("/srv/a")) == ListRequest("/srv/a")
+
+
+def test_a_fetch_many_is_answered_file_by_file_and_may_go_ahead() -> None:
+    """Each of its paths gets a whole answer (delta data then DeltaEnd, or an Error), in
+    order; one sent ahead queues one answer per path behind the current one."""
+    master, agent = handshaken()
+    wire = master.send(FetchMany("/srv/a", ("a", "b", "c")))
+    assert master.state is State.AWAIT_DELTA and master.queued == 2
+    wire += master.send(FetchMany("/srv/a", ("d", "e")))  # ahead of a, b and c's answers
+    wire += master.send(Fetch("/srv/a", "f"))
+    wire += master.send(SigEnd())
+    assert master.queued == 5
+    agent.receive_data(wire)
+    assert agent.next_event() == FetchMany("/srv/a", ("a", "b", "c"))
+    answers = agent.send(DeltaData(b"a")) + agent.send(DeltaEnd())
+    answers += agent.send(Error(ErrorCode.NOT_FOUND, "b: gone"))
+    answers += agent.send(DeltaEnd())  # c: empty
+    assert agent.state is State.IDLE
+    assert agent.next_event() == FetchMany("/srv/a", ("d", "e"))
+    answers += agent.send(DeltaEnd()) + agent.send(DeltaEnd())
+    assert agent.next_event() == Fetch("/srv/a", "f")
+    assert agent.next_event() == SigEnd()
+    answers += agent.send(DeltaEnd())
+    master.receive_data(answers)
+    got = []
+    while (event := master.next_event()) is not NEED_DATA:
+        got.append(event)
+    assert got == [
+        DeltaData(b"a"),
+        DeltaEnd(),
+        Error(ErrorCode.NOT_FOUND, "b: gone"),
+        *[DeltaEnd()] * 4,
+    ]
+    assert master.state is agent.state is State.IDLE and master.queued == 0
+    with pytest.raises(LocalProtocolError, match="may not send DeltaEnd"):
+        agent.send(DeltaEnd())  # no answer is owed any more
+
+
+def test_a_fetch_many_names_one_to_the_most_paths() -> None:
+    for paths in ((), ("p",) * (MAX_FETCH_MANY + 1)):
+        with pytest.raises(LocalProtocolError):
+            FetchMany("/srv/a", paths).encode_payload()
+        writer = Writer()  # the same, as a hostile master would write it
+        writer.text("/srv/a", 100, "root")
+        writer.u8(3, "level")
+        writer.u16(len(paths), "count")
+        for path in paths:
+            writer.text(path, 100, "path")
+        with pytest.raises(RemoteProtocolError, match="path"):
+            decode_event(FetchMany.TYPE, writer.getvalue())
 
 
 def test_a_request_being_sent_ahead_becomes_current_when_the_answer_before_ends() -> None:

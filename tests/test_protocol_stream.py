@@ -70,9 +70,9 @@ def delta_bytes(events: list[Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, DeltaData))
 
 
-def test_protocol_seven_needs_the_stream_and_pipeline_capabilities() -> None:
+def test_the_protocol_needs_the_stream_and_pipeline_capabilities() -> None:
     """pipeline=2: a RefineReply may follow requests sent ahead (since protocol 4)."""
-    assert PROTOCOL_VERSION == 7
+    assert PROTOCOL_VERSION == 8
     assert f"stream=zstd-w{STREAM_WINDOW_LOG}" in CAPABILITIES
     assert "pipeline=2" in CAPABILITIES
 

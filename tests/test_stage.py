@@ -273,14 +273,18 @@ class CorruptingSession(SessionProxy):
     def request_fetch(
         self, root: str, path: str, signature: Iterable[bytes], **kw: Any
     ) -> Generator[bytes, None, None]:
-        answer = self.inner.request_fetch(root, path, signature, **kw)
+        return self.flipped(self.inner.request_fetch(root, path, signature, **kw))
 
-        def flipped() -> Generator[bytes, None, None]:
-            data = bytearray(b"".join(answer))
-            data[len(data) // 2] ^= 0x40
-            yield bytes(data)
+    def request_fetch_many(
+        self, root: str, paths: list[str], **kw: Any
+    ) -> list[Generator[bytes, None, None]]:
+        return [self.flipped(a) for a in self.inner.request_fetch_many(root, paths, **kw)]
 
-        return flipped()
+    @staticmethod
+    def flipped(answer: Iterable[bytes]) -> Generator[bytes, None, None]:
+        data = bytearray(b"".join(answer))
+        data[len(data) // 2] ^= 0x40
+        yield bytes(data)
 
 
 def test_hash_mismatch_fails_peer_without_manifest_or_indicator(tmp_path: Path) -> None:
@@ -374,18 +378,31 @@ class ChangingSession(SessionProxy):
     def request_fetch(
         self, root: str, path: str, signature: Iterable[bytes], **kw: Any
     ) -> Generator[bytes, None, None]:
+        return self.changed(path, self.inner.request_fetch(root, path, signature, **kw))
+
+    def request_fetch_many(
+        self, root: str, paths: list[str], **kw: Any
+    ) -> list[Generator[bytes, None, None]]:
+        answers = self.inner.request_fetch_many(root, paths, **kw)
+        return [self.changed(p, a) for p, a in zip(paths, answers, strict=True)]
+
+    def changed(
+        self, path: str, answer: Generator[bytes, None, None]
+    ) -> Generator[bytes, None, None]:
+        """The answer, or (``times`` times) its data dropped and a change reported."""
         from deltastage.errors import SourceChangedError
 
-        if self.times > 0:
-            self.times -= 1
-            list(signature)
+        if self.times <= 0:
+            return answer
+        self.times -= 1
 
-            def changed() -> Generator[bytes, None, None]:
-                raise SourceChangedError(f"{path}: size or mtime changed while read")
-                yield b""  # a generator, as the session's answers are
+        def changed() -> Generator[bytes, None, None]:
+            for _ in answer:  # read to its end, as the session expects, and dropped
+                pass
+            raise SourceChangedError(f"{path}: size or mtime changed while read")
+            yield b""  # a generator, as the session's answers are
 
-            return changed()
-        return self.inner.request_fetch(root, path, signature, **kw)
+        return changed()
 
 
 @pytest.mark.parametrize(("times", "status"), [(1, "staged"), (2, "failed")])

@@ -1,4 +1,5 @@
-"""A fetch, answered: decode the master's signature, then stream the file's delta against it.
+"""A fetch, answered: decode the master's signature, then stream the file's delta against it
+(a FetchMany: each of its files against no basis, one after the other).
 
 The signature may be of several bases (up to ``MAX_BASES``); it must be of exactly those the
 Fetch named. It is read to its end even when it is refused (the master sends it without
@@ -11,13 +12,14 @@ it was.
 
 from __future__ import annotations
 
+import functools
 import os
 
-from deltastage.agent.conversation import Conversation, MasterGone, Refusal
+from deltastage.agent.conversation import Conversation, MasterGone, Refusal, clip_reason
 from deltastage.agent.rootfs import RootFS, same_content
 from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.refine import ReadAt, refined_delta
-from deltastage.delta.signature import Signature, SignatureDecoder
+from deltastage.delta.signature import Signature, SignatureBuilder, SignatureDecoder
 from deltastage.errors import (
     DeltaFormatError,
     DeltastageError,
@@ -30,8 +32,10 @@ from deltastage.protocol import (
     Cancel,
     DeltaData,
     DeltaEnd,
+    Error,
     ErrorCode,
     Fetch,
+    FetchMany,
     RefineRequest,
     SigData,
     SigEnd,
@@ -45,6 +49,14 @@ DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the fra
 # signature of a refinement is held to the same count).
 MAX_BASIS_SIZE = 1 << 40
 MAX_SIGNATURE_BLOCKS = 1 << 22
+
+
+@functools.cache
+def _no_basis() -> Signature:
+    """The signature of no basis, what a FetchMany's files are sent against."""
+    builder = SignatureBuilder(0)
+    builder.finish()
+    return builder.signature
 
 
 class Sender:
@@ -64,6 +76,16 @@ class Sender:
         signatures = self._signatures(request)
         if signatures is not None:
             self._send_file(request, signatures)
+
+    def fetch_many(self, request: FetchMany) -> None:
+        """Each path against no basis, in turn: a file that cannot be sent gets its own
+        Error answer, and the next one follows."""
+        nothing = _no_basis()
+        for path in request.paths:
+            try:
+                self._send_file(Fetch(request.root, path, request.level, False), (nothing,))
+            except Refusal as refusal:
+                self.conversation.send(Error(refusal.code, clip_reason(refusal.reason)))
 
     def _signatures(self, request: Fetch) -> tuple[Signature, ...] | None:
         """The request's signature, one per basis, or None when the master withdrew it

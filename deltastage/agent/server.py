@@ -31,6 +31,7 @@ from deltastage.protocol import (
     Error,
     Event,
     Fetch,
+    FetchMany,
     Hello,
     HelloReply,
     IndicatorQuery,
@@ -77,6 +78,7 @@ class _Server:
             IndicatorQuery: self.query_indicator,
             IndicatorWrite: self.write_indicator,
             Fetch: self.fetch,
+            FetchMany: self.fetch_many,
         }
 
     def run(self) -> None:
@@ -129,7 +131,7 @@ class _Server:
             return False
         return True
 
-    def fetch(self, request: Fetch) -> None:
+    def sender(self) -> Sender:
         if self._sender is None:
             # The first request that needs numpy and the delta core: an agent process loads
             # them on a thread while it answers the handshake and the listing (see stdio).
@@ -137,7 +139,13 @@ class _Server:
             from deltastage.delta.codec import DeltaEncoder
 
             self._sender = Sender(self.conversation, self.rootfs, self._encoder or DeltaEncoder)
-        self._sender.fetch(request)
+        return self._sender
+
+    def fetch(self, request: Fetch) -> None:
+        self.sender().fetch(request)
+
+    def fetch_many(self, request: FetchMany) -> None:
+        self.sender().fetch_many(request)
 
     def list_root(self, request: ListRequest) -> None:
         batch: list[WireEntry] = []

@@ -10,6 +10,10 @@ round trip, not one each. What may go ahead is bounded twice (``may_go_ahead``):
 - while the oldest answer may still be refined, its RefineReply would go up the link behind
   them (the agent sets them aside to read it): then only a few KiB may go ahead.
 
+Fetches with no basis (a new file's, ``FetchRequest.plain``) queued one after the other go
+out many to a request (``FetchMany``): each still has its own answer, handed out in its turn,
+and counts in the window as a request of its own.
+
 Which request the agent may refine is decided here too (``may_refine``): behind unread
 answers a refinement stalls the agent until the master has read everything before it, which
 is worth it only for a big file's coarse blocks (and the agent asks only when the fine hashes
@@ -53,6 +57,11 @@ AHEAD_OF_REFINABLE = 4 << 10
 # basis is at least ~4 MiB, a day's dump say): scattered edits then cost a coarse block of
 # literal each, far more than the round trip the agent waits.
 REFINE_AHEAD_MIN_BLOCK = 2 << 10
+# Fetches with no basis (``plain``) queued one after the other go as one FetchMany of up to
+# this many files (each counts in the window), once at least FETCH_MANY_MIN slots are free
+# (so that the window does not fall apart into requests of one file each).
+FETCH_MANY_FILES = 32
+FETCH_MANY_MIN = 16
 
 
 def may_go_ahead(
@@ -96,6 +105,7 @@ class FetchRequest:
     # reads the basis, for refinement (of a fetch with one basis only)
     basis: Callable[[int, int], bytes] | None = None
     basis_sizes: tuple[int, ...] = (0,)  # the bases the signature is of (none: one empty)
+    plain: bool = False  # no basis, default strong hashes: it may go in a FetchMany
 
 
 class Prepared(Protocol):
@@ -238,9 +248,53 @@ class Pipeline(Generic[J, P]):
             ahead = self._sent_count > 0
             if ahead and not self._admits(request.signature_size):
                 return  # its signature is too big to wait unread: once the answers are read
+            if request.plain:
+                room = AHEAD_REQUESTS - self._sent_count
+                if ahead and room < FETCH_MANY_MIN:
+                    return  # once more answers are read, with the plain ones after it
+                prepared, self._held = self._held, None
+                self._request_many(self._gather(prepared, min(room, FETCH_MANY_FILES)))
+                continue
             prepared, self._held = self._held, None
             single = len(request.basis_sizes) == 1
             self._request(prepared, single and may_refine(ahead, request.block_size))
+
+    def _gather(self, first: P, most: int) -> list[P]:
+        """``first`` and the plain fetches queued right behind it, ``most`` in all; the first
+        other one stays held for the next request."""
+        batch = [first]
+        while len(batch) < most and self._todo and self._held is None:
+            try:
+                prepared = self._prepare(self._todo.popleft())
+            except Exception as exc:
+                self._error = exc  # raised once the batch gathered so far is sent
+                break
+            if prepared is None:
+                continue
+            if prepared.request.plain:
+                batch.append(prepared)
+            else:
+                self._held = prepared
+        return batch
+
+    def _request_many(self, batch: list[P]) -> None:
+        before = self._session.sent_bytes
+        try:
+            answers = self._session.request_fetch_many(
+                self._root, [prepared.request.path for prepared in batch], level=self._level
+            )
+        except Exception as exc:
+            self._withdrawn = True
+            self._in_flight.extend(_InFlight(prepared, None, error=exc) for prepared in batch)
+            return
+        wire_size = self._session.sent_bytes - before
+        for prepared, answer in zip(batch, answers, strict=True):
+            # the request's bytes are the first file's: the agent has read them all once it
+            # answers that one
+            self._in_flight.append(_InFlight(prepared, answer, wire_size=wire_size))
+            self._sent_count += 1
+            self._sent_bytes += wire_size
+            wire_size = 0
 
     def _request(self, prepared: P, refine: bool) -> None:
         request = prepared.request

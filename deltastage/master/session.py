@@ -48,6 +48,7 @@ from deltastage.protocol import (
     ErrorCode,
     Event,
     Fetch,
+    FetchMany,
     Hello,
     HelloReply,
     IndicatorQuery,
@@ -473,6 +474,28 @@ class PeerSession:
         pending.answer = self._answer(pending)
         self._pending.append(pending)
         return pending.answer
+
+    def request_fetch_many(
+        self, root: str, paths: Sequence[str], *, level: int = 3
+    ) -> list[Generator[bytes, None, None]]:
+        """Ask for each of ``paths`` against no basis in one request (``FetchMany``), sent
+        now, ahead of unread answers like ``request_fetch``; return an iterator over each
+        one's delta (the delta of the whole file), to be read in order after the answers
+        before them. None of them may be refined."""
+        for path in paths:
+            split_relative(path)
+        self._alive()
+        if self._requesting:
+            raise LocalProtocolError("a fetch is in progress; finish or close it first")
+        self._send(FetchMany(root, tuple(paths), level))
+        answers = []
+        for _ in paths:
+            pending = _Pending(None)
+            pending.refine = False
+            pending.answer = self._answer(pending)
+            self._pending.append(pending)
+            answers.append(pending.answer)
+        return answers
 
     def _answer(self, pending: _Pending) -> Generator[bytes, None, None]:
         if not self._pending or self._pending[0] is not pending:

@@ -40,6 +40,7 @@ from deltastage.protocol.events import (
     ErrorCode,
     Event,
     Fetch,
+    FetchMany,
     Hello,
     HelloReply,
     IndicatorQuery,
@@ -103,6 +104,7 @@ TRANSITIONS: dict[tuple[State, Role, type[Event]], State] = {
     (S.IDLE, M, IndicatorQuery): S.AWAIT_INDICATOR,
     (S.IDLE, M, IndicatorWrite): S.AWAIT_OK,
     (S.IDLE, M, Fetch): S.SENDING_SIGNATURE,
+    (S.IDLE, M, FetchMany): S.AWAIT_DELTA,  # its other answers are queued (``_many``)
     (S.IDLE, M, Bye): S.CLOSED,
     (S.LISTING, A, ListBatch): S.LISTING,
     (S.LISTING, A, ListEnd): S.IDLE,
@@ -140,6 +142,7 @@ _AHEAD_TRANSITIONS: dict[tuple[State, type[Event]], State] = {
     (State.IDLE, IndicatorQuery): State.AWAIT_INDICATOR,
     (State.IDLE, ListRequest): State.LISTING,
     (State.IDLE, Fetch): State.SENDING_SIGNATURE,
+    (State.IDLE, FetchMany): State.AWAIT_DELTA,
     (State.SENDING_SIGNATURE, SigData): State.SENDING_SIGNATURE,
     (State.SENDING_SIGNATURE, SigEnd): State.AWAIT_DELTA,
     (State.SENDING_SIGNATURE, Cancel): State.IDLE,
@@ -209,6 +212,7 @@ class Connection:
         if not pipelining or self.role is Role.AGENT or isinstance(event, RefineReply):
             new_state = _next_state(self._state, self.role, event)
             if new_state is not None:
+                self._many(event)
                 return new_state
         ahead_from = self._ahead or State.IDLE
         ahead = _AHEAD_TRANSITIONS.get((ahead_from, type(event)))
@@ -222,6 +226,7 @@ class Connection:
             else:
                 self._queued.append(ahead)
                 self._ahead = None
+                self._many(event)
             return None
         where = f"in state {self._state.value}"
         if pipelining:
@@ -248,7 +253,14 @@ class Connection:
         else:
             self._queued.append(ahead)
             self._ahead = None
+            self._many(event)
         return True
+
+    def _many(self, event: Event) -> None:
+        """A FetchMany entered (or queued) its first answer: the others are queued behind
+        it, each to start as a fetch whose signature is in."""
+        if isinstance(event, FetchMany):
+            self._queued.extend([State.AWAIT_DELTA] * (len(event.paths) - 1))
 
     def _next_queued(self) -> None:
         """The answer before ended: the agent now reads the oldest request sent ahead."""
@@ -330,5 +342,6 @@ class Connection:
             self._state = State.ERROR
             raise
         self._state = new_state
+        self._many(event)
         self._next_queued()
         return event

@@ -31,6 +31,7 @@ __all__ = [
     "MAGIC",
     "MAX_BATCH_ENTRIES",
     "MAX_BATCH_RAW",
+    "MAX_FETCH_MANY",
     "MAX_INDICATORS",
     "MAX_PATH",
     "MAX_REASON",
@@ -46,6 +47,7 @@ __all__ = [
     "ErrorCode",
     "Event",
     "Fetch",
+    "FetchMany",
     "Hello",
     "HelloReply",
     "IndicatorQuery",
@@ -78,7 +80,9 @@ __all__ = [
 # ``changed`` for a file found unreadable while listing)
 # 7: a Fetch names the bases its signature is of (1 to MAX_BASES, by size); a signature and
 # a delta may be of several bases (the DSGM and DDLM formats)
-PROTOCOL_VERSION = 7
+# 8: FetchMany: the master asks for several files with no basis in one request, each
+# answered in turn as a Fetch against an empty signature is
+PROTOCOL_VERSION = 8
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -106,6 +110,7 @@ MAX_BATCH_RAW = 4 << 20  # decompressed bytes of one listing batch
 MAX_LEVEL = 22  # zstd's highest level
 MAX_REFINE_BLOCKS = 1 << 17  # fine blocks one RefineRequest may ask for (<= 2.5 MiB reply)
 MAX_REFINE_BLOCK_SIZE = 1 << 20
+MAX_FETCH_MANY = 256  # paths in one FetchMany
 LISTING_LEVEL = 3
 # The indicator an agent writes, and a master says it will write, when told nothing else
 # (Cedar's stage indicator).
@@ -194,6 +199,12 @@ def _read_bool(reader: Reader, what: str) -> bool:
     if value > 1:
         raise RemoteProtocolError(f"{what} is not a boolean: {value}")
     return value == 1
+
+
+def _write_level(writer: Writer, level: int) -> None:
+    if not 0 <= level <= MAX_LEVEL:
+        raise LocalProtocolError(f"compression level out of range: {level}")
+    writer.u8(level, "level")
 
 
 def _read_level(reader: Reader) -> int:
@@ -476,8 +487,6 @@ class Fetch(Event):
     basis_sizes: tuple[int, ...] = (0,)
 
     def _write(self, writer: Writer) -> None:
-        if not 0 <= self.level <= MAX_LEVEL:
-            raise LocalProtocolError(f"compression level out of range: {self.level}")
         if not 1 <= len(self.basis_sizes) <= MAX_BASES:
             raise LocalProtocolError(f"{len(self.basis_sizes)} bases outside 1..{MAX_BASES}")
         writer.text(self.root, MAX_PATH, "root")
@@ -485,7 +494,7 @@ class Fetch(Event):
         writer.u8(len(self.basis_sizes), "basis count")
         for size in self.basis_sizes:
             writer.u64(size, "basis size")
-        writer.u8(self.level, "level")
+        _write_level(writer, self.level)
         writer.u8(int(self.refine), "refine")
 
     @classmethod
@@ -497,6 +506,35 @@ class Fetch(Event):
             raise RemoteProtocolError(f"{count} bases outside 1..{MAX_BASES}")
         sizes = tuple(reader.u64("basis size") for _ in range(count))
         return cls(root, path, _read_level(reader), _read_bool(reader, "refine"), sizes)
+
+
+@dataclass(frozen=True)
+class FetchMany(Event):
+    """Master → agent: send me each of ``paths`` (1 to ``MAX_FETCH_MANY``) as a delta
+    against no basis. Each is answered in turn as a ``Fetch`` with an empty signature and
+    ``refine`` off would be (delta data then DeltaEnd, or an Error): one request instead of
+    three messages and a signature for each small new file."""
+
+    TYPE: ClassVar[int] = 0x39
+    root: str
+    paths: tuple[str, ...]
+    level: int = 3
+
+    def _write(self, writer: Writer) -> None:
+        if not 1 <= len(self.paths) <= MAX_FETCH_MANY:
+            raise LocalProtocolError(f"FetchMany of {len(self.paths)} paths")
+        writer.text(self.root, MAX_PATH, "root")
+        _write_level(writer, self.level)
+        _write_strings(writer, list(self.paths), MAX_PATH, "path")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> FetchMany:
+        root = reader.text(MAX_PATH, "root")
+        level = _read_level(reader)
+        paths = _read_strings(reader, MAX_FETCH_MANY, MAX_PATH, "path")
+        if not paths:
+            raise RemoteProtocolError("FetchMany names no path")
+        return cls(root, tuple(paths), level)
 
 
 @dataclass(frozen=True)
@@ -632,6 +670,7 @@ EVENT_TYPES: dict[int, type[Event]] = {
         IndicatorWrite,
         Ok,
         Fetch,
+        FetchMany,
         SigData,
         SigEnd,
         Cancel,

@@ -8,6 +8,7 @@ changed, and the guess is handed to the job it turns out to be.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -79,7 +80,8 @@ class RequestGenerator:
 
     def prepare(self, job: Job) -> Transfer:
         """Open the job's bases (per its plan) and a temp file; the request's signature is
-        made as it is sent, unless the presigner made it already."""
+        made as it is sent, unless the presigner made it already (without a basis, it is
+        the one signature of nothing)."""
         bases, strong_len = job.plan
         dir_fd = self._dirs.parent_of(job.parts)
         transfer = Transfer(job, temp_name(), dir_fd)
@@ -90,6 +92,15 @@ class RequestGenerator:
                 except FileNotFoundError:
                     continue  # removed since its day's manifest was written: one basis less
             transfer.out_fd = os.open(transfer.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+            if not transfer.basis_fds:
+                # no basis (or none left): the one signature of nothing
+                encoded, block_size, empty_hash = _no_basis(strong_len)
+                transfer.basis_hashes = (empty_hash,)
+                transfer.signed = True
+                transfer.request = FetchRequest(
+                    job.entry.path, (encoded,), len(encoded), block_size, plain=strong_len is None
+                )
+                return transfer
             stats = [os.fstat(fd) for fd in transfer.basis_fds]
             if stats:
                 transfer.basis_sizes = tuple(st.st_size for st in stats)
@@ -172,6 +183,15 @@ class RequestGenerator:
             )
         except (IntegrityError, UnsafePathError, OSError):
             return None  # the ordinary fetch will sign and request it, or report it
+
+
+@functools.cache
+def _no_basis(strong_len: int | None) -> tuple[bytes, int, bytes]:
+    """The signature of no basis (encoded, its block size, the empty basis's hash): the
+    same for every fetch without one, so it is made once."""
+    builder = MultiSignatureBuilder((0,), strong_len=strong_len)
+    encoded = builder.end_basis() + builder.finish()
+    return encoded, builder.block_size, builder.signatures[0].basis_hash
 
 
 def adopt(guessed: Transfer, jobs: list[Job]) -> None:

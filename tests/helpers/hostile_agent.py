@@ -10,6 +10,7 @@ what no honest ``Connection`` would send (``frame``).
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 from deltastage.delta.codec import DeltaEncoder
-from deltastage.delta.signature import Signature, SignatureDecoder
+from deltastage.delta.signature import Signature, SignatureBuilder, SignatureDecoder
 from deltastage.errors import DeltastageError
 from deltastage.hashing import hash_bytes
 from deltastage.protocol import (
@@ -29,6 +30,7 @@ from deltastage.protocol import (
     DeltaEnd,
     Event,
     Fetch,
+    FetchMany,
     Hello,
     HelloReply,
     IndicatorQuery,
@@ -173,6 +175,8 @@ class HostileTransport(AgentInThread):
             self.agent_error = exc  # the master sent something a liar cannot parse
 
     def _respond(self, event: Event) -> Iterable[Answer]:
+        if isinstance(event, FetchMany):  # each file as a Fetch against no basis
+            return itertools.chain.from_iterable(self._fetch_each(event))
         if isinstance(event, Fetch):
             self.liar._fetch, self._sig = event, SignatureDecoder(multi=True)
         elif isinstance(event, SigData):
@@ -183,6 +187,14 @@ class HostileTransport(AgentInThread):
             self.liar.signatures = self._sig.results()
             signature = self.liar.signatures[0]
         return self.liar.answer(event, signature)
+
+    def _fetch_each(self, event: FetchMany) -> Iterator[Iterable[Answer]]:
+        nothing = SignatureBuilder(0)
+        nothing.finish()
+        for path in event.paths:
+            self.liar._fetch = Fetch(event.root, path, event.level, False)
+            self.liar.signatures = (nothing.signature,)
+            yield self.liar.answer(SigEnd(), nothing.signature)
 
 
 def endless(make: Callable[[int], Answer]) -> Iterator[Answer]:
