@@ -35,6 +35,7 @@ class RemoteEntry:
     mtime_ns: int
     mode: int  # permission bits (st_mode & 0o7777)
     xxh3_128: bytes | None  # 16 bytes for regular files, None otherwise
+    sketch: bytes | None = None  # the file's content sketch (delta.sketch), if it has one
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deltastage.agent.rootfs import SKETCH_MIN_SIZE
 from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.patch import Patcher
 from deltastage.delta.signature import SignatureBuilder
+from deltastage.delta.sketch import sketch_of
 from deltastage.protocol import (
     CAPABILITIES,
     PROTOCOL_VERSION,
@@ -190,6 +192,33 @@ def test_listing_reports_everything_and_follows_nothing(
     assert by_path["link-file"].kind == "symlink"
     assert by_path["fifo"].kind == "special" and by_path["fifo"].xxh3_128 is None
     assert not any(e.path.startswith("link-dir/") for e in entries)
+
+
+def test_a_big_files_listing_carries_its_sketch_from_the_same_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = np.random.default_rng(3).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "big.tar").write_bytes(big)
+    (tmp_path / "edge").write_bytes(big[:SKETCH_MIN_SIZE])
+    (tmp_path / "small").write_bytes(big[: SKETCH_MIN_SIZE - 1])
+    reads: list[tuple[str, int]] = []
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        reads.append((os.readlink(f"/proc/self/fd/{fd}"), offset))
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    master = RawMaster([str(tmp_path)])
+    master.hello()
+    listed = master.listing(str(tmp_path))
+    master.close()
+    assert isinstance(listed, list)
+    by_path = {e.path: e for e in listed}
+    assert by_path["big.tar"].sketch == sketch_of(big).encode()
+    assert by_path["edge"].sketch == sketch_of(big[:SKETCH_MIN_SIZE]).encode()
+    assert by_path["small"].sketch is None
+    assert len(reads) == len(set(reads)) == 5  # each piece of each file read once
 
 
 def test_listing_is_deterministic(raw: RawMaster, tree: tuple[Path, Path]) -> None:

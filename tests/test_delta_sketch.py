@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltastage.delta import sketch as sk
+from deltastage.delta.params import MAX_SKETCH_BYTES
 from deltastage.delta.sketch import (
-    MAX_SKETCH_BYTES,
     SAMPLES,
     Sketch,
     Sketcher,
@@ -66,6 +66,7 @@ def sketches(draw: st.DrawFn) -> Sketch:
 def test_encode_decode_round_trip(sketch: Sketch) -> None:
     encoded = sketch.encode()
     assert len(encoded) <= MAX_SKETCH_BYTES <= 256
+    assert len(Sketch(tuple(range(SAMPLES)), False).encode()) == MAX_SKETCH_BYTES
     assert decode_sketch(encoded) == sketch
 
 

@@ -29,6 +29,7 @@ from deltastage.delta.signature import (
     encode_signatures,
     signature_of,
 )
+from deltastage.delta.sketch import sketch_of
 from deltastage.errors import DeltaFormatError, DeltastageError, ProtocolError
 from deltastage.manifest import Manifest, ManifestEntry, decode_manifest, encode_manifest
 from deltastage.master.session import PeerSession
@@ -90,7 +91,7 @@ MULTI_DELTA = make_delta(MULTI_SIGS, NEW[:3000] + OTHER[1024:] + NEW[3000:])
 NOTHING = signature_of(b"")  # what a FetchMany's files are sent against
 BEE_DELTA = make_delta(NOTHING, b"bee\n")
 ENTRIES = (
-    file_entry("a", NEW),
+    file_entry("a", NEW, sketch=sketch_of(NEW).encode()),
     file_entry("dir/b.txt", b"bee\n"),
     WireEntry("link", "symlink", 4, 0, 0o777, None),
 )

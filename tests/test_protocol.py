@@ -9,7 +9,7 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deltastage.delta.params import MAX_BASES
+from deltastage.delta.params import MAX_BASES, MAX_SKETCH_BYTES
 from deltastage.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from deltastage.protocol import (
     CAPABILITIES,
@@ -90,6 +90,9 @@ def entries(draw: st.DrawFn) -> WireEntry:
         mtime_ns=draw(st.integers(-(2**63), 2**63 - 1)),
         mode=draw(st.integers(0, 0o7777)),
         xxh3_128=draw(st.binary(min_size=16, max_size=16)) if kind == "file" else None,
+        sketch=draw(st.none() | st.binary(min_size=1, max_size=MAX_SKETCH_BYTES))
+        if kind == "file"
+        else None,
     )
 
 
@@ -365,13 +368,18 @@ def listing_master() -> Connection:
     return master
 
 
+HASH = b"\0" * 16
+
+
 def batch_frame(count: int, body: bytes) -> bytes:
     compressed = zstandard.ZstdCompressor().compress(body)
     return encode_frame(ListBatch.TYPE, struct.pack(">I", count) + compressed)
 
 
-def entry_bytes(kind: int = 0, mode: int = 0o644, path: bytes = b"p", digest: bytes = b"") -> bytes:
-    return struct.pack(">BHQqI", kind, mode, 1, 2, len(path)) + path + digest
+def entry_bytes(
+    kind: int = 0, mode: int = 0o644, path: bytes = b"p", digest: bytes = b"", sketch: bytes = b""
+) -> bytes:
+    return struct.pack(">BHQqI", kind, mode, 1, 2, len(path)) + path + digest + sketch
 
 
 @pytest.mark.parametrize(
@@ -381,6 +389,16 @@ def entry_bytes(kind: int = 0, mode: int = 0o644, path: bytes = b"p", digest: by
         (batch_frame(1, entry_bytes(mode=0o17777)), "mode out of range"),
         (batch_frame(1, entry_bytes(kind=0)), "truncated at hash"),
         (batch_frame(1, entry_bytes(kind=1, digest=b"\0" * 16)), "trailing bytes"),
+        (batch_frame(1, entry_bytes(digest=b"\0" * 16)), "truncated at sketch length"),
+        (
+            batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\xff" + bytes(255))),
+            "sketch of 255",
+        ),
+        (
+            batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\x09" + bytes(8))),
+            "truncated at sketch",
+        ),
+        (batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\x00\x00")), "trailing bytes"),
         (batch_frame(2, entry_bytes(kind=1)), "truncated"),
         (batch_frame(70000, b""), "listing batch too large"),
         (
@@ -452,6 +470,9 @@ def test_data_after_eof_is_a_local_mistake() -> None:
         WireEntry("p", "special", -1, 1, 0o644, None),
         WireEntry("p" * 5000, "special", 1, 1, 0o644, None),
         WireEntry("\ud800", "special", 1, 1, 0o644, None),
+        WireEntry("p", "symlink", 1, 1, 0o644, None, b"\1" * 6),
+        WireEntry("p", "file", 1, 1, 0o644, b"\0" * 16, b""),
+        WireEntry("p", "file", 1, 1, 0o644, b"\0" * 16, b"\1" * (MAX_SKETCH_BYTES + 1)),
     ],
 )
 def test_we_refuse_to_send_bad_entries(event: WireEntry) -> None:

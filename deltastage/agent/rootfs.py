@@ -1,5 +1,8 @@
 """The roots an agent serves: open a file beneath one, list one, query and write indicators.
 
+A listing reads each regular file once: the same pieces give its hash and, for a file of
+``SKETCH_MIN_SIZE`` bytes or more, its content sketch (``delta.sketch``).
+
 A request names a root by the exact string the agent was started with. Every name beneath it
 is opened through ``safefs`` (``O_NOFOLLOW`` at every step), so neither a '..' nor
 a symlink planted inside a root can lead outside; only regular files are served. Failures
@@ -22,6 +25,7 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deltastage.agent.conversation import Refusal
 from deltastage.errors import UnsafePathError
@@ -37,15 +41,29 @@ from deltastage.safefs import (
     open_file_beneath,
 )
 
+if TYPE_CHECKING:
+    from deltastage.delta.sketch import Sketcher
+
 __all__ = ["RootFS", "same_content"]
 
 HASH_ATTEMPTS = 3  # re-hash a file that changed while listed, then give up on it
+# Smaller files are listed without a content sketch: the choice of their basis matters little,
+# and a small file has too few chunks to be told apart by one.
+SKETCH_MIN_SIZE = 64 << 10
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # a root is the admin's path
 
 
 def same_content(a: os.stat_result, b: os.stat_result) -> bool:
     """Whether two stats of one open file show the same content (size and mtime)."""
     return (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
+
+
+def _sketcher() -> Sketcher:
+    # imported at the first file big enough: numpy loads on a thread while the handshake and
+    # the first small files are answered (see agent.stdio), not before the agent can answer
+    from deltastage.delta.sketch import Sketcher
+
+    return Sketcher()
 
 
 def _open_refusal(exc: OSError | UnsafePathError, what: str) -> Refusal:
@@ -156,6 +174,7 @@ class RootFS:
             raise Refusal.io(rel, exc) from None
 
     def _hashed_entry(self, dir_fd: int, name: str, rel: str) -> WireEntry | None:
+        """A file's entry: its hash and (from the same read) its content sketch."""
         fd = self._open_listed(dir_fd, name, FILE_READ, rel)
         if fd is None:
             return None
@@ -165,12 +184,15 @@ class RootFS:
                 if not stat.S_ISREG(before.st_mode):
                     break
                 hasher = Hasher()
+                sketcher = _sketcher() if before.st_size >= SKETCH_MIN_SIZE else None
                 offset = 0
                 # read no further than the size seen first: a file that keeps growing ends
                 while offset < before.st_size and (
                     chunk := os.pread(fd, min(READ_CHUNK, before.st_size - offset), offset)
                 ):
                     hasher.update(chunk)
+                    if sketcher is not None:
+                        sketcher.update(chunk)
                     offset += len(chunk)
                 if offset == before.st_size and same_content(before, os.fstat(fd)):
                     return WireEntry(
@@ -180,6 +202,7 @@ class RootFS:
                         before.st_mtime_ns,
                         before.st_mode & 0o7777,
                         hasher.digest(),
+                        None if sketcher is None else sketcher.finish().encode(),
                     )
         except OSError as exc:
             raise Refusal.io(rel, exc) from None

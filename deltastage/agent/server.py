@@ -153,7 +153,7 @@ class _Server:
         count = 0
         for entry in self.rootfs.listing(request.root):
             batch.append(entry)
-            raw += len(entry.path) + 40
+            raw += len(entry.path) + len(entry.sketch or b"") + 40
             count += 1
             if raw >= BATCH_RAW or len(batch) >= MAX_BATCH_ENTRIES:
                 self.conversation.send(ListBatch(tuple(batch)))

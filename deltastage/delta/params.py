@@ -16,6 +16,7 @@ __all__ = [
     "MAX_CHAIN",
     "MAX_DEFAULT_BLOCK_SIZE",
     "MAX_LITERAL",
+    "MAX_SKETCH_BYTES",
     "MAX_STRONG_LEN",
     "MIN_DEFAULT_BLOCK_SIZE",
     "check_basis_count",
@@ -57,6 +58,9 @@ MAX_CHAIN = 64
 # Basis files one delta may copy from: each costs the master an open file and a slot in
 # every multi-basis header, and the wire carries the basis index in one byte.
 MAX_BASES = 8
+
+# A file's content sketch (delta.sketch), as the listing and the manifest carry it.
+MAX_SKETCH_BYTES = 254
 
 DEFAULT_MAX_BLOCKS = 1 << 25
 DEFAULT_MAX_BASIS_SIZE = 1 << 42

@@ -38,10 +38,10 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from deltastage.delta.params import MAX_SKETCH_BYTES
 from deltastage.errors import DeltaFormatError
 
 __all__ = [
-    "MAX_SKETCH_BYTES",
     "MIN_GAP",
     "SAMPLES",
     "Sketch",
@@ -53,8 +53,7 @@ __all__ = [
 ]
 
 VERSION = 1
-SAMPLES = 63
-MAX_SKETCH_BYTES = 2 + 4 * SAMPLES
+SAMPLES = (MAX_SKETCH_BYTES - 2) // 4
 MIN_GAP = 1024
 WINDOW = 8
 _FULL = 1 << 32  # the threshold of a complete sketch: every chunk hash is below it

@@ -354,7 +354,13 @@ class PeerSession:
                 paths.add(wire.path)
                 entries.append(
                     RemoteEntry(
-                        wire.path, wire.kind, wire.size, wire.mtime_ns, wire.mode, wire.xxh3_128
+                        wire.path,
+                        wire.kind,
+                        wire.size,
+                        wire.mtime_ns,
+                        wire.mode,
+                        wire.xxh3_128,
+                        wire.sketch,
                     )
                 )
 

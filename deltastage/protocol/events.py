@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import zstandard
 
-from deltastage.delta.params import MAX_BASES
+from deltastage.delta.params import MAX_BASES, MAX_SKETCH_BYTES
 from deltastage.errors import LocalProtocolError, RemoteProtocolError, UnsafePathError
 from deltastage.hashing import HASH_SIZE
 from deltastage.protocol.paths import MAX_NAME, MAX_PATH, check_name
@@ -82,7 +82,9 @@ __all__ = [
 # a delta may be of several bases (the DSGM and DDLM formats)
 # 8: FetchMany: the master asks for several files with no basis in one request, each
 # answered in turn as a Fetch against an empty signature is
-PROTOCOL_VERSION = 8
+# 9: a listed file may carry a content sketch (at most MAX_SKETCH_BYTES), for the master to
+# choose its bases by content
+PROTOCOL_VERSION = 9
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -324,6 +326,9 @@ class WireEntry:
     mtime_ns: int
     mode: int
     xxh3_128: bytes | None  # HASH_SIZE bytes for "file", None otherwise
+    # a file's content sketch (1..MAX_SKETCH_BYTES bytes, see delta.sketch; read by the stage,
+    # which decodes it); None for anything else, and for a file not sketched (a small one)
+    sketch: bytes | None = None
 
     def _write(self, writer: Writer) -> None:
         if self.kind not in ENTRY_KINDS:
@@ -332,6 +337,12 @@ class WireEntry:
             self.xxh3_128 is not None and len(self.xxh3_128) != HASH_SIZE
         ):
             raise LocalProtocolError(f"{self.path!r}: a {HASH_SIZE}-byte hash iff a file")
+        if self.sketch is not None and (
+            self.kind != "file" or not 0 < len(self.sketch) <= MAX_SKETCH_BYTES
+        ):
+            raise LocalProtocolError(
+                f"{self.path!r}: a sketch of 1..{MAX_SKETCH_BYTES} bytes, of a file"
+            )
         if not 0 <= self.mode <= 0o7777:
             raise LocalProtocolError(f"{self.path!r}: mode out of range: {self.mode:o}")
         writer.u8(ENTRY_KINDS.index(self.kind), "kind")
@@ -341,6 +352,9 @@ class WireEntry:
         writer.text(self.path, MAX_PATH, "path")
         if self.xxh3_128 is not None:
             writer.raw(self.xxh3_128)
+            sketch = self.sketch or b""
+            writer.u8(len(sketch), "sketch length")
+            writer.raw(sketch)
 
     @classmethod
     def _read(cls, reader: Reader) -> WireEntry:
@@ -354,8 +368,14 @@ class WireEntry:
         size = reader.u64("size")
         mtime_ns = reader.i64("mtime_ns")
         path = reader.text(MAX_PATH, "path")
-        digest = reader.raw(HASH_SIZE, "hash") if kind == "file" else None
-        return cls(path, kind, size, mtime_ns, mode, digest)
+        if kind != "file":
+            return cls(path, kind, size, mtime_ns, mode, None)
+        digest = reader.raw(HASH_SIZE, "hash")
+        length = reader.u8("sketch length")
+        if length > MAX_SKETCH_BYTES:
+            raise RemoteProtocolError(f"sketch of {length} bytes (limit {MAX_SKETCH_BYTES})")
+        sketch = reader.raw(length, "sketch") if length else None
+        return cls(path, kind, size, mtime_ns, mode, digest, sketch)
 
 
 @dataclass(frozen=True)

@@ -69,22 +69,30 @@ def forged_list_batch(
 ) -> bytes:
     """A ListBatch frame built by hand, free of the sender-side checks on paths and counts.
 
-    Each entry is (path, size, mtime_ns, mode) of a "file" with a zero hash; the layout
-    mirrors ``WireEntry`` (kind u8, mode u16, size u64, mtime i64, path, hash).
+    Each entry is (path, size, mtime_ns, mode) of a "file" with a zero hash and no sketch;
+    the layout mirrors ``WireEntry`` (kind u8, mode u16, size u64, mtime i64, path, hash,
+    sketch length u8).
     """
     body = bytearray()
     n = 0
     for path, size, mtime_ns, mode in entries:
         raw = path.encode("utf-8", "surrogateescape")
-        body += struct.pack(">BHQqI", 0, mode, size, mtime_ns, len(raw)) + raw + b"\0" * 16
+        body += struct.pack(">BHQqI", 0, mode, size, mtime_ns, len(raw)) + raw + b"\0" * 17
         n += 1
     payload = struct.pack(">I", n if count is None else count)
     payload += zstandard.ZstdCompressor().compress(bytes(body))
     return encode_frame(ListBatch.TYPE, payload, 1 << 31)
 
 
-def file_entry(path: str, data: bytes, *, mode: int = 0o644, mtime_ns: int = 10**18) -> WireEntry:
-    return WireEntry(path, "file", len(data), mtime_ns, mode, hash_bytes(data))
+def file_entry(
+    path: str,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    mtime_ns: int = 10**18,
+    sketch: bytes | None = None,
+) -> WireEntry:
+    return WireEntry(path, "file", len(data), mtime_ns, mode, hash_bytes(data), sketch)
 
 
 @dataclass
