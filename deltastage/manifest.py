@@ -7,6 +7,10 @@ A manifest exists only when every file it lists was written, fsynced, re-read an
 ``verify`` re-hashes staged files against it. It is the truth; the history catalog is not.
 For a peer whose agent is read-only it also records the stage indicator the peer's collect
 dir did not get (``master_only_indicator``).
+
+Each file of 64 KiB or more also has its content ``sketch`` (hex; see ``delta.sketch``), from
+which later runs choose bases without reading earlier files. Manifests written before
+sketches existed have none, and read as they did.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from deltastage.delta.params import MAX_SKETCH_BYTES
 from deltastage.errors import IntegrityError
 from deltastage.models import json_text
 from deltastage.safefs import FILE_CREATE, FILE_READ, check_relative_path, fsync_dir
@@ -47,6 +52,7 @@ class ManifestEntry:
     xxh3_128: bytes
     mode: int
     mtime_ns: int
+    sketch: bytes | None = None  # the content sketch the listing gave for these bytes
 
 
 @dataclass(frozen=True)
@@ -88,13 +94,15 @@ def manifest_text(manifest: Manifest) -> Iterator[str]:
     yield head.removesuffix("[]\n}") + "[\n"
     last = len(manifest.files) - 1
     for index, e in enumerate(manifest.files):
-        entry = {
+        entry: dict[str, object] = {
             "path": e.path,
             "size": e.size,
             "xxh3_128": e.xxh3_128.hex(),
             "mode": f"{e.mode:04o}",
             "mtime_ns": e.mtime_ns,
         }
+        if e.sketch is not None:
+            entry["sketch"] = e.sketch.hex()
         yield "  " + json_text(entry, indent=None) + (",\n" if index < last else "\n")
     yield " ]\n}\n"
 
@@ -104,6 +112,20 @@ def _field(obj: dict[str, Any], key: str, kind: type) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise IntegrityError(f"manifest: {key!r} missing or not a {kind.__name__}")
     return value
+
+
+def _sketch(raw: dict[str, Any], path: str) -> bytes | None:
+    """A file entry's sketch: absent (older manifests, small files) or 1..254 bytes in hex."""
+    text = raw.get("sketch")
+    if text is None:
+        return None
+    try:
+        sketch = bytes.fromhex(text)
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"manifest: bad sketch for {path!r}") from exc
+    if not 0 < len(sketch) <= MAX_SKETCH_BYTES:
+        raise IntegrityError(f"manifest: sketch of {len(sketch)} bytes for {path!r}")
+    return sketch
 
 
 def decode_manifest(data: bytes) -> Manifest:
@@ -131,7 +153,7 @@ def decode_manifest(data: bytes) -> Manifest:
         mtime_ns = raw.get("mtime_ns", 0)
         if size < 0 or not isinstance(mtime_ns, int):
             raise IntegrityError(f"manifest: bad size or mtime for {path!r}")
-        files.append(ManifestEntry(path, size, digest, mode, mtime_ns))
+        files.append(ManifestEntry(path, size, digest, mode, mtime_ns, _sketch(raw, path)))
     indicator = document.get("master_only_indicator")
     if indicator is not None and not isinstance(indicator, str):
         raise IntegrityError("manifest: 'master_only_indicator' is not a string")

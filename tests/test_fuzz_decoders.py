@@ -362,7 +362,7 @@ MANIFEST = encode_manifest(
         "web1",
         "2026-11-23",
         (
-            ManifestEntry("a/b.txt", 12, b"\1" * 16, 0o644, 10**18),
+            ManifestEntry("a/b.txt", 12, b"\1" * 16, 0o644, 10**18, sketch_of(NEW).encode()),
             ManifestEntry("c", 0, b"\2" * 16, 0o600, 0),
         ),
         master_only_indicator="cback.stage",

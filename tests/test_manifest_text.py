@@ -6,12 +6,16 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deltastage.delta.params import MAX_SKETCH_BYTES
+from deltastage.errors import IntegrityError
 from deltastage.manifest import (
     Manifest,
     ManifestEntry,
+    decode_manifest,
     encode_manifest,
     read_manifest,
     write_manifest,
@@ -28,6 +32,7 @@ entries = st.builds(
     st.binary(min_size=16, max_size=16),
     st.integers(0, 0o7777),
     st.integers(0, 1 << 62),
+    st.none() | st.binary(min_size=1, max_size=MAX_SKETCH_BYTES),
 )
 
 
@@ -49,6 +54,7 @@ def whole(manifest: Manifest) -> object:
             "mode": f"{e.mode:04o}",
             "mtime_ns": e.mtime_ns,
         }
+        | ({} if e.sketch is None else {"sketch": e.sketch.hex()})
         for e in manifest.files
     ]
     return json.loads(json_text(document))
@@ -72,7 +78,10 @@ def test_pieces_make_the_whole_document(files: tuple[ManifestEntry, ...], only: 
 
 def test_written_in_pieces_and_read_back(tmp_path: Path) -> None:
     files = tuple(
-        ManifestEntry(f"d{i % 7}/f{i}", i, bytes([i % 256]) * 16, 0o644, i) for i in range(3000)
+        ManifestEntry(
+            f"d{i % 7}/f{i}", i, bytes([i % 256]) * 16, 0o644, i, bytes([1, 1, i % 256, 0, 0, 0])
+        )
+        for i in range(3000)
     )
     manifest = Manifest("p", "2026-11-23", files)
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
@@ -84,3 +93,25 @@ def test_written_in_pieces_and_read_back(tmp_path: Path) -> None:
     data = (tmp_path / "deltastage.manifest.json").read_bytes()
     assert json.loads(data) == whole(manifest)
     assert len(file_lines(data)) == len(files)
+
+
+def test_a_manifest_without_sketches_still_reads() -> None:
+    # as written before files had sketches
+    old = (
+        b'{"format": "deltastage-manifest", "version": 1, "peer": "p", "date": "2026-11-23",'
+        b' "files": [{"path": "a", "size": 3, "xxh3_128": "' + b"01" * 16 + b'",'
+        b' "mode": "0644", "mtime_ns": 5}]}'
+    )
+    (entry,) = decode_manifest(old).files
+    assert entry == ManifestEntry("a", 3, b"\1" * 16, 0o644, 5, None)
+
+
+@pytest.mark.parametrize(
+    ("sketch", "reason"),
+    [("zz", "bad sketch"), (7, "bad sketch"), ("", "sketch of 0 bytes"), ("00" * 255, "of 255")],
+)
+def test_a_bad_sketch_makes_the_manifest_bad(sketch: object, reason: str) -> None:
+    entry = {"path": "a", "size": 3, "xxh3_128": "01" * 16, "sketch": sketch}
+    document = {"format": "deltastage-manifest", "files": [entry]}
+    with pytest.raises(IntegrityError, match=reason):
+        decode_manifest(json.dumps(document).encode())

@@ -67,9 +67,16 @@ Committed = tuple[dict[str, ManifestEntry], list[Pending]]
 def staged_entry(
     ownership: Ownership, entry: RemoteEntry, size: int, digest: bytes
 ) -> ManifestEntry:
-    """What the manifest records of ``entry`` staged verified."""
+    """What the manifest records of ``entry`` staged verified (its sketch only when the
+    staged bytes are the ones listed: a file that changed since was not sketched)."""
+    listed = digest == entry.xxh3_128 and size == entry.size
     return ManifestEntry(
-        entry.path, size, digest, ownership.staged_mode(entry.mode), entry.mtime_ns
+        entry.path,
+        size,
+        digest,
+        ownership.staged_mode(entry.mode),
+        entry.mtime_ns,
+        entry.sketch if listed else None,
     )
 
 
