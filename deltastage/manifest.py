@@ -175,9 +175,11 @@ def read_manifest(peer_dir_fd: int) -> Manifest | None:
         return decode_manifest(stream.read(256 << 20))
 
 
-def read_manifest_contents(peer_dir_fd: int) -> dict[str, tuple[int, str]] | None:
-    """Each file's size and xxh3-128 (hex) from the manifest in an open peer dir: None if
-    there is none, IntegrityError if it is bad.
+def read_manifest_contents(
+    peer_dir_fd: int,
+) -> dict[str, tuple[int, str, bytes | None]] | None:
+    """Each file's size, xxh3-128 (hex) and sketch (if any) from the manifest in an open
+    peer dir: None if there is none, IntegrityError if it is bad.
 
     Lighter than ``read_manifest`` (a day with many files is read in a fraction of the
     time), for finding bases: a path is not checked here, but by whoever opens it beneath
@@ -194,7 +196,7 @@ def read_manifest_contents(peer_dir_fd: int) -> dict[str, tuple[int, str]] | Non
         raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise IntegrityError("not a deltastage manifest")
-    contents: dict[str, tuple[int, str]] = {}
+    contents: dict[str, tuple[int, str, bytes | None]] = {}
     try:
         for raw in _field(document, "files", list):
             path, size, digest = raw["path"], raw["size"], raw["xxh3_128"]
@@ -206,7 +208,7 @@ def read_manifest_contents(peer_dir_fd: int) -> dict[str, tuple[int, str]] | Non
                 or len(digest) != 32
             ):
                 raise IntegrityError(f"manifest: bad entry for {str(path)[:200]!r}")
-            contents[path] = (size, digest)
+            contents[path] = (size, digest, _sketch(raw, path))
     except (KeyError, TypeError) as exc:
         raise IntegrityError(f"manifest: file entry lacks {exc}") from None
     return contents

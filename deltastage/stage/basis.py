@@ -56,6 +56,7 @@ class Basis:
     size: int
     known_hash: bytes | None  # from a manifest, when one vouches for the file
     day: date | None = None  # the earlier daily dir it is in ("previous", "similar")
+    sketch: bytes | None = None  # its content sketch, from that manifest (delta.sketch)
 
 
 def daily_dir_for(staging_dir: Path, day: date) -> Path:
@@ -116,13 +117,14 @@ class _Tree:
         self.day = day
         self.sizes: dict[str, int] = {}
         self.hashes: dict[str, bytes] = {}
+        self.sketches: dict[str, bytes] = {}
         self.similar: dict[str, list[str]] = {}
         try:
             fd = open_dir(root)
         except OSError:
             return
         try:
-            contents: Mapping[str, tuple[int, str]] | None = None
+            contents: Mapping[str, tuple[int, str, bytes | None]] | None = None
             try:
                 contents = read_manifest_contents(fd)
             except (IntegrityError, OSError, ValueError):
@@ -136,9 +138,11 @@ class _Tree:
                 self.sizes[rel] = st.st_size
                 self.similar.setdefault(similarity_key(rel), []).append(rel)
             if contents is not None:
-                for path, (size, digest) in contents.items():
+                for path, (size, digest, sketch) in contents.items():
                     if self.sizes.get(path) == size:
                         self.hashes[path] = bytes.fromhex(digest)
+                        if sketch is not None:
+                            self.sketches[path] = sketch
         except OSError:
             pass
         finally:
@@ -147,18 +151,29 @@ class _Tree:
     def exact(self, path: str, kind: str) -> Basis | None:
         if path not in self.sizes:
             return None
-        return Basis(self.root, path, kind, self.sizes[path], self.hashes.get(path), self.day)
+        return self._basis(path, kind)
 
     def most_similar(self, path: str, size: int) -> Basis | None:
         names = [n for n in self.similar.get(similarity_key(path), []) if n != path]
         if not names:
             return None
-        best = _closest(names, path, self.sizes, size)
-        return Basis(self.root, best, "similar", self.sizes[best], self.hashes.get(best), self.day)
+        return self._basis(_closest(names, path, self.sizes, size), "similar")
+
+    def _basis(self, path: str, kind: str) -> Basis:
+        return Basis(
+            self.root,
+            path,
+            kind,
+            self.sizes[path],
+            self.hashes.get(path),
+            self.day,
+            self.sketches.get(path),
+        )
 
 
-# one earlier day's copy of a path: (the day's index, size, xxh3-128 in hex or None)
-_Copy = tuple[int, int, str | None]
+# one earlier day's copy of a path: (the day's index, size, xxh3-128 in hex or None, its
+# content sketch or None)
+_Copy = tuple[int, int, str | None, bytes | None]
 
 
 class _EarlierDays:
@@ -179,13 +194,13 @@ class _EarlierDays:
         newest = {} if self._newest is None else self._newest.hashes
         newest_hex = {path: digest.hex() for path, digest in newest.items()}
         for index, (_, root) in enumerate(self._days):
-            for path, (size, digest) in _day_contents(root).items():
+            for path, (size, digest, sketch) in _day_contents(root).items():
                 known = copies.get(path)
                 if known is None:
                     if digest is None or newest_hex.get(path) != digest:
-                        copies[path] = [(index, size, digest)]
-                elif digest is None or known[-1][1:] != (size, digest):
-                    known.append((index, size, digest))
+                        copies[path] = [(index, size, digest, sketch)]
+                elif digest is None or known[-1][1:3] != (size, digest):
+                    known.append((index, size, digest, sketch))
                 # else: the content of a newer day's copy
         self._copies = copies
         return copies
@@ -213,13 +228,13 @@ class _EarlierDays:
         return [b for b in found if b.size > 0]
 
     def _basis(self, path: str, kind: str, copy: _Copy) -> Basis:
-        index, size, digest = copy
+        index, size, digest, sketch = copy
         when, root = self._days[index]
         known = bytes.fromhex(digest) if digest is not None else None
-        return Basis(root, path, kind, size, known, when)
+        return Basis(root, path, kind, size, known, when, sketch)
 
 
-def _day_contents(root: Path) -> Mapping[str, tuple[int, str | None]]:
+def _day_contents(root: Path) -> Mapping[str, tuple[int, str | None, bytes | None]]:
     """The files of one earlier day: its manifest's, else (none, or a bad one) as walked."""
     try:
         fd = open_dir(root)
@@ -235,7 +250,7 @@ def _day_contents(root: Path) -> Mapping[str, tuple[int, str | None]]:
         tree = _Tree(root)
     finally:
         os.close(fd)
-    return {path: (size, None) for path, size in tree.sizes.items()}
+    return {path: (size, None, None) for path, size in tree.sizes.items()}
 
 
 class BasisFinder:
