@@ -255,3 +255,12 @@ def test_sketching_is_fast_enough() -> None:
     sketch_of(data)
     rate = len(data) / (time.process_time() - start)
     assert rate > 100e6  # bytes per CPU second; several times that on a quiet machine
+
+
+def test_one_sample_in_common_is_not_enough_to_choose() -> None:
+    new = Sketch(tuple(range(0, 10 * SAMPLES, 10)), complete=False)
+    one = Sketch((0, 5, 15), complete=True)
+    two = Sketch((0, 5, 10), complete=True)
+    assert estimate_overlap(new, 63_000, one) == 1000
+    assert choose(new, 63_000, [one], [0], 8) == []
+    assert choose(new, 63_000, [one, two], [0, 0], 8) == [1]

@@ -216,7 +216,11 @@ def choose(
     """Indexes of up to ``limit`` candidates, chosen greedily: each time the one whose
     estimated added bytes (over those chosen before it) most exceed its ``costs``; none that
     adds less than it costs. Candidates the sketches cannot judge are never chosen; ties go
-    to the earlier candidate."""
+    to the earlier candidate.
+
+    The added bytes are counted one sample short: one sample in common may be a single
+    shared chunk as well as a sixtieth of the file, and a basis chosen on so little would
+    displace the one the caller's other rules pick."""
     known = [_known(new, c) for c in candidates]
     hits = [k.intersection(c.samples) for k, c in zip(known, candidates, strict=True)]
     chosen: list[int] = []
@@ -231,7 +235,7 @@ def choose(
             if not sample:
                 continue
             added = len((hits[index] & sample) - covered)
-            net = new_size * added / len(sample) - costs[index]
+            net = new_size * (added - 1) / len(sample) - costs[index]
             if net > 0 and (best is None or net > best[0]):
                 best = (net, index)
         if best is None:
