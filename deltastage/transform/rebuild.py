@@ -3,6 +3,11 @@
 ``Rebuilder`` is push-style and streaming: each ``write`` of content returns the compressed
 bytes it completes, ``close`` the rest. ``MemberWriter`` is the same for one member; the
 search proves a candidate recipe with it, so what is proven is exactly what is rebuilt.
+
+A compressor's output may depend on how its input is cut into calls (zlib's level 0 cuts
+its stored blocks where a call's input ends), so ``MemberWriter`` hands its compressor the
+content in ``FEED``-byte pieces whatever pieces it is given: the proof and the rebuild then
+make the same calls.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from collections.abc import Iterator
 from deltastage.errors import DeltaFormatError
 from deltastage.transform.recipe import GzipMember, Member, Recipe
 
-__all__ = ["MemberWriter", "Rebuilder"]
+__all__ = ["FEED", "MemberWriter", "Rebuilder"]
 
+FEED = 1 << 16
 _TRAILER = struct.Struct("<II")
 
 
@@ -36,6 +42,7 @@ class MemberWriter:
             self._compressor = bz2.BZ2Compressor(member.level)
         self._crc = 0
         self._size = 0
+        self._pending = bytearray()
 
     def start(self) -> bytes:
         return self._header
@@ -44,10 +51,18 @@ class MemberWriter:
         if self._gzip:
             self._crc = zlib.crc32(content, self._crc)
             self._size += len(content)
-        return self._compressor.compress(content)
+        self._pending += content
+        if len(self._pending) < FEED:
+            return b""
+        whole = len(self._pending) - len(self._pending) % FEED
+        with memoryview(self._pending) as view:
+            out = [self._compressor.compress(view[i : i + FEED]) for i in range(0, whole, FEED)]
+        del self._pending[:whole]
+        return b"".join(out)
 
     def finish(self) -> bytes:
-        tail = self._compressor.flush()
+        tail = self._compressor.compress(self._pending) + self._compressor.flush()
+        self._pending.clear()
         if self._gzip:
             tail += _TRAILER.pack(self._crc, self._size & 0xFFFFFFFF)
         return tail
