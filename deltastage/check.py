@@ -2,6 +2,9 @@
 
 A peer whose agent would refuse the stage indicator (its forced command names other
 ``--indicator`` names) is unusable, and its report carries the forced command that fixes it.
+A peer whose collect dir holds gzip or bzip2 files that zlib or libbzip2 did not write
+(GNU gzip, pigz...) stays usable, with a ``hint``: such files cannot be rebuilt from their
+content, so only their compressed bytes are delta'd, which saves little.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from deltastage.config import Config
 from deltastage.errors import DeltastageError, IndicatorRefused
 from deltastage.master.connect import SessionFactory, agent_argv, open_peer_session
 from deltastage.models import json_fields
+from deltastage.protocol import ProbeReply
 
-__all__ = ["CheckReport", "PeerCheck", "check_config", "forced_command"]
+__all__ = ["CheckReport", "PeerCheck", "check_config", "compression_hint", "forced_command"]
 
 
 def forced_command(argv: Sequence[str]) -> str:
@@ -36,6 +40,8 @@ class PeerCheck:
     wire_bytes: int = 0
     error: str | None = None
     fix: str | None = None  # the forced command that makes an unusable peer usable
+    compressed: dict[str, int] | None = None  # gzip/bzip2 files: rebuilt, foreign, corrupt
+    hint: str | None = None  # what to change so that its compressed files delta well
 
     @property
     def state(self) -> str:
@@ -58,6 +64,8 @@ class PeerCheck:
             "agent_indicators",
             "error",
             "fix",
+            "compressed",
+            "hint",
         )
 
 
@@ -79,6 +87,24 @@ class CheckReport:
             "error": None,
             **json_fields(self, "peers"),
         }
+
+
+def compression_hint(probed: ProbeReply) -> str | None:
+    """What to tell the operator of a peer whose compressed files cannot be rebuilt."""
+    if not probed.foreign:
+        return None
+    shown = ", ".join(map(repr, probed.examples))
+    more = (
+        f" and {probed.foreign - len(probed.examples)} more"
+        if probed.foreign > len(probed.examples)
+        else ""
+    )
+    return (
+        f"{probed.foreign} compressed file(s) ({shown}{more}) were not written by zlib or "
+        "libbzip2 (GNU gzip, pigz...): they cannot be rebuilt from their content, so "
+        "only their compressed bytes are delta'd, which saves little; collect them "
+        "uncompressed (Cedar: archive_mode tar) or compress with `gzip --rsyncable`"
+    )
 
 
 def _staging_problem(config: Config) -> str | None:
@@ -111,6 +137,13 @@ def check_config(
                 result.stage_indicator = session.indicator_exists(
                     root, config.options.stage_indicator
                 )
+                probed = session.probe_compression(root)
+                result.compressed = {
+                    "rebuilt": probed.rebuilt,
+                    "foreign": probed.foreign,
+                    "corrupt": probed.corrupt,
+                }
+                result.hint = compression_hint(probed)
                 result.usable = True
                 result.wire_bytes = session.wire_bytes
             finally:

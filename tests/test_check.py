@@ -9,6 +9,8 @@ real sshd.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import shlex
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from deltastage.errors import ConnectError, ConnectionClosed
 from deltastage.master.connect import SessionFactory, bounded_session, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.transports.pipe import PipeTransport
+from tests.helpers.compressed import gnu_gzip, stdlib_tar
 from tests.helpers.site import make_peer, write_config
 from tests.helpers.transports import SessionProxy
 
@@ -48,6 +51,8 @@ def test_each_local_peer_is_reached_and_its_state_read(tmp_path: Path) -> None:
         assert peer.usable and peer.error is None and peer.fix is None
         assert peer.agent_version == __version__ and peer.agent_indicators == ["cback.stage"]
         assert peer.wire_bytes > 0
+        assert peer.compressed == {"rebuilt": 0, "foreign": 0, "corrupt": 0}
+        assert peer.hint is None
 
 
 class BrokenAfterHandshake(SessionProxy):
@@ -134,6 +139,8 @@ def test_the_json_form_names_every_field_in_order(tmp_path: Path) -> None:
         "agent_indicators",
         "error",
         "fix",
+        "compressed",
+        "hint",
     ]
     assert peer["state"] == "ready" and peer["agent_indicators"] == ["cback.stage"]
 
@@ -188,3 +195,21 @@ def test_a_read_only_agent_is_usable_and_shown_as_writing_nothing(tmp_path: Path
 def test_the_forced_command_quotes_what_a_shell_and_sshd_would_split() -> None:
     line = forced_command(["deltastage", "agent", "--root", "/srv/a b", "--indicator", 'x"y'])
     assert line == """command="deltastage agent --root '/srv/a b' --indicator 'x\\"y'\""""
+
+
+def test_compressed_files_that_cannot_be_rebuilt_get_a_hint(tmp_path: Path) -> None:
+    """GNU gzip's output is not zlib's: check names such files and what to change; Python's
+    gzip and bzip2 output (Cedar's) is rebuilt, a corrupt one only counted."""
+    tar = stdlib_tar()
+    config = local_site(tmp_path, p=("cback.collect",))
+    collect = config.peers[0].collect_dir
+    (collect / "gnu.tar.gz").write_bytes(gnu_gzip(tar, 9))
+    (collect / "cedar.tar.gz").write_bytes(gzip.compress(tar, 9))
+    (collect / "cedar.tar.bz2").write_bytes(bz2.compress(tar, 9))
+    (collect / "cut.gz").write_bytes(gzip.compress(tar)[:-5])
+    (collect / "plain.gz").write_bytes(b"not compressed at all, whatever its name")
+    (peer,) = check_config(config).peers
+    assert peer.usable and peer.compressed == {"rebuilt": 2, "foreign": 1, "corrupt": 1}
+    assert peer.hint is not None and "'gnu.tar.gz'" in peer.hint
+    assert "archive_mode tar" in peer.hint and "--rsyncable" in peer.hint
+    assert check_config(config).exit_code == 0, "a hint, not a failure"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from deltastage.check import CheckReport, PeerCheck
+from deltastage.check import CheckReport, PeerCheck, compression_hint
 from deltastage.cli.render import (
     render_check,
     render_history_table,
@@ -22,6 +22,7 @@ from deltastage.cli.render import (
     render_verify_table,
 )
 from deltastage.history import HistoryRow, read_history, record_stage
+from deltastage.protocol import ProbeReply
 from deltastage.stage.report import PeerReport, StageReport
 from deltastage.verify import PeerVerification, VerifyReport
 from tests.helpers.site import write_config
@@ -80,6 +81,7 @@ def check_report() -> CheckReport:
         fix='command="deltastage agent --root /var/backups/collect --indicator cback.stage"',
     )
     ready = PeerCheck("db1", "local", usable=True, agent_version="0.1.0", collect_indicator=True)
+    ready.hint = compression_hint(ProbeReply(3, 2, 0, (f"{LONG}/{DEEP}.tar.gz", "mbox.gz")))
     return CheckReport(
         f"/etc/deltastage/{LONG}.toml", str(DAILY), None, [ready, unusable, refusing]
     )
@@ -123,7 +125,13 @@ RENDERS: dict[str, tuple[Callable[[Console], None], list[str]]] = {
     ),
     "check": (
         lambda console: render_check(check_report(), console),
-        [*NAMES, *ERRORS.values(), check_report().config, check_report().peers[2].fix or ""],
+        [
+            *NAMES,
+            *ERRORS.values(),
+            check_report().config,
+            check_report().peers[2].fix or "",
+            f"db1: {check_report().peers[0].hint}",
+        ],
     ),
     "history": (
         lambda console: render_history_table(history_rows(), 10, DAILY.parent, console),

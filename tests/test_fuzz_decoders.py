@@ -57,6 +57,8 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     Ok,
+    ProbeReply,
+    ProbeRequest,
     Role,
     SigData,
     SigEnd,
@@ -107,6 +109,7 @@ def conversation() -> tuple[bytes, bytes]:
             [HelloReply(PROTOCOL_VERSION, "a", (ROOT,), CAPABILITIES, (DEFAULT_INDICATOR,))],
         ),
         ([IndicatorQuery(ROOT, "cback.collect")], [IndicatorState(True)]),
+        ([ProbeRequest(ROOT)], [ProbeReply(1, 2, 0, ("a",))]),
         ([ListRequest(ROOT)], [ListBatch(ENTRIES[:2]), ListBatch(ENTRIES[2:]), ListEnd(3)]),
         (
             [Fetch(ROOT, "a"), SigData(SIG_BYTES), SigEnd()],
@@ -145,6 +148,7 @@ def run_master(data: bytes, splits: list[int]) -> bytes | None:
     try:
         session.handshake()
         session.indicator_exists(ROOT, "cback.collect")
+        session.probe_compression(ROOT)
         session.list_files(ROOT)
         patcher = Patcher(
             lambda offset, n: BASIS[offset : offset + n],
@@ -279,6 +283,7 @@ def master_transcript(root: str) -> bytes:
     requests: list[Event] = [
         Hello(PROTOCOL_VERSION, "m", CAPABILITIES, (DEFAULT_INDICATOR,)),
         IndicatorQuery(root, "cback.collect"),
+        ProbeRequest(root),
         ListRequest(root),
         Fetch(root, "a.txt", 3, False, (3000,)),
         SigData(AGENT_SIG),

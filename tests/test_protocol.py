@@ -35,6 +35,8 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     Ok,
+    ProbeReply,
+    ProbeRequest,
     Role,
     Sentinel,
     SigData,
@@ -42,7 +44,12 @@ from deltastage.protocol import (
     State,
     WireEntry,
 )
-from deltastage.protocol.events import MAX_FETCH_MANY, MAX_INDICATORS, decode_event
+from deltastage.protocol.events import (
+    MAX_FETCH_MANY,
+    MAX_INDICATORS,
+    MAX_PROBE_EXAMPLES,
+    decode_event,
+)
 from deltastage.protocol.frames import FrameDecoder, encode_frame
 from deltastage.protocol.wire import Writer
 
@@ -96,6 +103,14 @@ def entries(draw: st.DrawFn) -> WireEntry:
     )
 
 
+@st.composite
+def probe_replies(draw: st.DrawFn) -> ProbeReply:
+    examples = tuple(draw(st.lists(names, max_size=MAX_PROBE_EXAMPLES)))
+    counts = st.integers(0, 2**64 - 1)
+    foreign = draw(st.integers(len(examples), 2**64 - 1))
+    return ProbeReply(draw(counts), foreign, draw(counts), examples)
+
+
 events = st.one_of(
     st.builds(Hello, st.just(PROTOCOL_VERSION), texts, caps, indicators),
     st.builds(
@@ -126,6 +141,8 @@ events = st.one_of(
     st.just(Cancel()),
     st.builds(DeltaData, st.binary(max_size=300)),
     st.just(DeltaEnd()),
+    st.builds(ProbeRequest, names),
+    probe_replies(),
 )
 
 
@@ -359,6 +376,16 @@ def test_too_many_indicators_are_not_sent() -> None:
     ):
         with pytest.raises(LocalProtocolError, match="too many indicators"):
             event.encode_payload()
+
+
+def test_a_probe_reply_lists_at_most_its_foreign_files_and_a_few() -> None:
+    for event in (ProbeReply(0, 1, 0, ("a", "b")), ProbeReply(0, 99, 0, ("a",) * 9)):
+        with pytest.raises(LocalProtocolError, match="too many probe examples"):
+            event.encode_payload()
+    counts = struct.pack(">QQQ", 0, 1, 0)
+    for payload in (counts + b"\x02" + 2 * (struct.pack(">I", 1) + b"a"), counts[:-1]):
+        with pytest.raises(RemoteProtocolError):
+            decode_event(ProbeReply.TYPE, payload)
 
 
 def listing_master() -> Connection:

@@ -14,7 +14,6 @@ import random
 import struct
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import time
 import tracemalloc
@@ -38,7 +37,8 @@ from deltastage.transform.recipe import (
     decode_recipe,
     encode_recipe,
 )
-from deltastage.transform.search import Finding, Limits, Verdict, find_recipe, sniff
+from deltastage.transform.search import Finding, Limits, Verdict, find_recipe, probe, sniff
+from tests.helpers.compressed import gnu_gzip, stdlib_tar
 
 LIMITS = Limits(max_size=1 << 30, max_ratio=1 << 20)
 
@@ -173,22 +173,6 @@ def test_a_tarfile_w_gz_archive_is_rebuilt_at_level_9() -> None:
     assert isinstance(member, GzipMember) and member.params == DeflateParams(9)
 
 
-def stdlib_tar() -> bytes:
-    """Real files (the email and json packages' sources), as a plain tar."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for path in sorted(root.glob("email/*.py")) + sorted(root.glob("json/*.py")):
-            tar.add(path, arcname=path.name)
-    return out.getvalue()
-
-
-def gnu_gzip(data: bytes, level: int) -> bytes:
-    return subprocess.run(
-        ["gzip", f"-{level}", "-n", "-c"], input=data, capture_output=True, check=True
-    ).stdout
-
-
 @pytest.mark.parametrize("level", [1, 6, 9])
 def test_gnu_gzip_gives_no_recipe_quickly(level: int) -> None:
     blob = gnu_gzip(stdlib_tar(), level)
@@ -196,8 +180,27 @@ def test_gnu_gzip_gives_no_recipe_quickly(level: int) -> None:
     finding = search(blob)
     assert finding.verdict is Verdict.FOREIGN and finding.kind is Kind.GZIP
     assert finding.recipe is None
-    # every candidate is dropped within its first deflate blocks, not after the whole file
+    # each candidate is dropped at the first chunk that differs (where GNU gzip ends a
+    # deflate block elsewhere than zlib), and the rejected ones share a bounded budget
     assert time.process_time() - started < 5
+
+
+def test_a_probe_answers_from_a_sample() -> None:
+    """A sample of the content decides: a candidate held over it (Python's gzip and bzip2),
+    or none did (GNU gzip -6 here ends a block elsewhere than zlib within 300 kB of content;
+    where it first differs depends on the data); a small file is probed whole, so its bad
+    trailer is seen."""
+    tar = stdlib_tar()
+    sample = 300_000
+    for blob, verdict in (
+        (gnu_gzip(tar, 6), Verdict.FOREIGN),
+        (gzip.compress(tar, 9), Verdict.REBUILT),
+        (bz2.compress(tar, 9), Verdict.REBUILT),
+        (gzip.compress(tar[:1000], 9)[:-4], Verdict.CORRUPT),
+        (tar, Verdict.PLAIN),
+    ):
+        read_at = lambda offset, n, blob=blob: blob[offset : offset + n]  # noqa: E731
+        assert probe(read_at, len(blob), sample) is verdict
 
 
 def test_gnu_gzip_output_zlib_happens_to_match_is_rebuilt_exactly() -> None:

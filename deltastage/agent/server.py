@@ -41,6 +41,7 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     Ok,
+    ProbeRequest,
     WireEntry,
 )
 from deltastage.protocol.events import MAX_BATCH_ENTRIES
@@ -79,6 +80,7 @@ class _Server:
             IndicatorWrite: self.write_indicator,
             Fetch: self.fetch,
             FetchMany: self.fetch_many,
+            ProbeRequest: self.probe,
         }
 
     def run(self) -> None:
@@ -146,6 +148,11 @@ class _Server:
 
     def fetch_many(self, request: FetchMany) -> None:
         self.sender().fetch_many(request)
+
+    def probe(self, request: ProbeRequest) -> None:
+        from deltastage.agent.probe import probe_root  # only check asks: bz2 stays unloaded
+
+        self.conversation.send(probe_root(self.rootfs, request.root))
 
     def list_root(self, request: ListRequest) -> None:
         batch: list[WireEntry] = []

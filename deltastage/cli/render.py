@@ -324,6 +324,8 @@ def render_check(report: CheckReport, console: Console) -> None:
                 console, f"{result.name}: in the peer's authorized_keys, let the master's key run"
             )
             print_line(console, f"  {result.fix}")
+        if result.hint:
+            print_line(console, f"{result.name}: {result.hint}")
 
 
 def render_history_table(

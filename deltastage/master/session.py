@@ -58,6 +58,8 @@ from deltastage.protocol import (
     ListEnd,
     ListRequest,
     Ok,
+    ProbeReply,
+    ProbeRequest,
     RefineReply,
     RefineRequest,
     Role,
@@ -387,6 +389,16 @@ class PeerSession:
             raise _agent_error(event)
         assert isinstance(event, IndicatorState)
         return event.exists
+
+    def probe_compression(self, root: str) -> ProbeReply:
+        """How the agent's files under ``root`` are compressed (``check``'s hint)."""
+        self._ready()
+        self._send(ProbeRequest(root))
+        event = self._receive()
+        if isinstance(event, Error):
+            raise _agent_error(event)
+        assert isinstance(event, ProbeReply)
+        return event
 
     def write_indicator(self, root: str, name: str) -> None:
         """Have the agent create the empty file ``name`` in ``root``: one of the indicators

@@ -50,6 +50,8 @@ from deltastage.protocol.events import (
     ListEnd,
     ListRequest,
     Ok,
+    ProbeReply,
+    ProbeRequest,
     RefineReply,
     RefineRequest,
     SigData,
@@ -78,6 +80,7 @@ class State(enum.Enum):
     LISTING = "listing"
     AWAIT_INDICATOR = "await-indicator"
     AWAIT_OK = "await-ok"
+    AWAIT_PROBE = "await-probe"
     SENDING_SIGNATURE = "sending-signature"
     AWAIT_DELTA = "await-delta"  # the signature is in; no delta data yet (refinement allowed)
     SENDING_DELTA = "sending-delta"
@@ -105,6 +108,7 @@ TRANSITIONS: dict[tuple[State, Role, type[Event]], State] = {
     (S.IDLE, M, IndicatorWrite): S.AWAIT_OK,
     (S.IDLE, M, Fetch): S.SENDING_SIGNATURE,
     (S.IDLE, M, FetchMany): S.AWAIT_DELTA,  # its other answers are queued (``_many``)
+    (S.IDLE, M, ProbeRequest): S.AWAIT_PROBE,
     (S.IDLE, M, Bye): S.CLOSED,
     (S.LISTING, A, ListBatch): S.LISTING,
     (S.LISTING, A, ListEnd): S.IDLE,
@@ -113,6 +117,8 @@ TRANSITIONS: dict[tuple[State, Role, type[Event]], State] = {
     (S.AWAIT_INDICATOR, A, Error): S.IDLE,
     (S.AWAIT_OK, A, Ok): S.IDLE,
     (S.AWAIT_OK, A, Error): S.IDLE,
+    (S.AWAIT_PROBE, A, ProbeReply): S.IDLE,
+    (S.AWAIT_PROBE, A, Error): S.IDLE,
     (S.SENDING_SIGNATURE, M, SigData): S.SENDING_SIGNATURE,
     (S.SENDING_SIGNATURE, M, SigEnd): S.AWAIT_DELTA,
     (S.SENDING_SIGNATURE, M, Cancel): S.IDLE,

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_FETCH_MANY",
     "MAX_INDICATORS",
     "MAX_PATH",
+    "MAX_PROBE_EXAMPLES",
     "MAX_REASON",
     "MAX_REFINE_BLOCKS",
     "PROTOCOL_VERSION",
@@ -57,6 +58,8 @@ __all__ = [
     "ListEnd",
     "ListRequest",
     "Ok",
+    "ProbeReply",
+    "ProbeRequest",
     "RefineReply",
     "RefineRequest",
     "SigData",
@@ -84,7 +87,8 @@ __all__ = [
 # answered in turn as a Fetch against an empty signature is
 # 9: a listed file may carry a content sketch (at most MAX_SKETCH_BYTES), for the master to
 # choose its bases by content
-PROTOCOL_VERSION = 9
+# 10: ProbeRequest/ProbeReply: how the files of a root are compressed, for ``check``
+PROTOCOL_VERSION = 10
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -113,6 +117,7 @@ MAX_LEVEL = 22  # zstd's highest level
 MAX_REFINE_BLOCKS = 1 << 17  # fine blocks one RefineRequest may ask for (<= 2.5 MiB reply)
 MAX_REFINE_BLOCK_SIZE = 1 << 20
 MAX_FETCH_MANY = 256  # paths in one FetchMany
+MAX_PROBE_EXAMPLES = 8  # names of files that cannot be rebuilt, in one ProbeReply
 LISTING_LEVEL = 3
 # The indicator an agent writes, and a master says it will write, when told nothing else
 # (Cedar's stage indicator).
@@ -675,6 +680,54 @@ class RefineReply(_Data):
     TYPE: ClassVar[int] = 0x38
 
 
+@dataclass(frozen=True)
+class ProbeRequest(Event):
+    """Master → agent: how are the files under ``root`` compressed? (``check`` asks.)"""
+
+    TYPE: ClassVar[int] = 0x40
+    root: str
+
+    def _write(self, writer: Writer) -> None:
+        writer.text(self.root, MAX_PATH, "root")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> ProbeRequest:
+        return cls(reader.text(MAX_PATH, "root"))
+
+
+@dataclass(frozen=True)
+class ProbeReply(Event):
+    """Agent → master: how many gzip and bzip2 files a recipe rebuilds, how many another
+    compressor wrote (``foreign``: only their plain bytes can be delta'd) and how many are
+    corrupt; the paths of the first foreign ones."""
+
+    TYPE: ClassVar[int] = 0x41
+    rebuilt: int
+    foreign: int
+    corrupt: int
+    examples: tuple[str, ...] = ()
+
+    def _write(self, writer: Writer) -> None:
+        if len(self.examples) > min(MAX_PROBE_EXAMPLES, self.foreign):
+            raise LocalProtocolError(f"too many probe examples: {len(self.examples)}")
+        writer.u64(self.rebuilt, "rebuilt")
+        writer.u64(self.foreign, "foreign")
+        writer.u64(self.corrupt, "corrupt")
+        writer.u8(len(self.examples), "examples")
+        for path in self.examples:
+            writer.text(path, MAX_PATH, "example")
+
+    @classmethod
+    def _read(cls, reader: Reader) -> ProbeReply:
+        rebuilt, foreign, corrupt = (reader.u64(f) for f in ("rebuilt", "foreign", "corrupt"))
+        count = reader.u8("examples")
+        if count > min(MAX_PROBE_EXAMPLES, foreign):
+            raise RemoteProtocolError(f"probe reply: {count} examples of {foreign} files")
+        return cls(
+            rebuilt, foreign, corrupt, tuple(reader.text(MAX_PATH, "example") for _ in range(count))
+        )
+
+
 EVENT_TYPES: dict[int, type[Event]] = {
     cls.TYPE: cls
     for cls in (
@@ -699,6 +752,8 @@ EVENT_TYPES: dict[int, type[Event]] = {
         CompressedDeltaData,
         RefineRequest,
         RefineReply,
+        ProbeRequest,
+        ProbeReply,
     )
 }
 

@@ -51,12 +51,14 @@ __all__ = [
     "IN_CHUNK",
     "MAX_TRIES",
     "OUT_CHUNK",
+    "PROBE_SAMPLE",
     "REJECT_BUDGET",
     "Finding",
     "Limits",
     "ReadAt",
     "Verdict",
     "find_recipe",
+    "probe",
     "sniff",
 ]
 
@@ -65,6 +67,7 @@ ReadAt = Callable[[int, int], bytes]
 IN_CHUNK = 1 << 16
 OUT_CHUNK = 1 << 20
 REJECT_BUDGET = 64 << 20
+PROBE_SAMPLE = 4 << 20
 # Python's own gzip and tarfile defaults first; memLevel 9 last (zlib's maximum).
 _GZIP_CANDIDATES = (
     *(DeflateParams(level) for level in (9, 6, 1, 2, 3, 4, 5, 7, 8, 0)),
@@ -130,6 +133,16 @@ def find_recipe(read_at: ReadAt, size: int, limits: Limits) -> Finding:
     except _Stop as stop:
         return Finding(stop.verdict, kind)
     return Finding(Verdict.REBUILT, kind, recipe)
+
+
+def probe(read_at: ReadAt, size: int, sample: int = PROBE_SAMPLE) -> Verdict:
+    """A quick answer to "can this file be rebuilt": the search on at most ``sample``
+    decompressed bytes. ``FOREIGN`` and ``CORRUPT`` are as certain as the full search's;
+    ``REBUILT`` means that a candidate held over the whole sample (or file), not a proof:
+    another deflate (GNU gzip's) can agree with zlib until it first ends a block elsewhere,
+    which is usually, not always, within a few MiB."""
+    verdict = find_recipe(read_at, size, Limits(sample, sample)).verdict
+    return Verdict.REBUILT if verdict is Verdict.TOO_BIG else verdict
 
 
 class _Stop(Exception):
