@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from deltastage.delta.codec import DeltaEncoder, apply_delta, make_delta
 from deltastage.delta.ops import Copy
-from deltastage.delta.params import MAX_BASES
+from deltastage.delta.params import MAX_BASES, choose_bases_block_size, choose_block_size
 from deltastage.delta.signature import (
     MultiSignatureBuilder,
     decode_signature,
@@ -197,3 +197,23 @@ def test_one_basis_keeps_the_single_basis_formats_byte_for_byte() -> None:
         assert xxhash.xxh3_128_hexdigest(delta) == expected[1]
         assert decode_signatures(streamed) == (sig,)
         assert apply_delta([basis], delta) == apply_delta(basis, delta) == new
+
+
+@given(st.integers(0, 1 << 40), st.integers(0, 1 << 40))
+def test_one_basis_keeps_rsyncs_block_size(size: int, new_size: int) -> None:
+    assert choose_bases_block_size([size], new_size) == choose_block_size(size)
+
+
+def test_several_bases_block_size_follows_the_bases_and_the_new_file() -> None:
+    # A full archive against last week's and six small incrementals: smaller blocks than
+    # the largest basis alone would get, since the delta switches bases often.
+    week = [31_774_720, 307_200, 901_120, 358_400, 235_520, 174_080, 163_840]
+    assert choose_bases_block_size(week, 32_358_400) < choose_block_size(max(week)) // 2
+    # A small incremental against the full archive and three small ones: few places to
+    # leave a basis, so the signature of the big one is what to save on.
+    small = [235_520, 174_080, 163_840, 31_774_720]
+    assert choose_bases_block_size(small, 901_120) > choose_block_size(max(small))
+    # Unknown new size: as big as the largest basis.
+    assert choose_bases_block_size(week) == choose_bases_block_size(week, max(week))
+    for sizes in (week, small, [0, 0], [1 << 44] * MAX_BASES):
+        assert choose_block_size(0) <= choose_bases_block_size(sizes, 1) <= 128 * 1024

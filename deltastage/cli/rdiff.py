@@ -33,7 +33,7 @@ def signature(
             "--block-size",
             "-b",
             metavar="BYTES",
-            show_default="about the square root of BASIS's size",
+            show_default="sqrt(size) of one BASIS; of several, sqrt(total*total/largest/count)",
             help="Block size.",
         ),
     ] = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from deltastage.errors import DeltaFormatError
 
@@ -22,6 +23,7 @@ __all__ = [
     "check_basis_count",
     "check_block_size",
     "check_strong_len",
+    "choose_bases_block_size",
     "choose_block_size",
     "choose_strong_len",
     "count_blocks",
@@ -73,6 +75,28 @@ def choose_block_size(size: int) -> int:
     root = math.isqrt(size)
     rounded = (root + 32) // 64 * 64
     return max(MIN_DEFAULT_BLOCK_SIZE, min(MAX_DEFAULT_BLOCK_SIZE, rounded))
+
+
+def choose_bases_block_size(basis_sizes: Sequence[int], new_size: int | None = None) -> int:
+    """The block size of a signature of several bases, for a new file of ``new_size`` bytes
+    (unknown: as big as the largest basis).
+
+    Wire bytes are about ``(total / B) * (4 + strong)`` of signature plus ``k * B`` of
+    literals, ``k`` being the places where the new file leaves a basis (an edit, or a switch
+    to another basis): least at ``B = sqrt(total * (4 + strong) / k)``. One basis with a few
+    edits (``k`` about ``4 + strong``) gives rsync's ``sqrt(size)``, kept as it is. Each
+    further basis was offered because it holds part of the new file, which the delta enters
+    and leaves, so ``k`` grows with the number of bases ``n``; and a new file much smaller
+    than the bases can leave them only so often, so ``k`` shrinks with ``new / total``:
+    ``k = (4 + strong) * n * min(1, new / total)``, ``B = sqrt(max(total, total^2 / new)
+    / n)``, bounded as ``choose_block_size`` bounds it."""
+    if not basis_sizes:
+        raise ValueError("at least one basis size")
+    if len(basis_sizes) == 1:
+        return choose_block_size(basis_sizes[0])
+    total = sum(basis_sizes)
+    new = max(1, max(basis_sizes) if new_size is None else new_size)
+    return choose_block_size(max(total, total * total // new) // len(basis_sizes))
 
 
 def choose_strong_len(basis_size: int, block_size: int, new_size: int | None = None) -> int:

@@ -35,6 +35,7 @@ from deltastage.delta.params import (
     check_basis_count,
     check_block_size,
     check_strong_len,
+    choose_bases_block_size,
     choose_block_size,
     choose_strong_len,
     count_blocks,
@@ -243,8 +244,8 @@ class MultiSignatureBuilder:
     """A signature of several bases, fed one after the other (``update`` then ``end_basis``
     for each, then ``finish``); one basis gives the single-basis format, byte for byte.
 
-    The default block size suits the largest basis; the default strong length counts the
-    blocks of all of them, since a new-file window is compared with every one. Given
+    The default block size is ``choose_bases_block_size``'s; the default strong length counts
+    the blocks of all of them, since a new-file window is compared with every one. Given
     ``new_size``, the size of the file the signature is for, both are fitted to it too: a
     small file cannot use most blocks of big bases (``params.fit_to_new_file``).
     """
@@ -260,15 +261,8 @@ class MultiSignatureBuilder:
         check_basis_count(len(basis_sizes))
         if min(basis_sizes) < 0:
             raise DeltaFormatError(f"negative basis size {min(basis_sizes)}")
-        signed = sum(basis_sizes)
-        if block_size is None:
-            block_size = choose_block_size(max(basis_sizes))
-            if new_size is not None:
-                block_size = fit_to_new_file(block_size, signed, new_size)
-        bs = check_block_size(block_size)
-        sl = check_strong_len(
-            choose_strong_len(signed, bs, new_size) if strong_len is None else strong_len
-        )
+        bs, sl = _parameters(basis_sizes, block_size, strong_len, new_size)
+        bs, sl = check_block_size(bs), check_strong_len(sl)
         self.block_size, self.strong_len = bs, sl
         framed = len(basis_sizes) == 1
         self._parts = [
@@ -317,18 +311,39 @@ class MultiSignatureBuilder:
 
 
 def signature_size(
-    basis_sizes: Sequence[int], *, block_size: int | None = None, strong_len: int | None = None
+    basis_sizes: Sequence[int],
+    *,
+    block_size: int | None = None,
+    strong_len: int | None = None,
+    new_size: int | None = None,
 ) -> int:
     """Bytes of the encoded signature of bases of these sizes (``MultiSignatureBuilder``'s
-    defaults for the block size and strong length), known before any basis is read."""
+    defaults for the block size and strong length, for a new file of ``new_size`` bytes
+    when given), known before any basis is read."""
     check_basis_count(len(basis_sizes))
-    bs = choose_block_size(max(basis_sizes)) if block_size is None else block_size
-    sl = choose_strong_len(sum(basis_sizes), bs) if strong_len is None else strong_len
+    bs, sl = _parameters(basis_sizes, block_size, strong_len, new_size)
     blocks = sum(count_blocks(size, bs) for size in basis_sizes)
     if len(basis_sizes) == 1:
         return _HEADER.size + blocks * (4 + sl) + _TRAILER_SIZE
     head = _MULTI_HEADER.size + len(basis_sizes) * (_SIZE.size + HASH_SIZE)
     return head + blocks * (4 + sl) + _CHECK.size
+
+
+def _parameters(
+    basis_sizes: Sequence[int],
+    block_size: int | None,
+    strong_len: int | None,
+    new_size: int | None,
+) -> tuple[int, int]:
+    """The block size and strong length of a signature of these bases (either given)."""
+    signed = sum(basis_sizes)
+    if block_size is None:
+        block_size = choose_bases_block_size(basis_sizes, new_size)
+        if new_size is not None:
+            block_size = fit_to_new_file(block_size, signed, new_size)
+    if strong_len is None:
+        strong_len = choose_strong_len(signed, block_size, new_size)
+    return block_size, strong_len
 
 
 def _multi_header(strong_len: int, block_size: int, sizes: Sequence[int]) -> bytes:

@@ -68,7 +68,8 @@ def _fill(entry: RemoteEntry, chosen: list[Basis], others: Sequence[Basis]) -> l
             basis.known_hash == other.known_hash for other in chosen
         ):
             continue  # the same content twice gains nothing
-        if signature_size([b.size for b in chosen] + [basis.size]) <= budget:
+        sizes = [b.size for b in chosen] + [basis.size]
+        if signature_size(sizes, new_size=entry.size) <= budget:
             chosen.append(basis)
     return chosen
 
