@@ -6,9 +6,11 @@ process and over real sshd."""
 
 from __future__ import annotations
 
+import os
 import random
 import shlex
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Collection, Mapping
 from datetime import date, timedelta
@@ -18,8 +20,13 @@ from typing import Any
 import pytest
 
 from deltastage.config import Options, PeerConfig, load_config
+from deltastage.hashing import hash_bytes
+from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import bounded_session
 from deltastage.master.session import PeerSession
+from deltastage.models import RemoteEntry
+from deltastage.stage.basis import BasisFinder
+from deltastage.stage.plan import plan_bases
 from deltastage.stage.run import run_stage
 from deltastage.transports.pipe import PipeTransport
 from tests.helpers.site import make_peer, source_tree, stage_json, staged, tree, write_config
@@ -169,3 +176,34 @@ def test_the_full_day_over_sshd(tmp_path: Path, sshd_server: SSHServer) -> None:
     reports = week(tmp_path, lambda day: stage_cli(config, day), days=(0, 6, 7))
     assert reports[7]["older_basis_files"] == 2
     assert reports[7]["wire_bytes"] < 0.2 * MEMBERS * MEMBER
+
+
+def test_choosing_reads_only_manifests_never_earlier_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning the full day opens directories and manifests, never an earlier day's file:
+    choosing among a week of copies costs what their manifests cost."""
+    config = write_config(tmp_path)
+    week(tmp_path, lambda day: stage_cli(config, day), days=range(7))
+    client = Client()
+    for day in range(7):
+        client.files(day)
+    full = MONDAY + timedelta(days=7)
+    finder = BasisFinder(tmp_path / "staging", "p", full, staged(tmp_path, full, "p"))
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            opened.append(os.fsdecode(path))
+        return fd
+
+    monkeypatch.setattr(os, "open", counting_open)
+    chosen = {}
+    for name, data in client.files(7).items():
+        entry = RemoteEntry(name, "file", len(data), 0, 0o644, hash_bytes(data))
+        chosen[name] = plan_bases(entry, finder)
+    monkeypatch.undo()
+    assert len(chosen["lib.tar"]) > 2 and chosen["mail.mbox"], chosen
+    assert opened and all(os.path.basename(p) == MANIFEST_NAME for p in opened), opened
