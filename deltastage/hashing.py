@@ -7,12 +7,33 @@ from typing import BinaryIO
 
 import xxhash
 
-__all__ = ["HASH_SIZE", "READ_CHUNK", "Hasher", "hash_bytes", "hash_fd", "hash_file", "hash_stream"]
+__all__ = [
+    "HASH_SIZE",
+    "READ_CHUNK",
+    "ZEROS",
+    "Hasher",
+    "hash_bytes",
+    "hash_fd",
+    "hash_file",
+    "hash_stream",
+    "hash_zeros",
+]
 
 HASH_SIZE = 16
 READ_CHUNK = 1 << 20
+# A hole reads as zeros: this one shared buffer stands for it, so a hole is hashed (and
+# matched) without being read from the disk or allocated anew.
+ZEROS = memoryview(bytes(READ_CHUNK))
 
 Hasher = xxhash.xxh3_128
+
+
+def hash_zeros(hasher: Hasher, count: int) -> None:
+    """Feed ``count`` zero bytes to ``hasher``."""
+    while count > 0:
+        step = min(count, len(ZEROS))
+        hasher.update(ZEROS[:step])
+        count -= step
 
 
 def hash_bytes(data: bytes) -> bytes:

@@ -15,7 +15,12 @@ from deltastage.delta.matcher import PolyIndex, iter_ops
 from deltastage.delta.ops import Copy, Literal
 from deltastage.delta.params import MAX_CHAIN, MAX_STRONG_LEN, choose_block_size
 from deltastage.delta.rolling import block_weaks
-from deltastage.delta.signature import Signature, SignatureBuilder, signature_of
+from deltastage.delta.signature import (
+    MultiSignatureBuilder,
+    Signature,
+    SignatureBuilder,
+    signature_of,
+)
 from tests.helpers.naive_rsync import naive_delta, naive_patch
 
 
@@ -199,3 +204,35 @@ def test_large_random_edits_match_naive_literal_count() -> None:
     sig = signature_of(basis, block_size=700)
     assert literal_bytes(sig, bytes(new)) == naive_delta(basis, bytes(new), 700).literal_bytes
     assert apply_delta(basis, make_delta(sig, bytes(new))) == new
+
+
+# --- holes: a sparse basis's zeros, told to the signature without being read -------------
+
+pieces_and_holes = st.lists(
+    st.one_of(st.binary(max_size=400), st.integers(1, 5000)), min_size=1, max_size=8
+)
+
+
+def spelled_out(pieces: list[bytes | int]) -> bytes:
+    return b"".join(bytes(p) if isinstance(p, int) else p for p in pieces)
+
+
+@given(pieces_and_holes, st.integers(1, 700))
+def test_a_hole_signs_as_the_zeros_it_reads_as(pieces: list[bytes | int], block_size: int) -> None:
+    whole = spelled_out(pieces)
+    told = SignatureBuilder(len(whole), block_size=block_size)
+    out = b"".join(told.zeros(p) if isinstance(p, int) else told.update(p) for p in pieces)
+    out += told.finish()
+    read = SignatureBuilder(len(whole), block_size=block_size)
+    assert out == read.update(whole) + read.finish()
+    assert told.signature == read.signature
+    # the same basis twice in a multi-basis signature: holes told, or read
+    multi_told = MultiSignatureBuilder([len(whole)] * 2, block_size=block_size)
+    multi_read = MultiSignatureBuilder([len(whole)] * 2, block_size=block_size)
+    told_out = read_out = b""
+    for _ in range(2):
+        for p in pieces:
+            told_out += multi_told.zeros(p) if isinstance(p, int) else multi_told.update(p)
+        told_out += multi_told.end_basis()
+        read_out += multi_read.update(whole) + multi_read.end_basis()
+    assert told_out + multi_told.finish() == read_out + multi_read.finish()

@@ -28,7 +28,7 @@ from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import open_peer_session
 from deltastage.stage.run import run_stage
 from deltastage.stage.sparse import copy_sparse, write_sparse
-from tests.helpers.site import make_peer, peer_json, staged, write_config
+from tests.helpers.site import make_peer, peer_json, sparse_file, staged, write_config
 from tests.helpers.site import stage_json as stage
 from tests.helpers.sshd import SSHServer
 from tests.test_stage import VanishingSession
@@ -200,20 +200,12 @@ def test_verify_reports_stray_internal_files_in_a_staged_dir(tmp_path: Path) -> 
     assert "extra=0 stray=2" in table.output
 
 
-def _sparse_file(path: Path, size: int, blocks: dict[int, bytes]) -> None:
-    with open(path, "wb") as stream:
-        stream.truncate(size)
-        for offset, data in blocks.items():
-            stream.seek(offset)
-            stream.write(data)
-
-
 def test_sparse_files_are_staged_sparse(tmp_path: Path) -> None:
     size = 1 << 30
     blocks = {0: b"head" * 1024, 300 << 20: os.urandom(8192), size - 4096: b"tail" * 1024}
     collect = make_peer(tmp_path, "vm", {})
-    _sparse_file(collect / "disk.img", size, blocks)
-    _sparse_file(collect / "other.img", 64 << 20, {1 << 20: b"x" * 4096})
+    sparse_file(collect / "disk.img", size, blocks)
+    sparse_file(collect / "other.img", 64 << 20, {1 << 20: b"x" * 4096})
     assert os.stat(collect / "disk.img").st_blocks * 512 < 1 << 20
     config = write_config(tmp_path, {"vm": {}}, options={"link_unchanged": False})
     code, report = stage(config, "--date", DAY1)

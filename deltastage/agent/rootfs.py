@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from deltastage.agent.conversation import Refusal
 from deltastage.errors import UnsafePathError
-from deltastage.hashing import READ_CHUNK, Hasher
+from deltastage.hashing import READ_CHUNK, Hasher, hash_zeros
+from deltastage.holes import read_sparse
 from deltastage.protocol import ErrorCode, WireEntry
 from deltastage.protocol.paths import MAX_DEPTH, check_name, split_relative
 from deltastage.safefs import (
@@ -186,14 +187,20 @@ class RootFS:
                 hasher = Hasher()
                 sketcher = _sketcher() if before.st_size >= SKETCH_MIN_SIZE else None
                 offset = 0
-                # read no further than the size seen first: a file that keeps growing ends
-                while offset < before.st_size and (
-                    chunk := os.pread(fd, min(READ_CHUNK, before.st_size - offset), offset)
-                ):
-                    hasher.update(chunk)
-                    if sketcher is not None:
-                        sketcher.update(chunk)
-                    offset += len(chunk)
+                # read no further than the size seen first: a file that keeps growing ends;
+                # a hole is hashed (and sketched) as the zeros it reads as, never read
+                for piece in read_sparse(fd, before.st_size):
+                    if isinstance(piece, int):
+                        hash_zeros(hasher, piece)
+                        if sketcher is not None:
+                            for at in range(0, piece, READ_CHUNK):
+                                sketcher.update(bytes(min(READ_CHUNK, piece - at)))
+                        offset += piece
+                    else:
+                        hasher.update(piece)
+                        if sketcher is not None:
+                            sketcher.update(piece)
+                        offset += len(piece)
                 if offset == before.st_size and same_content(before, os.fstat(fd)):
                     return WireEntry(
                         rel,

@@ -43,7 +43,7 @@ from deltastage.delta.params import (
 )
 from deltastage.delta.rolling import block_weaks
 from deltastage.errors import DeltaFormatError
-from deltastage.hashing import HASH_SIZE, Hasher
+from deltastage.hashing import HASH_SIZE, Hasher, hash_zeros
 
 __all__ = [
     "MULTI_SIGNATURE_MAGIC",
@@ -160,6 +160,7 @@ class SignatureBuilder:
         self._header_sent = not framed
         self._framed = framed
         self._signature: Signature | None = None
+        self._zero_block: tuple[bytes, bytes, bytes] | None = None  # see zeros()
 
     def _emit(self, out: bytes) -> bytes:
         if not self._framed:
@@ -201,6 +202,35 @@ class SignatureBuilder:
         for start in range(0, whole, batch):
             out.append(self._blocks(view[start : min(start + batch, whole)]))
         self._pending += view[whole:]
+        return self._emit(b"".join(out))
+
+    def zeros(self, count: int) -> bytes:
+        """Feed ``count`` zero bytes (a hole of the basis), as ``update`` would, without
+        hashing each block: a whole block of zeros has the same record every time."""
+        if self._signature is not None:
+            raise DeltaFormatError("signature already finished")
+        if count < 0 or self._fed + count > self.basis_size:
+            raise DeltaFormatError(f"basis is longer than the declared {self.basis_size} bytes")
+        self._fed += count
+        hash_zeros(self._hasher, count)
+        bs = self.block_size
+        out: list[bytes] = []
+        if self._pending:
+            take = min(bs - len(self._pending), count)
+            self._pending += bytes(take)
+            count -= take
+            if len(self._pending) == bs:
+                out.append(self._blocks(memoryview(bytes(self._pending))))
+                self._pending.clear()
+        whole = count // bs
+        if whole:
+            if self._zero_block is None:
+                self._zero_block = _records(memoryview(bytes(bs)), bs, self.strong_len)
+            wire, weak, strong = self._zero_block
+            self._weak.append(weak * whole)
+            self._strong.append(strong * whole)
+            out.append(wire * whole)
+        self._pending += bytes(count - whole * bs)
         return self._emit(b"".join(out))
 
     def finish(self) -> bytes:
@@ -284,6 +314,12 @@ class MultiSignatureBuilder:
         if self._current >= len(self._parts):
             raise DeltaFormatError("every basis has already ended")
         return self._emit(self._parts[self._current].update(data))
+
+    def zeros(self, count: int) -> bytes:
+        """``count`` zero bytes of the current basis (see ``SignatureBuilder.zeros``)."""
+        if self._current >= len(self._parts):
+            raise DeltaFormatError("every basis has already ended")
+        return self._emit(self._parts[self._current].zeros(count))
 
     def end_basis(self) -> bytes:
         if self._current >= len(self._parts):

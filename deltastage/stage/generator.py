@@ -14,13 +14,12 @@ from collections.abc import Callable, Iterator
 
 from deltastage.delta.signature import MultiSignatureBuilder, SignatureBuilder
 from deltastage.errors import IntegrityError, UnsafePathError
-from deltastage.hashing import READ_CHUNK
 from deltastage.master.pipeline import FetchRequest
 from deltastage.safefs import FILE_CREATE, DirCache
 from deltastage.stage.basis import Basis, BasisOpener
 from deltastage.stage.peerdir import temp_name
 from deltastage.stage.plan import Job
-from deltastage.stage.presign import Presigner, file_identity
+from deltastage.stage.presign import Presigner, file_identity, signed_pieces
 
 __all__ = ["RequestGenerator", "Transfer", "adopt"]
 
@@ -130,14 +129,7 @@ class RequestGenerator:
                     transfer.signed = True
                     return
                 for fd, size in zip(fds or [-1], transfer.basis_sizes, strict=True):
-                    offset = 0
-                    while offset < size:
-                        chunk = os.pread(fd, min(READ_CHUNK, size - offset), offset)
-                        if not chunk:
-                            raise IntegrityError("basis shrank while being signed")
-                        offset += len(chunk)
-                        if out := builder.update(chunk):
-                            yield out
+                    yield from signed_pieces(builder, fd, size)
                     if out := builder.end_basis():
                         yield out
                 if out := builder.finish():

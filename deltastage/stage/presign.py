@@ -17,11 +17,13 @@ import contextlib
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltastage.delta.signature import SignatureBuilder
-from deltastage.hashing import READ_CHUNK
+from deltastage.delta.signature import MultiSignatureBuilder, SignatureBuilder
+from deltastage.errors import IntegrityError
+from deltastage.holes import read_sparse
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
 from deltastage.safefs import (
     FILE_READ,
@@ -31,11 +33,38 @@ from deltastage.safefs import (
     walk_files,
 )
 
-__all__ = ["PRESIGN_BYTES", "PRESIGN_FILES", "PRESIGN_MIN_SIZE", "Presigned", "Presigner"]
+__all__ = [
+    "PRESIGN_BYTES",
+    "PRESIGN_FILES",
+    "PRESIGN_MIN_SIZE",
+    "Presigned",
+    "Presigner",
+    "signed_pieces",
+]
 
 PRESIGN_MIN_SIZE = 1 << 20  # smaller files sign in a few milliseconds: not worth a thread
 PRESIGN_FILES = 32
 PRESIGN_BYTES = 2 << 30
+
+
+def signed_pieces(
+    builder: SignatureBuilder | MultiSignatureBuilder, fd: int, size: int
+) -> Iterator[bytes]:
+    """The open basis ``fd``'s first ``size`` bytes fed to ``builder``, and what it encodes
+    of them, piece by piece. Its holes are not read: a block of zeros has the same record
+    every time (``SignatureBuilder.zeros``). IntegrityError if the file ends early."""
+    offset = 0
+    for piece in read_sparse(fd, size):
+        if isinstance(piece, int):
+            out = builder.zeros(piece)
+            offset += piece
+        else:
+            out = builder.update(piece)
+            offset += len(piece)
+        if out:
+            yield out
+    if offset < size:
+        raise IntegrityError("basis shrank while being signed")
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -147,19 +176,15 @@ class Presigner:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 return None
-            size = before.st_size
-            builder = SignatureBuilder(size)
+            builder = SignatureBuilder(before.st_size)
             chunks: list[bytes] = []
-            offset = 0
-            while offset < size:
-                if self._stopped:
-                    return None
-                chunk = os.pread(fd, min(READ_CHUNK, size - offset), offset)
-                if not chunk:
-                    return None  # it shrank: the fetch will sign what is there
-                offset += len(chunk)
-                if out := builder.update(chunk):
+            try:
+                for out in signed_pieces(builder, fd, before.st_size):
+                    if self._stopped:
+                        return None
                     chunks.append(out)
+            except IntegrityError:
+                return None  # it shrank: the fetch will sign what is there
             chunks.append(builder.finish())
             if file_identity(os.fstat(fd)) != file_identity(before):
                 return None

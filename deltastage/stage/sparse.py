@@ -9,9 +9,10 @@ and check sees the same bytes as before.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
+
+from deltastage.holes import segments
 
 __all__ = ["HOLE_BLOCK", "copy_sparse", "write_sparse"]
 
@@ -47,19 +48,11 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 def copy_sparse(src_fd: int, dst_fd: int, size: int) -> None:
     """Copy ``size`` bytes of a file into a new one, its holes left holes: each data segment
-    (``SEEK_DATA``/``SEEK_HOLE``) is copied in the kernel (a reflink where the filesystem
-    can), in user space where it cannot."""
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(src_fd, offset, os.SEEK_DATA)
-            end = min(os.lseek(src_fd, start, os.SEEK_HOLE), size)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # nothing but a hole up to the end
-                break
-            start, end = offset, size  # no hole search here: copy it all
-        _copy_range(src_fd, dst_fd, start, end)
-        offset = end
+    (``holes.segments``) is copied in the kernel (a reflink where the filesystem can), in
+    user space where it cannot."""
+    for start, stop, is_data in segments(src_fd, 0, size):
+        if is_data:
+            _copy_range(src_fd, dst_fd, start, stop)
     os.ftruncate(dst_fd, size)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "peer_json",
     "random_bytes",
     "source_tree",
+    "sparse_file",
     "stage_json",
     "staged",
     "tree",
@@ -63,6 +64,15 @@ def make_peer(tmp: Path, name: str, files: Mapping[str, bytes], ready: bool = Tr
     if ready:
         (collect / "cback.collect").touch()
     return collect
+
+
+def sparse_file(path: Path, size: int, blocks: Mapping[int, bytes]) -> None:
+    """A file of ``size`` bytes, all hole but ``blocks`` (offset: data) written into it."""
+    with open(path, "wb") as stream:
+        stream.truncate(size)
+        for offset, data in blocks.items():
+            stream.seek(offset)
+            stream.write(data)
 
 
 def random_bytes(size: int, seed: int) -> bytes:

@@ -1,0 +1,61 @@
+"""Where a file's holes lie (``SEEK_DATA``/``SEEK_HOLE``), and its bytes read hole by hole.
+
+A hole reads as zeros, so a sparse file (a VM image of a few allocated blocks) can be hashed,
+signed and sent without its holes ever being read from the disk: ``read_sparse`` hands out
+data as read and each hole as a count of zero bytes. Where the filesystem cannot tell (no
+``SEEK_DATA`` support), the whole file counts as data and is read as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+from deltastage.hashing import READ_CHUNK
+
+__all__ = ["read_sparse", "segments"]
+
+
+def segments(fd: int, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+    """``(start, stop, is_data)`` runs that cover ``[start, end)`` of the open file, in order.
+
+    Past the file's current end counts as a hole (a file that shrank is caught by the
+    caller's stat of it, as a change, not by a short read)."""
+    offset = start
+    while offset < end:
+        try:
+            data = min(os.lseek(fd, offset, os.SEEK_DATA), end)
+        except OSError as exc:
+            # ENXIO: nothing but a hole from here on; anything else: no hole search here
+            yield offset, end, exc.errno != errno.ENXIO
+            return
+        if data > offset:
+            yield offset, data, False
+        if data >= end:
+            return
+        try:
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        except OSError:
+            hole = end
+        if hole <= data:  # it changed between the two calls: read the rest
+            hole = end
+        yield data, hole, True
+        offset = hole
+
+
+def read_sparse(fd: int, size: int) -> Iterator[bytes | int]:
+    """The file's first ``size`` bytes in order: data as read (at most ``READ_CHUNK`` at a
+    time), each hole as the number of zero bytes it holds. Ends early where a read does (the
+    file shrank): the caller counts what it got."""
+    for start, stop, is_data in segments(fd, 0, size):
+        if not is_data:
+            yield stop - start
+            continue
+        offset = start
+        while offset < stop:
+            chunk = os.pread(fd, min(READ_CHUNK, stop - offset), offset)
+            if not chunk:
+                return
+            yield chunk
+            offset += len(chunk)
