@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from deltastage.hashing import READ_CHUNK
 
-__all__ = ["read_sparse", "segments"]
+__all__ = ["pread_sparse", "read_sparse", "segments"]
 
 
 def segments(fd: int, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
@@ -59,3 +59,18 @@ def read_sparse(fd: int, size: int) -> Iterator[bytes | int]:
                 return
             yield chunk
             offset += len(chunk)
+
+
+def pread_sparse(fd: int, n: int, offset: int) -> bytes:
+    """Like ``os.pread``, but what lies in a hole is zeros made here, not read (and, as in
+    ``segments``, so is what lies past the file's current end)."""
+    out = bytearray()
+    for start, stop, is_data in segments(fd, offset, offset + n):
+        if not is_data:
+            out += bytes(stop - start)
+            continue
+        chunk = os.pread(fd, stop - start, start)
+        out += chunk
+        if len(chunk) < stop - start:
+            break  # the file ends here
+    return bytes(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from deltastage.delta.codec import DeltaEncoder, apply_delta, make_delta
 from deltastage.delta.matcher import PolyIndex, iter_ops
 from deltastage.delta.ops import Copy, Literal
 from deltastage.delta.params import MAX_CHAIN, MAX_STRONG_LEN, choose_block_size
+from deltastage.delta.patch import Patcher
 from deltastage.delta.rolling import block_weaks
 from deltastage.delta.signature import (
     MultiSignatureBuilder,
@@ -21,6 +23,7 @@ from deltastage.delta.signature import (
     SignatureBuilder,
     signature_of,
 )
+from deltastage.errors import DeltaFormatError
 from tests.helpers.naive_rsync import naive_delta, naive_patch
 
 
@@ -206,7 +209,7 @@ def test_large_random_edits_match_naive_literal_count() -> None:
     assert apply_delta(basis, make_delta(sig, bytes(new))) == new
 
 
-# --- holes: a sparse basis's zeros, told to the signature without being read -------------
+# --- zero runs: a sparse file's holes, told to the encoder without being read -------------
 
 pieces_and_holes = st.lists(
     st.one_of(st.binary(max_size=400), st.integers(1, 5000)), min_size=1, max_size=8
@@ -215,6 +218,44 @@ pieces_and_holes = st.lists(
 
 def spelled_out(pieces: list[bytes | int]) -> bytes:
     return b"".join(bytes(p) if isinstance(p, int) else p for p in pieces)
+
+
+@given(st.binary(max_size=3000), pieces_and_holes, st.integers(1, 300), st.integers(0, 3))
+def test_zero_runs_round_trip_exactly(
+    basis: bytes, pieces: list[bytes | int], block_size: int, level: int
+) -> None:
+    """Each hole the encoder is told of reaches the patcher as one zero run, at its offset;
+    the rest rebuilds the file around it, byte for byte."""
+    sig = signature_of(basis, block_size=block_size)
+    encoder = DeltaEncoder(sig, level=level)
+    delta = b"".join(encoder.zeros(p) if isinstance(p, int) else encoder.update(p) for p in pieces)
+    delta += encoder.finish()
+    new = spelled_out(pieces)
+    assert apply_delta(basis, delta) == new
+
+    at = 0
+    runs: list[tuple[int, int]] = []
+    out = bytearray(len(new))
+
+    def write(data: bytes) -> None:
+        nonlocal at
+        out[at : at + len(data)] = data
+        at += len(data)
+
+    def zeros(count: int) -> None:
+        nonlocal at
+        runs.append((at, count))
+        at += count  # left as it is: zeros already
+
+    patcher = Patcher(
+        lambda offset, n: basis[offset : offset + n], write, basis_size=len(basis), zeros=zeros
+    )
+    patcher.feed(delta)
+    result = patcher.finish()
+    assert bytes(out) == new and result.size == len(new)
+    offsets = [sum(len(spelled_out([q])) for q in pieces[:i]) for i in range(len(pieces))]
+    assert runs == [(o, p) for o, p in zip(offsets, pieces, strict=True) if isinstance(p, int)]
+    assert encoder.stats.zero_bytes == sum(p for p in pieces if isinstance(p, int))
 
 
 @given(pieces_and_holes, st.integers(1, 700))
@@ -236,3 +277,22 @@ def test_a_hole_signs_as_the_zeros_it_reads_as(pieces: list[bytes | int], block_
         told_out += multi_told.end_basis()
         read_out += multi_read.update(whole) + multi_read.end_basis()
     assert told_out + multi_told.finish() == read_out + multi_read.finish()
+
+
+def test_zero_runs_longer_than_one_op_and_out_of_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deltastage.delta import codec
+    from deltastage.delta.wire import MAX_ZERO_RUN
+
+    monkeypatch.setattr(codec, "MAX_ZERO_RUN", 1000)  # not a terabyte of zeros to hash
+    encoder = DeltaEncoder(signature_of(b""))
+    delta = encoder.zeros(2500) + encoder.finish()
+    assert encoder.stats.zero_ops == 3
+    seen: list[int] = []
+    patcher = Patcher(lambda o, n: b"", lambda d: None, basis_size=0, zeros=seen.append)
+    patcher.feed(delta)
+    assert seen == [1000, 1000, 500] and patcher.finish().size == 2500
+    header = delta[: delta.index(b"H")]
+    for bad in (0, MAX_ZERO_RUN + 1):  # refused before anything is hashed or written
+        patcher = Patcher(lambda o, n: b"", lambda d: None, basis_size=0, zeros=seen.append)
+        with pytest.raises(DeltaFormatError, match="zero run"):
+            patcher.feed(header + b"H" + struct.pack("<Q", bad))

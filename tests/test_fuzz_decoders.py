@@ -21,16 +21,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deltastage.agent import serve
-from deltastage.delta.codec import make_delta
+from deltastage.delta.codec import DeltaEncoder, make_delta
 from deltastage.delta.patch import Patcher
 from deltastage.delta.signature import (
+    Signature,
     SignatureDecoder,
     encode_signature,
     encode_signatures,
     signature_of,
 )
 from deltastage.delta.sketch import sketch_of
-from deltastage.errors import DeltaFormatError, DeltastageError, ProtocolError
+from deltastage.errors import (
+    DeltaFormatError,
+    DeltastageError,
+    ProtocolError,
+    ResourceLimitError,
+)
 from deltastage.manifest import Manifest, ManifestEntry, decode_manifest, encode_manifest
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
@@ -92,6 +98,26 @@ MULTI_SIG_BYTES = encode_signatures(MULTI_SIGS)
 MULTI_DELTA = make_delta(MULTI_SIGS, NEW[:3000] + OTHER[1024:] + NEW[3000:])
 NOTHING = signature_of(b"")  # what a FetchMany's files are sent against
 BEE_DELTA = make_delta(NOTHING, b"bee\n")
+# A sparse file's delta: zero runs (holes) between data, in both formats.
+SPARSE_NEW = NEW[:1500] + bytes(70_000) + NEW[1500:] + bytes(5000)
+
+
+def sparse_delta(sigs: Signature | tuple[Signature, ...]) -> bytes:
+    encoder = DeltaEncoder(sigs)
+    return (
+        encoder.update(NEW[:1500])
+        + encoder.zeros(70_000)
+        + encoder.update(NEW[1500:])
+        + encoder.zeros(5000)
+        + encoder.finish()
+    )
+
+
+SPARSE_DELTA = sparse_delta(SIG)
+MULTI_SPARSE_DELTA = sparse_delta(MULTI_SIGS)
+# What a fuzzed delta may expand to: beyond it the zero runs are refused, as the stage's
+# receiver refuses them beyond the peer's write budget.
+FUZZ_BUDGET = 64 << 20
 ENTRIES = (
     file_entry("a", NEW, sketch=sketch_of(NEW).encode()),
     file_entry("dir/b.txt", b"bee\n"),
@@ -155,6 +181,7 @@ def run_master(data: bytes, splits: list[int]) -> bytes | None:
             out.append,
             basis_size=len(BASIS),
             basis_hash=SIG.basis_hash,
+            zeros=lambda n: out.append(bounded_zeros(n, sum(map(len, out)))),
         )
         for chunk in session.fetch(ROOT, "a", [SIG_BYTES]):
             patcher.feed(chunk)
@@ -174,6 +201,13 @@ def run_master(data: bytes, splits: list[int]) -> bytes | None:
     finally:
         session.close()
     return b"".join(out)
+
+
+def bounded_zeros(count: int, so_far: int) -> bytes:
+    """A zero run within ``FUZZ_BUDGET`` of output, refused beyond it (as the stage does)."""
+    if so_far + count > FUZZ_BUDGET:
+        raise ResourceLimitError(f"a zero run past the fuzz budget: {count} bytes")
+    return bytes(count)
 
 
 def mutate(data: bytes, changes: list[tuple[int, int, bytes]]) -> bytes:
@@ -236,6 +270,16 @@ def test_the_honest_inputs_decode() -> None:
     patcher.feed(MULTI_DELTA)
     patcher.finish()
     assert b"".join(out) == NEW[:3000] + OTHER[1024:] + NEW[3000:]
+    for delta, bases in ((SPARSE_DELTA, (BASIS,)), (MULTI_SPARSE_DELTA, (BASIS, OTHER, b""))):
+        out.clear()
+        patcher = Patcher(
+            [lambda offset, n, b=basis: b[offset : offset + n] for basis in bases],
+            out.append,
+            basis_size=[len(basis) for basis in bases],
+        )
+        patcher.feed(delta)
+        patcher.finish()
+        assert b"".join(out) == SPARSE_NEW
     manifest = Manifest("p", "2026-11-23", (ManifestEntry("a/b", 3, b"\1" * 16, 0o644, 5),))
     assert decode_manifest(encode_manifest(manifest)) == manifest
     read_only = Manifest("p", "2026-11-23", (), master_only_indicator="cback.stage")
@@ -347,7 +391,12 @@ def fuzz_patch(data: bytes, *, multi: bool = False) -> None:
         def write(chunk: bytes) -> None:
             nonlocal written
             written += len(chunk)
-            assert written <= 64 << 20, "a fuzzed delta may not expand without bound"
+            assert written <= FUZZ_BUDGET, "a fuzzed delta may not expand without bound"
+
+        def zeros(count: int) -> None:
+            nonlocal written
+            bounded_zeros(0, written + count)
+            written += count
 
         bases = (BASIS, OTHER, b"") if multi else (BASIS,)
         patcher = Patcher(
@@ -355,6 +404,7 @@ def fuzz_patch(data: bytes, *, multi: bool = False) -> None:
             write,
             basis_size=[len(basis) for basis in bases],
             basis_hash=[sig.basis_hash for sig in MULTI_SIGS[: len(bases)]],
+            zeros=zeros,
         )
         patcher.feed(data)
         patcher.finish()
@@ -488,7 +538,13 @@ def test_signature_decoder(data: bytes) -> None:
     fuzz_signature(data)
 
 
-@given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(DELTA, c))))
+@given(
+    st.one_of(
+        st.binary(max_size=4096),
+        changes.map(lambda c: mutate(DELTA, c)),
+        changes.map(lambda c: mutate(SPARSE_DELTA, c)),
+    )
+)
 def test_patcher(data: bytes) -> None:
     fuzz_patch(data)
 
@@ -498,7 +554,13 @@ def test_multi_basis_signature_decoder(data: bytes) -> None:
     fuzz_signature(data, multi=True)
 
 
-@given(st.one_of(st.binary(max_size=4096), changes.map(lambda c: mutate(MULTI_DELTA, c))))
+@given(
+    st.one_of(
+        st.binary(max_size=4096),
+        changes.map(lambda c: mutate(MULTI_DELTA, c)),
+        changes.map(lambda c: mutate(MULTI_SPARSE_DELTA, c)),
+    )
+)
 def test_multi_basis_patcher(data: bytes) -> None:
     fuzz_patch(data, multi=True)
 
@@ -566,7 +628,13 @@ def test_signature_decoder_long(data: bytes) -> None:
 
 
 @pytest.mark.slow
-@given(st.one_of(st.binary(max_size=8192), changes.map(lambda c: mutate(DELTA, c))))
+@given(
+    st.one_of(
+        st.binary(max_size=8192),
+        changes.map(lambda c: mutate(DELTA, c)),
+        changes.map(lambda c: mutate(SPARSE_DELTA, c)),
+    )
+)
 def test_patcher_long(data: bytes) -> None:
     fuzz_patch(data)
 

@@ -351,6 +351,38 @@ ATTACKS = [
         on_fetch=fetch_parts(lambda liar, r, sig: [delta_header(sig), literal(b"")]),
     ),
     Attack(
+        # a 9-byte op for a terabyte of zeros: charged to the write budget before it is
+        # hashed or made a hole, so it costs the master nothing
+        "zero-run-past-the-budget",
+        "max_bytes_per_peer",
+        on_fetch=fetch_parts(
+            lambda liar, r, sig: [delta_header(sig), b"H" + struct.pack("<Q", 1 << 40)]
+        ),
+    ),
+    Attack(
+        "zero-run-of-nothing",
+        "zero run of 0 bytes",
+        on_fetch=fetch_parts(lambda liar, r, sig: [delta_header(sig), b"H" + bytes(8)]),
+    ),
+    Attack(
+        "zero-run-too-long",
+        "zero run of .* bytes outside",
+        on_fetch=fetch_parts(
+            lambda liar, r, sig: [delta_header(sig), b"H" + struct.pack("<Q", (1 << 40) + 1)]
+        ),
+    ),
+    Attack(
+        "zero-run-hash-lie",
+        "xxh3-128 mismatch",
+        on_fetch=fetch_parts(
+            lambda liar, r, sig: [
+                delta_header(sig),
+                b"H" + struct.pack("<Q", 5000),
+                honest_trailer_for(b"v" * 5000),
+            ]
+        ),
+    ),
+    Attack(
         "unknown-op",
         "unknown delta op",
         on_fetch=fetch_parts(lambda liar, r, sig: [delta_header(sig), b"Q"]),

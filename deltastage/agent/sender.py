@@ -8,6 +8,13 @@ request allows it (one basis) is refined around its edits (``delta.refine``: one
 for finer hashes of the basis); any other goes through the streaming ``DeltaEncoder``. A
 file whose size or mtime changed while it was read is answered ``changed``, never sent as
 it was.
+
+A sparse file's holes are never read (``holes.read_sparse``): a big one goes out as a zero
+run (``DeltaEncoder.zeros``), with a block of zeros either side of it still matched, so a
+basis block that is part data, part hole is still copied; a small one is matched as zeros
+from a shared buffer. A file with a big hole is not refined: refinement matches the file
+through ``read_at`` (which makes a small hole's zeros rather than reading them), and would
+send a big hole as copies of zero blocks.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import os
 from deltastage.agent.conversation import Conversation, MasterGone, Refusal, clip_reason
 from deltastage.agent.rootfs import RootFS, same_content
 from deltastage.delta.codec import DeltaEncoder
-from deltastage.delta.refine import ReadAt, refined_delta
+from deltastage.delta.refine import refined_delta
 from deltastage.delta.signature import Signature, SignatureBuilder, SignatureDecoder
 from deltastage.errors import (
     DeltaFormatError,
@@ -26,7 +33,8 @@ from deltastage.errors import (
     RemoteProtocolError,
     ResourceLimitError,
 )
-from deltastage.hashing import READ_CHUNK
+from deltastage.hashing import ZEROS
+from deltastage.holes import pread_sparse, read_sparse, segments
 from deltastage.protocol import (
     REFINE_MIN_BLOCK,
     Cancel,
@@ -42,13 +50,16 @@ from deltastage.protocol import (
 )
 from deltastage.protocol.events import MAX_REFINE_BLOCKS
 
-__all__ = ["DATA_FRAME", "MAX_BASIS_SIZE", "MAX_SIGNATURE_BLOCKS", "Sender"]
+__all__ = ["DATA_FRAME", "HOLE_RUN_MIN", "MAX_BASIS_SIZE", "MAX_SIGNATURE_BLOCKS", "Sender"]
 
 DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the frame limit
 # Bounds on the master's signature: 2^40 bytes of basis in at most 2^22 blocks (the fine
 # signature of a refinement is held to the same count).
 MAX_BASIS_SIZE = 1 << 40
 MAX_SIGNATURE_BLOCKS = 1 << 22
+# A hole goes out as a zero run when this much of it lies beyond the block matched on
+# either side; a shorter one is cheaper matched as zeros than as a break in the matching.
+HOLE_RUN_MIN = 1 << 20
 
 
 @functools.cache
@@ -135,14 +146,19 @@ class Sender:
             before = os.fstat(fd)
 
             def read_at(offset: int, n: int) -> bytes:
-                return os.pread(fd, n, offset)
+                return pread_sparse(fd, n, offset)
 
             # literals go raw into the connection's zstd stream, which also sees every
             # earlier file of the session (see protocol.stream)
             self.conversation.connection.compress_deltas(request.level)
             refined = None
             (signature, *others) = signatures
-            if request.refine and not others and signature.block_size >= REFINE_MIN_BLOCK:
+            if (
+                request.refine
+                and not others
+                and signature.block_size >= REFINE_MIN_BLOCK
+                and not _has_hole_run(fd, before.st_size, signature.block_size)
+            ):
                 refined = refined_delta(
                     signature,
                     before.st_size,
@@ -154,7 +170,7 @@ class Sender:
                 delta, offset = refined
                 self._send_delta(delta)
             else:
-                offset = self._stream_delta(read_at, before.st_size, signatures)
+                offset = self._stream_delta(fd, before.st_size, signatures)
             after = os.fstat(fd)
         except OSError as exc:
             raise Refusal.io(request.path, exc) from None
@@ -182,15 +198,26 @@ class Sender:
             )
         return data
 
-    def _stream_delta(self, read_at: ReadAt, size: int, signatures: tuple[Signature, ...]) -> int:
-        """Stream the delta of the file's first ``size`` bytes; return the bytes read."""
+    def _stream_delta(self, fd: int, size: int, signatures: tuple[Signature, ...]) -> int:
+        """Stream the delta of the file's first ``size`` bytes; return the bytes covered
+        (read, or known to be holes)."""
         encoder = self.encoder(signatures, level=0)
+        pad = signatures[0].block_size  # the same for every basis
         pending = bytearray()
         offset = 0
         # the size seen first bounds the read: a file that keeps growing still ends
-        while offset < size and (chunk := read_at(offset, min(READ_CHUNK, size - offset))):
-            offset += len(chunk)
-            pending += encoder.update(chunk)
+        for piece in read_sparse(fd, size):
+            if isinstance(piece, int):
+                offset += piece
+                if piece - 2 * pad >= HOLE_RUN_MIN:
+                    pending += _encode_zeros(encoder, pad)
+                    pending += encoder.zeros(piece - 2 * pad)
+                    pending += _encode_zeros(encoder, pad)
+                else:
+                    pending += _encode_zeros(encoder, piece)
+            else:
+                offset += len(piece)
+                pending += encoder.update(piece)
             if len(pending) >= DATA_FRAME:
                 self._send_delta(pending)
                 pending = bytearray()
@@ -201,3 +228,21 @@ class Sender:
     def _send_delta(self, data: bytes | bytearray) -> None:
         for start in range(0, len(data), DATA_FRAME):
             self.conversation.send(DeltaData(bytes(data[start : start + DATA_FRAME])))
+
+
+def _has_hole_run(fd: int, size: int, block_size: int) -> bool:
+    """Whether the file has a hole that ``_stream_delta`` sends as a zero run."""
+    return any(
+        not is_data and stop - start - 2 * block_size >= HOLE_RUN_MIN
+        for start, stop, is_data in segments(fd, 0, size)
+    )
+
+
+def _encode_zeros(encoder: DeltaEncoder, count: int) -> bytes:
+    """``count`` zero bytes matched like data, from the shared buffer (never read)."""
+    out = bytearray()
+    while count > 0:
+        step = min(count, len(ZEROS))
+        out += encoder.update(ZEROS[:step])
+        count -= step
+    return bytes(out)

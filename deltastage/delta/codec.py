@@ -22,6 +22,7 @@ from deltastage.delta.wire import (
     END,
     HEADER,
     LIT,
+    MAX_ZERO_RUN,
     MULTI_BASIS,
     MULTI_COPY,
     MULTI_DELTA_MAGIC,
@@ -29,12 +30,14 @@ from deltastage.delta.wire import (
     OP_COPY,
     OP_END,
     OP_LIT,
+    OP_ZERO,
     OP_ZLIT,
     VERSION,
+    ZERO,
     ZLIT,
 )
 from deltastage.errors import DeltaFormatError
-from deltastage.hashing import Hasher
+from deltastage.hashing import Hasher, hash_zeros
 
 if TYPE_CHECKING:
     from deltastage.delta.signature import Signature
@@ -63,6 +66,8 @@ class DeltaStats:
     delta_bytes: int = 0
     copy_ops: int = 0
     literal_ops: int = 0
+    zero_bytes: int = 0
+    zero_ops: int = 0
 
 
 class DeltaEncoder:
@@ -70,6 +75,10 @@ class DeltaEncoder:
 
     Given several bases' signatures (a multi-basis signature decoded), the delta copies from
     all of them and has the multi-basis format; one signature gives the single-basis one.
+
+    ``zeros(n)`` stands for ``n`` zero bytes the caller knows of without reading them (a
+    hole of a sparse file): they go out as zero-run ops, and matching starts afresh after
+    them, as at the start of a file.
     """
 
     def __init__(self, signature: Signature | Sequence[Signature], *, level: int = 3) -> None:
@@ -147,6 +156,30 @@ class DeltaEncoder:
             ]
             return self._encode(literals)
         return self._encode(self._matcher.feed(data))
+
+    def zeros(self, count: int) -> bytes:
+        """Encode ``count`` zero bytes as zero-run ops, after what was fed before them."""
+        if self._done:
+            raise DeltaFormatError("delta already finished")
+        if count <= 0:
+            return b""
+        matcher = self._matcher
+        body = self._encode(matcher.finish() if matcher is not None else [])
+        if matcher is not None:  # matching starts afresh after the run
+            self._matcher = type(matcher)(matcher.index)
+        hash_zeros(self._hasher, count)
+        stats = self.stats
+        stats.new_size += count
+        stats.zero_bytes += count
+        runs = []
+        while count:
+            run = min(count, MAX_ZERO_RUN)
+            runs.append(bytes((OP_ZERO,)) + ZERO.pack(run))
+            stats.zero_ops += 1
+            count -= run
+        encoded = b"".join(runs)
+        stats.delta_bytes += len(encoded)
+        return body + encoded
 
     def finish(self) -> bytes:
         if self._done:

@@ -25,6 +25,7 @@ from deltastage.delta.wire import (
     END,
     HEADER,
     LIT,
+    MAX_ZERO_RUN,
     MAX_ZLEN,
     MULTI_BASIS,
     MULTI_COPY,
@@ -33,12 +34,14 @@ from deltastage.delta.wire import (
     OP_COPY,
     OP_END,
     OP_LIT,
+    OP_ZERO,
     OP_ZLIT,
     VERSION,
+    ZERO,
     ZLIT,
 )
 from deltastage.errors import DeltaFormatError, IntegrityError
-from deltastage.hashing import Hasher
+from deltastage.hashing import READ_CHUNK, Hasher, hash_zeros
 
 __all__ = ["MAX_READ", "PatchResult", "Patcher"]
 
@@ -74,6 +77,10 @@ class Patcher:
     Several bases (a multi-basis delta) come as sequences: one ``read_at``, size and hash
     (or None) per basis, in the order of the signature the delta answers; everything above
     holds for each basis.
+
+    A zero run (a hole of a sparse file) goes to ``zeros(count)`` when one is given, before
+    it is hashed, so the caller can refuse it (a budget) or leave a hole instead of writing;
+    without it, the zeros reach ``write`` as ``bytes``.
     """
 
     @overload
@@ -85,6 +92,7 @@ class Patcher:
         basis_size: int | Sequence[int],
         basis_hash: bytes | Sequence[bytes | None] | None = None,
         verify_basis: bool = False,
+        zeros: Callable[[int], None] | None = None,
     ) -> None: ...
 
     @overload
@@ -96,6 +104,7 @@ class Patcher:
         basis_size: int | Sequence[int],
         basis_hash: bytes | Sequence[bytes | None] | None = None,
         verify_basis: bool = False,
+        zeros: Callable[[int], None] | None = None,
     ) -> None: ...
 
     def __init__(
@@ -109,6 +118,7 @@ class Patcher:
         basis_size: int | Sequence[int],
         basis_hash: bytes | Sequence[bytes | None] | None = None,
         verify_basis: bool = False,
+        zeros: Callable[[int], None] | None = None,
     ) -> None:
         reads: list[Callable[[int, int], bytes | memoryview]] = (
             list(read_at) if isinstance(read_at, Sequence) else [read_at]
@@ -128,6 +138,7 @@ class Patcher:
         # The overloads pair a bytes-only write with a bytes-only read_at, and write only
         # ever gets literals (bytes) or what read_at returned.
         self._write: Callable[[Any], None] = write
+        self._zeros = zeros
         self._sizes = sizes
         self._hashes = hashes
         self._basis_hashers = [Hasher() for _ in sizes] if verify_basis else None
@@ -205,6 +216,14 @@ class Patcher:
                     break
                 self._emit(self._inflate(buf[at + 1 + ZLIT.size : stop], length))
                 at = stop
+            elif op == OP_ZERO:
+                if size - at < 1 + ZERO.size:
+                    break
+                (length,) = ZERO.unpack_from(buf, at + 1)
+                if not 1 <= length <= MAX_ZERO_RUN:
+                    raise DeltaFormatError(f"zero run of {length} bytes outside 1..{MAX_ZERO_RUN}")
+                self._zero_run(length)
+                at += 1 + ZERO.size
             elif op == OP_END:
                 if size - at < 1 + END.size:
                     break
@@ -281,6 +300,17 @@ class Patcher:
         self._hasher.update(data)
         self._size += len(data)
         self._write(data)
+
+    def _zero_run(self, count: int) -> None:
+        if self._zeros is None:
+            while count:
+                step = min(count, READ_CHUNK)
+                self._emit(bytes(step))
+                count -= step
+            return
+        self._zeros(count)
+        hash_zeros(self._hasher, count)
+        self._size += count
 
     def _copy(self, basis: int, start: int, count: int) -> None:
         if count == 0:

@@ -7,6 +7,8 @@ Wire format (little-endian)::
     ops      b"C" start u32 count u32       copy blocks [start, start+count) of the basis
              b"L" len u32 bytes             raw literal, 1..MAX_LITERAL bytes
              b"Z" len u32 zlen u32 bytes    zstd-compressed literal of len raw bytes
+             b"H" len u64                   len zero bytes, 1..MAX_ZERO_RUN: a hole of a
+                                            sparse file (the patcher may leave it a hole)
     trailer  b"E" new_size u64 | new xxh3-128 (16)
 
 A delta against several bases (2..MAX_BASES, from a multi-basis signature) has its own
@@ -15,10 +17,12 @@ magic, so the single-basis format above stays exactly as it is::
     header   b"DDLM" | version u8 | n_bases u8 | 0 u16 | block_size u32
              | n_bases x (basis_size u64 | basis xxh3-128 (16))
     ops      b"C" basis u8 start u32 count u32   copy blocks of basis ``basis``
-             b"L" and b"Z" as above
+             b"L", b"Z" and b"H" as above
     trailer  as above
 
-The encoder (``codec``) and the patcher (``patch``) both read their layout from here.
+The encoder (``codec``) and the patcher (``patch``) both read their layout from here. A
+delta without ``H`` ops is read by any patcher of this version; the encoder writes them only
+when told of a hole (``DeltaEncoder.zeros``), which the agent of protocol 7 on does.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "END",
     "HEADER",
     "LIT",
+    "MAX_ZERO_RUN",
     "MAX_ZLEN",
     "MULTI_BASIS",
     "MULTI_COPY",
@@ -42,8 +47,10 @@ __all__ = [
     "OP_COPY",
     "OP_END",
     "OP_LIT",
+    "OP_ZERO",
     "OP_ZLIT",
     "VERSION",
+    "ZERO",
     "ZLIT",
 ]
 
@@ -58,6 +65,10 @@ MULTI_COPY = struct.Struct("<BII")
 LIT = struct.Struct("<I")
 ZLIT = struct.Struct("<II")
 END = struct.Struct(f"<Q{HASH_SIZE}s")
-OP_COPY, OP_LIT, OP_ZLIT, OP_END = b"C"[0], b"L"[0], b"Z"[0], b"E"[0]
+ZERO = struct.Struct("<Q")
+OP_COPY, OP_LIT, OP_ZLIT, OP_ZERO, OP_END = b"C"[0], b"L"[0], b"Z"[0], b"H"[0], b"E"[0]
+# Longest zero run in one op (a longer hole takes several): 1 TiB, the largest basis an
+# agent accepts. What a run may cost the master is its write budget's to bound.
+MAX_ZERO_RUN = 1 << 40
 # zstd never expands incompressible input by more than this (ZSTD_COMPRESSBOUND).
 MAX_ZLEN = MAX_LITERAL + (MAX_LITERAL >> 8) + 64

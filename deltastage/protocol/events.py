@@ -88,7 +88,9 @@ __all__ = [
 # 9: a listed file may carry a content sketch (at most MAX_SKETCH_BYTES), for the master to
 # choose its bases by content
 # 10: ProbeRequest/ProbeReply: how the files of a root are compressed, for ``check``
-PROTOCOL_VERSION = 10
+# 11: a delta may carry zero runs (the delta format's ``H`` op): a sparse file's holes,
+# which the agent no longer reads
+PROTOCOL_VERSION = 11
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(

@@ -68,13 +68,24 @@ class Receiver:
             EarlyCheck(self._checker, transfer.out_fd) if entry.size >= EARLY_CHECK_MIN else None
         )
 
-        def write(data: bytes) -> None:
-            nonlocal budget, written, flushed
-            budget -= len(data)
+        def charge(count: int) -> None:
+            nonlocal budget
+            budget -= count
             if budget < 0:
                 raise ResourceLimitError(
                     f"peer sent more than max_bytes_per_peer={self._max_bytes}"
                 )
+
+        def zeros(count: int) -> None:
+            """A zero run: charged like written bytes (before the patcher hashes it), and
+            left a hole; the next write, or the final size, puts the file's end past it."""
+            nonlocal written
+            charge(count)
+            written += count
+
+        def write(data: bytes) -> None:
+            nonlocal written, flushed
+            charge(len(data))
             write_sparse(transfer.out_fd, data, written)
             written += len(data)
             if written - flushed >= WRITEBACK_CHUNK:
@@ -97,6 +108,7 @@ class Receiver:
                         write,
                         basis_size=transfer.basis_sizes,
                         basis_hash=transfer.basis_hashes or None,
+                        zeros=zeros,
                     )
                 patcher.feed(chunk)
             if patcher is None:
