@@ -23,7 +23,7 @@ def manifest_files(tmp: Path, day: str, peer: str = "p") -> dict[str, dict[str, 
 
 
 def test_the_manifest_records_each_big_files_sketch(tmp_path: Path) -> None:
-    big = random_bytes(1 << 20, 1)
+    big = random_bytes(2 * SKETCH_MIN_SIZE, 1)
     small = random_bytes(SKETCH_MIN_SIZE - 1, 2)
     collect = make_peer(tmp_path, "p", {"big.tar": big, "small": small})
     config = write_config(tmp_path)

@@ -48,9 +48,10 @@ if TYPE_CHECKING:
 __all__ = ["RootFS", "same_content"]
 
 HASH_ATTEMPTS = 3  # re-hash a file that changed while listed, then give up on it
-# Smaller files are listed without a content sketch: the choice of their basis matters little,
-# and a small file has too few chunks to be told apart by one.
-SKETCH_MIN_SIZE = 64 << 10
+# Smaller files are listed without a content sketch: the choice of their basis matters little
+# (a wrong one costs at most the file), a small file has too few chunks to be told apart by
+# one, and a tree of many files would pay each sketch's listing CPU and wire bytes.
+SKETCH_MIN_SIZE = 1 << 20
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # a root is the admin's path
 
 
