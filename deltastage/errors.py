@@ -28,7 +28,7 @@ Lower-level exceptions (OSError, paramiko, zstandard) are mapped at the boundary
 
 from __future__ import annotations
 
-from deltastage.models import shown
+from deltastage.text import shown
 
 __all__ = [
     "REPORTED",

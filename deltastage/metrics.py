@@ -21,9 +21,9 @@ from pathlib import Path
 
 from deltastage.errors import DeltastageError, describe_os_error
 from deltastage.history import last_successes
-from deltastage.models import shown
 from deltastage.safefs import replace_file
 from deltastage.stage.report import StageReport
+from deltastage.text import shown
 from deltastage.verify import VerifyReport
 
 __all__ = [

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePath
 
-__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields", "json_text", "shown"]
+__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields", "json_text"]
 
 
 @dataclass(frozen=True)
@@ -78,16 +78,6 @@ def json_text(document: object, indent: int | None = 2) -> str:
     ``json.loads`` reads back to the same name; other text stays as it is."""
     text = json.dumps(document, indent=indent, ensure_ascii=False)
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-
-
-def shown(text: str) -> str:
-    """``text`` for a person to read (tables, logs): a name's undecodable bytes as
-    ``\\xNN``, so printing it never fails and the original bytes can be told."""
-    try:
-        data = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate no file name holds
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return data.decode("utf-8", "backslashreplace")
 
 
 def _json_value(value: object) -> object:

@@ -14,8 +14,8 @@ from datetime import date, datetime
 from pathlib import Path
 
 from deltastage.history import HistoryRow, read_history
-from deltastage.models import shown
 from deltastage.safefs import replace_file
+from deltastage.text import shown
 
 __all__ = [
     "ChartPoint",

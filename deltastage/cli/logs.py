@@ -7,7 +7,7 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from deltastage.models import shown
+from deltastage.text import shown
 
 __all__ = ["LOG_FORMAT", "setup_logging"]
 

@@ -24,9 +24,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from deltastage.models import shown as printable
 from deltastage.report import human_bytes
 from deltastage.stage.report import PeerReport, StageReport
+from deltastage.text import shown as printable
 from deltastage.verify import PeerVerification, VerifyReport
 
 if TYPE_CHECKING:

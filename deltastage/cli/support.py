@@ -13,7 +13,8 @@ from pathlib import Path
 from deltastage.cli import logs
 from deltastage.config import Config, load_config
 from deltastage.errors import REPORTED, UsageError, exit_status
-from deltastage.models import json_text, shown
+from deltastage.models import json_text
+from deltastage.text import shown
 
 __all__ = ["json_on_failure", "load", "parse_date", "print_json", "setup_logging"]
 
