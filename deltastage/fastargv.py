@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from deltastage.errors import REPORTED, exit_status
 
@@ -27,8 +27,7 @@ Scalar = int | str | Path
 Value = Scalar | bool | list[Scalar]
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """An option that takes one value, or a flag: its spellings and the keyword it fills."""
 
     spellings: tuple[str, ...]
@@ -54,8 +53,7 @@ class Option:
         return Path(text) if self.type is Path else text
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """A command run without typer: the function it calls (``module:name``), the keywords
     its positional arguments fill, in order, and its options. A reported error
     (``errors.REPORTED``) ends it with one line and its exit code, as the CLI does.
@@ -74,8 +72,7 @@ class Command:
         return function
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """A parsed command line: the command and the keywords its function is called with."""
 
     command: Command

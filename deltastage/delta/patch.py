@@ -8,10 +8,7 @@ bytes still fails on the trailer's hash (see ``wire`` for the format).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, overload
-
-import zstandard
+from typing import Any, NamedTuple, overload
 
 from deltastage.delta.params import (
     MAX_LITERAL,
@@ -51,8 +48,7 @@ MAX_READ = 1 << 20
 _WRONG_BASIS = "delta was made against a different basis (xxh3-128 differs)"
 
 
-@dataclass(frozen=True, slots=True)
-class PatchResult:
+class PatchResult(NamedTuple):
     """The rebuilt file's size and xxh3-128 (both checked against the delta's trailer)."""
 
     size: int
@@ -152,7 +148,7 @@ class Patcher:
         self._trailer: tuple[int, bytes] | None = None
         self._size = 0
         self._hasher = Hasher()
-        self._zstd: zstandard.ZstdDecompressor | None = None
+        self._zstd: Any = None  # a zstandard.ZstdDecompressor once a literal needs one
         self._result: PatchResult | None = None
 
     def output_digest(self) -> bytes:
@@ -286,6 +282,10 @@ class Patcher:
         check_block_size(block_size)
 
     def _inflate(self, packed: bytearray, length: int) -> bytes:
+        # Loaded only for a delta that carries compressed literals: a patch whose literals
+        # did not compress (or that has none) starts without it.
+        import zstandard
+
         if self._zstd is None:
             self._zstd = zstandard.ZstdDecompressor()
         try:

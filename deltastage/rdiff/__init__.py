@@ -2,7 +2,8 @@
 
 Layout: ``files`` (inputs, outputs written beside the target and renamed, the writer thread,
 the basis ring), ``sigdelta`` (``signature_file``, ``delta_file``), ``patch`` (``patch_file``,
-which loads neither numpy nor the matcher: they cost a short patch much of its time).
+which loads neither numpy nor the matcher, nor zstandard for a delta with no compressed
+literal: a short patch is mostly start-up).
 
 Outputs go to a temporary file beside the target and are renamed into place only when the
 whole operation succeeded, so a failed run never leaves a partial OUT behind. Unlike rdiff,

@@ -9,7 +9,6 @@ import mmap
 import os
 import stat
 import sys
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,6 @@ __all__ = [
     "chunks",
     "open_input",
     "open_output",
-    "spooled_size",
     "views",
 ]
 
@@ -316,23 +314,6 @@ def advise_sequential(stream: BinaryIO) -> None:
     # Doubles the kernel's read-ahead on a cold basis; a pipe or another OS just says no.
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-
-
-def spooled_size(stream: BinaryIO) -> tuple[BinaryIO, int, bool]:
-    """(stream to read, its size, whether we own it): pipes are spooled to a temp file."""
-    try:
-        st = os.fstat(stream.fileno())
-        if stat.S_ISREG(st.st_mode):
-            return stream, st.st_size - stream.tell(), False
-    except (OSError, ValueError):
-        pass
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
-    size = 0
-    for chunk in chunks(stream):
-        spool.write(chunk)
-        size += len(chunk)
-    spool.seek(0)
-    return spool, size, True
 
 
 def bases_of(basis: str | Sequence[str]) -> list[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
+import tempfile
 from collections.abc import Sequence
 from typing import BinaryIO
 
@@ -15,7 +18,6 @@ from deltastage.rdiff.files import (
     chunks,
     open_input,
     open_output,
-    spooled_size,
     views,
 )
 
@@ -34,7 +36,7 @@ def signature_file(
         streams: list[BinaryIO] = []
         sizes: list[int] = []
         for path in bases_of(basis):
-            stream, size, owned = spooled_size(stack.enter_context(open_input(path)))
+            stream, size, owned = _spooled_size(stack.enter_context(open_input(path)))
             if owned:
                 stack.callback(stream.close)
             streams.append(stream)
@@ -46,6 +48,23 @@ def signature_file(
                     out.write(builder.update(chunk))
                 out.write(builder.end_basis())
             out.write(builder.finish())
+
+
+def _spooled_size(stream: BinaryIO) -> tuple[BinaryIO, int, bool]:
+    """(stream to read, its size, whether we own it): pipes are spooled to a temp file."""
+    try:
+        st = os.fstat(stream.fileno())
+        if stat.S_ISREG(st.st_mode):
+            return stream, st.st_size - stream.tell(), False
+    except (OSError, ValueError):
+        pass
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
+    size = 0
+    for chunk in chunks(stream):
+        spool.write(chunk)
+        size += len(chunk)
+    spool.seek(0)
+    return spool, size, True
 
 
 def delta_file(sig: str, new: str, delta_out: str, *, level: int = 3) -> None:
