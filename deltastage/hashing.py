@@ -28,7 +28,7 @@ ZEROS = memoryview(bytes(READ_CHUNK))
 Hasher = xxhash.xxh3_128
 
 
-def hash_zeros(hasher: Hasher, count: int) -> None:
+def hash_zeros(hasher: Hasher | xxhash.xxh3_64, count: int) -> None:
     """Feed ``count`` zero bytes to ``hasher``."""
     while count > 0:
         step = min(count, len(ZEROS))

@@ -9,8 +9,9 @@ import struct
 import time
 
 import numpy as np
+import numpy.typing as npt
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from deltastage.delta import sketch as sk
@@ -135,6 +136,81 @@ def test_runs_of_one_byte_have_no_boundary() -> None:
         assert len(sk._window_starts(bytes([value]) * 4096)) == 0
     holes = sketch_of(bytes(5 << 20))
     assert holes.complete and len(holes.samples) == 1
+
+
+def _boundary_windows(zeros_at_end: bool) -> list[bytes]:
+    """Boundary windows (8 bytes) that end (or start) with 1 to 6 zero bytes: where a hole
+    meets data, the window across the two is searched as any other."""
+    rng = np.random.default_rng(5)
+    found = []
+    for count in range(1, sk.WINDOW - 1):
+        candidates = rng.integers(0, 256, (1 << 16, sk.WINDOW), dtype=np.uint8)
+        if zeros_at_end:
+            candidates[:, sk.WINDOW - count :] = 0
+        else:
+            candidates[:, :count] = 0
+        words = candidates.view("<u4")
+        mixed = words[:, 0] * sk._C1
+        passing = (mixed >= sk._HI1) & ((mixed ^ words[:, 1]) * sk._C2 >= sk._HI2)
+        found += [bytes(window) for window in candidates[passing][:2]]
+    assert found and all(sk._window_starts(window).tolist() == [0] for window in found)
+    return found
+
+
+# the data part of each: what a file has before a hole, or after one
+_BEFORE_HOLE = [window.rstrip(b"\0") for window in _boundary_windows(zeros_at_end=True)]
+_AFTER_HOLE = [window.lstrip(b"\0") for window in _boundary_windows(zeros_at_end=False)]
+_NOISE = noise(5000, 6)
+
+# A file as pieces: data, or a hole of that many zero bytes.
+_Piece = bytes | int
+_pieces = st.lists(
+    st.one_of(
+        st.binary(max_size=200),
+        st.integers(0, len(_NOISE)).map(lambda n: _NOISE[:n]),
+        st.sampled_from(_BEFORE_HOLE + _AFTER_HOLE),
+        st.integers(0, 3000),
+        st.sampled_from([1, 2, 3, 4, 7, 8, 9, 70_000]),
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pieces)
+@example([_NOISE[:2000] + _BEFORE_HOLE[0], 10, _NOISE])
+@example([_NOISE, 3000, _AFTER_HOLE[0] + _NOISE[:2000], 5])
+@example([3, _AFTER_HOLE[-1], 1, _BEFORE_HOLE[-1], 2, _NOISE])
+def test_a_hole_sketches_as_the_zeros_it_reads_as(pieces: list[_Piece]) -> None:
+    holes, fed = Sketcher(), Sketcher()
+    for piece in pieces:
+        if isinstance(piece, int):
+            holes.zeros(piece)
+            fed.update(bytes(piece))
+        else:
+            holes.update(piece)
+            fed.update(piece)
+    whole = b"".join(bytes(p) if isinstance(p, int) else p for p in pieces)
+    assert holes.finish() == fed.finish() == sketch_of(whole)
+
+
+def test_a_hole_is_never_searched_for_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    searched: list[int] = []
+    real = sk._window_starts
+
+    def counting(data: bytes) -> npt.NDArray[np.int64]:
+        searched.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(sk, "_window_starts", counting)
+    sketcher = Sketcher()
+    sketcher.update(_NOISE)
+    sketcher.zeros(1 << 30)
+    sketcher.update(_NOISE)
+    sketcher.zeros(1 << 30)
+    sketcher.finish()
+    # the data, and the few bytes where each hole meets it
+    assert sum(searched) <= 2 * len(_NOISE) + 4 * 2 * (sk.WINDOW - 1)
 
 
 def test_chunks_average_a_few_kib() -> None:

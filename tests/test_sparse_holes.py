@@ -20,6 +20,7 @@ import pytest
 
 from deltastage.agent.rootfs import RootFS
 from deltastage.config import Options, PeerConfig, load_config
+from deltastage.delta import sketch
 from deltastage.delta.signature import SignatureBuilder
 from deltastage.hashing import hash_file
 from deltastage.holes import pread_sparse, read_sparse, segments
@@ -143,9 +144,17 @@ def test_the_listing_hashes_a_hole_without_reading_it(
 ) -> None:
     collect = sparse_collect(tmp_path, "vm")
     reads = counting_reads(monkeypatch, collect / "disk.img")
+    searched: list[int] = []
+    find_boundaries = sketch._window_starts
+    monkeypatch.setattr(
+        sketch, "_window_starts", lambda data: searched.append(len(data)) or find_boundaries(data)
+    )
     entries = {entry.path: entry for entry in RootFS([str(collect)]).listing(str(collect))}
     assert entries["disk.img"].xxh3_128 == hash_file(collect / "disk.img")[1]
+    assert entries["disk.img"].sketch is not None
     assert reads[collect / "disk.img"] < FEW
+    # nor searched for content boundaries: a hole goes to the sketch as a count of zeros
+    assert sum(searched) < FEW
 
 
 def test_staging_a_sparse_file_reads_no_hole_on_either_side(

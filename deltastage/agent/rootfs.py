@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from deltastage.agent.conversation import Refusal
 from deltastage.errors import UnsafePathError
-from deltastage.hashing import READ_CHUNK, Hasher, hash_zeros
+from deltastage.hashing import Hasher, hash_zeros
 from deltastage.holes import read_sparse
 from deltastage.protocol import ErrorCode, WireEntry
 from deltastage.protocol.paths import MAX_DEPTH, check_name, split_relative
@@ -194,8 +194,7 @@ class RootFS:
                     if isinstance(piece, int):
                         hash_zeros(hasher, piece)
                         if sketcher is not None:
-                            for at in range(0, piece, READ_CHUNK):
-                                sketcher.update(bytes(min(READ_CHUNK, piece - at)))
+                            sketcher.zeros(piece)
                         offset += piece
                     else:
                         hasher.update(piece)

@@ -15,7 +15,8 @@ and padding cost nothing. A boundary closer than ``MIN_GAP`` bytes to the window
 is dropped, which bounds the chunks a piece can have and so the per-chunk work in Python.
 
 ``Sketcher`` takes a file's bytes in the pieces a reader already hashes, in order, with no
-other state than the open chunk's hasher, the last few bytes and the sample so far.
+other state than the open chunk's hasher, the last few bytes and the sample so far. A hole
+comes as a count of zeros (``zeros``): hashed into its chunk, never searched for boundaries.
 
 Comparing: of the new file's sampled chunks, those below both sketches' thresholds (a
 sketch's largest sample, or every value when it holds all its file's chunks) are known to be
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ import xxhash
 
 from deltastage.delta.params import MAX_SKETCH_BYTES
 from deltastage.errors import DeltaFormatError
+from deltastage.hashing import hash_zeros
 
 __all__ = [
     "MIN_GAP",
@@ -145,30 +147,64 @@ class Sketcher:
     def update(self, piece: bytes) -> None:
         if not piece:
             return
+        starts = self._starts_from_tail(piece[: WINDOW - 1])
+        starts += (_window_starts(piece) + self._offset).tolist()
+        view, chunk = memoryview(piece), self._chunk
+        self._take(len(piece), piece[-(WINDOW - 1) :], starts, lambda a, b: chunk.update(view[a:b]))
+
+    def zeros(self, count: int) -> None:
+        """Take ``count`` zero bytes (a hole), exactly as ``update(bytes(count))`` would.
+
+        A window that starts in a run of zeros begins with a zero word, which is never a
+        boundary, so only the windows that start in the bytes before the run are searched:
+        a hole costs the open chunk's hash of its zeros and nothing else.
+        """
+        if count <= 0:
+            return
+        head = bytes(min(count, WINDOW - 1))
+        starts = self._starts_from_tail(head)
+        chunk = self._chunk
+        self._take(count, head, starts, lambda a, b: hash_zeros(chunk, b - a))
+
+    def _starts_from_tail(self, head: bytes) -> list[int]:
+        """Boundary windows (file offsets) that start in the bytes taken before and end in
+        the next ones, whose first bytes are ``head``."""
+        if not self._tail:
+            return []
+        joint = _window_starts(self._tail + head)
+        starts: list[int] = (
+            joint[joint < len(self._tail)] + (self._offset - len(self._tail))
+        ).tolist()
+        return starts
+
+    def _take(
+        self,
+        size: int,
+        last: bytes,
+        starts: list[int],
+        hash_part: Callable[[int, int], None],
+    ) -> None:
+        """Advance over the next ``size`` bytes, ending with ``last``, cutting a chunk after
+        each window that starts at ``starts`` (ascending, file offsets) at least ``MIN_GAP``
+        after the one before; ``hash_part(a, b)`` feeds the open chunk's hasher their bytes
+        from ``a`` to ``b``."""
         base = self._offset
-        starts = []
-        if self._tail:
-            # the windows that start in the previous pieces' last bytes and end in this one
-            joint = _window_starts(self._tail + piece[: WINDOW - 1])
-            starts.append(joint[joint < len(self._tail)] + (base - len(self._tail)))
-        starts.append(_window_starts(piece) + base)
-        self._offset += len(piece)
-        self._tail = (self._tail + piece)[-(WINDOW - 1) :]
-        view = memoryview(piece)
-        cut = 0  # where the open chunk's bytes start within this piece
-        for start in np.concatenate(starts).tolist():
+        self._offset += size
+        self._tail = (self._tail + last)[-(WINDOW - 1) :]
+        cut = 0  # where the open chunk's bytes start within these
+        for start in starts:
             gap = start - self._last_window
             self._last_window = start
             if gap < MIN_GAP:
                 continue
             end = start + WINDOW - base  # the boundary follows the window
-            self._chunk.update(view[cut:end])
+            hash_part(cut, end)
             self._hashes.append(self._chunk.intdigest() >> 32)
             self._chunk.reset()
             self._open = 0
             cut = end
-        self._chunk.update(view[cut:])
-        self._open += len(piece) - cut
+        hash_part(cut, size)
+        self._open += size - cut
         if len(self._hashes) >= 4 * SAMPLES:
             self._merge()
 
