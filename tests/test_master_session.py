@@ -30,6 +30,7 @@ from deltastage.errors import (
     TransportTimeout,
     UnsafePathError,
 )
+from deltastage.master.refinement import Refinement
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
     CAPABILITIES,
@@ -606,13 +607,13 @@ def edited_blocks(basis: bytes) -> bytes:
 def refinements(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Every RefineRequest the master answers, in order."""
     seen: list[object] = []
-    real_refine = PeerSession._refine
+    real_answer = Refinement.answer
 
-    def counted(self: PeerSession, request: Any, pending: Any) -> bytes:
+    def counted(self: Refinement, request: Any) -> bytes:
         seen.append(request)
-        return real_refine(self, request, pending)
+        return real_answer(self, request)
 
-    monkeypatch.setattr(PeerSession, "_refine", counted)
+    monkeypatch.setattr(Refinement, "answer", counted)
     return seen
 
 

@@ -1,8 +1,9 @@
 """The master's end of a conversation with one agent, driven over any ``Transport``.
 
 ``PeerSession`` turns requests into protocol messages and the agent's answers into values
-or exceptions from the error tree. It trusts nothing the agent says: every listed path is
-checked, counts are bounded, and a listing that contradicts itself is refused.
+or exceptions from the error tree. It trusts nothing the agent says: a listing is checked as
+it arrives (``master.listing``), a refinement request is answered only within its bounds
+(``master.refinement``), and every other answer is bounded too.
 
 Errors that leave the conversation in a known state (the agent's ``Error`` answers, other
 than ``protocol``) keep the session usable. A ``TransportError`` or ``ProtocolError``, or an
@@ -32,13 +33,14 @@ from deltastage.errors import (
     TransportError,
     UnsafePathError,
 )
+from deltastage.master.listing import ListingCheck
+from deltastage.master.refinement import Refinement
 from deltastage.models import AgentInfo, RemoteEntry
 from deltastage.protocol import (
     CAPABILITIES,
     DEFAULT_INDICATOR,
     MAX_FRAME,
     PROTOCOL_VERSION,
-    REFINE_MIN_BLOCK,
     Bye,
     Cancel,
     Connection,
@@ -78,7 +80,6 @@ RECV_CHUNK = 256 << 10
 # given up instead (an agent that never ends its answer would otherwise be read forever).
 DRAIN_LIMIT = 64 << 20
 SIG_FRAME = 256 << 10  # bytes of signature per SigData frame
-_REFINE_READ = 4 << 20  # basis bytes read and hashed at a time for a refinement
 _SIG_HEAD = 12  # bytes of an encoded signature up to and including the block size
 
 
@@ -99,11 +100,8 @@ def _agent_error(error: Error, *, fetching: bool = False) -> DeltastageError:
 class _Pending:
     """A fetch request sent (possibly ahead), whose answer is still to be read."""
 
-    def __init__(self, basis: Callable[[int, int], bytes] | None) -> None:
-        self.basis = basis
-        self.basis_size: int | None = None  # of a single basis: bounds refinement
-        self.block_size = 0
-        self.refine = True  # the request let the agent refine it
+    def __init__(self, refinement: Refinement) -> None:
+        self.refinement = refinement
         self.answer: Generator[bytes, None, None] | None = None
 
 
@@ -323,59 +321,18 @@ class PeerSession:
         self._ready()
 
     def _listing(self, root: str) -> list[RemoteEntry]:
-        entries: list[RemoteEntry] = []
-        paths: set[str] = set()
+        listing = ListingCheck(root, self._max_entries)
         while True:
             event = self._receive()
             if isinstance(event, Error):
                 raise _agent_error(event)
-            if isinstance(event, ListEnd):
-                if event.count != len(entries):
-                    raise self._violation(
-                        RemoteProtocolError(
-                            f"listing count mismatch: agent said {event.count}, sent {len(entries)}"
-                        )
-                    )
-                self._check_tree(paths)
-                return entries
-            assert isinstance(event, ListBatch)
-            if not event.entries:
-                # an honest agent never sends one; endless empty batches would never end
-                raise self._violation(RemoteProtocolError("agent sent an empty listing batch"))
-            if len(entries) + len(event.entries) > self._max_entries:
-                raise self._violation(
-                    ResourceLimitError(f"{root}: more than {self._max_entries} entries")
-                )
-            for wire in event.entries:
-                try:
-                    split_relative(wire.path)
-                except UnsafePathError as exc:
-                    raise self._violation(exc) from None
-                if wire.path in paths:
-                    raise self._violation(RemoteProtocolError(f"listing names {wire.path!r} twice"))
-                paths.add(wire.path)
-                entries.append(
-                    RemoteEntry(
-                        wire.path,
-                        wire.kind,
-                        wire.size,
-                        wire.mtime_ns,
-                        wire.mode,
-                        wire.xxh3_128,
-                        wire.sketch,
-                    )
-                )
-
-    def _check_tree(self, paths: set[str]) -> None:
-        """No listed name may also be a directory of another (it could not be staged)."""
-        for path in paths:
-            parent, sep, _ = path.rpartition("/")
-            while sep:
-                if parent in paths:
-                    raise self._violation(
-                        UnsafePathError(f"listing has {parent!r} as both a file and a directory")
-                    )
-                parent, sep, _ = parent.rpartition("/")
+            try:
+                if isinstance(event, ListEnd):
+                    return listing.finish(event.count)
+                assert isinstance(event, ListBatch)
+                listing.add(event.entries)
+            except DeltastageError as exc:
+                raise self._violation(exc) from None
 
     def indicator_exists(self, root: str, name: str) -> bool:
         check_name(name)
@@ -478,13 +435,10 @@ class PeerSession:
         if self._requesting:
             raise LocalProtocolError("a fetch is in progress; finish or close it first")
         sizes = tuple(basis_sizes)
-        pending = _Pending(basis)
-        # refinement works on one basis (delta.refine)
-        pending.refine = refine and len(sizes) == 1
-        pending.basis_size = sizes[0] if len(sizes) == 1 else None
+        pending = _Pending(Refinement(basis, sizes, refine))
         self._requesting = True
         try:
-            self._send(Fetch(root, path, level, pending.refine, sizes))
+            self._send(Fetch(root, path, level, pending.refinement.allowed, sizes))
             self._send_signature(signature, pending)
             self._send(SigEnd())
         finally:
@@ -508,8 +462,7 @@ class PeerSession:
         self._send(FetchMany(root, tuple(paths), level))
         answers = []
         for _ in paths:
-            pending = _Pending(None)
-            pending.refine = False
+            pending = _Pending(Refinement(None, (0,), allowed=False))
             pending.answer = self._answer(pending)
             self._pending.append(pending)
             answers.append(pending.answer)
@@ -523,18 +476,11 @@ class PeerSession:
             while True:
                 event = self._receive()
                 if isinstance(event, RefineRequest):
-                    if not pending.refine:
-                        raise self._violation(
-                            RemoteProtocolError("agent asked to refine a fetch sent refine=0")
-                        )
-                    if pending.block_size < REFINE_MIN_BLOCK:
-                        raise self._violation(
-                            RemoteProtocolError(
-                                f"agent asked to refine a signature of {pending.block_size}"
-                                f"-byte blocks (under {REFINE_MIN_BLOCK})"
-                            )
-                        )
-                    self._send(RefineReply(self._refine(event, pending)))
+                    try:
+                        reply = pending.refinement.answer(event)
+                    except RemoteProtocolError as exc:
+                        raise self._violation(exc) from None
+                    self._send(RefineReply(reply))
                     continue
                 if isinstance(event, DeltaData):
                     if not event.data:
@@ -561,50 +507,6 @@ class PeerSession:
             if self._pending and self._pending[0] is pending:
                 self._pending.popleft()
 
-    def _refine(self, request: RefineRequest, pending: _Pending) -> bytes:
-        """The requested blocks' hashes, read from the basis; b"" declines.
-
-        What an agent may ask is bounded: blocks no larger than the signature's, inside the
-        basis, in increasing disjoint ranges, so the master reads each basis byte at most
-        once, a few MiB at a time.
-        """
-        from deltastage.delta.signature import signature_of
-
-        size, coarse, bs = pending.basis_size, pending.block_size, request.block_size
-        basis = pending.basis
-        if basis is None or size is None:
-            return b""
-        n_blocks = -(-size // bs)
-        previous_end = 0
-        for first, count in request.ranges:
-            if first < previous_end or first + count > n_blocks or bs > coarse:
-                raise self._violation(
-                    RemoteProtocolError(
-                        f"agent asked for overlapping, oversized or out-of-basis blocks "
-                        f"({first}+{count} of {n_blocks} blocks of {bs} bytes)"
-                    )
-                )
-            previous_end = first + count
-        weak: list[bytes] = []
-        strong: list[bytes] = []
-        step = max(1, _REFINE_READ // bs)
-        try:
-            for first, count in request.ranges:
-                for at in range(first, first + count, step):
-                    offset, stop = at * bs, min((min(at + step, first + count)) * bs, size)
-                    data = bytearray()
-                    while len(data) < stop - offset:
-                        chunk = basis(offset + len(data), stop - offset - len(data))
-                        if not chunk:
-                            return b""  # the basis shrank: the patch will say so
-                        data += chunk
-                    sig = signature_of(bytes(data), block_size=bs, strong_len=request.strong_len)
-                    weak.append(sig.weak)
-                    strong.append(sig.strong)
-        except OSError:
-            return b""  # the patch reads the basis too and reports the failure there
-        return b"".join(weak) + b"".join(strong)
-
     def _send_signature(self, signature: Iterable[bytes], request: _Pending) -> None:
         pending = bytearray()
         iterator = iter(signature)
@@ -618,11 +520,11 @@ class PeerSession:
                 if self._dead is None:
                     self._send(Cancel())
                 raise
-            if not request.block_size and len(pending) + len(chunk) >= _SIG_HEAD:
+            if not request.refinement.block_size and len(pending) + len(chunk) >= _SIG_HEAD:
                 # the block size that refinement requests are checked against, read from
                 # the signature header (magic, version, strong_len, n, block_size, ...)
                 head = bytes(pending[:_SIG_HEAD]) + bytes(chunk[: _SIG_HEAD - len(pending)])
-                request.block_size = int.from_bytes(head[8:12], "little")
+                request.refinement.block_size = int.from_bytes(head[8:12], "little")
             pending += chunk
             while len(pending) >= SIG_FRAME:
                 self._send(SigData(bytes(pending[:SIG_FRAME])))
