@@ -10,7 +10,10 @@ dir did not get (``master_only_indicator``).
 
 Each file of 64 KiB or more also has its content ``sketch`` (hex; see ``delta.sketch``), from
 which later runs choose bases without reading earlier files. Manifests written before
-sketches existed have none, and read as they did.
+sketches existed have none, and read as they did. A gzip or bzip2 file staged through its
+content also has its ``transform`` ("gzip" or "bzip2"), its decompressed ``content_size`` and
+the ``recipe`` (hex) that rebuilt it; its sketch is then its content's, and later runs use
+its content as a basis.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from deltastage.delta.params import MAX_SKETCH_BYTES
-from deltastage.errors import IntegrityError
+from deltastage.errors import DeltaFormatError, IntegrityError
 from deltastage.models import json_text
 from deltastage.safefs import FILE_CREATE, FILE_READ, check_relative_path, fsync_dir
+from deltastage.transform.recipe import decode_recipe
 
 __all__ = [
     "INTERNAL_PREFIX",
@@ -53,6 +57,8 @@ class ManifestEntry:
     mode: int
     mtime_ns: int
     sketch: bytes | None = None  # the content sketch the listing gave for these bytes
+    # the recipe that rebuilds this compressed file from its content (transform.recipe)
+    recipe: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,11 @@ def manifest_text(manifest: Manifest) -> Iterator[str]:
         }
         if e.sketch is not None:
             entry["sketch"] = e.sketch.hex()
+        if e.recipe is not None:
+            recipe = decode_recipe(e.recipe)
+            entry["transform"] = recipe.kind.name.lower()
+            entry["content_size"] = recipe.content_size
+            entry["recipe"] = e.recipe.hex()
         yield "  " + json_text(entry, indent=None) + (",\n" if index < last else "\n")
     yield " ]\n}\n"
 
@@ -126,6 +137,27 @@ def _sketch(raw: dict[str, Any], path: str) -> bytes | None:
     if not 0 < len(sketch) <= MAX_SKETCH_BYTES:
         raise IntegrityError(f"manifest: sketch of {len(sketch)} bytes for {path!r}")
     return sketch
+
+
+def _recipe(raw: dict[str, Any], path: str) -> bytes | None:
+    """A file entry's recipe: absent (a file staged as its bytes) or a valid one in hex."""
+    text = raw.get("recipe")
+    if text is None:
+        return None
+    try:
+        recipe = bytes.fromhex(text)
+        decode_recipe(recipe)
+    except (ValueError, TypeError, DeltaFormatError) as exc:
+        raise IntegrityError(f"manifest: bad recipe for {path!r}") from exc
+    return recipe
+
+
+def _content_size(raw: dict[str, Any], path: str) -> int | None:
+    """A file entry's decompressed size: absent (a file staged as its bytes) or an int."""
+    size = raw.get("content_size")
+    if size is not None and (type(size) is not int or size < 0):
+        raise IntegrityError(f"manifest: bad content size for {path!r}")
+    return size
 
 
 def decode_manifest(data: bytes) -> Manifest:
@@ -153,7 +185,11 @@ def decode_manifest(data: bytes) -> Manifest:
         mtime_ns = raw.get("mtime_ns", 0)
         if size < 0 or not isinstance(mtime_ns, int):
             raise IntegrityError(f"manifest: bad size or mtime for {path!r}")
-        files.append(ManifestEntry(path, size, digest, mode, mtime_ns, _sketch(raw, path)))
+        files.append(
+            ManifestEntry(
+                path, size, digest, mode, mtime_ns, _sketch(raw, path), _recipe(raw, path)
+            )
+        )
     indicator = document.get("master_only_indicator")
     if indicator is not None and not isinstance(indicator, str):
         raise IntegrityError("manifest: 'master_only_indicator' is not a string")
@@ -177,9 +213,10 @@ def read_manifest(peer_dir_fd: int) -> Manifest | None:
 
 def read_manifest_contents(
     peer_dir_fd: int,
-) -> dict[str, tuple[int, str, bytes | None]] | None:
-    """Each file's size, xxh3-128 (hex) and sketch (if any) from the manifest in an open
-    peer dir: None if there is none, IntegrityError if it is bad.
+) -> dict[str, tuple[int, str, bytes | None, int | None]] | None:
+    """Each file's size, xxh3-128 (hex), sketch and content size (of a file staged through
+    its content; if any) from the manifest in an open peer dir: None if there is none,
+    IntegrityError if it is bad.
 
     Lighter than ``read_manifest`` (a day with many files is read in a fraction of the
     time), for finding bases: a path is not checked here, but by whoever opens it beneath
@@ -196,7 +233,7 @@ def read_manifest_contents(
         raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise IntegrityError("not a deltastage manifest")
-    contents: dict[str, tuple[int, str, bytes | None]] = {}
+    contents: dict[str, tuple[int, str, bytes | None, int | None]] = {}
     try:
         for raw in _field(document, "files", list):
             path, size, digest = raw["path"], raw["size"], raw["xxh3_128"]
@@ -208,7 +245,7 @@ def read_manifest_contents(
                 or len(digest) != 32
             ):
                 raise IntegrityError(f"manifest: bad entry for {str(path)[:200]!r}")
-            contents[path] = (size, digest, _sketch(raw, path))
+            contents[path] = (size, digest, _sketch(raw, path), _content_size(raw, path))
     except (KeyError, TypeError) as exc:
         raise IntegrityError(f"manifest: file entry lacks {exc}") from None
     return contents

@@ -36,6 +36,9 @@ class RemoteEntry:
     mode: int  # permission bits (st_mode & 0o7777)
     xxh3_128: bytes | None  # 16 bytes for regular files, None otherwise
     sketch: bytes | None = None  # the file's content sketch (delta.sketch), if it has one
+    # the encoded recipe (transform.recipe) that rebuilds this gzip or bzip2 file from its
+    # decompressed content, checked by the session; its sketch is then the content's
+    recipe: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ prints how many inputs were tried).
 
 from __future__ import annotations
 
+import gzip
 import random
 import zlib
 from collections.abc import Callable
@@ -113,6 +114,9 @@ def sparse_delta(sigs: Signature | tuple[Signature, ...]) -> bytes:
     )
 
 
+RECIPE = encode_recipe(
+    Recipe(Kind.GZIP, (GzipMember(gzip.compress(b"", mtime=0)[:10], DeflateParams(9), len(NEW)),))
+)
 SPARSE_DELTA = sparse_delta(SIG)
 MULTI_SPARSE_DELTA = sparse_delta(MULTI_SIGS)
 # What a fuzzed delta may expand to: beyond it the zero runs are refused, as the stage's
@@ -121,6 +125,7 @@ FUZZ_BUDGET = 64 << 20
 ENTRIES = (
     file_entry("a", NEW, sketch=sketch_of(NEW).encode()),
     file_entry("dir/b.txt", b"bee\n"),
+    file_entry("c.gz", gzip.compress(NEW, mtime=0), recipe=RECIPE),
     WireEntry("link", "symlink", 4, 0, 0o777, None),
 )
 
@@ -136,7 +141,10 @@ def conversation() -> tuple[bytes, bytes]:
         ),
         ([IndicatorQuery(ROOT, "cback.collect")], [IndicatorState(True)]),
         ([ProbeRequest(ROOT)], [ProbeReply(1, 2, 0, ("a",))]),
-        ([ListRequest(ROOT)], [ListBatch(ENTRIES[:2]), ListBatch(ENTRIES[2:]), ListEnd(3)]),
+        (
+            [ListRequest(ROOT)],
+            [ListBatch(ENTRIES[:2]), ListBatch(ENTRIES[2:]), ListEnd(len(ENTRIES))],
+        ),
         (
             [Fetch(ROOT, "a"), SigData(SIG_BYTES), SigEnd()],
             [DeltaData(DELTA[:100]), DeltaData(DELTA[100:]), DeltaEnd()],
@@ -280,7 +288,14 @@ def test_the_honest_inputs_decode() -> None:
         patcher.feed(delta)
         patcher.finish()
         assert b"".join(out) == SPARSE_NEW
-    manifest = Manifest("p", "2026-11-23", (ManifestEntry("a/b", 3, b"\1" * 16, 0o644, 5),))
+    manifest = Manifest(
+        "p",
+        "2026-11-23",
+        (
+            ManifestEntry("a/b", 3, b"\1" * 16, 0o644, 5),
+            ManifestEntry("d.gz", 40, b"\3" * 16, 0o644, 0, None, RECIPE),
+        ),
+    )
     assert decode_manifest(encode_manifest(manifest)) == manifest
     read_only = Manifest("p", "2026-11-23", (), master_only_indicator="cback.stage")
     assert decode_manifest(encode_manifest(read_only)) == read_only
@@ -419,6 +434,7 @@ MANIFEST = encode_manifest(
         (
             ManifestEntry("a/b.txt", 12, b"\1" * 16, 0o644, 10**18, sketch_of(NEW).encode()),
             ManifestEntry("c", 0, b"\2" * 16, 0o600, 0),
+            ManifestEntry("d.gz", 40, b"\3" * 16, 0o644, 0, None, RECIPE),
         ),
         master_only_indicator="cback.stage",
     )
@@ -493,6 +509,7 @@ def raw_fetch(root: str, path: str, sizes: list[int]) -> bytes:
         writer.u64(size, "size")
     writer.u8(3, "level")
     writer.u8(0, "refine")
+    writer.u8(0, "content")
     return encode_frame(Fetch.TYPE, writer.getvalue())
 
 

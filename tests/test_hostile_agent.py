@@ -8,6 +8,8 @@ is never told its data was staged.
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import itertools
 import os
@@ -24,8 +26,10 @@ import pytest
 import zstandard
 
 from deltastage.config import Options, PeerConfig, load_config
+from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.signature import Signature
-from deltastage.manifest import MANIFEST_NAME
+from deltastage.hashing import hash_bytes
+from deltastage.manifest import MANIFEST_NAME, Manifest, ManifestEntry, encode_manifest
 from deltastage.master.connect import bounded_session, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
@@ -43,6 +47,8 @@ from deltastage.protocol import (
 )
 from deltastage.stage.report import StageReport
 from deltastage.stage.run import run_stage
+from deltastage.transform.recipe import GzipMember, Kind, Recipe, encode_recipe
+from deltastage.transform.search import Limits, find_recipe
 from deltastage.verify import verify_peer_dir
 from tests.helpers.hostile_agent import (
     Answer,
@@ -195,6 +201,56 @@ def plant_earlier_days(peer_dir: Path, outside: Path) -> None:
         earlier = peer_dir.parent.parent / day / "liar"
         earlier.mkdir(parents=True)
         (earlier / "victim.bin").write_bytes(data)
+
+
+# A gzip file the liar lists with a recipe, and last week's copy of it, staged through its
+# content (its manifest says so): the victim's fetch is a fetch of its content.
+GZ_CONTENT = b"".join(b"line %d of the log\n" % n for n in range(2000))
+GZ_VICTIM = gzip.compress(GZ_CONTENT + b"new\n", mtime=0)
+
+
+def gz_recipe(data: bytes, **changes: int) -> bytes:
+    found = find_recipe(lambda at, n: data[at : at + n], len(data), Limits(1 << 30, 1000))
+    assert found.recipe is not None
+    member = found.recipe.members[0]
+    assert isinstance(member, GzipMember)
+    params = dataclasses.replace(member.params, **changes)
+    return encode_recipe(Recipe(Kind.GZIP, (dataclasses.replace(member, params=params),)))
+
+
+def plant_compressed_day(peer_dir: Path, outside: Path) -> None:
+    earlier = peer_dir.parent.parent / "22" / "liar"
+    earlier.mkdir(parents=True)
+    old = gzip.compress(GZ_CONTENT, mtime=0)
+    (earlier / "victim.gz").write_bytes(old)
+    entry = ManifestEntry("victim.gz", len(old), hash_bytes(old), 0o644, 0, None, gz_recipe(old))
+    (earlier / MANIFEST_NAME).write_bytes(encode_manifest(Manifest("liar", "2026-11-22", (entry,))))
+
+
+def recipe_listing(recipe: bytes) -> ListHook:
+    return listing_of(file_entry("victim.gz", GZ_VICTIM, recipe=recipe))
+
+
+def content_beyond_recipe(liar: Liar, request: Fetch, sig: Signature) -> Iterable[Answer]:
+    """The content's delta, with more content than the recipe declares."""
+    if not request.content:
+        return liar.honest_delta(request, sig)
+    encoder = DeltaEncoder(liar.signatures, level=3)
+    data = encoder.update(GZ_CONTENT + b"new\n" + b"x" * 100_000) + encoder.finish()
+    return [DeltaData(data), DeltaEnd()]
+
+
+def compressed_attack(name: str, recipe: bytes, on_fetch: FetchHook | None = None) -> Attack:
+    """The victim, a gzip file listed with ``recipe``, against last week's copy; each such
+    attack is staged (as its content's delta, or again as its bytes)."""
+    return Attack(
+        name,
+        "",
+        files={"victim.gz": GZ_VICTIM},
+        plant=plant_compressed_day,
+        on_list=recipe_listing(recipe),
+        on_fetch=on_fetch,
+    )
 
 
 ATTACKS = [
@@ -442,6 +498,17 @@ ATTACKS = [
             lambda liar, r, sig: [multi_header(liar), b"C" + struct.pack("<BII", 7, 0, 1)]
         ),
     ),
+    # honest: the victim moves as its content's delta against last week's content
+    compressed_attack("compressed-honest", gz_recipe(GZ_VICTIM)),
+    # the recipe rebuilds other bytes: fetched again as its bytes, staged exact
+    compressed_attack("recipe-lie", gz_recipe(GZ_VICTIM, level=1)),
+    compressed_attack("content-beyond-recipe", gz_recipe(GZ_VICTIM), content_beyond_recipe),
+    Attack(
+        "recipe-garbage",
+        "not a recipe",
+        files={"victim.gz": GZ_VICTIM},
+        on_list=recipe_listing(b"DSRX" + bytes(10)),
+    ),
     Attack(
         "extreme-mtime-and-setuid",
         "",
@@ -615,3 +682,25 @@ def test_session_bounds_follow_the_config(tmp_path: Path) -> None:
         assert session._conn.max_frame == config.options.max_frame_size
     finally:
         session.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "transformed", "rebuild_failures"),
+    [
+        ("compressed-honest", {"gzip": 1}, 0),
+        ("recipe-lie", {}, 1),
+        ("content-beyond-recipe", {}, 0),
+    ],
+)
+def test_the_compressed_attacks_reach_the_fetch_of_content(
+    tmp_path: Path, name: str, transformed: dict[str, int], rebuild_failures: int
+) -> None:
+    """The victim is fetched as its content's delta against last week's content; a lie
+    there makes it move again as its bytes, staged exact."""
+    outcome = run_attack(tmp_path, next(a for a in ATTACKS if a.name == name))
+    liar = outcome.report.peers[0]
+    assert liar.status == "staged", liar.error
+    assert (liar.transformed, liar.rebuild_failures) == (transformed, rebuild_failures)
+    assert outcome.liar.fetched == ["victim.gz"] * (1 if transformed else 2)
+    staged = tmp_path / "staging/2026/11/23/liar/victim.gz"
+    assert staged.read_bytes() == GZ_VICTIM

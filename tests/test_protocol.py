@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -100,6 +101,7 @@ def entries(draw: st.DrawFn) -> WireEntry:
         sketch=draw(st.none() | st.binary(min_size=1, max_size=MAX_SKETCH_BYTES))
         if kind == "file"
         else None,
+        recipe=draw(st.none() | st.binary(min_size=1, max_size=64)) if kind == "file" else None,
     )
 
 
@@ -132,7 +134,7 @@ events = st.one_of(
         st.integers(0, 22),
         st.booleans(),
         st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=MAX_BASES).map(tuple),
-    ),
+    ).map(lambda fetch: fetch if fetch.refine else dataclasses.replace(fetch, content=True)),
     st.builds(
         FetchMany, names, st.lists(names, min_size=1, max_size=8).map(tuple), st.integers(0, 22)
     ),
@@ -404,9 +406,14 @@ def batch_frame(count: int, body: bytes) -> bytes:
 
 
 def entry_bytes(
-    kind: int = 0, mode: int = 0o644, path: bytes = b"p", digest: bytes = b"", sketch: bytes = b""
+    kind: int = 0,
+    mode: int = 0o644,
+    path: bytes = b"p",
+    digest: bytes = b"",
+    sketch: bytes = b"",
+    recipe: bytes = b"",
 ) -> bytes:
-    return struct.pack(">BHQqI", kind, mode, 1, 2, len(path)) + path + digest + sketch
+    return struct.pack(">BHQqI", kind, mode, 1, 2, len(path)) + path + digest + sketch + recipe
 
 
 @pytest.mark.parametrize(
@@ -425,7 +432,21 @@ def entry_bytes(
             batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\x09" + bytes(8))),
             "truncated at sketch",
         ),
-        (batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\x00\x00")), "trailing bytes"),
+        (batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\x00")), "recipe length"),
+        (
+            batch_frame(
+                1, entry_bytes(digest=b"\0" * 16, sketch=b"\x00", recipe=b"\x00\x01\x00\x01")
+            ),
+            "recipe of 65537",
+        ),
+        (
+            batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\x00", recipe=b"\0\0\0\x05ab")),
+            "truncated at recipe",
+        ),
+        (
+            batch_frame(1, entry_bytes(digest=b"\0" * 16, sketch=b"\x00", recipe=bytes(5))),
+            "trailing bytes",
+        ),
         (batch_frame(2, entry_bytes(kind=1)), "truncated"),
         (batch_frame(70000, b""), "listing batch too large"),
         (
@@ -461,11 +482,11 @@ def test_bad_fetch_level_is_refused_both_ways() -> None:
     with pytest.raises(LocalProtocolError, match="level"):
         master.send(Fetch("/srv/a", "x", 23))
     assert master.state is State.IDLE
-    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-2] + b"\x17\x01"
+    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-3] + b"\x17\x01\x00"
     with pytest.raises(RemoteProtocolError, match="level"):
         feed_raw(agent, encode_frame(Fetch.TYPE, payload))
     _, agent = handshaken()
-    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-1] + b"\x02"
+    payload = Fetch("/srv/a", "x", 3).encode_payload()[:-2] + b"\x02\x00"
     with pytest.raises(RemoteProtocolError, match="refine is not a boolean"):
         feed_raw(agent, encode_frame(Fetch.TYPE, payload))
 
@@ -722,10 +743,20 @@ def test_a_fetch_names_one_to_max_bases() -> None:
         with pytest.raises(LocalProtocolError, match="bases outside"):
             Fetch("/srv/a", "x", basis_sizes=(1,) * count).encode_payload()
         payload = Fetch("/srv/a", "x", basis_sizes=(1,)).encode_payload()
-        forged = payload[:-11] + bytes([count]) + (1).to_bytes(8, "big") * count + payload[-2:]
+        forged = payload[:-12] + bytes([count]) + (1).to_bytes(8, "big") * count + payload[-3:]
         with pytest.raises(RemoteProtocolError, match="bases outside"):
             decode_event(Fetch.TYPE, forged)
     sizes = tuple(range(MAX_BASES))
     assert decode_event(Fetch.TYPE, Fetch("/a", "b", basis_sizes=sizes).encode_payload()) == (
         Fetch("/a", "b", basis_sizes=sizes)
     )
+
+
+def test_a_fetch_of_content_is_never_refined() -> None:
+    with pytest.raises(LocalProtocolError, match="never refined"):
+        Fetch("/srv/a", "x", refine=True, content=True).encode_payload()
+    payload = Fetch("/srv/a", "x", refine=False, content=True).encode_payload()
+    assert decode_event(Fetch.TYPE, payload) == Fetch("/srv/a", "x", 3, False, (0,), True)
+    both = payload[:-2] + b"\x01\x01"  # refine and content
+    with pytest.raises(RemoteProtocolError, match="may not be refined"):
+        decode_event(Fetch.TYPE, both)

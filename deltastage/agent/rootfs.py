@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deltastage.agent.compressed import content_pieces, listed_recipe
 from deltastage.agent.conversation import Refusal
 from deltastage.errors import UnsafePathError
 from deltastage.hashing import Hasher, hash_zeros
@@ -41,6 +42,7 @@ from deltastage.safefs import (
     open_at,
     open_file_beneath,
 )
+from deltastage.transform.search import SNIFF_SIZE, sniff
 
 if TYPE_CHECKING:
     from deltastage.delta.sketch import Sketcher
@@ -176,7 +178,8 @@ class RootFS:
             raise Refusal.io(rel, exc) from None
 
     def _hashed_entry(self, dir_fd: int, name: str, rel: str) -> WireEntry | None:
-        """A file's entry: its hash and (from the same read) its content sketch."""
+        """A file's entry: its hash and (from the same read) its content sketch; for a
+        compressed file, its recipe and its content's sketch (``agent.compressed``)."""
         fd = self._open_listed(dir_fd, name, FILE_READ, rel)
         if fd is None:
             return None
@@ -186,31 +189,54 @@ class RootFS:
                 if not stat.S_ISREG(before.st_mode):
                     break
                 hasher = Hasher()
-                sketcher = _sketcher() if before.st_size >= SKETCH_MIN_SIZE else None
+                sketcher: Sketcher | None = None
+                prefix = b""
                 offset = 0
                 # read no further than the size seen first: a file that keeps growing ends;
                 # a hole is hashed (and sketched) as the zeros it reads as, never read
                 for piece in read_sparse(fd, before.st_size):
+                    if not offset and before.st_size >= SKETCH_MIN_SIZE:
+                        # a compressed file is sketched by its content, if at all
+                        compressed = not isinstance(piece, int) and sniff(piece[:SNIFF_SIZE])
+                        sketcher = None if compressed else _sketcher()
                     if isinstance(piece, int):
                         hash_zeros(hasher, piece)
                         if sketcher is not None:
                             sketcher.zeros(piece)
                         offset += piece
                     else:
+                        if not offset:
+                            prefix = piece[:SNIFF_SIZE]
                         hasher.update(piece)
                         if sketcher is not None:
                             sketcher.update(piece)
                         offset += len(piece)
-                if offset == before.st_size and same_content(before, os.fstat(fd)):
-                    return WireEntry(
-                        rel,
-                        "file",
-                        before.st_size,
-                        before.st_mtime_ns,
-                        before.st_mode & 0o7777,
-                        hasher.digest(),
-                        None if sketcher is None else sketcher.finish().encode(),
-                    )
+                if offset != before.st_size or not same_content(before, os.fstat(fd)):
+                    continue
+                sketch = None if sketcher is None else sketcher.finish().encode()
+                recipe = listed_recipe(fd, before.st_size, prefix)
+                if recipe is not None:
+                    sketch = None
+                    if recipe[1] >= SKETCH_MIN_SIZE:
+                        content = _sketcher()
+                        try:
+                            for part in content_pieces(fd, before.st_size, rel):
+                                content.update(part)
+                        except Refusal:
+                            continue  # it changed since it was proven: list it again
+                        sketch = content.finish().encode()
+                    if not same_content(before, os.fstat(fd)):
+                        continue
+                return WireEntry(
+                    rel,
+                    "file",
+                    before.st_size,
+                    before.st_mtime_ns,
+                    before.st_mode & 0o7777,
+                    hasher.digest(),
+                    sketch,
+                    None if recipe is None else recipe[0],
+                )
         except OSError as exc:
             raise Refusal.io(rel, exc) from None
         finally:

@@ -9,6 +9,9 @@ for finer hashes of the basis); any other goes through the streaming ``DeltaEnco
 file whose size or mtime changed while it was read is answered ``changed``, never sent as
 it was.
 
+A fetch of ``content`` sends the delta of a compressed file's decompressed content
+(``agent.compressed``), never refined.
+
 A sparse file's holes are never read (``holes.read_sparse``): a big one goes out as a zero
 run (``DeltaEncoder.zeros``), with a block of zeros either side of it still matched, so a
 basis block that is part data, part hole is still copied; a small one is matched as zeros
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 
+from deltastage.agent.compressed import content_pieces
 from deltastage.agent.conversation import Conversation, MasterGone, Refusal, clip_reason
 from deltastage.agent.rootfs import RootFS, same_content
 from deltastage.delta.codec import DeltaEncoder
@@ -153,7 +158,10 @@ class Sender:
             self.conversation.connection.compress_deltas(request.level)
             refined = None
             (signature, *others) = signatures
-            if (
+            if request.content:
+                self._stream_delta(content_pieces(fd, before.st_size, request.path), signatures)
+                offset = before.st_size  # every member was read to its end
+            elif (
                 request.refine
                 and not others
                 and signature.block_size >= REFINE_MIN_BLOCK
@@ -169,8 +177,9 @@ class Sender:
             if refined is not None:
                 delta, offset = refined
                 self._send_delta(delta)
-            else:
-                offset = self._stream_delta(fd, before.st_size, signatures)
+            elif not request.content:
+                # the size seen first bounds the read: a file that keeps growing still ends
+                offset = self._stream_delta(read_sparse(fd, before.st_size), signatures)
             after = os.fstat(fd)
         except OSError as exc:
             raise Refusal.io(request.path, exc) from None
@@ -198,15 +207,16 @@ class Sender:
             )
         return data
 
-    def _stream_delta(self, fd: int, size: int, signatures: tuple[Signature, ...]) -> int:
-        """Stream the delta of the file's first ``size`` bytes; return the bytes covered
-        (read, or known to be holes)."""
+    def _stream_delta(
+        self, pieces: Iterable[bytes | int], signatures: tuple[Signature, ...]
+    ) -> int:
+        """Stream the delta of ``pieces`` (data, or the length of a hole); return the bytes
+        covered (read, or known to be holes)."""
         encoder = self.encoder(signatures, level=0)
         pad = signatures[0].block_size  # the same for every basis
         pending = bytearray()
         offset = 0
-        # the size seen first bounds the read: a file that keeps growing still ends
-        for piece in read_sparse(fd, size):
+        for piece in pieces:
             if isinstance(piece, int):
                 offset += piece
                 if piece - 2 * pad >= HOLE_RUN_MIN:

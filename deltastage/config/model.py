@@ -217,6 +217,31 @@ class Options:
             "back (the most recent earlier one always)",
         ),
     )
+    transform_compressed: bool = field(
+        default=True,
+        metadata=key(
+            Boolean(),
+            "a gzip or bzip2 file the peer proves a recipe for moves as the delta of its "
+            "content and is rebuilt bit for bit; `false` = as its compressed bytes",
+        ),
+    )
+    transform_max_ratio: int = field(
+        default=256,
+        metadata=key(
+            Integer(1, 1 << 20),
+            "a compressed file whose content is declared more than this many times its "
+            "size moves as its compressed bytes",
+        ),
+    )
+    transform_temp_bytes: int = field(
+        default=16 << 30,
+        metadata=key(
+            Integer(0, 1 << 62),
+            "decompressed bases (of compressed files) held at once per peer, in bytes, in "
+            "unnamed temp files in its staging dir; a file needing more moves as its "
+            "compressed bytes",
+        ),
+    )
     max_files_per_peer: int = field(
         default=1_000_000,
         metadata=key(Integer(1, 1 << 40), "a peer listing more files fails"),

@@ -2,7 +2,8 @@
 
 Every listed path is a safe relative name (``protocol.paths``), named once; no name is also
 the directory of another (it could not be staged); the entries are bounded in number and as
-many as the agent's ``ListEnd`` says. An answer that breaks any of this is the agent's
+many as the agent's ``ListEnd`` says; a listed recipe (``transform.recipe``) decodes within
+its bounds. An answer that breaks any of this is the agent's
 violation of its own listing: ``ListingCheck`` raises it, and the session gives the
 conversation up.
 """
@@ -11,10 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deltastage.errors import RemoteProtocolError, ResourceLimitError, UnsafePathError
+from deltastage.errors import (
+    DeltaFormatError,
+    RemoteProtocolError,
+    ResourceLimitError,
+    UnsafePathError,
+)
 from deltastage.models import RemoteEntry
 from deltastage.protocol import WireEntry
 from deltastage.protocol.paths import split_relative
+from deltastage.transform.recipe import decode_recipe
 
 __all__ = ["ListingCheck"]
 
@@ -40,6 +47,11 @@ class ListingCheck:
             if wire.path in self._paths:
                 raise RemoteProtocolError(f"listing names {wire.path!r} twice")
             self._paths.add(wire.path)
+            if wire.recipe is not None:
+                try:
+                    decode_recipe(wire.recipe)
+                except DeltaFormatError as exc:
+                    raise RemoteProtocolError(f"{wire.path!r}: {exc}") from None
             self._entries.append(
                 RemoteEntry(
                     wire.path,
@@ -49,6 +61,7 @@ class ListingCheck:
                     wire.mode,
                     wire.xxh3_128,
                     wire.sketch,
+                    wire.recipe,
                 )
             )
 

@@ -106,6 +106,7 @@ class FetchRequest:
     basis: Callable[[int, int], bytes] | None = None
     basis_sizes: tuple[int, ...] = (0,)  # the bases the signature is of (none: one empty)
     plain: bool = False  # no basis, default strong hashes: it may go in a FetchMany
+    content: bool = False  # of the file's decompressed content (never refined)
 
 
 class Prepared(Protocol):
@@ -256,7 +257,7 @@ class Pipeline(Generic[J, P]):
                 self._request_many(self._gather(prepared, min(room, FETCH_MANY_FILES)))
                 continue
             prepared, self._held = self._held, None
-            single = len(request.basis_sizes) == 1
+            single = len(request.basis_sizes) == 1 and not request.content
             self._request(prepared, single and may_refine(ahead, request.block_size))
 
     def _gather(self, first: P, most: int) -> list[P]:
@@ -308,6 +309,7 @@ class Pipeline(Generic[J, P]):
                 basis=request.basis,
                 refine=refine,
                 basis_sizes=request.basis_sizes,
+                content=request.content,
             )
         except Exception as exc:
             self._withdrawn = True

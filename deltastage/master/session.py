@@ -421,11 +421,14 @@ class PeerSession:
         basis: Callable[[int, int], bytes] | None = None,
         refine: bool = True,
         basis_sizes: Sequence[int] = (0,),
+        content: bool = False,
     ) -> Generator[bytes, None, None]:
         """Send the request now, ahead of unread answers; return an iterator over its delta
         (see ``fetch``), to be read after theirs. How far ahead is safe is the caller's to
         judge (see ``master.pipeline``: an oversized backlog could stall both ends). Without
         ``refine`` (or ``basis``) the agent may not ask for finer hashes of the basis.
+        With ``content`` the signature is of the bases' decompressed content and the answer
+        the delta of the file's (never refined).
 
         A signature that fails half way is withdrawn (Cancel) and its exception raised
         here; the session stays usable.
@@ -435,10 +438,10 @@ class PeerSession:
         if self._requesting:
             raise LocalProtocolError("a fetch is in progress; finish or close it first")
         sizes = tuple(basis_sizes)
-        pending = _Pending(Refinement(basis, sizes, refine))
+        pending = _Pending(Refinement(basis, sizes, refine and not content))
         self._requesting = True
         try:
-            self._send(Fetch(root, path, level, pending.refinement.allowed, sizes))
+            self._send(Fetch(root, path, level, pending.refinement.allowed, sizes, content))
             self._send_signature(signature, pending)
             self._send(SigEnd())
         finally:

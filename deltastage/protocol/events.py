@@ -33,6 +33,7 @@ __all__ = [
     "MAX_BATCH_RAW",
     "MAX_FETCH_MANY",
     "MAX_INDICATORS",
+    "MAX_LISTED_RECIPE",
     "MAX_PATH",
     "MAX_PROBE_EXAMPLES",
     "MAX_REASON",
@@ -90,7 +91,9 @@ __all__ = [
 # 10: ProbeRequest/ProbeReply: how the files of a root are compressed, for ``check``
 # 11: a delta may carry zero runs (the delta format's ``H`` op): a sparse file's holes,
 # which the agent no longer reads
-PROTOCOL_VERSION = 11
+# 12: a listed gzip or bzip2 file may carry the recipe that rebuilds it from its content (its
+# sketch is then its content's), and a Fetch may ask for the delta of a file's content
+PROTOCOL_VERSION = 12
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -120,6 +123,7 @@ MAX_REFINE_BLOCKS = 1 << 17  # fine blocks one RefineRequest may ask for (<= 2.5
 MAX_REFINE_BLOCK_SIZE = 1 << 20
 MAX_FETCH_MANY = 256  # paths in one FetchMany
 MAX_PROBE_EXAMPLES = 8  # names of files that cannot be rebuilt, in one ProbeReply
+MAX_LISTED_RECIPE = 1 << 16  # bytes of one listed file's recipe (transform.recipe)
 LISTING_LEVEL = 3
 # The indicator an agent writes, and a master says it will write, when told nothing else
 # (Cedar's stage indicator).
@@ -336,6 +340,9 @@ class WireEntry:
     # a file's content sketch (1..MAX_SKETCH_BYTES bytes, see delta.sketch; read by the stage,
     # which decodes it); None for anything else, and for a file not sketched (a small one)
     sketch: bytes | None = None
+    # the encoded recipe (transform.recipe, decoded and checked by the session) that
+    # rebuilds a gzip or bzip2 file from its content; its sketch is then the content's
+    recipe: bytes | None = None
 
     def _write(self, writer: Writer) -> None:
         if self.kind not in ENTRY_KINDS:
@@ -350,6 +357,12 @@ class WireEntry:
             raise LocalProtocolError(
                 f"{self.path!r}: a sketch of 1..{MAX_SKETCH_BYTES} bytes, of a file"
             )
+        if self.recipe is not None and (
+            self.kind != "file" or not 0 < len(self.recipe) <= MAX_LISTED_RECIPE
+        ):
+            raise LocalProtocolError(
+                f"{self.path!r}: a recipe of 1..{MAX_LISTED_RECIPE} bytes, of a file"
+            )
         if not 0 <= self.mode <= 0o7777:
             raise LocalProtocolError(f"{self.path!r}: mode out of range: {self.mode:o}")
         writer.u8(ENTRY_KINDS.index(self.kind), "kind")
@@ -362,6 +375,9 @@ class WireEntry:
             sketch = self.sketch or b""
             writer.u8(len(sketch), "sketch length")
             writer.raw(sketch)
+            recipe = self.recipe or b""
+            writer.u32(len(recipe), "recipe length")
+            writer.raw(recipe)
 
     @classmethod
     def _read(cls, reader: Reader) -> WireEntry:
@@ -382,7 +398,11 @@ class WireEntry:
         if length > MAX_SKETCH_BYTES:
             raise RemoteProtocolError(f"sketch of {length} bytes (limit {MAX_SKETCH_BYTES})")
         sketch = reader.raw(length, "sketch") if length else None
-        return cls(path, kind, size, mtime_ns, mode, digest, sketch)
+        length = reader.u32("recipe length")
+        if length > MAX_LISTED_RECIPE:
+            raise RemoteProtocolError(f"recipe of {length} bytes (limit {MAX_LISTED_RECIPE})")
+        recipe = reader.raw(length, "recipe") if length else None
+        return cls(path, kind, size, mtime_ns, mode, digest, sketch, recipe)
 
 
 @dataclass(frozen=True)
@@ -504,7 +524,9 @@ class Fetch(Event):
     ``refine`` the agent must not ask for finer hashes: a RefineReply would reach it only
     after the master has read every answer queued before this one. ``basis_sizes`` names
     the bases the signature is of, in its order (1 to ``MAX_BASES``; no basis is one empty
-    one): the agent refuses a signature of others."""
+    one): the agent refuses a signature of others. With ``content`` the signature is of
+    the content the bases hold and the delta is of the file's decompressed content (a gzip
+    or bzip2 file the listing gave a recipe for); such a fetch is never refined."""
 
     TYPE: ClassVar[int] = 0x30
     root: str
@@ -512,6 +534,7 @@ class Fetch(Event):
     level: int = 3
     refine: bool = True
     basis_sizes: tuple[int, ...] = (0,)
+    content: bool = False
 
     def _write(self, writer: Writer) -> None:
         if not 1 <= len(self.basis_sizes) <= MAX_BASES:
@@ -521,8 +544,11 @@ class Fetch(Event):
         writer.u8(len(self.basis_sizes), "basis count")
         for size in self.basis_sizes:
             writer.u64(size, "basis size")
+        if self.content and self.refine:
+            raise LocalProtocolError("a fetch of content is never refined")
         _write_level(writer, self.level)
         writer.u8(int(self.refine), "refine")
+        writer.u8(int(self.content), "content")
 
     @classmethod
     def _read(cls, reader: Reader) -> Fetch:
@@ -532,7 +558,11 @@ class Fetch(Event):
         if not 1 <= count <= MAX_BASES:
             raise RemoteProtocolError(f"{count} bases outside 1..{MAX_BASES}")
         sizes = tuple(reader.u64("basis size") for _ in range(count))
-        return cls(root, path, _read_level(reader), _read_bool(reader, "refine"), sizes)
+        level, refine = _read_level(reader), _read_bool(reader, "refine")
+        content = _read_bool(reader, "content")
+        if content and refine:
+            raise RemoteProtocolError("a fetch of content may not be refined")
+        return cls(root, path, level, refine, sizes, content)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from deltastage.models import RemoteEntry
 from deltastage.safefs import DirCache, check_relative_path, open_dir, remove_tree_beneath
 from deltastage.stage.basis import PARTIAL_DIR, Basis, BasisFinder, BasisOpener
 from deltastage.stage.committer import Committer, Pending, staged_entry
+from deltastage.stage.content import ContentBases
 from deltastage.stage.generator import RequestGenerator, Transfer, adopt
 from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
@@ -50,6 +51,7 @@ from deltastage.stage.plan import Job, order_by_work, select_entries
 from deltastage.stage.presign import Presigner
 from deltastage.stage.receiver import Receiver
 from deltastage.stage.report import PeerReport, StageObserver
+from deltastage.text import shown
 
 __all__ = ["Attempt", "PeerTarget"]
 
@@ -112,7 +114,12 @@ class Attempt:
                 self.peer_fd, self.dirs, self.copier, target.ownership, fresh=self.fresh_dir
             )
             stack.callback(self.committer.close)
-            self.generator = RequestGenerator(self.dirs, self.bases, presigner)
+            self.generator = RequestGenerator(
+                self.dirs,
+                self.bases,
+                presigner,
+                ContentBases(self.peer_fd, self.options.transform_temp_bytes),
+            )
             self.receiver = Receiver(
                 target.peer.name,
                 self.peer_fd,
@@ -152,6 +159,10 @@ class Attempt:
         self.report.files = self.report.bytes = self.report.reused = 0
         self.report.attempted_files = self.report.attempted_bytes = 0
         self.report.older_basis_files = 0
+        self.report.transformed = {}
+        self.report.transformed_bytes = self.report.transformed_delta_bytes = 0
+        self.report.transformed_saved_bytes = 0
+        self.report.rebuild_failures = 0
         paths = [entry.path for entry in files]  # the manifest's order
         try:
             self._stage(files, guessed)
@@ -242,6 +253,17 @@ class Attempt:
         self.committer.submit()
         self._receive_all()
         mismatched = self._settle()
+        failed = self.receiver.rebuild_failures
+        if failed:
+            self.report.rebuild_failures = len(failed)
+            log.warning(
+                "peer=%s %d compressed file(s) rebuilt from their content were not the "
+                "peer's bytes (e.g. %s; this master's zlib or bzip2 may differ from the "
+                "peer's); fetched again as their bytes",
+                target.peer.name,
+                len(failed),
+                shown(failed[0]),
+            )
         if mismatched:
             for item in mismatched:
                 log.warning(
@@ -277,6 +299,13 @@ class Attempt:
             if item is None:
                 self.pipeline.add(transfer.job)
                 continue
+            if transfer.recipe is not None:
+                kind = transfer.recipe.kind.name.lower()
+                self.report.transformed[kind] = self.report.transformed.get(kind, 0) + 1
+                delta = self.receiver.last_delta_bytes
+                self.report.transformed_bytes += item.size
+                self.report.transformed_delta_bytes += delta
+                self.report.transformed_saved_bytes += max(0, item.size - delta)
             self.committer.add(item)
             if not transfer.job.refetch:  # a refetch was counted when first staged
                 self._file_done(transfer.job.entry)

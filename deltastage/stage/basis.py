@@ -57,6 +57,9 @@ class Basis:
     known_hash: bytes | None  # from a manifest, when one vouches for the file
     day: date | None = None  # the earlier daily dir it is in ("previous", "similar")
     sketch: bytes | None = None  # its content sketch, from that manifest (delta.sketch)
+    # its decompressed size, when that manifest says it was staged through its content (a
+    # gzip or bzip2 file): its content may then be the basis (its sketch is the content's)
+    content_size: int | None = None
 
 
 def daily_dir_for(staging_dir: Path, day: date) -> Path:
@@ -118,13 +121,14 @@ class _Tree:
         self.sizes: dict[str, int] = {}
         self.hashes: dict[str, bytes] = {}
         self.sketches: dict[str, bytes] = {}
+        self.content_sizes: dict[str, int] = {}
         self.similar: dict[str, list[str]] = {}
         try:
             fd = open_dir(root)
         except OSError:
             return
         try:
-            contents: Mapping[str, tuple[int, str, bytes | None]] | None = None
+            contents: Mapping[str, tuple[int, str, bytes | None, int | None]] | None = None
             try:
                 contents = read_manifest_contents(fd)
             except (IntegrityError, OSError, ValueError):
@@ -138,11 +142,13 @@ class _Tree:
                 self.sizes[rel] = st.st_size
                 self.similar.setdefault(similarity_key(rel), []).append(rel)
             if contents is not None:
-                for path, (size, digest, sketch) in contents.items():
+                for path, (size, digest, sketch, content_size) in contents.items():
                     if self.sizes.get(path) == size:
                         self.hashes[path] = bytes.fromhex(digest)
                         if sketch is not None:
                             self.sketches[path] = sketch
+                        if content_size is not None:
+                            self.content_sizes[path] = content_size
         except OSError:
             pass
         finally:
@@ -168,12 +174,13 @@ class _Tree:
             self.hashes.get(path),
             self.day,
             self.sketches.get(path),
+            self.content_sizes.get(path),
         )
 
 
 # one earlier day's copy of a path: (the day's index, size, xxh3-128 in hex or None, its
-# content sketch or None)
-_Copy = tuple[int, int, str | None, bytes | None]
+# content sketch or None, its content size or None)
+_Copy = tuple[int, int, str | None, bytes | None, int | None]
 
 
 class _EarlierDays:
@@ -194,13 +201,13 @@ class _EarlierDays:
         newest = {} if self._newest is None else self._newest.hashes
         newest_hex = {path: digest.hex() for path, digest in newest.items()}
         for index, (_, root) in enumerate(self._days):
-            for path, (size, digest, sketch) in _day_contents(root).items():
+            for path, (size, digest, sketch, content) in _day_contents(root).items():
                 known = copies.get(path)
                 if known is None:
                     if digest is None or newest_hex.get(path) != digest:
-                        copies[path] = [(index, size, digest, sketch)]
+                        copies[path] = [(index, size, digest, sketch, content)]
                 elif digest is None or known[-1][1:3] != (size, digest):
-                    known.append((index, size, digest, sketch))
+                    known.append((index, size, digest, sketch, content))
                 # else: the content of a newer day's copy
         self._copies = copies
         return copies
@@ -228,13 +235,15 @@ class _EarlierDays:
         return [b for b in found if b.size > 0]
 
     def _basis(self, path: str, kind: str, copy: _Copy) -> Basis:
-        index, size, digest, sketch = copy
+        index, size, digest, sketch, content_size = copy
         when, root = self._days[index]
         known = bytes.fromhex(digest) if digest is not None else None
-        return Basis(root, path, kind, size, known, when, sketch)
+        return Basis(root, path, kind, size, known, when, sketch, content_size)
 
 
-def _day_contents(root: Path) -> Mapping[str, tuple[int, str | None, bytes | None]]:
+def _day_contents(
+    root: Path,
+) -> Mapping[str, tuple[int, str | None, bytes | None, int | None]]:
     """The files of one earlier day: its manifest's, else (none, or a bad one) as walked."""
     try:
         fd = open_dir(root)
@@ -250,7 +259,7 @@ def _day_contents(root: Path) -> Mapping[str, tuple[int, str | None, bytes | Non
         tree = _Tree(root)
     finally:
         os.close(fd)
-    return {path: (size, None, None) for path, size in tree.sizes.items()}
+    return {path: (size, None, None, None) for path, size in tree.sizes.items()}
 
 
 class BasisFinder:

@@ -67,8 +67,9 @@ Committed = tuple[dict[str, ManifestEntry], list[Pending]]
 def staged_entry(
     ownership: Ownership, entry: RemoteEntry, size: int, digest: bytes
 ) -> ManifestEntry:
-    """What the manifest records of ``entry`` staged verified (its sketch only when the
-    staged bytes are the ones listed: a file that changed since was not sketched)."""
+    """What the manifest records of ``entry`` staged verified (its sketch and recipe only
+    when the staged bytes are the ones listed: a file that changed since was not sketched,
+    and its recipe may not rebuild it)."""
     listed = digest == entry.xxh3_128 and size == entry.size
     return ManifestEntry(
         entry.path,
@@ -77,6 +78,7 @@ def staged_entry(
         ownership.staged_mode(entry.mode),
         entry.mtime_ns,
         entry.sketch if listed else None,
+        entry.recipe if listed else None,
     )
 
 

@@ -1,6 +1,10 @@
 """The generator: each fetch's request, its basis's signature made as it is sent (or taken
 from the presigner), with the basis and the temp file the answer will be patched into.
 
+A fetch of a file's content (``Job.content``) signs its bases' contents (``stage.content``),
+never presigned, and carries the recipe the receiver rebuilds the file with; when none of
+its bases is left, it is an ordinary fetch without a basis.
+
 It also guesses: the likeliest changed big file is requested before the listing says it
 changed, and the guess is handed to the job it turns out to be.
 """
@@ -17,9 +21,11 @@ from deltastage.errors import IntegrityError, UnsafePathError
 from deltastage.master.pipeline import FetchRequest
 from deltastage.safefs import FILE_CREATE, DirCache
 from deltastage.stage.basis import Basis, BasisOpener
+from deltastage.stage.content import ContentBases
 from deltastage.stage.peerdir import temp_name
 from deltastage.stage.plan import Job
 from deltastage.stage.presign import Presigner, file_identity, signed_pieces
+from deltastage.transform.recipe import Recipe, decode_recipe
 
 __all__ = ["RequestGenerator", "Transfer", "adopt"]
 
@@ -39,6 +45,11 @@ class Transfer:
         self.basis_hashes: tuple[bytes, ...] = ()
         self.signed = False  # its signature was produced whole
         self.request = FetchRequest(job.entry.path, (), 0, 0)
+        # a fetch of content: the recipe that rebuilds the file, and the temp space its
+        # decompressed bases hold until its fds are closed
+        self.recipe: Recipe | None = None
+        self._content_bases: ContentBases | None = None
+        self._reserved = 0
 
     def readers(self) -> list[Callable[[int, int], bytes]]:
         """One ``read_at(offset, n)`` per basis, in the signature's order."""
@@ -52,6 +63,23 @@ class Transfer:
                 os.close(fd)
         self.out_fd = -1
         self.basis_fds = []
+        if self._content_bases is not None and self._reserved:
+            self._content_bases.release(self._reserved)
+        self._reserved = 0
+
+    def add_content_basis(self, contents: ContentBases, fd: int, content_size: int) -> bool:
+        """Add the content of the compressed basis open at ``fd`` (closed here); False
+        when it could not be had (see ``ContentBases.open``)."""
+        try:
+            content_fd = contents.open(fd, content_size)
+        finally:
+            os.close(fd)
+        if content_fd is None:
+            return False
+        self._content_bases = contents
+        self._reserved += content_size
+        self.basis_fds.append(content_fd)
+        return True
 
     def discard(self) -> None:
         """Close it and remove its temp file (nothing was kept of it)."""
@@ -72,10 +100,17 @@ def _reader(fd: int) -> Callable[[int, int], bytes]:
 class RequestGenerator:
     """Prepares the fetches of one attempt beneath the peer dir's ``dirs``."""
 
-    def __init__(self, dirs: DirCache, bases: BasisOpener, presigner: Presigner | None) -> None:
+    def __init__(
+        self,
+        dirs: DirCache,
+        bases: BasisOpener,
+        presigner: Presigner | None,
+        contents: ContentBases,
+    ) -> None:
         self._dirs = dirs
         self._bases = bases
         self._presigner = presigner
+        self._contents = contents
 
     def prepare(self, job: Job) -> Transfer:
         """Open the job's bases (per its plan) and a temp file; the request's signature is
@@ -84,12 +119,17 @@ class RequestGenerator:
         bases, strong_len = job.plan
         dir_fd = self._dirs.parent_of(job.parts)
         transfer = Transfer(job, temp_name(), dir_fd)
+        content = job.content
         try:
             for basis in bases:
                 try:
-                    transfer.basis_fds.append(self._bases.open(basis))
+                    fd = self._bases.open(basis)
                 except FileNotFoundError:
                     continue  # removed since its day's manifest was written: one basis less
+                if content and basis.content_size is not None:
+                    transfer.add_content_basis(self._contents, fd, basis.content_size)
+                else:
+                    transfer.basis_fds.append(fd)
             transfer.out_fd = os.open(transfer.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
             if not transfer.basis_fds:
                 # no basis (or none left): the one signature of nothing
@@ -103,13 +143,19 @@ class RequestGenerator:
             stats = [os.fstat(fd) for fd in transfer.basis_fds]
             if stats:
                 transfer.basis_sizes = tuple(st.st_size for st in stats)
+            new_size = job.entry.size
+            if content:
+                assert job.entry.recipe is not None
+                transfer.recipe = decode_recipe(job.entry.recipe)
+                new_size = transfer.recipe.content_size
             # sized for the new file too: a small one cannot use most blocks of big bases
             builder = MultiSignatureBuilder(
-                transfer.basis_sizes, strong_len=strong_len, new_size=job.entry.size
+                transfer.basis_sizes, strong_len=strong_len, new_size=new_size
             )
             presigned = None
             if (
-                self._presigner is not None
+                not content
+                and self._presigner is not None
                 and len(bases) == len(stats) == 1
                 and strong_len is None
                 and bases[0].root == self._presigner.root
@@ -137,7 +183,7 @@ class RequestGenerator:
                 transfer.basis_hashes = tuple(sig.basis_hash for sig in builder.signatures)
                 transfer.signed = True
 
-            single = len(fds) == 1
+            single = len(fds) == 1 and not content
             transfer.request = FetchRequest(
                 job.entry.path,
                 signature_chunks(),
@@ -145,6 +191,7 @@ class RequestGenerator:
                 builder.block_size,
                 transfer.readers()[0] if single else None,
                 transfer.basis_sizes,
+                content=content,
             )
         except BaseException:
             transfer.discard()
@@ -197,6 +244,7 @@ def adopt(guessed: Transfer, jobs: list[Job]) -> None:
         if (
             len(bases) == 1
             and strong_len is None
+            and not job.content
             and (bases[0].root, bases[0].path) == (wanted.root, wanted.path)
             and job.entry.path == guessed.job.entry.path
         ):

@@ -1,8 +1,16 @@
 """Planning one peer's stage: which listed files to stage, which the master holds already,
-in which order the rest are fetched, and the ways to try each fetch (``Job``)."""
+in which order the rest are fetched, and the ways to try each fetch (``Job``).
+
+A file listed with a recipe (a gzip or bzip2 file the agent can have rebuilt) is planned by
+its content: its bases are chosen among the candidates' contents (a candidate staged through
+its content is decompressed, any other is its bytes), and its first try fetches the delta of
+its content against them. Its recipe is dropped, and it moves as its bytes, when transforms
+are off or its declared content is beyond ``transform_max_ratio`` or the temp space.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from deltastage.config import Options
@@ -13,8 +21,9 @@ from deltastage.models import RemoteEntry
 from deltastage.safefs import check_relative_path
 from deltastage.stage.basis import Basis, BasisFinder
 from deltastage.stage.choose import choose_bases, settled
+from deltastage.transform.recipe import decode_recipe
 
-__all__ = ["Job", "Planned", "order_by_work", "plan_bases", "select_entries"]
+__all__ = ["Job", "Planned", "content_size", "order_by_work", "plan_bases", "select_entries"]
 
 Planned = tuple[RemoteEntry, list[Basis]]  # a file and its chosen bases, best first
 
@@ -39,6 +48,8 @@ def select_entries(
             # staged, it would be overwritten by the manifest, swept as a temp file or
             # removed with the partial dir, and the manifest would vouch for a lost file
             raise UnsafePathError(f"peer lists {entry.path[:200]!r}, a name deltastage reserves")
+        if entry.recipe is not None and not _may_transform(entry, options):
+            entry = dataclasses.replace(entry, recipe=None, sketch=None)
         files.append(entry)
     if len(files) > options.max_files_per_peer:
         raise ResourceLimitError(
@@ -51,6 +62,20 @@ def select_entries(
             f"peer lists {total} bytes, more than max_bytes_per_peer={options.max_bytes_per_peer}"
         )
     return files, skipped
+
+
+def _may_transform(entry: RemoteEntry, options: Options) -> bool:
+    assert entry.recipe is not None
+    content_size = decode_recipe(entry.recipe).content_size
+    return options.transform_compressed and (
+        content_size <= options.transform_max_ratio * entry.size
+        and content_size <= options.transform_temp_bytes
+    )
+
+
+def content_size(entry: RemoteEntry) -> int | None:
+    """The decompressed size of a file planned by its content; None for any other."""
+    return None if entry.recipe is None else decode_recipe(entry.recipe).content_size
 
 
 def order_by_work(
@@ -78,15 +103,43 @@ def order_by_work(
 def plan_bases(entry: RemoteEntry, finder: BasisFinder) -> list[Basis]:
     """The bases chosen for ``entry``; the older days are searched only when the most
     recent ones leave the choice open."""
-    bases = choose_bases(entry, finder.candidates(entry.path, entry.size, earlier=False))
-    if settled(entry, bases):
+    bases = _choose(entry, finder.candidates(entry.path, entry.size, earlier=False))
+    if _settled(entry, bases):
         return bases
     candidates = finder.candidates(entry.path, entry.size)
-    bases = choose_bases(entry, candidates)
+    bases = _choose(entry, candidates)
     if bases and bases[0].known_hash == entry.xxh3_128 and not finder.present(bases[0]):
         # an older day's copy its manifest vouches for, gone since: no copy to link
-        bases = choose_bases(entry, [b for b in candidates if b != bases[0]])
+        bases = _choose(entry, [b for b in candidates if b != bases[0]])
     return bases
+
+
+def _choose(entry: RemoteEntry, candidates: list[Basis]) -> list[Basis]:
+    """``choose_bases``; for a file planned by its content, among the candidates' contents
+    (unless one of them is the file itself)."""
+    size = content_size(entry)
+    if size is None:
+        return choose_bases(entry, candidates)
+    for basis in candidates:
+        if basis.known_hash == entry.xxh3_128 and basis.size == entry.size:
+            return [basis]
+    views = {_content_view(basis): basis for basis in candidates}
+    chosen = choose_bases(dataclasses.replace(entry, size=size), list(views))
+    return [views[view] for view in chosen]
+
+
+def _settled(entry: RemoteEntry, bases: list[Basis]) -> bool:
+    size = content_size(entry)
+    if size is None or (bases and bases[0].known_hash == entry.xxh3_128):
+        return settled(entry, bases)
+    return settled(dataclasses.replace(entry, size=size), [_content_view(basis) for basis in bases])
+
+
+def _content_view(basis: Basis) -> Basis:
+    """A candidate as the content it holds: decompressed when it was staged so."""
+    if basis.content_size is None:
+        return basis
+    return dataclasses.replace(basis, size=basis.content_size)
 
 
 class Job:
@@ -137,6 +190,11 @@ class Job:
         if self._parts is None:
             self._parts = check_relative_path(self.entry.path)
         return self._parts
+
+    @property
+    def content(self) -> bool:
+        """Whether this try fetches the delta of the file's content (its first, with bases)."""
+        return self.index == 0 and self.entry.recipe is not None and bool(self.bases)
 
     @property
     def plan(self) -> tuple[tuple[Basis, ...], int | None]:

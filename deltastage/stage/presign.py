@@ -5,6 +5,9 @@ second on a WAN link. The biggest files are both the likeliest to have changed (
 logs) and the slowest to sign, and the stage fetches them first: signing them in that idle
 time takes their signing off the critical path.
 
+A gzip or bzip2 file is neither presigned nor guessed: its bytes change throughout from one
+day to the next, and it is fetched as the delta of its content (``stage.content``).
+
 A presigned signature is only used for the very file it was made from (same inode, size,
 mtime and ctime at fetch time); otherwise the fetch signs its basis itself. Either way the
 patch checks the basis against the signature's xxh3-128, so a stale signature cannot produce
@@ -32,6 +35,7 @@ from deltastage.safefs import (
     open_parent_beneath,
     walk_files,
 )
+from deltastage.transform.search import SNIFF_SIZE, sniff
 
 __all__ = [
     "PRESIGN_BYTES",
@@ -158,20 +162,32 @@ class Presigner:
         for size, rel, links in found[: self._max_files]:
             if total + size > self._max_bytes:
                 break
+            if self._compressed(rel):
+                continue
             plan.append(rel)
             if links == 1:
                 fresh.append((rel, size))
             total += size
         return plan, fresh
 
-    def _sign(self, path: str) -> Presigned | None:
+    def _open(self, path: str) -> int:
         parts = check_relative_path(path)
         root_fd = open_dir(self.root)
         try:
             with open_parent_beneath(root_fd, parts, create=False) as dir_fd:
-                fd = os.open(parts[-1], FILE_READ, dir_fd=dir_fd)
+                return os.open(parts[-1], FILE_READ, dir_fd=dir_fd)
         finally:
             os.close(root_fd)
+
+    def _compressed(self, path: str) -> bool:
+        fd = self._open(path)
+        try:
+            return sniff(os.pread(fd, SNIFF_SIZE, 0)) is not None
+        finally:
+            os.close(fd)
+
+    def _sign(self, path: str) -> Presigned | None:
+        fd = self._open(path)
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):

@@ -1,7 +1,10 @@
 """The receiver: patches each answer into its temp file (runs of zeros left as holes),
 handing the written data to the disk as it goes, and has a big file read back
 (``readback.EarlyCheck``) while the rest of it still arrives; what it received in full goes
-to the committer."""
+to the committer. The answer to a fetch of content is patched into content that is
+recompressed as it comes (``stage.content.RebuildingWriter``): only the rebuilt file is
+written, and it must be the listed file (its size and hash), else it is fetched again as its
+bytes. (The delta's own hash vouches for the content it carries, not for the rebuild.)"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from deltastage.errors import (
     TransportError,
 )
 from deltastage.stage.committer import Pending
+from deltastage.stage.content import RebuildingWriter
 from deltastage.stage.generator import Transfer
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import Inflight, keep_partial
@@ -57,12 +61,15 @@ class Receiver:
         self._inflight = inflight
         self._max_bytes = max_bytes
         self.bytes_written = 0
+        self.last_delta_bytes = 0  # of the last answer's delta (before the wire's compression)
+        self.rebuild_failures: list[str] = []  # rebuilt files that were not the listed ones
 
     def receive(self, transfer: Transfer, answer: Iterator[bytes]) -> Pending | None:
         """Patch one answer into its temp file: the file to commit, or None when its job
         is to be tried again (its next plan, or once more after it changed while read)."""
         job, entry = transfer.job, transfer.job.entry
         budget = self._max_bytes - self.bytes_written
+        self.last_delta_bytes = 0
         written = flushed = 0
         early = (
             EarlyCheck(self._checker, transfer.out_fd) if entry.size >= EARLY_CHECK_MIN else None
@@ -93,29 +100,42 @@ class Receiver:
                 # writeback without waiting): the batch's syncfs then finds little to do
                 _start_writeback(transfer.out_fd, flushed, written - flushed)
                 assert patcher is not None  # it is what calls write
+                digest = patcher.output_digest() if rebuild is None else rebuild.digest()
                 # so far a run killed from here on leaves a basis (see Inflight)
-                self._inflight.record(job.parts, transfer.tmp, written, patcher.output_digest())
+                self._inflight.record(job.parts, transfer.tmp, written, digest)
                 if early is not None:
                     early.advance(flushed)  # up to this chunk: the one before is on its way
                 flushed = written
 
+        rebuild = None if transfer.recipe is None else RebuildingWriter(transfer.recipe, write)
         try:
             patcher: Patcher | None = None
             for chunk in answer:
                 if patcher is None:
                     patcher = Patcher(
                         transfer.readers(),
-                        write,
+                        write if rebuild is None else rebuild.content,
                         basis_size=transfer.basis_sizes,
                         basis_hash=transfer.basis_hashes or None,
-                        zeros=zeros,
+                        zeros=zeros if rebuild is None else rebuild.zeros,
                     )
                 patcher.feed(chunk)
+                self.last_delta_bytes += len(chunk)
             if patcher is None:
                 raise IntegrityError("peer sent an empty delta")
             result = patcher.finish()
-            os.ftruncate(transfer.out_fd, result.size)  # a trailing hole is not written
-            self.bytes_written += result.size
+            size, digest = result.size, result.xxh3_128
+            if rebuild is not None:
+                size, digest = rebuild.finish()
+                if (size, digest) != (entry.size, entry.xxh3_128):
+                    # the delta's hash vouched for the content only: the rebuilt file is
+                    # not the listed one (another zlib, or it changed since it was listed)
+                    transfer.discard()
+                    job.next_plan()
+                    self.rebuild_failures.append(entry.path)
+                    return None
+            os.ftruncate(transfer.out_fd, size)  # a trailing hole is not written
+            self.bytes_written += size
             self._ownership.give_staged(transfer.out_fd, entry.mode, entry.mtime_ns)
         except IntegrityError as exc:
             transfer.discard()
@@ -150,7 +170,7 @@ class Receiver:
             if early is not None and transfer.out_fd < 0:  # discarded or kept as a partial
                 early.abandon()
         transfer.close_fds()
-        return Pending(entry, job.parts, transfer.tmp, result.size, result.xxh3_128, early=early)
+        return Pending(entry, job.parts, transfer.tmp, size, digest, early=early)
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:

@@ -40,6 +40,16 @@ class PeerReport:
     # files of the last attempt with a basis from an earlier day than the most recent one
     # (last week's full archive, a weekly file's last copy)
     older_basis_files: int = 0
+    # of the last attempt's files, those fetched as the delta of their content and rebuilt
+    # (by transform: "gzip", "bzip2"), their bytes, the bytes of their deltas (before the
+    # wire's compression), and the difference: what moving them by their content saved
+    # over moving their compressed bytes; and the rebuilt files that were not the peer's
+    # bytes (fetched again as bytes)
+    transformed: dict[str, int] = field(default_factory=dict)
+    transformed_bytes: int = 0
+    transformed_delta_bytes: int = 0
+    transformed_saved_bytes: int = 0
+    rebuild_failures: int = 0
 
     @property
     def ok(self) -> bool:

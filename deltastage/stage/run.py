@@ -84,7 +84,7 @@ def _log_outcome(result: PeerReport) -> None:
     level = logging.INFO if result.ok else logging.ERROR
     log.log(
         level,
-        "peer=%s status=%s%s files=%d bytes=%d wire_bytes=%d seconds=%.2f%s%s",
+        "peer=%s status=%s%s files=%d bytes=%d wire_bytes=%d seconds=%.2f%s%s%s",
         result.name,
         result.status,
         " (failure ignored)" if result.ignored else "",
@@ -93,6 +93,12 @@ def _log_outcome(result: PeerReport) -> None:
         result.wire_bytes,
         result.seconds,
         f" older_basis_files={n}" if (n := result.older_basis_files) else "",
+        "".join(f" {kind}_files={count}" for kind, count in sorted(result.transformed.items()))
+        + (
+            f" transformed_saved_bytes={result.transformed_saved_bytes}"
+            if result.transformed
+            else ""
+        ),
         f" error={result.error}" if result.error else "",
     )
 

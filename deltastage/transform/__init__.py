@@ -6,6 +6,7 @@ content can travel as that content (which deltas well) plus a small recipe. Pure
 streaming throughout, and no numpy.
 
 Layout: ``gzipheader`` (the RFC 1952 member header), ``recipe`` (the recipe and its binary
-encoding), ``rebuild`` (content in, compressed bytes out), ``search`` (recognise by content,
-decompress within bounds, prove a recipe on the whole file). Import each name from its module.
+encoding), ``inflate`` (the content of a file, bounded), ``rebuild`` (content in, compressed
+bytes out), ``search`` (recognise by content, decompress within bounds, prove a recipe on the
+whole file). Import each name from its module.
 """

@@ -11,7 +11,7 @@ Bounds, so that neither a bomb nor an unlucky file costs more than this:
 
 - decompressed bytes: at most ``Limits.bound`` (the smaller of a size and a ratio to the
   compressed size) for the whole file; one byte more and the answer is ``TOO_BIG``, found
-  while at most ``OUT_CHUNK`` decompressed bytes are held at once.
+  while at most ``inflate.OUT_CHUNK`` decompressed bytes are held at once.
 - candidates: at most ``MAX_TRIES`` per member, likeliest first: the previous member's
   parameters, the level the gzip XFL byte hints at, then Python's defaults (9 for
   ``tarfile`` ``w:gz`` and ``gzip``, then 6, 1 and the rest); bzip2 has one, the block size
@@ -23,9 +23,7 @@ Bounds, so that neither a bomb nor an unlucky file costs more than this:
 
 from __future__ import annotations
 
-import bz2
 import enum
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -36,6 +34,7 @@ from deltastage.transform.gzipheader import (
     gzip_header_length,
     level_hint,
 )
+from deltastage.transform.inflate import IN_CHUNK, Inflater
 from deltastage.transform.rebuild import MemberWriter
 from deltastage.transform.recipe import (
     MAX_MEMBERS,
@@ -48,11 +47,10 @@ from deltastage.transform.recipe import (
 )
 
 __all__ = [
-    "IN_CHUNK",
     "MAX_TRIES",
-    "OUT_CHUNK",
     "PROBE_SAMPLE",
     "REJECT_BUDGET",
+    "SNIFF_SIZE",
     "Finding",
     "Limits",
     "ReadAt",
@@ -64,8 +62,6 @@ __all__ = [
 
 ReadAt = Callable[[int, int], bytes]
 
-IN_CHUNK = 1 << 16
-OUT_CHUNK = 1 << 20
 REJECT_BUDGET = 64 << 20
 PROBE_SAMPLE = 4 << 20
 # Python's own gzip and tarfile defaults first; memLevel 9 last (zlib's maximum).
@@ -151,37 +147,6 @@ class _Stop(Exception):
         self.verdict = verdict
 
 
-class _Inflater:
-    """zlib's and bz2's decompressors behind one bounded-output interface."""
-
-    def __init__(self, kind: Kind) -> None:
-        self._d: zlib._Decompress | bz2.BZ2Decompressor = (
-            zlib.decompressobj(-15) if kind == Kind.GZIP else bz2.BZ2Decompressor()
-        )
-
-    @property
-    def needs_input(self) -> bool:
-        if isinstance(self._d, bz2.BZ2Decompressor):
-            return self._d.needs_input
-        return not self._d.unconsumed_tail
-
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._d.unused_data
-
-    def decompress(self, data: bytes) -> bytes:
-        try:
-            if isinstance(self._d, bz2.BZ2Decompressor):
-                return self._d.decompress(data, OUT_CHUNK)
-            return self._d.decompress(data or self._d.unconsumed_tail, OUT_CHUNK)
-        except (zlib.error, OSError, EOFError, ValueError):
-            raise _Stop(Verdict.CORRUPT) from None
-
-
 class _Search:
     def __init__(self, read_at: ReadAt, size: int, bound: int, kind: Kind) -> None:
         self._read_at = read_at
@@ -232,14 +197,17 @@ class _Search:
         chunk the candidate gets wrong."""
         writer = MemberWriter(candidate)
         pos_in = pos_out = start + len(writer.start())
-        inflater = _Inflater(self._kind)
+        inflater = Inflater(self._kind)
         content = 0
         while not inflater.eof:
             data = b""
             if inflater.needs_input:
                 data = self._read_at(pos_in, IN_CHUNK)
                 pos_in += len(data)
-            out = inflater.decompress(data)
+            try:
+                out = inflater.decompress(data)
+            except DeltaFormatError:
+                raise _Stop(Verdict.CORRUPT) from None
             if not data and not out and inflater.needs_input and not inflater.eof:
                 raise _Stop(Verdict.CORRUPT)  # the file ends inside the stream
             content += len(out)

@@ -46,6 +46,8 @@ from deltastage.protocol import (
     WireEntry,
 )
 from deltastage.protocol.frames import encode_frame
+from deltastage.transform.inflate import inflate
+from deltastage.transform.search import SNIFF_SIZE, sniff
 from tests.helpers.transports import AgentInThread, Answer, answer_bytes
 
 __all__ = [
@@ -69,15 +71,15 @@ def forged_list_batch(
 ) -> bytes:
     """A ListBatch frame built by hand, free of the sender-side checks on paths and counts.
 
-    Each entry is (path, size, mtime_ns, mode) of a "file" with a zero hash and no sketch;
-    the layout mirrors ``WireEntry`` (kind u8, mode u16, size u64, mtime i64, path, hash,
-    sketch length u8).
+    Each entry is (path, size, mtime_ns, mode) of a "file" with a zero hash, no sketch and
+    no recipe; the layout mirrors ``WireEntry`` (kind u8, mode u16, size u64, mtime i64,
+    path, hash, sketch length u8, recipe length u32).
     """
     body = bytearray()
     n = 0
     for path, size, mtime_ns, mode in entries:
         raw = path.encode("utf-8", "surrogateescape")
-        body += struct.pack(">BHQqI", 0, mode, size, mtime_ns, len(raw)) + raw + b"\0" * 17
+        body += struct.pack(">BHQqI", 0, mode, size, mtime_ns, len(raw)) + raw + b"\0" * 21
         n += 1
     payload = struct.pack(">I", n if count is None else count)
     payload += zstandard.ZstdCompressor().compress(bytes(body))
@@ -91,8 +93,9 @@ def file_entry(
     mode: int = 0o644,
     mtime_ns: int = 10**18,
     sketch: bytes | None = None,
+    recipe: bytes | None = None,
 ) -> WireEntry:
-    return WireEntry(path, "file", len(data), mtime_ns, mode, hash_bytes(data), sketch)
+    return WireEntry(path, "file", len(data), mtime_ns, mode, hash_bytes(data), sketch, recipe)
 
 
 @dataclass
@@ -123,13 +126,20 @@ class Liar:
         entries = self.entries()
         return [ListBatch(tuple(entries)), ListEnd(len(entries))] if entries else [ListEnd(0)]
 
-    def delta_bytes(self, path: str, signature: Signature) -> bytes:
-        """An honest delta against the fetch's bases (``signature``: the first)."""
+    def delta_bytes(self, path: str, signature: Signature, *, content: bool = False) -> bytes:
+        """An honest delta against the fetch's bases (``signature``: the first), of the
+        file's decompressed content when the fetch asks for it."""
+        data = self.files[path]
+        if content:
+            kind = sniff(data[:SNIFF_SIZE])
+            assert kind is not None
+            data = b"".join(inflate(lambda at, n: data[at : at + n], len(data), kind, 1 << 30))
         encoder = DeltaEncoder(self.signatures or (signature,), level=self.level)
-        return encoder.update(self.files[path]) + encoder.finish()
+        return encoder.update(data) + encoder.finish()
 
     def honest_delta(self, request: Fetch, signature: Signature) -> list[Answer]:
-        return [DeltaData(self.delta_bytes(request.path, signature)), DeltaEnd()]
+        delta = self.delta_bytes(request.path, signature, content=request.content)
+        return [DeltaData(delta), DeltaEnd()]
 
     # --- dispatch ---------------------------------------------------------------------
 
