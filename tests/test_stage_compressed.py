@@ -178,8 +178,10 @@ def test_a_recipe_that_does_not_rebuild_the_file_is_fetched_again_as_its_bytes(
     stage_day(tmp_path, config, 0, {"a.tar.gz": targz(members(0)), "b.tar.gz": targz([b"b"])})
     listed = compressed.listed_recipe
 
-    def wrong_level(fd: int, size: int, prefix: bytes) -> tuple[bytes, int] | None:
-        found = listed(fd, size, prefix)
+    def wrong_level(
+        fd: int, size: int, prefix: bytes, on_content: Callable[[bytes], None] | None = None
+    ) -> tuple[bytes, int] | None:
+        found = listed(fd, size, prefix, on_content)
         if found is None:
             return None
         recipe = decode_recipe(found[0])

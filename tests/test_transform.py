@@ -130,6 +130,25 @@ def test_gzip_members_any_level_and_header_are_rebuilt(
     assert [member.size for member in recipe.members] == [len(d) for d, _, _ in members]
 
 
+@given(
+    st.lists(st.tuples(contents, st.integers(1, 9)), min_size=1, max_size=3),
+    st.sampled_from(["gzip", "bzip2"]),
+)
+def test_the_search_passes_on_the_content_once_whatever_it_rejects(
+    members: list[tuple[bytes, int]], kind: str
+) -> None:
+    """The content reaches ``on_content`` exactly once, in order, though a level other than
+    9 has the search decompress each member once per candidate it rejects."""
+    if kind == "gzip":
+        blob = b"".join(gzip_member(data, level) for data, level in members)
+    else:
+        blob = b"".join(bz2.compress(data, level) for data, level in members)
+    seen: list[bytes] = []
+    found = find_recipe(lambda at, n: blob[at : at + n], len(blob), LIMITS, seen.append)
+    assert found.verdict is Verdict.REBUILT
+    assert b"".join(seen) == b"".join(data for data, _ in members)
+
+
 @given(contents, st.integers(1, 9), st.integers(0, 2**31), st.sampled_from(["", "a.tar", "é"]))
 def test_python_gzipfile_output_is_rebuilt(data: bytes, level: int, mtime: int, name: str) -> None:
     out = io.BytesIO()

@@ -5,14 +5,15 @@ A listed file of ``TRANSFORM_MIN_SIZE`` bytes or more whose first bytes say gzip
 is searched for a recipe (``transform.search``: bounded, proven on the whole file). With one,
 its entry carries the encoded recipe and, for content of ``SKETCH_MIN_SIZE`` bytes or more,
 the content's sketch in place of the compressed bytes' (those share nothing from one day to
-the next). Content is decompressed within ``LIMITS`` only, so a bomb is answered as a plain
-file after at most a bounded amount of work.
+the next), made from the content the proof decompresses (no pass of its own). Content is
+decompressed within ``LIMITS`` only, so a bomb is answered as a plain file after at most a
+bounded amount of work.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from deltastage.agent.conversation import Refusal
 from deltastage.errors import DeltaFormatError
@@ -31,12 +32,15 @@ TRANSFORM_MIN_SIZE = 64 << 10
 LIMITS = Limits(max_size=1 << 40, max_ratio=256)
 
 
-def listed_recipe(fd: int, size: int, prefix: bytes) -> tuple[bytes, int] | None:
+def listed_recipe(
+    fd: int, size: int, prefix: bytes, on_content: Callable[[bytes], None] | None = None
+) -> tuple[bytes, int] | None:
     """The encoded recipe of the open ``size``-byte file starting with ``prefix`` and its
-    content size; None when it is not compressed, or not in a way a recipe rebuilds."""
+    content size; None when it is not compressed, or not in a way a recipe rebuilds.
+    ``on_content`` is given the content as the proof decompresses it (see ``find_recipe``)."""
     if size < TRANSFORM_MIN_SIZE or sniff(prefix[:SNIFF_SIZE]) is None:
         return None
-    finding = find_recipe(lambda offset, n: os.pread(fd, n, offset), size, LIMITS)
+    finding = find_recipe(lambda offset, n: os.pread(fd, n, offset), size, LIMITS, on_content)
     if finding.verdict is not Verdict.REBUILT or finding.recipe is None:
         return None
     try:

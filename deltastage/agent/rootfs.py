@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deltastage.agent.compressed import content_pieces, listed_recipe
+from deltastage.agent.compressed import TRANSFORM_MIN_SIZE, listed_recipe
 from deltastage.agent.conversation import Refusal
 from deltastage.errors import UnsafePathError
 from deltastage.hashing import Hasher, hash_zeros
@@ -214,17 +214,14 @@ class RootFS:
                 if offset != before.st_size or not same_content(before, os.fstat(fd)):
                     continue
                 sketch = None if sketcher is None else sketcher.finish().encode()
-                recipe = listed_recipe(fd, before.st_size, prefix)
+                proving = before.st_size >= TRANSFORM_MIN_SIZE and sniff(prefix) is not None
+                content = _sketcher() if proving else None
+                recipe = listed_recipe(
+                    fd, before.st_size, prefix, None if content is None else content.update
+                )
                 if recipe is not None:
-                    sketch = None
-                    if recipe[1] >= SKETCH_MIN_SIZE:
-                        content = _sketcher()
-                        try:
-                            for part in content_pieces(fd, before.st_size, rel):
-                                content.update(part)
-                        except Refusal:
-                            continue  # it changed since it was proven: list it again
-                        sketch = content.finish().encode()
+                    assert content is not None
+                    sketch = content.finish().encode() if recipe[1] >= SKETCH_MIN_SIZE else None
                     if not same_content(before, os.fstat(fd)):
                         continue
                 return WireEntry(

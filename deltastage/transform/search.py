@@ -118,12 +118,21 @@ def sniff(prefix: bytes) -> Kind | None:
     return None
 
 
-def find_recipe(read_at: ReadAt, size: int, limits: Limits) -> Finding:
-    """Whether the ``size``-byte file behind ``read_at`` can be rebuilt, and how."""
+def find_recipe(
+    read_at: ReadAt,
+    size: int,
+    limits: Limits,
+    on_content: Callable[[bytes], None] | None = None,
+) -> Finding:
+    """Whether the ``size``-byte file behind ``read_at`` can be rebuilt, and how.
+
+    ``on_content`` is given the file's decompressed content once, in order, as the search
+    first decompresses it (a rejected candidate and the next one decompress the same bytes:
+    only what goes beyond it is passed on); meaningful only when the verdict is REBUILT."""
     kind = sniff(read_at(0, SNIFF_SIZE))
     if kind is None:
         return Finding(Verdict.PLAIN)
-    search = _Search(read_at, size, limits.bound(size), kind)
+    search = _Search(read_at, size, limits.bound(size), kind, on_content)
     try:
         recipe = search.run()
     except _Stop as stop:
@@ -148,13 +157,22 @@ class _Stop(Exception):
 
 
 class _Search:
-    def __init__(self, read_at: ReadAt, size: int, bound: int, kind: Kind) -> None:
+    def __init__(
+        self,
+        read_at: ReadAt,
+        size: int,
+        bound: int,
+        kind: Kind,
+        on_content: Callable[[bytes], None] | None,
+    ) -> None:
         self._read_at = read_at
         self._size = size
         self._bound = bound
         self._kind = kind
+        self._on_content = on_content
         self._content = 0  # decompressed bytes of the members proven so far
         self._rejected = 0  # content bytes recompressed by rejected candidates
+        self._passed = 0  # content bytes of the current member given to on_content
 
     def run(self) -> Recipe:
         members: list[Member] = []
@@ -162,6 +180,7 @@ class _Search:
         while offset < self._size or not members:
             if len(members) == MAX_MEMBERS:
                 raise _Stop(Verdict.TOO_COSTLY)
+            self._passed = 0
             for candidate in self._candidates(offset, members[-1] if members else None):
                 if self._rejected > REJECT_BUDGET:
                     raise _Stop(Verdict.TOO_COSTLY)
@@ -213,6 +232,9 @@ class _Search:
             content += len(out)
             if self._content + content > self._bound:
                 raise _Stop(Verdict.TOO_BIG)
+            if self._on_content is not None and content > self._passed:
+                self._on_content(out[len(out) - (content - self._passed) :])
+                self._passed = content
             produced = writer.write(out)
             if produced:
                 if self._read_at(pos_out, len(produced)) != produced:
