@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 
 import pytest
@@ -134,7 +133,8 @@ events = st.one_of(
         st.integers(0, 22),
         st.booleans(),
         st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=MAX_BASES).map(tuple),
-    ).map(lambda fetch: fetch if fetch.refine else dataclasses.replace(fetch, content=True)),
+        st.booleans(),
+    ),
     st.builds(
         FetchMany, names, st.lists(names, min_size=1, max_size=8).map(tuple), st.integers(0, 22)
     ),
@@ -752,11 +752,10 @@ def test_a_fetch_names_one_to_max_bases() -> None:
     )
 
 
-def test_a_fetch_of_content_is_never_refined() -> None:
-    with pytest.raises(LocalProtocolError, match="never refined"):
-        Fetch("/srv/a", "x", refine=True, content=True).encode_payload()
-    payload = Fetch("/srv/a", "x", refine=False, content=True).encode_payload()
-    assert decode_event(Fetch.TYPE, payload) == Fetch("/srv/a", "x", 3, False, (0,), True)
-    both = payload[:-2] + b"\x01\x01"  # refine and content
-    with pytest.raises(RemoteProtocolError, match="may not be refined"):
-        decode_event(Fetch.TYPE, both)
+def test_a_fetch_of_content_round_trips() -> None:
+    for refine in (False, True):
+        payload = Fetch("/srv/a", "x", refine=refine, content=True).encode_payload()
+        assert decode_event(Fetch.TYPE, payload) == Fetch("/srv/a", "x", 3, refine, (0,), True)
+    bad = payload[:-1] + b"\x02"
+    with pytest.raises(RemoteProtocolError, match="content is not a boolean"):
+        decode_event(Fetch.TYPE, bad)

@@ -10,7 +10,8 @@ file whose size or mtime changed while it was read is answered ``changed``, neve
 it was.
 
 A fetch of ``content`` sends the delta of a compressed file's decompressed content
-(``agent.compressed``), never refined.
+(``agent.compressed``); refined like a file's when its request allows it and the content is
+at most ``MAX_REFINED_CONTENT`` (held in memory: the refinement reads it where it likes).
 
 A sparse file's holes are never read (``holes.read_sparse``): a big one goes out as a zero
 run (``DeltaEncoder.zeros``), with a block of zeros either side of it still matched, so a
@@ -55,7 +56,14 @@ from deltastage.protocol import (
 )
 from deltastage.protocol.events import MAX_REFINE_BLOCKS
 
-__all__ = ["DATA_FRAME", "HOLE_RUN_MIN", "MAX_BASIS_SIZE", "MAX_SIGNATURE_BLOCKS", "Sender"]
+__all__ = [
+    "DATA_FRAME",
+    "HOLE_RUN_MIN",
+    "MAX_BASIS_SIZE",
+    "MAX_REFINED_CONTENT",
+    "MAX_SIGNATURE_BLOCKS",
+    "Sender",
+]
 
 DATA_FRAME = 256 << 10  # bytes of delta per DeltaData frame, well under the frame limit
 # Bounds on the master's signature: 2^40 bytes of basis in at most 2^22 blocks (the fine
@@ -65,6 +73,9 @@ MAX_SIGNATURE_BLOCKS = 1 << 22
 # A hole goes out as a zero run when this much of it lies beyond the block matched on
 # either side; a shorter one is cheaper matched as zeros than as a break in the matching.
 HOLE_RUN_MIN = 1 << 20
+# A compressed file's content is refined only up to this size: refinement reads it where it
+# likes, so it is held in memory (a bigger one streams, unrefined).
+MAX_REFINED_CONTENT = 128 << 20
 
 
 @functools.cache
@@ -158,28 +169,38 @@ class Sender:
             self.conversation.connection.compress_deltas(request.level)
             refined = None
             (signature, *others) = signatures
+            refinable = request.refine and not others and signature.block_size >= REFINE_MIN_BLOCK
             if request.content:
-                self._stream_delta(content_pieces(fd, before.st_size, request.path), signatures)
+                content = _held_content(fd, before.st_size, request.path) if refinable else None
+                if content is not None:
+                    refined = refined_delta(
+                        signature,
+                        len(content),
+                        lambda offset, n: content[offset : offset + n],
+                        self._fine_hashes,
+                        max_blocks=MAX_SIGNATURE_BLOCKS,
+                    )
+                if refined is not None:
+                    self._send_delta(refined[0])
+                else:
+                    pieces = content_pieces(fd, before.st_size, request.path)
+                    self._stream_delta([content] if content is not None else pieces, signatures)
                 offset = before.st_size  # every member was read to its end
-            elif (
-                request.refine
-                and not others
-                and signature.block_size >= REFINE_MIN_BLOCK
-                and not _has_hole_run(fd, before.st_size, signature.block_size)
-            ):
-                refined = refined_delta(
-                    signature,
-                    before.st_size,
-                    read_at,
-                    self._fine_hashes,
-                    max_blocks=MAX_SIGNATURE_BLOCKS,
-                )
-            if refined is not None:
-                delta, offset = refined
-                self._send_delta(delta)
-            elif not request.content:
-                # the size seen first bounds the read: a file that keeps growing still ends
-                offset = self._stream_delta(read_sparse(fd, before.st_size), signatures)
+            else:
+                if refinable and not _has_hole_run(fd, before.st_size, signature.block_size):
+                    refined = refined_delta(
+                        signature,
+                        before.st_size,
+                        read_at,
+                        self._fine_hashes,
+                        max_blocks=MAX_SIGNATURE_BLOCKS,
+                    )
+                if refined is not None:
+                    delta, offset = refined
+                    self._send_delta(delta)
+                else:
+                    # the size seen first bounds the read: a file that keeps growing ends
+                    offset = self._stream_delta(read_sparse(fd, before.st_size), signatures)
             after = os.fstat(fd)
         except OSError as exc:
             raise Refusal.io(request.path, exc) from None
@@ -238,6 +259,17 @@ class Sender:
     def _send_delta(self, data: bytes | bytearray) -> None:
         for start in range(0, len(data), DATA_FRAME):
             self.conversation.send(DeltaData(bytes(data[start : start + DATA_FRAME])))
+
+
+def _held_content(fd: int, size: int, path: str) -> bytes | None:
+    """The decompressed content of the open file, held in memory to be refined (the
+    refinement reads it where it likes); None when it is over ``MAX_REFINED_CONTENT``."""
+    held = bytearray()
+    for piece in content_pieces(fd, size, path):
+        held += piece
+        if len(held) > MAX_REFINED_CONTENT:
+            return None
+    return bytes(held)
 
 
 def _has_hole_run(fd: int, size: int, block_size: int) -> bool:

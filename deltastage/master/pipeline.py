@@ -106,7 +106,7 @@ class FetchRequest:
     basis: Callable[[int, int], bytes] | None = None
     basis_sizes: tuple[int, ...] = (0,)  # the bases the signature is of (none: one empty)
     plain: bool = False  # no basis, default strong hashes: it may go in a FetchMany
-    content: bool = False  # of the file's decompressed content (never refined)
+    content: bool = False  # of the file's decompressed content (``basis``: the basis's)
 
 
 class Prepared(Protocol):
@@ -257,7 +257,7 @@ class Pipeline(Generic[J, P]):
                 self._request_many(self._gather(prepared, min(room, FETCH_MANY_FILES)))
                 continue
             prepared, self._held = self._held, None
-            single = len(request.basis_sizes) == 1 and not request.content
+            single = len(request.basis_sizes) == 1
             self._request(prepared, single and may_refine(ahead, request.block_size))
 
     def _gather(self, first: P, most: int) -> list[P]:

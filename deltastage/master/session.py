@@ -428,7 +428,7 @@ class PeerSession:
         judge (see ``master.pipeline``: an oversized backlog could stall both ends). Without
         ``refine`` (or ``basis``) the agent may not ask for finer hashes of the basis.
         With ``content`` the signature is of the bases' decompressed content and the answer
-        the delta of the file's (never refined).
+        the delta of the file's (``basis`` then reads the decompressed basis).
 
         A signature that fails half way is withdrawn (Cancel) and its exception raised
         here; the session stays usable.
@@ -438,7 +438,7 @@ class PeerSession:
         if self._requesting:
             raise LocalProtocolError("a fetch is in progress; finish or close it first")
         sizes = tuple(basis_sizes)
-        pending = _Pending(Refinement(basis, sizes, refine and not content))
+        pending = _Pending(Refinement(basis, sizes, refine))
         self._requesting = True
         try:
             self._send(Fetch(root, path, level, pending.refinement.allowed, sizes, content))

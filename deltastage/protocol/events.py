@@ -526,7 +526,7 @@ class Fetch(Event):
     the bases the signature is of, in its order (1 to ``MAX_BASES``; no basis is one empty
     one): the agent refuses a signature of others. With ``content`` the signature is of
     the content the bases hold and the delta is of the file's decompressed content (a gzip
-    or bzip2 file the listing gave a recipe for); such a fetch is never refined."""
+    or bzip2 file the listing gave a recipe for)."""
 
     TYPE: ClassVar[int] = 0x30
     root: str
@@ -544,8 +544,6 @@ class Fetch(Event):
         writer.u8(len(self.basis_sizes), "basis count")
         for size in self.basis_sizes:
             writer.u64(size, "basis size")
-        if self.content and self.refine:
-            raise LocalProtocolError("a fetch of content is never refined")
         _write_level(writer, self.level)
         writer.u8(int(self.refine), "refine")
         writer.u8(int(self.content), "content")
@@ -559,10 +557,7 @@ class Fetch(Event):
             raise RemoteProtocolError(f"{count} bases outside 1..{MAX_BASES}")
         sizes = tuple(reader.u64("basis size") for _ in range(count))
         level, refine = _read_level(reader), _read_bool(reader, "refine")
-        content = _read_bool(reader, "content")
-        if content and refine:
-            raise RemoteProtocolError("a fetch of content may not be refined")
-        return cls(root, path, level, refine, sizes, content)
+        return cls(root, path, level, refine, sizes, _read_bool(reader, "content"))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The generator: each fetch's request, its basis's signature made as it is sent (or taken
 from the presigner), with the basis and the temp file the answer will be patched into.
 
-A fetch of a file's content (``Job.content``) signs its bases' contents (``stage.content``),
-never presigned, and carries the recipe the receiver rebuilds the file with; when none of
-its bases is left, it is an ordinary fetch without a basis.
+A fetch of a file's content (``Job.content``) signs its bases' contents (``stage.content``;
+refined from them too), never presigned, and carries the recipe the receiver rebuilds the
+file with; when none of its bases is left, it is an ordinary fetch without a basis.
 
 It also guesses: the likeliest changed big file is requested before the listing says it
 changed, and the guess is handed to the job it turns out to be.
@@ -183,7 +183,7 @@ class RequestGenerator:
                 transfer.basis_hashes = tuple(sig.basis_hash for sig in builder.signatures)
                 transfer.signed = True
 
-            single = len(fds) == 1 and not content
+            single = len(fds) == 1
             transfer.request = FetchRequest(
                 job.entry.path,
                 signature_chunks(),
