@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +36,12 @@ from deltastage.transform.recipe import decode_recipe
 __all__ = [
     "INTERNAL_PREFIX",
     "MANIFEST_NAME",
+    "EachFile",
     "Manifest",
     "ManifestEntry",
     "read_manifest",
     "read_manifest_contents",
+    "scan_manifest",
     "write_manifest",
 ]
 
@@ -211,44 +214,158 @@ def read_manifest(peer_dir_fd: int) -> Manifest | None:
         return decode_manifest(stream.read(256 << 20))
 
 
+# what the bases' reading takes of a manifest's file entry: its path, size, xxh3-128 (hex),
+# sketch and content size (of a file staged through its content), the last two if any
+EachFile = Callable[[str, int, str, bytes | None, int | None], None]
+
+
 def read_manifest_contents(
     peer_dir_fd: int,
 ) -> dict[str, tuple[int, str, bytes | None, int | None]] | None:
     """Each file's size, xxh3-128 (hex), sketch and content size (of a file staged through
     its content; if any) from the manifest in an open peer dir: None if there is none,
-    IntegrityError if it is bad.
+    IntegrityError if it is bad (see ``scan_manifest``)."""
+    contents: dict[str, tuple[int, str, bytes | None, int | None]] = {}
+
+    def add(path: str, size: int, digest: str, sketch: bytes | None, content: int | None) -> None:
+        contents[path] = (size, digest, sketch, content)
+
+    return contents if scan_manifest(peer_dir_fd, add) else None
+
+
+def scan_manifest(peer_dir_fd: int, each_file: EachFile) -> bool:
+    """Hand each file's path, size, xxh3-128 (hex), sketch and content size (if any) from
+    the manifest in an open peer dir to ``each_file``: False if there is none,
+    IntegrityError if it is bad (``each_file`` may have had some of its files by then: the
+    caller drops them).
 
     Lighter than ``read_manifest`` (a day with many files is read in a fraction of the
-    time), for finding bases: a path is not checked here, but by whoever opens it beneath
-    the peer dir."""
+    time, and its file entries are decoded one at a time, never all held as JSON objects
+    at once), for finding bases: a path is not checked here, but by whoever opens it
+    beneath the peer dir."""
     try:
         fd = os.open(MANIFEST_NAME, FILE_READ, dir_fd=peer_dir_fd)
     except FileNotFoundError:
-        return None
+        return False
     with os.fdopen(fd, "rb") as stream:
         data = stream.read(256 << 20)
+
+    def add(raw: Any) -> None:
+        try:
+            path, size, digest = raw["path"], raw["size"], raw["xxh3_128"]
+        except (KeyError, TypeError) as exc:
+            raise IntegrityError(f"manifest: file entry lacks {exc}") from None
+        if (
+            not isinstance(path, str)
+            or type(size) is not int
+            or size < 0
+            or not isinstance(digest, str)
+            or len(digest) != 32
+        ):
+            raise IntegrityError(f"manifest: bad entry for {str(path)[:200]!r}")
+        each_file(path, size, digest, _sketch(raw, path), _content_size(raw, path))
+
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    else:
+        data = b""  # the text is what is read from here on
+    document: Any = None
+    try:
+        if text is None:
+            raise _Irregular
+        document = _scan_document(text, add)
+    except (_Irregular, ValueError, RecursionError):
+        # not laid out as written here (or not JSON at all): decoded whole, as json
+        # decodes it, with its errors
+        try:
+            document = json.loads(data if text is None else text)
+        except (ValueError, RecursionError) as exc:
+            raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
+        if isinstance(document, dict) and document.get("format") == FORMAT:
+            for raw in _field(document, "files", list):
+                add(raw)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise IntegrityError("not a deltastage manifest")
-    contents: dict[str, tuple[int, str, bytes | None, int | None]] = {}
-    try:
-        for raw in _field(document, "files", list):
-            path, size, digest = raw["path"], raw["size"], raw["xxh3_128"]
-            if (
-                not isinstance(path, str)
-                or type(size) is not int
-                or size < 0
-                or not isinstance(digest, str)
-                or len(digest) != 32
-            ):
-                raise IntegrityError(f"manifest: bad entry for {str(path)[:200]!r}")
-            contents[path] = (size, digest, _sketch(raw, path), _content_size(raw, path))
-    except (KeyError, TypeError) as exc:
-        raise IntegrityError(f"manifest: file entry lacks {exc}") from None
-    return contents
+    _field(document, "files", list)
+    return True
+
+
+class _Irregular(Exception):
+    """A manifest ``_scan_document`` does not stream (not an object, say)."""
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, pos: int = 0) -> int:
+    """The position of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _SPACE.match(text, pos)
+    assert match is not None  # the pattern matches the empty string too
+    return match.end()
+
+
+def _scan_document(text: str, each_file: Callable[[Any], None]) -> dict[str, Any]:
+    """The JSON object ``text`` as ``json.loads`` decodes it, but each element of its
+    top-level ``"files"`` array is decoded on its own and handed to ``each_file`` (in
+    order), not kept: the result's ``"files"`` is an empty list. ``_Irregular`` or
+    ``ValueError`` where it cannot tell (the caller then decodes the whole text, which is
+    not valid JSON once any file was handed out)."""
+    decode, space = _DECODER.raw_decode, _skip_space
+    document: dict[str, Any] = {}
+    files_seen = False
+    pos = space(text)
+    if text[pos : pos + 1] != "{":
+        raise _Irregular
+    pos = space(text, pos + 1)
+    if text[pos : pos + 1] == "}":
+        pos += 1
+    else:
+        while True:
+            key, pos = decode(text, pos)
+            pos = space(text, pos)
+            if not isinstance(key, str) or text[pos : pos + 1] != ":":
+                raise _Irregular
+            pos = space(text, pos + 1)
+            if key == "files" and text[pos : pos + 1] == "[":
+                if files_seen:  # json would keep the last, and the first were handed out
+                    raise IntegrityError("manifest: 'files' twice")
+                files_seen = True
+                pos = _scan_array(text, pos + 1, each_file)
+                document[key] = []
+            else:
+                document[key], pos = decode(text, pos)
+            pos = space(text, pos)
+            mark = text[pos : pos + 1]
+            pos = space(text, pos + 1)
+            if mark == "}":
+                break
+            if mark != ",":
+                raise _Irregular
+    if space(text, pos) != len(text):
+        raise _Irregular
+    return document
+
+
+def _scan_array(text: str, pos: int, each: Callable[[Any], None]) -> int:
+    """Hand each element of the array whose ``[`` ends before ``pos`` to ``each``; the
+    position after its ``]``."""
+    decode, space = _DECODER.raw_decode, _skip_space
+    pos = space(text, pos)
+    if text[pos : pos + 1] == "]":
+        return pos + 1
+    while True:
+        value, pos = decode(text, pos)
+        each(value)
+        pos = space(text, pos)
+        mark = text[pos : pos + 1]
+        if mark == "]":
+            return pos + 1
+        if mark != ",":
+            raise _Irregular
+        pos = space(text, pos + 1)
 
 
 def write_manifest(

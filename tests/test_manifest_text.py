@@ -18,6 +18,7 @@ from deltastage.manifest import (
     decode_manifest,
     encode_manifest,
     read_manifest,
+    read_manifest_contents,
     write_manifest,
 )
 from deltastage.models import json_text
@@ -115,3 +116,71 @@ def test_a_bad_sketch_makes_the_manifest_bad(sketch: object, reason: str) -> Non
     document = {"format": "deltastage-manifest", "files": [entry]}
     with pytest.raises(IntegrityError, match=reason):
         decode_manifest(json.dumps(document).encode())
+
+
+Contents = dict[str, tuple[int, str, bytes | None, int | None]]
+
+
+def contents_of(tmp_path: Path, data: bytes) -> Contents | None:
+    (tmp_path / "deltastage.manifest.json").write_bytes(data)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return read_manifest_contents(fd)
+    finally:
+        os.close(fd)
+
+
+def as_contents(document: object) -> Contents:
+    """What read_manifest_contents gives for ``document``, from json's own decoding."""
+    assert isinstance(document, dict)
+    return {
+        e["path"]: (
+            e["size"],
+            e["xxh3_128"],
+            bytes.fromhex(e["sketch"]) if "sketch" in e else None,
+            e.get("content_size"),
+        )
+        for e in document["files"]
+    }
+
+
+@given(st.lists(entries, max_size=5).map(tuple), st.sampled_from([None, 0, 1, 3]))
+def test_contents_read_one_entry_at_a_time_match_json(
+    tmp_path_factory: pytest.TempPathFactory, files: tuple[ManifestEntry, ...], indent: int | None
+) -> None:
+    # as written here (one line per file), and in any other layout json allows
+    manifest = Manifest("p", "2026-11-23", files)
+    data = encode_manifest(manifest)
+    tmp_path = tmp_path_factory.mktemp("m")
+    assert contents_of(tmp_path, data) == as_contents(json.loads(data))
+    if indent is not None:
+        other = json.dumps(json.loads(data), indent=indent).encode()
+        assert contents_of(tmp_path, other) == as_contents(json.loads(data))
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"format": "deltastage-manifest", "files": [], "files": []}', "'files' twice"),
+        (
+            '{"format": "deltastage-manifest", "files": [{"path": "a", "size": 1, '
+            f'"xxh3_128": "{"0" * 32}"}}] ',
+            "not valid JSON",
+        ),
+        ('{"format": "deltastage-manifest", "files": []} []', "not valid JSON"),
+        ('{"files": [], "format": "other"}', "not a deltastage manifest"),
+        ('{"format": "deltastage-manifest", "files": {}}', "'files' missing or not a list"),
+        ('{"format": "deltastage-manifest", "files": [{"path": "a"}]}', "lacks"),
+        ("[]", "not a deltastage manifest"),
+    ],
+)
+def test_contents_of_a_bad_manifest(tmp_path: Path, text: str, reason: str) -> None:
+    with pytest.raises(IntegrityError, match=reason):
+        contents_of(tmp_path, text.encode())
+
+
+def test_contents_keep_a_content_size(tmp_path: Path) -> None:
+    entry = {"path": "a.gz", "size": 3, "xxh3_128": "01" * 16, "content_size": 70}
+    for indent in (None, 2):
+        text = json.dumps({"format": "deltastage-manifest", "files": [entry]}, indent=indent)
+        assert contents_of(tmp_path, text.encode()) == {"a.gz": (3, "01" * 16, None, 70)}

@@ -32,7 +32,12 @@ from os.path import commonpath
 from pathlib import Path
 
 from deltastage.errors import IntegrityError, UnsafePathError
-from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME, read_manifest_contents
+from deltastage.manifest import (
+    INTERNAL_PREFIX,
+    MANIFEST_NAME,
+    read_manifest_contents,
+    scan_manifest,
+)
 from deltastage.safefs import FILE_READ, DirCache, check_relative_path, open_dir, walk_files
 
 __all__ = [
@@ -48,7 +53,7 @@ PARTIAL_DIR = f"{INTERNAL_PREFIX}partial"
 _DIGITS = re.compile(r"\d+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per planned file: no per-instance dict
 class Basis:
     root: Path  # a peer dir (or its partial dir) that ``path`` is relative to
     path: str
@@ -128,11 +133,6 @@ class _Tree:
         except OSError:
             return
         try:
-            contents: Mapping[str, tuple[int, str, bytes | None, int | None]] | None = None
-            try:
-                contents = read_manifest_contents(fd)
-            except (IntegrityError, OSError, ValueError):
-                contents = None
             for rel, st in walk_files(fd):
                 if not stat.S_ISREG(st.st_mode):
                     continue
@@ -141,18 +141,34 @@ class _Tree:
                     continue
                 self.sizes[rel] = st.st_size
                 self.similar.setdefault(similarity_key(rel), []).append(rel)
-            if contents is not None:
-                for path, (size, digest, sketch, content_size) in contents.items():
-                    if self.sizes.get(path) == size:
-                        self.hashes[path] = bytes.fromhex(digest)
-                        if sketch is not None:
-                            self.sketches[path] = sketch
-                        if content_size is not None:
-                            self.content_sizes[path] = content_size
+            self._read_manifest(fd)
         except OSError:
             pass
         finally:
             os.close(fd)
+
+    def _read_manifest(self, fd: int) -> None:
+        """The hashes (and sketches) the manifest vouches for, of the files walked with the
+        size it records; none from a bad manifest."""
+        sizes, hashes, sketches = self.sizes, self.hashes, self.sketches
+        content_sizes = self.content_sizes
+
+        def vouched(
+            path: str, size: int, digest: str, sketch: bytes | None, content_size: int | None
+        ) -> None:
+            if sizes.get(path) == size:
+                hashes[path] = bytes.fromhex(digest)
+                if sketch is not None:
+                    sketches[path] = sketch
+                if content_size is not None:
+                    content_sizes[path] = content_size
+
+        try:
+            scan_manifest(fd, vouched)
+        except (IntegrityError, OSError, ValueError):
+            hashes.clear()
+            sketches.clear()
+            content_sizes.clear()
 
     def exact(self, path: str, kind: str) -> Basis | None:
         if path not in self.sizes:
