@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import PurePath
 
-__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields", "json_text"]
+__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields", "json_text", "shared_mode"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,16 @@ class Gateway:
     def __str__(self) -> str:
         user = f"{self.user}@" if self.user else ""
         return f"{user}{self.host}:{self.port}"
+
+
+# Every permission-bits value, made once: a mode kept per file (a listing's, a manifest's)
+# is one of these, not an int object of its own.
+_MODES = tuple(range(0o10000))
+
+
+def shared_mode(mode: int) -> int:
+    """``mode`` (permission bits, 0 to 0o7777) as the one shared int of its value."""
+    return _MODES[mode]
 
 
 @dataclass(frozen=True, slots=True)  # one per listed file: no per-instance dict

@@ -162,3 +162,21 @@ def test_an_early_check_that_fails_leaves_the_whole_file_to_the_commit(tmp_path:
     assert not verify_on_disk(fd, len(data) + 1, hash_bytes(data))
     os.close(fd)
     assert len(os.listdir("/proc/self/fd")) < 64, "the checks' own fds were closed"
+
+
+def test_batches_in_flight_are_bounded(
+    peer: tuple[Path, Committer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # whoever queues more than BATCHES_IN_FLIGHT batches waits for the oldest, whose
+    # results are kept for the settle
+    peer_dir, committer = peer
+    monkeypatch.setattr(committer_module, "BATCH_FILES", 1)
+    monkeypatch.setattr(committer_module, "BATCHES_IN_FLIGHT", 2)
+    for name in "abcdef":
+        committer.add(written(peer_dir, name, name.encode()))
+        assert len(committer._in_flight) <= 2
+    assert not committer.has_room()
+    verified, mismatched = committer.settle()
+    assert sorted(verified) == list("abcdef") and mismatched == []
+    assert committer.has_room()
+    assert committer.settle() == ({}, [])

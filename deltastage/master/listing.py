@@ -18,7 +18,7 @@ from deltastage.errors import (
     ResourceLimitError,
     UnsafePathError,
 )
-from deltastage.models import RemoteEntry
+from deltastage.models import RemoteEntry, shared_mode
 from deltastage.protocol import WireEntry
 from deltastage.protocol.paths import split_relative
 from deltastage.transform.recipe import decode_recipe
@@ -58,7 +58,7 @@ class ListingCheck:
                     wire.kind,
                     wire.size,
                     wire.mtime_ns,
-                    wire.mode,
+                    shared_mode(wire.mode),
                     wire.xxh3_128,
                     wire.sketch,
                     wire.recipe,

@@ -47,7 +47,7 @@ from deltastage.stage.peerdir import (
     sweep_temp_files,
     temp_name,
 )
-from deltastage.stage.plan import Job, order_by_work, select_entries
+from deltastage.stage.plan import Held, Job, Planned, order_by_work, select_entries
 from deltastage.stage.presign import Presigner
 from deltastage.stage.receiver import Receiver
 from deltastage.stage.report import PeerReport, StageObserver
@@ -92,7 +92,7 @@ class Attempt:
         self.report = report
         self.presigner = presigner
         self.results: dict[str, ManifestEntry] = {}
-        self._local: set[str] = set()  # queued as links or copies, not yet verified
+        self._local: list[Held] = []  # files to link or copy, last first, not yet queued
         with ExitStack() as stack:
             self.peer_fd = open_dir(target.peer_dir)
             stack.callback(os.close, self.peer_fd)
@@ -217,7 +217,9 @@ class Attempt:
             self.pipeline.start(guessed)
         return guessed
 
-    def _stage(self, files: list[RemoteEntry], guessed: Transfer | None) -> None:
+    def _plan(self, files: list[RemoteEntry]) -> tuple[list[Held], list[Planned]]:
+        """The files to link or copy and those to fetch (``order_by_work``); the earlier
+        days' trees it read are freed once it is done."""
         target = self.target
         finder = BasisFinder(
             target.config.staging_dir,
@@ -228,10 +230,17 @@ class Attempt:
         )
         local, remote = order_by_work(files, finder)
         previous = finder.previous_day
-        self.report.older_basis_files = sum(
-            any(b.day is not None and previous is not None and b.day < previous for b in bases)
-            for _, bases in (*local, *remote)
-        )
+        if previous is not None:
+            self.report.older_basis_files = sum(
+                basis.day is not None and basis.day < previous for _, basis in local
+            ) + sum(
+                any(b.day is not None and b.day < previous for b in bases) for _, bases in remote
+            )
+        return local, remote
+
+    def _stage(self, files: list[RemoteEntry], guessed: Transfer | None) -> None:
+        target = self.target
+        local, remote = self._plan(files)
         # From here on each listed entry is held by its job or local copy only, and freed
         # once that is staged (``run`` keeps the paths): memory for a peer of many files
         # is what is in flight and what is staged, not the whole listing besides.
@@ -246,12 +255,14 @@ class Attempt:
         for job in _drain(jobs):
             self.pipeline.add(job)
         self.pipeline.send()
-        # the local copies are queued while the first requests are on their way, and
-        # settled by the committer meanwhile
-        for entry, bases in _drain(local):
-            self._stage_local(entry, bases[0])
-        self.committer.submit()
+        # the local copies are queued while the first requests are on their way and
+        # between answers, as the committer has room for them (each one's record is made
+        # only then), and settled by the committer meanwhile
+        local.reverse()
+        self._local = local
+        self._queue_local(wait=False)
         self._receive_all()
+        self._queue_local(wait=True)
         mismatched = self._settle()
         failed = self.receiver.rebuild_failures
         if failed:
@@ -284,9 +295,15 @@ class Attempt:
         self.results.update(verified)
         # a linked or copied file counts as reused once it verified (one that did not is
         # fetched again: a transfer)
-        self.report.reused += len(self._local.intersection(verified))
-        self._local.clear()
+        self.report.reused += self.committer.take_local_verified()
         return mismatched
+
+    def _queue_local(self, *, wait: bool) -> None:
+        """Queue the files to link or copy: all of them (``wait``: as the committer takes
+        them), else as many as it has room for now."""
+        local = self._local
+        while local and (wait or self.committer.has_room()):
+            self._stage_local(*local.pop())
 
     def _receive_all(self) -> None:
         """Patch every answer, in order, while the pipeline sends the next requests. A job
@@ -309,6 +326,7 @@ class Attempt:
             self.committer.add(item)
             if not transfer.job.refetch:  # a refetch was counted when first staged
                 self._file_done(transfer.job.entry)
+            self._queue_local(wait=False)
 
     def _prepare(self, job: Job) -> Transfer | None:
         """The job's request, ready to send; None when a same-day re-run finds the file
@@ -332,7 +350,6 @@ class Attempt:
             self.committer.add(
                 Pending(entry, parts, temp_name(), entry.size, entry.xxh3_128, basis)
             )
-            self._local.add(entry.path)
         except OSError as exc:
             raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
         self._file_done(entry)

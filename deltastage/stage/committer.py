@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from deltastage.stage.peerdir import clear_name
 from deltastage.stage.readback import NOTHING_CHECKED, EarlyCheck
 
 __all__ = [
+    "BATCHES_IN_FLIGHT",
     "BATCH_BYTES",
     "BATCH_FILES",
     "READBACK_WINDOW",
@@ -35,12 +37,16 @@ __all__ = [
 # Written files are synced, re-read and renamed in batches of this many files or bytes.
 BATCH_FILES = 256
 BATCH_BYTES = 64 << 20
+# Batches handed to the committer thread and not yet collected, at most: whoever queues more
+# waits for the oldest, so what waits to be committed (files written, their records) stays
+# bounded however many files a peer has.
+BATCHES_IN_FLIGHT = 4
 # A batch is read back this many files at a time: each is opened once, its re-read asked
 # of the disk with the others', then hashed (a bounded number of fds held at once).
 READBACK_WINDOW = 64
 
 
-@dataclass
+@dataclass(slots=True)  # one per file in flight: no per-instance dict
 class Pending:
     """A temp file written in full (or a local copy to make), awaiting the batch's sync,
     re-read and rename."""
@@ -106,37 +112,56 @@ class Committer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._pending: list[Pending] = []
         self._pending_bytes = 0
-        self._in_flight: list[Future[Committed]] = []
+        self._in_flight: deque[Future[Committed]] = deque()
+        # what the batches collected so far verified as, and what did not verify
+        self._verified: dict[str, ManifestEntry] = {}
+        self._mismatched: list[Pending] = []
+        self._local_verified = 0
 
     def add(self, item: Pending) -> None:
-        """Queue a file; a full batch goes to the committer thread."""
+        """Queue a file; a full batch goes to the committer thread (waiting for the oldest
+        batch when ``BATCHES_IN_FLIGHT`` are there already)."""
         self._pending.append(item)
         self._pending_bytes += item.size
         if len(self._pending) >= BATCH_FILES or self._pending_bytes >= BATCH_BYTES:
             self.submit()
+
+    def has_room(self) -> bool:
+        """Whether a full batch queued now would go to the thread without waiting."""
+        return len(self._in_flight) < BATCHES_IN_FLIGHT
 
     def submit(self) -> None:
         """Hand the files queued so far to the committer thread as one batch."""
         if self._pending:
             batch, self._pending, self._pending_bytes = self._pending, [], 0
             self._in_flight.append(self._thread.submit(self._commit_batch, batch))
+        while len(self._in_flight) > BATCHES_IN_FLIGHT:
+            self._collect(self._in_flight.popleft())
 
     def settle(self) -> Committed:
-        """Commit every queued file and wait for every batch."""
+        """Commit every queued file and wait for every batch: what the batches since the
+        last settle verified as, and what did not verify."""
         self.submit()
-        futures, self._in_flight = self._in_flight, []
-        verified: dict[str, ManifestEntry] = {}
-        mismatched: list[Pending] = []
-        for future in futures:
-            good, bad = future.result()
-            verified.update(good)
-            mismatched += bad
+        while self._in_flight:
+            self._collect(self._in_flight.popleft())
+        verified, self._verified = self._verified, {}
+        mismatched, self._mismatched = self._mismatched, []
         return verified, mismatched
+
+    def take_local_verified(self) -> int:
+        """How many local copies (links and copies) verified since the last call."""
+        count, self._local_verified = self._local_verified, 0
+        return count
+
+    def _collect(self, future: Future[Committed]) -> None:
+        good, bad = future.result()
+        self._verified.update(good)
+        self._mismatched += bad
 
     def close(self) -> None:
         """Let batches in flight finish (their errors are already someone else's news), stop
         the thread, and remove the temp files of what was never committed."""
-        futures, self._in_flight = self._in_flight, []
+        futures, self._in_flight = self._in_flight, deque()
         for future in futures:
             with contextlib.suppress(Exception):
                 future.result()
@@ -195,6 +220,8 @@ class Committer:
         verified[item.entry.path] = staged_entry(
             self._ownership, item.entry, item.size, item.digest
         )
+        if item.copy_from is not None:
+            self._local_verified += 1
 
     def _make_local(self, batch: list[Pending]) -> None:
         """Make the batch's local copies: links, else copies into their temp files.

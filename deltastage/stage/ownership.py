@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deltastage.config import Options
 from deltastage.errors import DeltastageError
+from deltastage.models import shared_mode
 from deltastage.safefs import DIR_FLAGS
 
 __all__ = ["Ownership", "make_dirs"]
@@ -49,7 +50,7 @@ class Ownership:
 
     def staged_mode(self, source_mode: int | None) -> int:
         mode = self.file_mode if self.file_mode is not None else (source_mode or 0o644)
-        return mode & 0o7777 & ~0o6000  # never stage setuid/setgid bits
+        return shared_mode(mode & 0o7777 & ~0o6000)  # never stage setuid/setgid bits
 
     def apply_fd(self, fd: int, *, source_mode: int | None = None, is_dir: bool = False) -> None:
         os.fchmod(fd, self.dir_mode if is_dir else self.staged_mode(source_mode))

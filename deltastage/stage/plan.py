@@ -23,9 +23,18 @@ from deltastage.stage.basis import Basis, BasisFinder
 from deltastage.stage.choose import choose_bases, settled
 from deltastage.transform.recipe import decode_recipe
 
-__all__ = ["Job", "Planned", "content_size", "order_by_work", "plan_bases", "select_entries"]
+__all__ = [
+    "Held",
+    "Job",
+    "Planned",
+    "content_size",
+    "order_by_work",
+    "plan_bases",
+    "select_entries",
+]
 
 Planned = tuple[RemoteEntry, list[Basis]]  # a file and its chosen bases, best first
+Held = tuple[RemoteEntry, Basis]  # a file and the master's copy of its content
 
 
 def select_entries(
@@ -80,22 +89,24 @@ def content_size(entry: RemoteEntry) -> int | None:
 
 def order_by_work(
     files: list[RemoteEntry], finder: BasisFinder
-) -> tuple[list[Planned], list[Planned]]:
+) -> tuple[list[Held], list[Planned]]:
     """Files the master already holds (copied or linked locally), then those to fetch,
     biggest first.
 
     The committer thread settles the local ones while the network carries the rest, and a
     big fetch done early has its sync and re-read overlap the smaller ones after it.
     """
-    local: list[Planned] = []
+    local: list[Held] = []
     remote: list[Planned] = []
     for entry in files:
         bases = plan_bases(entry, finder)
-        held = len(bases) == 1 and (bases[0].known_hash, bases[0].size) == (
+        if len(bases) == 1 and (bases[0].known_hash, bases[0].size) == (
             entry.xxh3_128,
             entry.size,
-        )
-        (local if held else remote).append((entry, bases))
+        ):
+            local.append((entry, bases[0]))
+        else:
+            remote.append((entry, bases))
     remote.sort(key=lambda pair: -pair[0].size)
     return local, remote
 
