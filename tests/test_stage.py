@@ -584,3 +584,44 @@ def test_the_configured_indicators_are_left_out_and_other_names_staged(tmp_path:
     code, report = stage_json(config, "--date", DAY2)
     assert peer_json(report, "p")["status"] == "not-ready"
     assert "no ready.flag in" in peer_json(report, "p")["error"]
+
+
+def test_small_files_received_into_memory_are_written_by_the_committer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small fetched file has no temp file until its batch is committed (its zeros
+    still a hole at its end); one that grew past SMALL_FILE since it was listed goes to
+    its temp file once it outgrows memory; both verify and stage as the source now is."""
+    from deltastage.stage import attempt, generator
+
+    grown = random_bytes(3 * generator.SMALL_FILE, 9)
+    files = {
+        "a.txt": b"small",
+        "tail.bin": b"x" * 100 + bytes(8192),  # a trailing run of zeros: a hole
+        "sub/grows.bin": b"small at first",
+    }
+    collect = make_peer(tmp_path, "p", files)
+    config = load_config(write_config(tmp_path, {"p": {}}))
+    plan = attempt.Attempt._plan
+    created_early: list[str] = []
+
+    def plan_then_grow(self: attempt.Attempt, entries: Any) -> Any:
+        planned = plan(self, entries)
+        (collect / "sub/grows.bin").write_bytes(grown)  # listed small, fetched big
+        return planned
+
+    create = generator.Transfer.create_output
+
+    def spy(transfer: generator.Transfer) -> None:
+        created_early.append(transfer.job.entry.path)
+        create(transfer)
+
+    monkeypatch.setattr(attempt.Attempt, "_plan", plan_then_grow)
+    monkeypatch.setattr(generator.Transfer, "create_output", spy)
+    report = run_stage(config, run_date=date.fromisoformat(DAY1))
+    assert report.peers[0].status == "staged", report.peers[0].error
+    peer_dir = staged(tmp_path, DAY1, "p")
+    assert tree(peer_dir) == {**files, "sub/grows.bin": grown}
+    assert created_early == ["sub/grows.bin"], "only the file that outgrew memory"
+    assert (peer_dir / "tail.bin").stat().st_blocks * 512 < 8192, "its zeros left a hole"
+    assert not [p for p in peer_dir.rglob(".deltastage-tmp-*")], "no temp file left behind"

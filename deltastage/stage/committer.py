@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from deltastage.manifest import ManifestEntry
 from deltastage.models import RemoteEntry
-from deltastage.safefs import DirCache, syncfs
+from deltastage.safefs import FILE_CREATE, DirCache, syncfs
 from deltastage.stage import readback
 from deltastage.stage.basis import Basis
 from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import clear_name
 from deltastage.stage.readback import NOTHING_CHECKED, EarlyCheck
+from deltastage.stage.sparse import write_new
 
 __all__ = [
     "BATCHES_IN_FLIGHT",
@@ -59,6 +60,7 @@ class Pending:
     copy_from: Basis | None = None  # a local copy still to be made (by the committer)
     early: EarlyCheck | None = None  # its leading part, re-read as it was written
     in_place: bool = False  # linked straight to its final name (see ``_make_local``)
+    data: bytes | None = None  # a small file received into memory, its temp file not made
 
     @property
     def on_disk(self) -> str:
@@ -182,6 +184,7 @@ class Committer:
         disk serves many reads together instead of one small file at a time), and only a file
         whose xxh3-128 matches the source's takes its final name.
         """
+        self._write_received(batch)
         self._make_local(batch)
         syncfs(self._peer_fd)
         checked = [NOTHING_CHECKED if i.early is None else i.early.finish() for i in batch]
@@ -222,6 +225,21 @@ class Committer:
         )
         if item.copy_from is not None:
             self._local_verified += 1
+
+    def _write_received(self, batch: list[Pending]) -> None:
+        """Write the small files received into memory to their temp files, one after the
+        other here rather than each by the receiver (the batch's sync makes them durable
+        with the rest)."""
+        for item in batch:
+            data, item.data = item.data, None
+            if data is None:
+                continue
+            fd = os.open(item.tmp, FILE_CREATE, 0o600, dir_fd=self._dirs.parent_of(item.parts))
+            try:
+                write_new(fd, data)
+                self._ownership.give_staged(fd, item.entry.mode, item.entry.mtime_ns)
+            finally:
+                os.close(fd)
 
     def _make_local(self, batch: list[Pending]) -> None:
         """Make the batch's local copies: links, else copies into their temp files.

@@ -27,7 +27,11 @@ from deltastage.stage.plan import Job
 from deltastage.stage.presign import Presigner, file_identity, signed_pieces
 from deltastage.transform.recipe import Recipe, decode_recipe
 
-__all__ = ["RequestGenerator", "Transfer", "adopt"]
+__all__ = ["SMALL_FILE", "RequestGenerator", "Transfer", "adopt"]
+
+# A fetched file listed with at most this many bytes is received into memory (its temp file
+# made by the committer); a bigger one, or one that grows past it, into its temp file.
+SMALL_FILE = 16 << 10
 
 
 class Transfer:
@@ -81,6 +85,10 @@ class Transfer:
         self.basis_fds.append(content_fd)
         return True
 
+    def create_output(self) -> None:
+        """Create the temp file the answer is patched into."""
+        self.out_fd = os.open(self.tmp, FILE_CREATE, 0o600, dir_fd=self.dir_fd)
+
     def discard(self) -> None:
         """Close it and remove its temp file (nothing was kept of it)."""
         had_file = self.out_fd >= 0
@@ -130,7 +138,10 @@ class RequestGenerator:
                     transfer.add_content_basis(self._contents, fd, basis.content_size)
                 else:
                     transfer.basis_fds.append(fd)
-            transfer.out_fd = os.open(transfer.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+            if job.entry.size > SMALL_FILE:
+                # a small file is received into memory, and written by the committer with
+                # the rest of its batch (``receiver``)
+                transfer.create_output()
             if not transfer.basis_fds:
                 # no basis (or none left): the one signature of nothing
                 encoded, block_size, empty_hash = _no_basis(strong_len)

@@ -5,6 +5,7 @@ killed outright), and its directories' ownership."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -45,9 +46,15 @@ _INFLIGHT_MAX = 64 << 20  # bytes of journal read back: far more than a run writ
 _PARTIAL_OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+# a temp name is this process's random part and a count: one random draw per run, not one
+# per file (each is created O_EXCL all the same)
+_TEMP_RUN = secrets.token_hex(6)
+_TEMP_COUNT = itertools.count()
+
+
 def temp_name() -> str:
     """A new temp file's name: never a staged file's, swept if a run crashes."""
-    return f"{TMP_PREFIX}{secrets.token_hex(8)}"
+    return f"{TMP_PREFIX}{_TEMP_RUN}-{next(_TEMP_COUNT)}"
 
 
 def is_fresh(peer_fd: int) -> bool:

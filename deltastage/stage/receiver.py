@@ -25,7 +25,7 @@ from deltastage.errors import (
 )
 from deltastage.stage.committer import Pending
 from deltastage.stage.content import RebuildingWriter
-from deltastage.stage.generator import Transfer
+from deltastage.stage.generator import SMALL_FILE, Transfer
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import Inflight, keep_partial
 from deltastage.stage.readback import EarlyCheck
@@ -71,6 +71,8 @@ class Receiver:
         budget = self._max_bytes - self.bytes_written
         self.last_delta_bytes = 0
         written = flushed = 0
+        # a small file's bytes, until they outgrow SMALL_FILE (see ``generator``)
+        memory: bytearray | None = bytearray() if transfer.out_fd < 0 else None
         early = (
             EarlyCheck(self._checker, transfer.out_fd) if entry.size >= EARLY_CHECK_MIN else None
         )
@@ -83,16 +85,37 @@ class Receiver:
                     f"peer sent more than max_bytes_per_peer={self._max_bytes}"
                 )
 
+        def to_file(more: int) -> bool:
+            """Whether the bytes go to the temp file (created, with those held so far,
+            once ``more`` of them would outgrow memory)."""
+            nonlocal memory
+            if memory is None:
+                return True
+            if written + more <= SMALL_FILE:
+                return False
+            transfer.create_output()
+            write_sparse(transfer.out_fd, bytes(memory), 0)
+            memory = None
+            return True
+
         def zeros(count: int) -> None:
             """A zero run: charged like written bytes (before the patcher hashes it), and
             left a hole; the next write, or the final size, puts the file's end past it."""
             nonlocal written
             charge(count)
+            if not to_file(count):
+                assert memory is not None
+                memory.extend(bytes(count))
             written += count
 
         def write(data: bytes) -> None:
             nonlocal written, flushed
             charge(len(data))
+            if not to_file(len(data)):
+                assert memory is not None
+                memory.extend(data)
+                written += len(data)
+                return
             write_sparse(transfer.out_fd, data, written)
             written += len(data)
             if written - flushed >= WRITEBACK_CHUNK:
@@ -134,9 +157,10 @@ class Receiver:
                     job.next_plan()
                     self.rebuild_failures.append(entry.path)
                     return None
-            os.ftruncate(transfer.out_fd, size)  # a trailing hole is not written
             self.bytes_written += size
-            self._ownership.give_staged(transfer.out_fd, entry.mode, entry.mtime_ns)
+            if memory is None:
+                os.ftruncate(transfer.out_fd, size)  # a trailing hole is not written
+                self._ownership.give_staged(transfer.out_fd, entry.mode, entry.mtime_ns)
         except IntegrityError as exc:
             transfer.discard()
             if not job.next_plan():
@@ -154,7 +178,7 @@ class Receiver:
             log.warning("peer=%s %s changed while read; retrying", self._peer, entry.path)
             return None
         except TransportError:
-            if written:  # what arrived is a basis for the next attempt
+            if written and memory is None:  # what arrived is a basis for the next attempt
                 transfer.close_fds()
                 keep_partial(self._peer_fd, transfer.dir_fd, transfer.tmp, job.parts)
             else:
@@ -170,7 +194,15 @@ class Receiver:
             if early is not None and transfer.out_fd < 0:  # discarded or kept as a partial
                 early.abandon()
         transfer.close_fds()
-        return Pending(entry, job.parts, transfer.tmp, size, digest, early=early)
+        return Pending(
+            entry,
+            job.parts,
+            transfer.tmp,
+            size,
+            digest,
+            early=early,
+            data=None if memory is None else bytes(memory),
+        )
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:

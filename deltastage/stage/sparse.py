@@ -14,7 +14,7 @@ import re
 
 from deltastage.holes import segments
 
-__all__ = ["HOLE_BLOCK", "copy_sparse", "write_sparse"]
+__all__ = ["HOLE_BLOCK", "copy_sparse", "write_new", "write_sparse"]
 
 HOLE_BLOCK = 4096  # the filesystems' block: a run of zeros this long is left unwritten
 _ZEROS = bytes(HOLE_BLOCK)
@@ -37,6 +37,14 @@ def write_sparse(fd: int, data: bytes | memoryview, offset: int) -> None:
         _pwrite_all(fd, view[start : run.start()], offset + start)
         start = run.end()
     _pwrite_all(fd, view[start:], offset + start)
+
+
+def write_new(fd: int, data: bytes) -> None:
+    """Write ``data`` as the whole of a new file, runs of zeros left as holes (a trailing
+    one by setting the size)."""
+    write_sparse(fd, data, 0)
+    if data.endswith(_ZEROS):
+        os.ftruncate(fd, len(data))
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
