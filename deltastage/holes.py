@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from deltastage.hashing import READ_CHUNK
 
-__all__ = ["pread_sparse", "read_sparse", "segments"]
+__all__ = ["DENSE_READ_MAX", "pread_sparse", "read_listed", "read_sparse", "segments"]
+
+# A file smaller than this whose allocated blocks cover its size is read straight, without
+# asking where its holes are (two lseeks a file, for a tree of many small files).
+DENSE_READ_MAX = 1 << 20
 
 
 def segments(fd: int, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
@@ -51,14 +55,31 @@ def read_sparse(fd: int, size: int) -> Iterator[bytes | int]:
     for start, stop, is_data in segments(fd, 0, size):
         if not is_data:
             yield stop - start
-            continue
-        offset = start
-        while offset < stop:
-            chunk = os.pread(fd, min(READ_CHUNK, stop - offset), offset)
-            if not chunk:
-                return
-            yield chunk
-            offset += len(chunk)
+        elif not (yield from _read(fd, start, stop)):
+            return
+
+
+def _read(fd: int, start: int, stop: int) -> Generator[bytes, None, bool]:
+    """The bytes from ``start`` to ``stop``, as read; False if the file ended before."""
+    offset = start
+    while offset < stop:
+        chunk = os.pread(fd, min(READ_CHUNK, stop - offset), offset)
+        if not chunk:
+            return False
+        yield chunk
+        offset += len(chunk)
+    return True
+
+
+def read_listed(fd: int, st: os.stat_result) -> Iterator[bytes | int]:
+    """``read_sparse`` of the first ``st.st_size`` bytes of the file ``st`` is the stat of;
+    a small file with a block allocated for every byte is read without a hole search (should
+    it have a hole all the same, blocks allocated past its end, it reads as its zeros)."""
+    size = st.st_size
+    if size >= DENSE_READ_MAX or st.st_blocks * 512 < size:
+        yield from read_sparse(fd, size)
+    else:
+        yield from _read(fd, 0, size)
 
 
 def pread_sparse(fd: int, n: int, offset: int) -> bytes:

@@ -34,6 +34,7 @@ __all__ = [
     "open_dir",
     "open_file_beneath",
     "open_parent_beneath",
+    "regular_file",
     "remove_tree_beneath",
     "replace_file",
     "syncfs",
@@ -84,9 +85,14 @@ def open_file_beneath(dir_fd: int, parts: Sequence[str]) -> int:
     finally:
         for each in opened:
             os.close(each)
+    return regular_file(fd, parts[-1])
+
+
+def regular_file(fd: int, name: str) -> int:
+    """``fd`` if it is a regular file's; else it is closed and ``UnsafePathError`` raised."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UnsafePathError(f"{parts[-1]!r} is not a regular file")
+        raise UnsafePathError(f"{name!r} is not a regular file")
     return fd
 
 

@@ -23,7 +23,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from deltastage.agent.compressed import TRANSFORM_MIN_SIZE, listed_recipe
 from deltastage.agent.conversation import Refusal
 from deltastage.errors import UnsafePathError
 from deltastage.hashing import Hasher, hash_zeros
-from deltastage.holes import read_sparse
+from deltastage.holes import read_listed
 from deltastage.protocol import ErrorCode, WireEntry
 from deltastage.protocol.paths import MAX_DEPTH, check_name, split_relative
 from deltastage.safefs import (
@@ -41,6 +41,7 @@ from deltastage.safefs import (
     fsync_dir,
     open_at,
     open_file_beneath,
+    regular_file,
 )
 from deltastage.transform.search import SNIFF_SIZE, sniff
 
@@ -83,6 +84,13 @@ def _open_refusal(exc: OSError | UnsafePathError, what: str) -> Refusal:
     return Refusal.io(what, exc)
 
 
+def _parts(path: str) -> tuple[str, ...]:
+    try:
+        return split_relative(path)
+    except UnsafePathError as exc:
+        raise Refusal(ErrorCode.UNSAFE_PATH, str(exc)) from None
+
+
 class RootFS:
     """The roots one agent was started with, and what it may do beneath them: read, and
     write the ``indicators`` it was started with (none: nothing)."""
@@ -109,14 +117,39 @@ class RootFS:
     def open_file(self, root: str, path: str) -> int:
         """Open ``path`` beneath ``root`` with no symlink followed; regular files only."""
         with self._root(root) as root_fd:
-            try:
-                parts = split_relative(path)
-            except UnsafePathError as exc:
-                raise Refusal(ErrorCode.UNSAFE_PATH, str(exc)) from None
+            parts = _parts(path)
             try:
                 return open_file_beneath(root_fd, parts)
             except (OSError, UnsafePathError) as exc:
                 raise _open_refusal(exc, path) from None
+
+    @contextlib.contextmanager
+    def files_beneath(self, root: str) -> Iterator[Callable[[str], int]]:
+        """``open_file`` for the files of one request (a FetchMany's): the root and each
+        directory on the way are opened (``O_NOFOLLOW``, as ``open_file`` opens them) once
+        for the request, not once per file, and closed when it is answered."""
+        with self._root(root) as root_fd:
+            dirs: dict[str, int] = {}  # by the path beneath the root
+
+            def open_one(path: str) -> int:
+                parts = _parts(path)
+                try:
+                    parent, key = root_fd, ""
+                    for name in parts[:-1]:
+                        key = f"{key}/{name}"
+                        fd = dirs.get(key)
+                        if fd is None:
+                            fd = dirs[key] = open_at(parent, name, DIR_FLAGS)
+                        parent = fd
+                    return regular_file(open_at(parent, parts[-1], FILE_READ), parts[-1])
+                except (OSError, UnsafePathError) as exc:
+                    raise _open_refusal(exc, path) from None
+
+            try:
+                yield open_one
+            finally:
+                for fd in dirs.values():
+                    os.close(fd)
 
     # --- listing --------------------------------------------------------------------------
 
@@ -194,7 +227,7 @@ class RootFS:
                 offset = 0
                 # read no further than the size seen first: a file that keeps growing ends;
                 # a hole is hashed (and sketched) as the zeros it reads as, never read
-                for piece in read_sparse(fd, before.st_size):
+                for piece in read_listed(fd, before):
                     if not offset and before.st_size >= SKETCH_MIN_SIZE:
                         # a compressed file is sketched by its content, if at all
                         compressed = not isinstance(piece, int) and sniff(piece[:SNIFF_SIZE])

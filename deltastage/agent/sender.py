@@ -40,7 +40,7 @@ from deltastage.errors import (
     ResourceLimitError,
 )
 from deltastage.hashing import ZEROS
-from deltastage.holes import pread_sparse, read_sparse, segments
+from deltastage.holes import pread_sparse, read_listed, segments
 from deltastage.protocol import (
     REFINE_MIN_BLOCK,
     Cancel,
@@ -102,17 +102,30 @@ class Sender:
     def fetch(self, request: Fetch) -> None:
         signatures = self._signatures(request)
         if signatures is not None:
-            self._send_file(request, signatures)
+            fd = self.rootfs.open_file(request.root, request.path)
+            self._send_file(request, signatures, fd)
 
     def fetch_many(self, request: FetchMany) -> None:
         """Each path against no basis, in turn: a file that cannot be sent gets its own
-        Error answer, and the next one follows."""
+        Error answer, and the next one follows (every one, when the root cannot be
+        opened). Its directories are opened once for the request (``files_beneath``)."""
         nothing = _no_basis()
-        for path in request.paths:
-            try:
-                self._send_file(Fetch(request.root, path, request.level, False), (nothing,))
-            except Refusal as refusal:
-                self.conversation.send(Error(refusal.code, clip_reason(refusal.reason)))
+        answered = 0
+        try:
+            with self.rootfs.files_beneath(request.root) as open_file:
+                for path in request.paths:
+                    try:
+                        fetch = Fetch(request.root, path, request.level, False)
+                        self._send_file(fetch, (nothing,), open_file(path))
+                    except Refusal as refusal:
+                        self._refuse(refusal)
+                    answered += 1
+        except Refusal as refusal:  # the root itself
+            for _ in request.paths[answered:]:
+                self._refuse(refusal)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        self.conversation.send(Error(refusal.code, clip_reason(refusal.reason)))
 
     def _signatures(self, request: Fetch) -> tuple[Signature, ...] | None:
         """The request's signature, one per basis, or None when the master withdrew it
@@ -156,8 +169,8 @@ class Sender:
             )
         return signatures
 
-    def _send_file(self, request: Fetch, signatures: tuple[Signature, ...]) -> None:
-        fd = self.rootfs.open_file(request.root, request.path)
+    def _send_file(self, request: Fetch, signatures: tuple[Signature, ...], fd: int) -> None:
+        """Answer ``request`` from ``fd``, the file open for reading (closed here)."""
         try:
             before = os.fstat(fd)
 
@@ -200,7 +213,7 @@ class Sender:
                     self._send_delta(delta)
                 else:
                     # the size seen first bounds the read: a file that keeps growing ends
-                    offset = self._stream_delta(read_sparse(fd, before.st_size), signatures)
+                    offset = self._stream_delta(read_listed(fd, before), signatures)
             after = os.fstat(fd)
         except OSError as exc:
             raise Refusal.io(request.path, exc) from None
