@@ -142,7 +142,7 @@ def conversation() -> tuple[bytes, bytes]:
         ([IndicatorQuery(ROOT, "cback.collect")], [IndicatorState(True)]),
         ([ProbeRequest(ROOT)], [ProbeReply(1, 2, 0, ("a",))]),
         (
-            [ListRequest(ROOT)],
+            [ListRequest(ROOT, prove=True)],
             [ListBatch(ENTRIES[:2]), ListBatch(ENTRIES[2:]), ListEnd(len(ENTRIES))],
         ),
         (

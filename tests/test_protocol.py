@@ -119,7 +119,7 @@ events = st.one_of(
     ),
     st.just(Bye()),
     st.builds(Error, st.sampled_from(list(ErrorCode)), texts),
-    st.builds(ListRequest, names),
+    st.builds(ListRequest, names, st.booleans()),
     st.builds(ListBatch, st.lists(entries(), max_size=20).map(tuple)),
     st.builds(ListEnd, st.integers(0, 2**64 - 1)),
     st.builds(IndicatorQuery, names, names),

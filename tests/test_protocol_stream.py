@@ -72,7 +72,7 @@ def delta_bytes(events: list[Event]) -> bytes:
 
 def test_the_protocol_needs_the_stream_and_pipeline_capabilities() -> None:
     """pipeline=2: a RefineReply may follow requests sent ahead (since protocol 4)."""
-    assert PROTOCOL_VERSION == 12
+    assert PROTOCOL_VERSION == 13
     assert f"stream=zstd-w{STREAM_WINDOW_LOG}" in CAPABILITIES
     assert "pipeline=2" in CAPABILITIES
 

@@ -209,12 +209,24 @@ def test_a_recipe_that_does_not_rebuild_the_file_is_fetched_again_as_its_bytes(
     ],
 )
 def test_limits_make_a_compressed_file_move_as_its_bytes(
-    tmp_path: Path, options: dict[str, object], why: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, object], why: str
 ) -> None:
+    proven: list[int] = []
+    listed = compressed.listed_recipe
+
+    def counted(
+        fd: int, size: int, prefix: bytes, on_content: Callable[[bytes], None] | None = None
+    ) -> tuple[bytes, int] | None:
+        proven.append(size)
+        return listed(fd, size, prefix, on_content)
+
+    monkeypatch.setattr("deltastage.agent.rootfs.listed_recipe", counted)
     config = write_config(tmp_path, options=options)
     for day in range(2):
         peer = stage_day(tmp_path, config, day, {"lib.tar.gz": targz(members(day))})
         assert peer["transformed"] == {}, why
+    # turned off, the agent is not even asked to prove recipes (a recompression each)
+    assert (proven == []) == (options.get("transform_compressed") is False)
 
 
 def gzip_file(

@@ -109,7 +109,8 @@ def test_stray_prints_do_not_corrupt_the_stream(tmp_path: Path) -> None:
     script = (
         "import sys; from deltastage import agent; from deltastage.agent.rootfs import RootFS; "
         "real = RootFS.listing; "
-        "RootFS.listing = lambda self, root: (print('noise', flush=True), real(self, root))[1]; "
+        "RootFS.listing = lambda self, root, **kw: "
+        "(print('noise', flush=True), real(self, root, **kw))[1]; "
         f"sys.exit(agent.run_stdio([{str(tmp_path)!r}]))"
     )
     session = PeerSession(PipeTransport([PY, "-c", script]))

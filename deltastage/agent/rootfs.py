@@ -153,13 +153,14 @@ class RootFS:
 
     # --- listing --------------------------------------------------------------------------
 
-    def listing(self, root: str) -> Iterator[WireEntry]:
+    def listing(self, root: str, *, prove: bool = False) -> Iterator[WireEntry]:
         """Every file, symlink and special file beneath ``root``, sorted by name bytes
-        within each directory; directories are implied, symlinks never followed."""
+        within each directory; directories are implied, symlinks never followed. With
+        ``prove``, a compressed file's entry has its recipe (``agent.compressed``)."""
         with self._root(root) as root_fd:
-            yield from self._walk(root_fd, "", 0)
+            yield from self._walk(root_fd, "", 0, prove)
 
-    def _walk(self, dir_fd: int, prefix: str, depth: int) -> Iterator[WireEntry]:
+    def _walk(self, dir_fd: int, prefix: str, depth: int, prove: bool) -> Iterator[WireEntry]:
         try:
             with os.scandir(dir_fd) as scan:
                 found = sorted(scan, key=lambda each: os.fsencode(each.name))
@@ -178,7 +179,7 @@ class RootFS:
             except OSError as exc:
                 raise Refusal.io(rel, exc) from None
             if st is None or stat.S_ISREG(st.st_mode):
-                entry = self._hashed_entry(dir_fd, name, rel)
+                entry = self._hashed_entry(dir_fd, name, rel, prove)
                 if entry is not None:
                     yield entry
             elif stat.S_ISDIR(st.st_mode):
@@ -188,7 +189,7 @@ class RootFS:
                 if sub_fd is None:
                     continue
                 try:
-                    yield from self._walk(sub_fd, rel + "/", depth + 1)
+                    yield from self._walk(sub_fd, rel + "/", depth + 1, prove)
                 finally:
                     os.close(sub_fd)
             else:
@@ -210,7 +211,7 @@ class RootFS:
                 raise Refusal(ErrorCode.CHANGED, f"{rel}: changed while listed") from None
             raise Refusal.io(rel, exc) from None
 
-    def _hashed_entry(self, dir_fd: int, name: str, rel: str) -> WireEntry | None:
+    def _hashed_entry(self, dir_fd: int, name: str, rel: str, prove: bool) -> WireEntry | None:
         """A file's entry: its hash and (from the same read) its content sketch; for a
         compressed file, its recipe and its content's sketch (``agent.compressed``)."""
         fd = self._open_listed(dir_fd, name, FILE_READ, rel)
@@ -247,13 +248,15 @@ class RootFS:
                 if offset != before.st_size or not same_content(before, os.fstat(fd)):
                     continue
                 sketch = None if sketcher is None else sketcher.finish().encode()
-                proving = before.st_size >= TRANSFORM_MIN_SIZE and sniff(prefix) is not None
-                content = _sketcher() if proving else None
-                recipe = listed_recipe(
-                    fd, before.st_size, prefix, None if content is None else content.update
+                proving = (
+                    prove and before.st_size >= TRANSFORM_MIN_SIZE and sniff(prefix) is not None
                 )
+                content = _sketcher() if proving else None
+                recipe = None
+                if content is not None:
+                    recipe = listed_recipe(fd, before.st_size, prefix, content.update)
                 if recipe is not None:
-                    assert content is not None
+                    assert content is not None  # for mypy: a recipe was looked for
                     sketch = content.finish().encode() if recipe[1] >= SKETCH_MIN_SIZE else None
                     if not same_content(before, os.fstat(fd)):
                         continue

@@ -158,9 +158,9 @@ class _Server:
         batch: list[WireEntry] = []
         raw = 0
         count = 0
-        for entry in self.rootfs.listing(request.root):
+        for entry in self.rootfs.listing(request.root, prove=request.prove):
             batch.append(entry)
-            raw += len(entry.path) + len(entry.sketch or b"") + 40
+            raw += len(entry.path) + len(entry.sketch or b"") + len(entry.recipe or b"") + 40
             count += 1
             if raw >= BATCH_RAW or len(batch) >= MAX_BATCH_ENTRIES:
                 self.conversation.send(ListBatch(tuple(batch)))

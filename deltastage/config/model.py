@@ -222,7 +222,8 @@ class Options:
         metadata=key(
             Boolean(),
             "a gzip or bzip2 file the peer proves a recipe for moves as the delta of its "
-            "content and is rebuilt bit for bit; `false` = as its compressed bytes",
+            "content and is rebuilt bit for bit; `false` = as its compressed bytes (and the "
+            "peer is not asked to prove recipes)",
         ),
     )
     transform_max_ratio: int = field(

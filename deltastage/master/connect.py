@@ -97,7 +97,11 @@ class _Opening:
         try:
             session = factory(peer, options)
             # the agent lists the collect dir while the master is still starting up
-            session.send_survey(str(peer.collect_dir), options.collect_indicator)
+            session.send_survey(
+                str(peer.collect_dir),
+                options.collect_indicator,
+                prove=options.transform_compressed,
+            )
             session.flush()
         except BaseException as exc:  # raised to whoever takes the session, as its own
             self._error = exc

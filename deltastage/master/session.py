@@ -139,7 +139,7 @@ class PeerSession:
         self._requesting = False  # a fetch request (its signature) is being sent
         self.info: AgentInfo | None = None
         # a survey sent whose answers are not read yet: (root, indicator, with a Hello)
-        self._survey_unread: tuple[str, str, bool] | None = None
+        self._survey_unread: tuple[str, str, bool, bool] | None = None
 
     @property
     def wire_bytes(self) -> int:
@@ -274,32 +274,35 @@ class PeerSession:
         self._send(ListRequest(root))
         return self._listing(root)
 
-    def survey(self, root: str, indicator: str) -> tuple[bool, list[RemoteEntry]]:
-        """Whether ``indicator`` is in ``root``, and the listing of ``root`` if it is.
+    def survey(
+        self, root: str, indicator: str, *, prove: bool = False
+    ) -> tuple[bool, list[RemoteEntry]]:
+        """Whether ``indicator`` is in ``root``, and the listing of ``root`` if it is (with
+        ``prove``, with the recipes of its compressed files).
 
         The handshake (when not done yet), the indicator query and the listing request go
         out together, so they cost one round trip instead of three; an unready root's
         listing is read and dropped.
         """
-        return self.read_survey(root, self.send_survey(root, indicator))
+        return self.read_survey(root, self.send_survey(root, indicator, prove=prove))
 
-    def send_survey(self, root: str, indicator: str) -> bool:
+    def send_survey(self, root: str, indicator: str, *, prove: bool = False) -> bool:
         """The sending half of ``survey``; True when it included the handshake. A fetch may
         be requested before ``read_survey`` (it is answered after the listing). The same
         survey sent again before it is read is sent once (an early session sends it as soon
         as it is open; the stage's attempt then asks for it as usual)."""
         check_name(indicator)
         if self._survey_unread is not None:
-            if self._survey_unread[:2] == (root, indicator):
-                return self._survey_unread[2]
+            if self._survey_unread[:3] == (root, indicator, prove):
+                return self._survey_unread[3]
             raise LocalProtocolError("read the survey sent before sending another")
         self._ready()
         hello = self.info is None
         if hello:
             self._send(self._hello())
         self._send(IndicatorQuery(root, indicator))
-        self._send(ListRequest(root))
-        self._survey_unread = (root, indicator, hello)
+        self._send(ListRequest(root, prove))
+        self._survey_unread = (root, indicator, prove, hello)
         return hello
 
     def read_survey(self, root: str, hello: bool) -> tuple[bool, list[RemoteEntry]]:

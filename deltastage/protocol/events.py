@@ -93,7 +93,8 @@ __all__ = [
 # which the agent no longer reads
 # 12: a listed gzip or bzip2 file may carry the recipe that rebuilds it from its content (its
 # sketch is then its content's), and a Fetch may ask for the delta of a file's content
-PROTOCOL_VERSION = 12
+# 13: a ListRequest says whether the agent is to prove recipes (the master may not use them)
+PROTOCOL_VERSION = 13
 MAGIC = b"DSTG"
 # What this build needs from the other end; both sides refuse a peer lacking any of them.
 CAPABILITIES = frozenset(
@@ -316,15 +317,20 @@ class Error(Event):
 
 @dataclass(frozen=True)
 class ListRequest(Event):
+    """Master → agent: list ``root``; with ``prove``, also prove the recipe of each gzip
+    or bzip2 file (which costs the agent a recompression of each)."""
+
     TYPE: ClassVar[int] = 0x10
     root: str
+    prove: bool = False
 
     def _write(self, writer: Writer) -> None:
         writer.text(self.root, MAX_PATH, "root")
+        writer.u8(int(self.prove), "prove")
 
     @classmethod
     def _read(cls, reader: Reader) -> ListRequest:
-        return cls(reader.text(MAX_PATH, "root"))
+        return cls(reader.text(MAX_PATH, "root"), _read_bool(reader, "prove"))
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,9 @@ class Attempt:
         options, root, peer = self.options, self.target.root, self.target.peer.name
         # one round trip: the handshake, the indicator query and the listing request
         # travel together, and the likeliest changed big file's fetch right behind them
-        hello = self.session.send_survey(root, options.collect_indicator)
+        hello = self.session.send_survey(
+            root, options.collect_indicator, prove=options.transform_compressed
+        )
         guessed = self._guess()
         ready, listing = self.session.read_survey(root, hello)
         if not ready:
