@@ -30,7 +30,7 @@ from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.signature import Signature
 from deltastage.hashing import hash_bytes
 from deltastage.manifest import MANIFEST_NAME, Manifest, ManifestEntry, encode_manifest
-from deltastage.master.connect import bounded_session, open_peer_session
+from deltastage.master.connect import LISTED_INDICATORS, bounded_session, open_peer_session
 from deltastage.master.session import PeerSession
 from deltastage.protocol import (
     CAPABILITIES,
@@ -293,7 +293,7 @@ ATTACKS = [
     ),
     Attack(
         "too-many-files",
-        f"more than {MAX_FILES}",
+        f"more than max_files_per_peer={MAX_FILES}",
         on_list=forged(*((f"f{i}", 1, 0, 0o644) for i in range(MAX_FILES + 1))),
     ),
     Attack(
@@ -305,7 +305,7 @@ ATTACKS = [
     Attack("listing-bomb", "declares|limit", on_list=listing_bomb),
     Attack(
         "endless-listing",
-        f"more than {MAX_FILES} entries",
+        f"more than {MAX_FILES + LISTED_INDICATORS} entries",
         on_list=lambda liar: endless(lambda n: ListBatch((file_entry(f"f{n}", b"x"),))),
     ),
     Attack(
@@ -678,7 +678,7 @@ def test_session_bounds_follow_the_config(tmp_path: Path) -> None:
     config = load_config(liar_and_honest_peer(tmp_path))
     session: Any = open_peer_session(config.peer("liar"), config.options)
     try:
-        assert session._max_entries == MAX_FILES
+        assert session._max_entries == MAX_FILES + LISTED_INDICATORS
         assert session._conn.max_frame == config.options.max_frame_size
     finally:
         session.close()

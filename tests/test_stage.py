@@ -625,3 +625,17 @@ def test_small_files_received_into_memory_are_written_by_the_committer(
     assert created_early == ["sub/grows.bin"], "only the file that outgrew memory"
     assert (peer_dir / "tail.bin").stat().st_blocks * 512 < 8192, "its zeros left a hole"
     assert not [p for p in peer_dir.rglob(".deltastage-tmp-*")], "no temp file left behind"
+
+
+def test_a_peer_of_exactly_max_files_per_peer_files_stages(tmp_path: Path) -> None:
+    """The listing also names the collect and stage indicators (day 2 has both): they do
+    not count as files; one more file fails the peer."""
+    config = write_config(tmp_path, options={"max_files_per_peer": 3})
+    files = {f"f{i}": b"x%d" % i for i in range(3)}
+    make_peer(tmp_path, "p", files)
+    for day in ("2026-11-23", "2026-11-24"):
+        code, report = stage_json(config, "--date", day)
+        assert code == 0, report
+    (tmp_path / "collect/p/f3").write_bytes(b"one more")
+    code, report = stage_json(config, "--date", "2026-11-25")
+    assert code == 1 and "more than" in peer_json(report, "p")["error"]

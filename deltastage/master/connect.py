@@ -13,6 +13,7 @@ from deltastage.master.session import PeerSession
 from deltastage.transports.base import Transport
 
 __all__ = [
+    "LISTED_INDICATORS",
     "EarlySessions",
     "SessionFactory",
     "agent_argv",
@@ -22,13 +23,17 @@ __all__ = [
 ]
 
 SessionFactory = Callable[[PeerConfig, Options], PeerSession]
+# Names in a collect dir that its listing holds besides the files to stage.
+LISTED_INDICATORS = 2
 
 
 def bounded_session(transport: Transport, options: Options) -> PeerSession:
-    """A session held to the configured bounds: frame size and listing length."""
+    """A session held to the configured bounds: frame size and listing length (the files,
+    and the collect and stage indicators the listing names too: a peer of exactly
+    ``max_files_per_peer`` files is listed whole, and its files are counted when selected)."""
     return PeerSession(
         transport,
-        max_entries=options.max_files_per_peer,
+        max_entries=options.max_files_per_peer + LISTED_INDICATORS,
         max_frame=options.max_frame_size,
         indicators=[options.stage_indicator],
     )
