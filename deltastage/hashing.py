@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import xxhash
@@ -17,6 +18,7 @@ __all__ = [
     "hash_file",
     "hash_stream",
     "hash_zeros",
+    "zero_pieces",
 ]
 
 HASH_SIZE = 16
@@ -28,12 +30,18 @@ ZEROS = memoryview(bytes(READ_CHUNK))
 Hasher = xxhash.xxh3_128
 
 
-def hash_zeros(hasher: Hasher | xxhash.xxh3_64, count: int) -> None:
-    """Feed ``count`` zero bytes to ``hasher``."""
+def zero_pieces(count: int) -> Iterator[memoryview]:
+    """``count`` zero bytes as slices of the shared ``ZEROS`` buffer (nothing allocated)."""
     while count > 0:
         step = min(count, len(ZEROS))
-        hasher.update(ZEROS[:step])
+        yield ZEROS[:step]
         count -= step
+
+
+def hash_zeros(hasher: Hasher | xxhash.xxh3_64, count: int) -> None:
+    """Feed ``count`` zero bytes to ``hasher``."""
+    for piece in zero_pieces(count):
+        hasher.update(piece)
 
 
 def hash_bytes(data: bytes) -> bytes:

@@ -29,11 +29,13 @@ from typer.testing import CliRunner
 from deltastage.agent import compressed
 from deltastage.agent.compressed import LIMITS
 from deltastage.cli.main import app
+from deltastage.hashing import hash_bytes
 from deltastage.manifest import INTERNAL_PREFIX, read_manifest
 from deltastage.safefs import open_dir
+from deltastage.stage.content import RebuildingWriter
 from deltastage.transform.recipe import DeflateParams, GzipMember, Recipe, decode_recipe
 from deltastage.transform.recipe import encode_recipe as encode
-from deltastage.transform.search import Verdict, find_recipe
+from deltastage.transform.search import Limits, Verdict, find_recipe
 from tests.helpers.site import make_peer, peer_json, staged, tree, write_config
 from tests.helpers.sshd import SSHServer
 
@@ -309,3 +311,18 @@ def test_a_targz_and_a_tarbz2_over_sshd_day_after_day(
         if day:
             assert report["transformed"] == {"gzip": 1, "bzip2": 1}
             assert report["wire_bytes"] < sum(map(len, source.values())) / 3
+
+
+def test_a_zero_run_in_a_content_delta_is_rebuilt_as_zeros() -> None:
+    """A delta's zero runs (``H`` ops) reach the rebuild as the zeros they stand for."""
+    content = b"head" + bytes(3 << 20) + b"tail"
+    packed = gzip.compress(content, mtime=0)
+    found = find_recipe(lambda at, n: packed[at : at + n], len(packed), Limits(1 << 30, 1 << 20))
+    assert found.recipe is not None
+    written: list[bytes] = []
+    writer = RebuildingWriter(found.recipe, written.append)
+    writer.content(b"head")
+    writer.zeros(3 << 20)
+    writer.content(b"tail")
+    size, digest = writer.finish()
+    assert b"".join(written) == packed and (size, digest) == (len(packed), hash_bytes(packed))

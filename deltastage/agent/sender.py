@@ -39,7 +39,7 @@ from deltastage.errors import (
     RemoteProtocolError,
     ResourceLimitError,
 )
-from deltastage.hashing import ZEROS
+from deltastage.hashing import zero_pieces
 from deltastage.holes import pread_sparse, read_listed, segments
 from deltastage.protocol import (
     REFINE_MIN_BLOCK,
@@ -295,9 +295,4 @@ def _has_hole_run(fd: int, size: int, block_size: int) -> bool:
 
 def _encode_zeros(encoder: DeltaEncoder, count: int) -> bytes:
     """``count`` zero bytes matched like data, from the shared buffer (never read)."""
-    out = bytearray()
-    while count > 0:
-        step = min(count, len(ZEROS))
-        out += encoder.update(ZEROS[:step])
-        count -= step
-    return bytes(out)
+    return b"".join(encoder.update(piece) for piece in zero_pieces(count))

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 
 from deltastage.errors import DeltaFormatError, IntegrityError
-from deltastage.hashing import ZEROS, Hasher
+from deltastage.hashing import Hasher, zero_pieces
 from deltastage.safefs import FILE_CREATE
 from deltastage.stage.peerdir import temp_name
 from deltastage.transform.inflate import inflate
@@ -108,7 +108,7 @@ class RebuildingWriter:
         self._hasher = Hasher()
         self.size = 0
 
-    def content(self, data: bytes) -> None:
+    def content(self, data: bytes | memoryview) -> None:
         try:
             out = self._rebuilder.write(data)
         except DeltaFormatError as exc:
@@ -116,10 +116,8 @@ class RebuildingWriter:
         self._emit(out)
 
     def zeros(self, count: int) -> None:
-        while count > 0:
-            step = min(count, len(ZEROS))
-            self.content(bytes(ZEROS[:step]))
-            count -= step
+        for piece in zero_pieces(count):
+            self.content(piece)
 
     def digest(self) -> bytes:
         """The xxh3-128 of the compressed bytes written so far."""

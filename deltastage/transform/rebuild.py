@@ -79,7 +79,7 @@ class Rebuilder:
         self._writer: MemberWriter | None = None
         self._left = 0
 
-    def write(self, content: bytes) -> bytes:
+    def write(self, content: bytes | memoryview) -> bytes:
         out: list[bytes] = []
         view = memoryview(content)
         pos = 0
