@@ -32,7 +32,7 @@ from deltastage.cli.main import app
 from deltastage.hashing import hash_bytes
 from deltastage.manifest import INTERNAL_PREFIX, read_manifest
 from deltastage.safefs import open_dir
-from deltastage.stage.content import RebuildingWriter
+from deltastage.stage.content import ContentBases, RebuildingWriter
 from deltastage.transform.recipe import DeflateParams, GzipMember, Recipe, decode_recipe
 from deltastage.transform.recipe import encode_recipe as encode
 from deltastage.transform.search import Limits, Verdict, find_recipe
@@ -326,3 +326,32 @@ def test_a_zero_run_in_a_content_delta_is_rebuilt_as_zeros() -> None:
     writer.content(b"tail")
     size, digest = writer.finish()
     assert b"".join(written) == packed and (size, digest) == (len(packed), hash_bytes(packed))
+
+
+def test_a_decompressed_basis_reads_as_its_content_to_its_last_zero(tmp_path: Path) -> None:
+    """Inflated with its runs of zeros left as holes, a trailing one included; a basis not
+    the size its manifest says is left out, its reservation given back."""
+    content = b"head" + bytes(3 << 20)
+    (tmp_path / "basis.gz").write_bytes(gzip.compress(content, mtime=0))
+    peer_fd = open_dir(tmp_path)
+    contents = ContentBases(peer_fd, budget=len(content))
+    try:
+        for declared in (len(content) - 1, len(content)):
+            fd = os.open(tmp_path / "basis.gz", os.O_RDONLY)
+            try:
+                out = contents.open(fd, declared)
+            finally:
+                os.close(fd)
+            if declared != len(content):
+                assert out is None
+                continue
+            assert out is not None
+            try:
+                assert os.fstat(out).st_size == len(content)
+                assert os.pread(out, len(content) + 1, 0) == content
+            finally:
+                os.close(out)
+            contents.release(declared)
+    finally:
+        os.close(peer_fd)
+    assert os.listdir(tmp_path) == ["basis.gz"], "nothing named is left"

@@ -2,10 +2,11 @@
 content, and the new file rebuilt from its patched content.
 
 A basis staged through its content (its manifest gives its decompressed size) is inflated
-into an unnamed temp file in the peer's staging dir (``O_TMPFILE``, or a temp name unlinked
-at once: nothing is left to sweep, whatever stops the run), and signed and patched from like
-any basis. The bytes held so at once are bounded per peer (``transform_temp_bytes``): a basis
-that does not fit, or whose content is not the size its manifest says, is left out.
+(runs of zeros left as holes, ``stage.sparse``) into an unnamed temp file in the peer's
+staging dir (``O_TMPFILE``, or a temp name unlinked at once: nothing is left to sweep,
+whatever stops the run), and signed and patched from like any basis. The bytes held so at
+once are bounded per peer (``transform_temp_bytes``): a basis that does not fit, or whose
+content is not the size its manifest says, is left out.
 
 ``RebuildingWriter`` stands between the patcher and the temp file: the content it is given
 is recompressed with the listed recipe as it arrives, and only the compressed bytes are
@@ -25,6 +26,7 @@ from deltastage.errors import DeltaFormatError, IntegrityError
 from deltastage.hashing import Hasher, zero_pieces
 from deltastage.safefs import FILE_CREATE
 from deltastage.stage.peerdir import temp_name
+from deltastage.stage.sparse import write_sparse
 from deltastage.transform.inflate import inflate
 from deltastage.transform.rebuild import Rebuilder
 from deltastage.transform.recipe import Recipe
@@ -61,13 +63,11 @@ class ContentBases:
             written = 0
             size = os.fstat(fd).st_size
             for piece in inflate(lambda at, n: os.pread(fd, n, at), size, kind, content_size):
-                with memoryview(piece) as view:
-                    while view:
-                        done = os.pwrite(out, view, written)
-                        written += done
-                        view = view[done:]
+                write_sparse(out, piece, written)
+                written += len(piece)
             if written != content_size:
                 raise DeltaFormatError(f"content of {written} bytes, not {content_size}")
+            os.ftruncate(out, written)  # a trailing run of zeros was left a hole
         except (DeltaFormatError, OSError):
             if out >= 0:
                 os.close(out)
