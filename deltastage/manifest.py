@@ -128,30 +128,33 @@ def _field(obj: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _sketch(raw: dict[str, Any], path: str) -> bytes | None:
-    """A file entry's sketch: absent (older manifests, small files) or 1..254 bytes in hex."""
-    text = raw.get("sketch")
+def _hex(raw: dict[str, Any], key: str, path: str) -> bytes | None:
+    """A file entry's optional field of bytes written in hex."""
+    text = raw.get(key)
     if text is None:
         return None
     try:
-        sketch = bytes.fromhex(text)
+        return bytes.fromhex(text)
     except (ValueError, TypeError) as exc:
-        raise IntegrityError(f"manifest: bad sketch for {path!r}") from exc
-    if not 0 < len(sketch) <= MAX_SKETCH_BYTES:
+        raise IntegrityError(f"manifest: bad {key} for {path!r}") from exc
+
+
+def _sketch(raw: dict[str, Any], path: str) -> bytes | None:
+    """A file entry's sketch: absent (older manifests, small files) or 1..254 bytes in hex."""
+    sketch = _hex(raw, "sketch", path)
+    if sketch is not None and not 0 < len(sketch) <= MAX_SKETCH_BYTES:
         raise IntegrityError(f"manifest: sketch of {len(sketch)} bytes for {path!r}")
     return sketch
 
 
 def _recipe(raw: dict[str, Any], path: str) -> bytes | None:
     """A file entry's recipe: absent (a file staged as its bytes) or a valid one in hex."""
-    text = raw.get("recipe")
-    if text is None:
-        return None
-    try:
-        recipe = bytes.fromhex(text)
-        decode_recipe(recipe)
-    except (ValueError, TypeError, DeltaFormatError) as exc:
-        raise IntegrityError(f"manifest: bad recipe for {path!r}") from exc
+    recipe = _hex(raw, "recipe", path)
+    if recipe is not None:
+        try:
+            decode_recipe(recipe)
+        except DeltaFormatError as exc:
+            raise IntegrityError(f"manifest: bad recipe for {path!r}") from exc
     return recipe
 
 
