@@ -31,7 +31,7 @@ from deltastage.agent.compressed import content_pieces
 from deltastage.agent.conversation import Conversation, MasterGone, Refusal, clip_reason
 from deltastage.agent.rootfs import RootFS, same_content
 from deltastage.delta.codec import DeltaEncoder
-from deltastage.delta.refine import refined_delta
+from deltastage.delta.refine import ReadAt, refined_delta
 from deltastage.delta.signature import Signature, SignatureBuilder, SignatureDecoder
 from deltastage.errors import (
     DeltaFormatError,
@@ -180,40 +180,29 @@ class Sender:
             # literals go raw into the connection's zstd stream, which also sees every
             # earlier file of the session (see protocol.stream)
             self.conversation.connection.compress_deltas(request.level)
-            refined = None
             (signature, *others) = signatures
             refinable = request.refine and not others and signature.block_size >= REFINE_MIN_BLOCK
+            refined = None
+            pieces: Iterable[bytes | int]
             if request.content:
-                content = _held_content(fd, before.st_size, request.path) if refinable else None
-                if content is not None:
-                    refined = refined_delta(
-                        signature,
-                        len(content),
-                        lambda offset, n: content[offset : offset + n],
-                        self._fine_hashes,
-                        max_blocks=MAX_SIGNATURE_BLOCKS,
-                    )
-                if refined is not None:
-                    self._send_delta(refined[0])
-                else:
-                    pieces = content_pieces(fd, before.st_size, request.path)
-                    self._stream_delta([content] if content is not None else pieces, signatures)
-                offset = before.st_size  # every member was read to its end
+                held = _held_content(fd, before.st_size, request.path) if refinable else None
+                if held is not None:
+                    refined = self._refined(signature, len(held), lambda at, n: held[at : at + n])
+                pieces = (
+                    [held] if held is not None else content_pieces(fd, before.st_size, request.path)
+                )
             else:
                 if refinable and not _has_hole_run(fd, before.st_size, signature.block_size):
-                    refined = refined_delta(
-                        signature,
-                        before.st_size,
-                        read_at,
-                        self._fine_hashes,
-                        max_blocks=MAX_SIGNATURE_BLOCKS,
-                    )
-                if refined is not None:
-                    delta, offset = refined
-                    self._send_delta(delta)
-                else:
-                    # the size seen first bounds the read: a file that keeps growing ends
-                    offset = self._stream_delta(read_listed(fd, before), signatures)
+                    refined = self._refined(signature, before.st_size, read_at)
+                # the size seen first bounds the read: a file that keeps growing ends
+                pieces = read_listed(fd, before)
+            if refined is not None:
+                delta, offset = refined
+                self._send_delta(delta)
+            else:
+                offset = self._stream_delta(pieces, signatures)
+            if request.content:
+                offset = before.st_size  # every member was read to its end
             after = os.fstat(fd)
         except OSError as exc:
             raise Refusal.io(request.path, exc) from None
@@ -225,6 +214,15 @@ class Sender:
                 f"{request.path}: changed while read (size {before.st_size} -> {after.st_size})",
             )
         self.conversation.send(DeltaEnd())
+
+    def _refined(
+        self, signature: Signature, size: int, read_at: ReadAt
+    ) -> tuple[bytes, int] | None:
+        """``refined_delta`` of ``size`` bytes read through ``read_at``, asking the master
+        for the fine hashes."""
+        return refined_delta(
+            signature, size, read_at, self._fine_hashes, max_blocks=MAX_SIGNATURE_BLOCKS
+        )
 
     def _fine_hashes(
         self, block_size: int, strong_len: int, ranges: tuple[tuple[int, int], ...]
