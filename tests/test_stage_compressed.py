@@ -38,6 +38,7 @@ from deltastage.transform.recipe import encode_recipe as encode
 from deltastage.transform.search import Limits, Verdict, find_recipe
 from tests.helpers.site import make_peer, peer_json, staged, tree, write_config
 from tests.helpers.sshd import SSHServer
+from tests.helpers.transports import serve_local_peers_in_this_process
 
 MONDAY = date(2026, 11, 16)
 WORDS = [f"w{n}x{n * 7 % 13}".encode() for n in range(3000)]
@@ -192,6 +193,7 @@ def test_a_recipe_that_does_not_rebuild_the_file_is_fetched_again_as_its_bytes(
         wrong = GzipMember(first.header, DeflateParams(1), first.size)
         return encode(Recipe(recipe.kind, (wrong, *recipe.members[1:]))), found[1]
 
+    serve_local_peers_in_this_process(monkeypatch)
     monkeypatch.setattr("deltastage.agent.rootfs.listed_recipe", wrong_level)
     peer = stage_day(
         tmp_path, config, 1, {"a.tar.gz": targz(members(1)), "b.tar.gz": targz(members(2))}
@@ -222,6 +224,7 @@ def test_limits_make_a_compressed_file_move_as_its_bytes(
         proven.append(size)
         return listed(fd, size, prefix, on_content)
 
+    serve_local_peers_in_this_process(monkeypatch)
     monkeypatch.setattr("deltastage.agent.rootfs.listed_recipe", counted)
     config = write_config(tmp_path, options=options)
     for day in range(2):

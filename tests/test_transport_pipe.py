@@ -119,11 +119,12 @@ def test_stray_prints_do_not_corrupt_the_stream(tmp_path: Path) -> None:
     session.close()
 
 
-def test_local_transport_shuts_its_agent_thread_down(tmp_path: Path) -> None:
+def test_local_transport_runs_the_agent_as_a_child_and_reaps_it(tmp_path: Path) -> None:
     transport = LocalTransport([str(tmp_path)])
     session = PeerSession(transport)
-    session.handshake()
+    assert session.handshake().roots == (str(tmp_path),)
+    assert transport._proc.poll() is None
     session.close()
-    assert not transport._thread.is_alive()
+    assert transport._proc.poll() == 0
     with pytest.raises(ConnectionClosed):
         transport.recv(1)

@@ -14,18 +14,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from deltastage.agent import serve
 from deltastage.delta.codec import DeltaEncoder
-from deltastage.errors import ConnectionClosed
+from deltastage.errors import ConnectionClosed, TransportTimeout
 from deltastage.master.session import PeerSession
 from deltastage.protocol import DEFAULT_INDICATOR, NEED_DATA, Connection, Event, Role
 from deltastage.transports.base import Transport
-from deltastage.transports.local import InProcessTransport
 
 __all__ = [
     "AgentInThread",
@@ -145,8 +147,68 @@ class Replay(Transport):
         self.data = b""
 
 
-class AgentInThread(InProcessTransport):
-    """An in-process agent whose thread a test can watch."""
+class AgentInThread(Transport):
+    """The master's end of a ``socketpair`` whose other end ``serve_end`` answers in a
+    thread of this process, which a test can watch (and whose agent it can replace)."""
+
+    label = "in-process agent"
+    join_timeout = 10.0
+
+    def __init__(self, *, idle_timeout: float | None = 300) -> None:
+        super().__init__()
+        self._sock, agent_sock = socket.socketpair()
+        self._sock.settimeout(idle_timeout)
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, args=(agent_sock,), name="deltastage-agent", daemon=True
+        )
+        self._thread.start()
+
+    @abstractmethod
+    def serve_end(self, sock: socket.socket) -> None:
+        """Answer the master on ``sock`` until it hangs up."""
+
+    def _run(self, sock: socket.socket) -> None:
+        try:
+            self.serve_end(sock)
+        finally:
+            # the master sees end of stream as soon as the agent is done
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def send(self, data: bytes) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"{self.label}: transport closed")
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            raise TransportTimeout(f"{self.label}: not reading (idle timeout)") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"{self.label}: {exc.strerror or exc}") from None
+        self.bytes_sent += len(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        if self._closed:
+            raise ConnectionClosed(f"{self.label}: transport closed")
+        try:
+            data = self._sock.recv(max_bytes)
+        except TimeoutError:
+            raise TransportTimeout(f"{self.label}: no answer (idle timeout)") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"{self.label}: {exc.strerror or exc}") from None
+        self.bytes_received += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # shutdown wakes an agent blocked in recv or sendall, so the thread ends promptly
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(self.join_timeout)
 
     @property
     def agent_alive(self) -> bool:
@@ -223,3 +285,9 @@ class SessionProxy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def serve_local_peers_in_this_process(monkeypatch: Any) -> None:
+    """Make local peers' agents threads of the test's process (``AgentThread``), so what
+    the test patches on the agent's side is what the agent runs."""
+    monkeypatch.setattr("deltastage.transports.local.LocalTransport", AgentThread)
