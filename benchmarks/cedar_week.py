@@ -906,7 +906,7 @@ def report(
     else:
         where = (
             "local: bytes from deltastage's wire_bytes and rsync's --stats; the peers' CPU is "
-            "in the master's (deltastage's agent runs in its process, rsync's sender is its child)"
+            "in the master's (deltastage's agent and rsync's sender are its children)"
         )
     print(f"\nlink {where}")
     print("collect = the collect files' bytes (what Cedar's stage copies with scp)")

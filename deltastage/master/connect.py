@@ -1,5 +1,5 @@
-"""Opening a session with a peer's agent (in-process for a local peer, over SSH otherwise),
-and opening the first peers' sessions early."""
+"""Opening a session with a peer's agent (a child process for a local peer, over SSH
+otherwise), and opening the first peers' sessions early."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def agent_argv(peer: PeerConfig, options: Options) -> list[str]:
 
 
 def open_peer_session(peer: PeerConfig, options: Options) -> PeerSession:
-    """Start the peer's agent: in-process for a local peer, over SSH for a remote one."""
+    """Start the peer's agent: a child process for a local peer, over SSH for a remote one."""
     if peer.type == "local":
         from deltastage.transports.local import LocalTransport
 
