@@ -115,7 +115,11 @@ def open_child_dir(parent_fd: int, name: str, *, create: bool, mode: int = 0o755
             raise
         os.mkdir(name, mode, dir_fd=parent_fd)
     except OSError as exc:
-        if exc.errno not in (errno.ENOTDIR, errno.ELOOP) or not create:
+        # only these say something else is there; any other failure (EMFILE, EACCES, EIO)
+        # is raised as what it is
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        if not create:
             raise UnsafePathError(f"{name!r} is not a directory") from exc
         os.unlink(name, dir_fd=parent_fd)
         os.mkdir(name, mode, dir_fd=parent_fd)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import resource
 import socket
 import stat
 import threading
@@ -276,6 +279,38 @@ def test_the_dir_cache_opens_each_directory_once_and_never_through_a_link(
         assert cache.fds == {}
     finally:
         cache.close()
+
+
+@pytest.fixture
+def no_fd_left() -> Iterator[list[int]]:
+    """The process out of fds (a soft limit just above the fds open, the rest filled in);
+    the fillers are closed and the limit restored afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 2, hard)
+    )
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        yield fillers
+    finally:
+        for each in fillers:
+            os.close(each)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_too_many_open_files_is_reported_as_such_not_as_a_non_directory(
+    tree: tuple[Path, Path, int], no_fd_left: list[int], create: bool
+) -> None:
+    _, _, fd = tree
+    with pytest.raises(OSError) as raised:
+        open_child_dir(fd, "a", create=create)
+    assert raised.value.errno == errno.EMFILE
+    assert not isinstance(raised.value, UnsafePathError)
+    assert "Too many open files" in str(raised.value)
 
 
 # --- removing and walking -----------------------------------------------------------------
