@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import stat
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from deltastage.errors import UnsafePathError
@@ -26,6 +29,7 @@ __all__ = [
     "DIR_FLAGS",
     "FILE_CREATE",
     "FILE_READ",
+    "MAX_OPEN_DIRS",
     "DirCache",
     "check_relative_path",
     "fsync_dir",
@@ -142,40 +146,129 @@ def open_parent_beneath(
         os.close(fd)
 
 
-class DirCache:
-    """Open directory fds beneath one root, by relative parts, each opened once.
+# Directory fds one ``DirCache`` keeps open at most (besides those leased at the moment: a
+# few paths' depth), however many directories the tree has. An attempt holds two caches (its
+# peer dir's, its bases'), beside up to 64 files read back at once (``READBACK_WINDOW``) and
+# the bases of 64 fetches in flight (``AHEAD_REQUESTS``), and an agent answering a FetchMany
+# one: with several peers at once (``jobs``) all of it must stay well within the usual soft
+# limit of 1024 open files. A directory evicted and needed again costs one openat, little
+# next to staging a file.
+MAX_OPEN_DIRS = 32
 
-    Staging thousands of files walks the same few directories over and over; caching the
+
+@dataclass(slots=True, eq=False)
+class _OpenDir:
+    fd: int
+    leases: int = 0  # holders using the fd now: it is not closed until they are done
+    forgotten: bool = False  # out of the cache (its directory removed): closed when unleased
+
+
+class DirCache:
+    """Open directory fds by relative parts, at most ``max_open`` of them, shared by threads.
+
+    Staging thousands of files walks the same few directories over and over; caching their
     fds keeps every lookup link-safe (each was opened with O_NOFOLLOW from its parent) and
-    saves several syscalls per file. The cache does not own ``root_fd``.
+    saves several syscalls per file. A tree may hold more directories than a process may
+    open files, so the least recently used ones are closed; a caller uses an fd only within
+    its lease (``lease``, ``parent``), and a leased fd is never closed (another thread's
+    eviction cannot make it stale, nor let the kernel reuse its number meanwhile). A
+    directory evicted is opened again the same way, from its parent, which is leased while
+    it is used.
+
+    Beneath ``root_fd`` (not owned by the cache); with ``None``, a key's first part is a
+    trusted directory's path (an earlier day's peer dir, opened as ``open_dir`` opens it)
+    and the rest is beneath it. With ``create``, a missing directory is made with ``mode``
+    and whatever is in its way replaced (``open_child_dir``); without, it is opened as
+    ``open_file_beneath`` opens one (a symlink refused, a non-directory NotADirectoryError).
     """
 
-    def __init__(self, root_fd: int, *, create: bool, mode: int = 0o755) -> None:
+    def __init__(
+        self,
+        root_fd: int | None,
+        *,
+        create: bool,
+        mode: int = 0o755,
+        max_open: int = MAX_OPEN_DIRS,
+    ) -> None:
         self.root_fd = root_fd
         self.create = create
         self.mode = mode
-        self.fds: dict[tuple[str, ...], int] = {}
-        self.lock = threading.RLock()  # the stage's committer thread shares the cache
+        self.max_open = max_open
+        self.open_count = 0  # the fds the cache has open now, leased or not
+        self._dirs: OrderedDict[tuple[str, ...], _OpenDir] = OrderedDict()  # oldest use first
+        self._lock = threading.RLock()  # the receiver, committer and fetches share it
 
-    def get(self, dir_parts: tuple[str, ...]) -> int:
-        if not dir_parts:
-            return self.root_fd
-        with self.lock:
-            fd = self.fds.get(dir_parts)
-            if fd is None:
-                parent = self.get(dir_parts[:-1])
-                fd = open_child_dir(parent, dir_parts[-1], create=self.create, mode=self.mode)
-                self.fds[dir_parts] = fd
-            return fd
+    @contextmanager
+    def lease(self, dir_parts: Sequence[str]) -> Iterator[int]:
+        """The fd of the directory ``dir_parts``, open until the block ends."""
+        key = tuple(dir_parts)
+        if not key:
+            if self.root_fd is None:
+                raise ValueError("a DirCache without a root has no directory ()")
+            yield self.root_fd
+            return
+        entry = self._acquire(key)
+        try:
+            yield entry.fd
+        finally:
+            self._release(entry)
 
-    def parent_of(self, parts: list[str]) -> int:
-        return self.get(tuple(parts[:-1]))
+    def parent(self, parts: Sequence[str]) -> AbstractContextManager[int]:
+        """The lease of the directory holding ``parts[-1]``."""
+        return self.lease(parts[:-1])
 
-    def forget(self, prefix: tuple[str, ...]) -> None:
-        """Close cached fds at or beneath ``prefix`` (that directory was removed)."""
-        with self.lock:
-            for key in [k for k in self.fds if k[: len(prefix)] == prefix]:
-                os.close(self.fds.pop(key))
+    def _acquire(self, key: tuple[str, ...]) -> _OpenDir:
+        with self._lock:
+            entry = self._dirs.get(key)
+            if entry is None:
+                entry = self._dirs[key] = _OpenDir(self._open(key))
+                self.open_count += 1
+            else:
+                self._dirs.move_to_end(key)
+            entry.leases += 1
+            return entry
+
+    def _open(self, key: tuple[str, ...]) -> int:
+        """Open the directory ``key``, room made for it first (its parent leased meanwhile,
+        so that it stays open and is the one the child is opened from)."""
+        if self.root_fd is None and len(key) == 1:
+            self._make_room()
+            return open_dir(key[0])
+        with self.lease(key[:-1]) as parent_fd:
+            self._make_room()
+            if self.create:
+                return open_child_dir(parent_fd, key[-1], create=True, mode=self.mode)
+            return open_at(parent_fd, key[-1], DIR_FLAGS)
+
+    def _make_room(self) -> None:
+        """Close the least recently used unleased fds until one more fits the bound."""
+        excess = self.open_count + 1 - self.max_open
+        if excess <= 0:
+            return
+        idle = (key for key, entry in self._dirs.items() if not entry.leases)
+        for key in list(itertools.islice(idle, excess)):
+            self._close(self._dirs.pop(key))
+
+    def _release(self, entry: _OpenDir) -> None:
+        with self._lock:
+            entry.leases -= 1
+            if entry.forgotten and not entry.leases:
+                self._close(entry)
+
+    def _close(self, entry: _OpenDir) -> None:
+        os.close(entry.fd)
+        self.open_count -= 1
+
+    def forget(self, prefix: Sequence[str]) -> None:
+        """Drop the directories at or beneath ``prefix`` (that directory was removed): each
+        is closed now, or when its last lease ends."""
+        prefix = tuple(prefix)
+        with self._lock:
+            for key in [k for k in self._dirs if k[: len(prefix)] == prefix]:
+                entry = self._dirs.pop(key)
+                entry.forgotten = True
+                if not entry.leases:
+                    self._close(entry)
 
     def close(self) -> None:
         self.forget(())

@@ -19,7 +19,8 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltastage.agent.rootfs import SKETCH_MIN_SIZE
+from deltastage.agent.conversation import Refusal
+from deltastage.agent.rootfs import SKETCH_MIN_SIZE, RootFS
 from deltastage.delta.codec import DeltaEncoder
 from deltastage.delta.patch import Patcher
 from deltastage.delta.signature import SignatureBuilder
@@ -49,6 +50,7 @@ from deltastage.protocol import (
     SigEnd,
 )
 from deltastage.protocol.frames import encode_frame
+from deltastage.safefs import MAX_OPEN_DIRS
 from tests.helpers.hostile_master import RawMaster
 
 
@@ -136,6 +138,31 @@ def test_symlinks_and_non_files_are_never_served(
     delta, end = raw.fetch(str(tree[0]), path, sig)
     assert isinstance(end, Error) and end.code is code, end
     assert b"top secret" not in delta
+
+
+def test_a_requests_directories_stay_open_within_a_bound(tmp_path: Path) -> None:
+    count = 3 * MAX_OPEN_DIRS
+    for i in range(count):
+        (tmp_path / f"d{i % 9}" / f"e{i}").mkdir(parents=True)
+        (tmp_path / f"d{i % 9}" / f"e{i}" / "f").write_bytes(b"%d" % i)
+    (tmp_path / "link").symlink_to(tmp_path / "d0")
+    rootfs = RootFS([str(tmp_path)])
+    before = len(os.listdir("/proc/self/fd"))
+    with rootfs.files_beneath(str(tmp_path)) as open_file:
+        for i in range(count):
+            fd = open_file(f"d{i % 9}/e{i}/f")
+            assert os.read(fd, 10) == b"%d" % i
+            os.close(fd)
+            assert len(os.listdir("/proc/self/fd")) - before <= MAX_OPEN_DIRS + 1  # the root
+        # refused as ``open_file`` refuses them: a link not followed, a file as no directory
+        for path, code in (
+            ("link/e0/f", ErrorCode.UNSAFE_PATH),
+            ("d0/e0/f/x", ErrorCode.NOT_FOUND),
+        ):
+            with pytest.raises(Refusal) as refused:
+                open_file(path)
+            assert refused.value.code is code
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_a_symlinked_directory_deeper_in_the_path_is_refused(

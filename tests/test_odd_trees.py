@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -14,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,18 @@ from deltastage.cli.main import app
 from deltastage.config import load_config
 from deltastage.manifest import MANIFEST_NAME
 from deltastage.master.connect import open_peer_session
+from deltastage.safefs import MAX_OPEN_DIRS, DirCache
 from deltastage.stage.run import run_stage
 from deltastage.stage.sparse import copy_sparse, write_sparse
-from tests.helpers.site import make_peer, peer_json, sparse_file, staged, write_config
+from tests.helpers.site import (
+    make_peer,
+    peer_json,
+    source_tree,
+    sparse_file,
+    staged,
+    tree,
+    write_config,
+)
 from tests.helpers.site import stage_json as stage
 from tests.helpers.sshd import SSHServer
 from tests.test_stage import VanishingSession
@@ -234,6 +245,56 @@ def test_sparse_files_are_staged_sparse(tmp_path: Path) -> None:
         assert st.st_nlink == 1  # other.img: copied, not linked (link_unchanged = false)
         assert st.st_blocks * 512 < 1 << 20, (name, st.st_blocks * 512)
     assert runner.invoke(app, ["verify", "--config", str(config), "--date", DAY2]).exit_code == 0
+
+
+@pytest.fixture
+def few_open_files() -> Iterator[int]:
+    """A soft limit of 256 open files for the test (the hard one kept), restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 256 if hard == resource.RLIM_INFINITY else min(256, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_tree_of_more_directories_than_open_files_is_staged(
+    tmp_path: Path, few_open_files: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 600
+    assert count > few_open_files > MAX_OPEN_DIRS
+    files = {f"d{i // 50}/e{i}/f": str(i).encode() * 40 for i in range(count)}
+    collect = make_peer(tmp_path, "p", files)
+    config = write_config(tmp_path, options={"retries": 0})
+    most = 0  # fds any one dir cache held open at once
+    lease = DirCache.lease
+
+    @contextlib.contextmanager
+    def counted(self: DirCache, dir_parts: Sequence[str]) -> Iterator[int]:
+        nonlocal most
+        with lease(self, dir_parts) as fd:
+            most = max(most, self.open_count)
+            yield fd
+
+    monkeypatch.setattr(DirCache, "lease", counted)
+
+    def staged_exactly(day: str) -> dict[str, Any]:
+        code, report = stage(config, "--date", day)
+        assert code == 0 and peer_json(report, "p")["status"] == "staged", report
+        assert tree(staged(tmp_path, day, "p")) == source_tree(collect)
+        verified = runner.invoke(app, ["verify", "--config", str(config), "--date", day])
+        assert verified.exit_code == 0, verified.output
+        return peer_json(report, "p")
+
+    staged_exactly(DAY1)  # each file fetched into its directory
+    # the next day: the unchanged files linked from the first (as many directories of
+    # bases), the changed ones patched from their copies of the first
+    for i in range(0, count, 7):
+        (collect / f"d{i // 50}/e{i}/f").write_bytes(b"changed " * 30)
+    staged_exactly(DAY2)
+    assert staged_exactly(DAY2)["reused"] == count  # a re-run: every file found staged
+    assert 0 < most <= MAX_OPEN_DIRS
 
 
 def test_write_sparse_and_copy_sparse_keep_every_byte(tmp_path: Path) -> None:

@@ -270,15 +270,145 @@ def test_the_dir_cache_opens_each_directory_once_and_never_through_a_link(
     _, _, fd = tree
     cache = DirCache(fd, create=False)
     try:
-        nested = cache.get(("a", "b"))
-        assert cache.get(("a", "b")) == nested == cache.parent_of(["a", "b", "f"])
-        assert cache.get(()) == fd
-        with pytest.raises(UnsafePathError):
-            cache.get(("a", "link-dir"))
+        with cache.lease(("a", "b")) as nested, cache.parent(["a", "b", "f"]) as again:
+            assert again == nested
+        with cache.lease(()) as root:
+            assert root == fd
+        assert cache.open_count == 2  # a and a/b
+        with pytest.raises(UnsafePathError), cache.lease(("a", "link-dir")):
+            pass
+        with pytest.raises(NotADirectoryError), cache.lease(("f",)):
+            pass
         cache.forget(("a",))
-        assert cache.fds == {}
+        assert cache.open_count == 0
     finally:
         cache.close()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def many_dirs(root: Path, count: int) -> list[tuple[str, ...]]:
+    """``count`` leaf directories two levels deep (a parent per ten), each with its file."""
+    leaves = [(f"d{i // 10}", f"e{i}") for i in range(count)]
+    for leaf in leaves:
+        root.joinpath(*leaf).mkdir(parents=True)
+        root.joinpath(*leaf, "f").write_bytes(leaf[-1].encode())
+    return leaves
+
+
+def test_the_dir_cache_keeps_at_most_its_bound_open(tmp_path: Path) -> None:
+    leaves = many_dirs(tmp_path, 200)
+    root_fd = open_dir(tmp_path)
+    cache = DirCache(root_fd, create=False, max_open=16)
+    before = open_fds()
+    most = 0
+    try:
+        for _ in range(2):  # the second time round, every directory was evicted: reopened
+            for leaf in leaves:
+                with cache.parent([*leaf, "f"]) as dir_fd:
+                    assert read_all(os.open("f", FILE_READ, dir_fd=dir_fd)) == leaf[-1].encode()
+                    most = max(most, open_fds() - before)
+                    assert cache.open_count <= 16
+    finally:
+        cache.close()
+        os.close(root_fd)
+    assert most <= 16
+    assert open_fds() == before - 1
+
+
+def test_the_dir_cache_creates_with_its_mode_and_forgets_a_removed_subtree(
+    tmp_path: Path,
+) -> None:
+    root_fd = open_dir(tmp_path)
+    cache = DirCache(root_fd, create=True, mode=0o750, max_open=4)
+    try:
+        for i in range(10):
+            with cache.lease(("made", f"n{i}", "deep")) as dir_fd:
+                os.close(os.open("x", FILE_CREATE, 0o600, dir_fd=dir_fd))
+        assert (tmp_path / "made" / "n9" / "deep" / "x").is_file()
+        assert (tmp_path / "made" / "n0").stat().st_mode & 0o777 == 0o750
+        assert cache.open_count <= 4
+        with cache.lease(("made", "n9")) as dir_fd:
+            remove_tree_beneath(dir_fd, "deep")
+            cache.forget(("made", "n9", "deep"))
+        with cache.lease(("made", "n9", "deep")) as dir_fd:  # made again, not the stale fd
+            assert os.listdir(dir_fd) == []
+    finally:
+        cache.close()
+        os.close(root_fd)
+    assert cache.open_count == 0
+
+
+def test_a_directory_evicted_is_reopened_without_following_a_link(
+    tree: tuple[Path, Path, int],
+) -> None:
+    root, outside, fd = tree
+    (root / "c").mkdir()
+    cache = DirCache(fd, create=False, max_open=1)
+    try:
+        with cache.lease(("a", "b")):
+            pass
+        with cache.lease(("c",)):  # a and a/b closed
+            assert cache.open_count == 1
+        (root / "a").rename(root / "moved")
+        (root / "a").symlink_to(outside / "a")  # a link planted where a/ was
+        with pytest.raises(UnsafePathError), cache.lease(("a", "b")):
+            pass
+    finally:
+        cache.close()
+
+
+def test_a_leased_fd_is_never_closed_by_another_threads_eviction(tmp_path: Path) -> None:
+    leaves = many_dirs(tmp_path, 120)
+    inode = {leaf: os.stat(tmp_path.joinpath(*leaf)).st_ino for leaf in leaves}
+    root_fd = open_dir(tmp_path)
+    cache = DirCache(root_fd, create=False, max_open=8)
+    errors: list[BaseException] = []
+
+    def churn(seed: int) -> None:
+        order = leaves[seed:] + leaves[:seed]
+        try:
+            for leaf in order * 3:
+                with cache.lease(leaf) as dir_fd:
+                    # the fd is this directory's all along, whatever the others evict
+                    assert os.fstat(dir_fd).st_ino == inode[leaf]
+                    os.listdir(dir_fd)
+                    assert os.fstat(dir_fd).st_ino == inode[leaf]
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        with cache.lease(leaves[0]) as held:
+            threads = [threading.Thread(target=churn, args=(n * 7,)) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert os.fstat(held).st_ino == inode[leaves[0]]  # leased: survived every eviction
+        assert errors == []
+        assert cache.open_count <= 8
+    finally:
+        cache.close()
+        os.close(root_fd)
+
+
+def test_a_directory_forgotten_while_leased_is_closed_when_its_lease_ends(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    root_fd = open_dir(tmp_path)
+    cache = DirCache(root_fd, create=False)
+    try:
+        with cache.lease(("a", "b")) as dir_fd:
+            cache.forget(("a",))
+            assert cache.open_count == 1  # a closed; a/b is still in use
+            os.fstat(dir_fd)
+        assert cache.open_count == 0
+    finally:
+        cache.close()
+        os.close(root_fd)
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from deltastage.safefs import (
     DIR_FLAGS,
     FILE_CREATE,
     FILE_READ,
+    DirCache,
     fsync_dir,
     open_at,
     open_file_beneath,
@@ -125,31 +126,25 @@ class RootFS:
 
     @contextlib.contextmanager
     def files_beneath(self, root: str) -> Iterator[Callable[[str], int]]:
-        """``open_file`` for the files of one request (a FetchMany's): the root and each
-        directory on the way are opened (``O_NOFOLLOW``, as ``open_file`` opens them) once
-        for the request, not once per file, and closed when it is answered."""
+        """``open_file`` for the files of one request (a FetchMany's): the root and the
+        directories on the way are opened (``O_NOFOLLOW``, as ``open_file`` opens them)
+        once for the request, not once per file (at most ``safefs.MAX_OPEN_DIRS`` of them
+        open at once, however many the request names), and closed when it is answered."""
         with self._root(root) as root_fd:
-            dirs: dict[str, int] = {}  # by the path beneath the root
+            dirs = DirCache(root_fd, create=False)
 
             def open_one(path: str) -> int:
                 parts = _parts(path)
                 try:
-                    parent, key = root_fd, ""
-                    for name in parts[:-1]:
-                        key = f"{key}/{name}"
-                        fd = dirs.get(key)
-                        if fd is None:
-                            fd = dirs[key] = open_at(parent, name, DIR_FLAGS)
-                        parent = fd
-                    return regular_file(open_at(parent, parts[-1], FILE_READ), parts[-1])
+                    with dirs.parent(parts) as parent:
+                        return regular_file(open_at(parent, parts[-1], FILE_READ), parts[-1])
                 except (OSError, UnsafePathError) as exc:
                     raise _open_refusal(exc, path) from None
 
             try:
                 yield open_one
             finally:
-                for fd in dirs.values():
-                    os.close(fd)
+                dirs.close()
 
     # --- listing --------------------------------------------------------------------------
 

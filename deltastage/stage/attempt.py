@@ -336,7 +336,7 @@ class Attempt:
         try:
             if job.fresh:
                 job.fresh = False
-                if self._reuse_staged(self.dirs.parent_of(job.parts), job.parts[-1], job.entry):
+                if self._reuse_staged(job.parts, job.entry):
                     return None
             return self.generator.prepare(job)
         except OSError as exc:
@@ -347,7 +347,7 @@ class Attempt:
         parts = check_relative_path(entry.path)
         assert entry.xxh3_128 is not None
         try:
-            if self._reuse_staged(self.dirs.parent_of(parts), parts[-1], entry):
+            if self._reuse_staged(parts, entry):
                 return
             self.committer.add(
                 Pending(entry, parts, temp_name(), entry.size, entry.xxh3_128, basis)
@@ -356,10 +356,13 @@ class Attempt:
             raise DeltastageError(f"{entry.path}: {exc.strerror or exc}") from exc
         self._file_done(entry)
 
-    def _reuse_staged(self, dir_fd: int, name: str, entry: RemoteEntry) -> bool:
+    def _reuse_staged(self, parts: list[str], entry: RemoteEntry) -> bool:
         """A same-day re-run found the file staged already: it counts as done."""
-        if self.fresh_dir or not self.copier.already_staged(dir_fd, name, entry):
+        if self.fresh_dir:
             return False
+        with self.dirs.parent(parts) as dir_fd:
+            if not self.copier.already_staged(dir_fd, parts[-1], entry):
+                return False
         assert entry.xxh3_128 is not None
         self.report.reused += 1
         self.results[entry.path] = staged_entry(

@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from os.path import commonpath
@@ -329,29 +329,24 @@ class BasisFinder:
 
 class BasisOpener:
     """Opens bases beneath their roots, never following a link; thread-safe (the committer
-    thread copies and links from bases while fetches sign theirs)."""
+    thread copies and links from bases while fetches sign theirs). The roots and the
+    directories beneath them share one bounded cache, however many days and directories
+    the bases are found in."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._roots: dict[Path, DirCache] = {}
+        self._dirs = DirCache(None, create=False)
 
-    def parent(self, basis: Basis) -> tuple[int, str]:
-        """The basis's directory (an fd, opened without following links) and its name."""
-        with self._lock:
-            cache = self._roots.get(basis.root)
-            if cache is None:
-                cache = DirCache(open_dir(basis.root), create=False)
-                self._roots[basis.root] = cache
+    @contextmanager
+    def parent(self, basis: Basis) -> Iterator[tuple[int, str]]:
+        """The basis's directory (an fd, opened without following links, open until the
+        block ends) and its name."""
         parts = check_relative_path(basis.path)
-        return cache.parent_of(parts), parts[-1]
+        with self._dirs.lease((os.fspath(basis.root), *parts[:-1])) as parent_fd:
+            yield parent_fd, parts[-1]
 
     def open(self, basis: Basis) -> int:
-        parent_fd, name = self.parent(basis)
-        return os.open(name, FILE_READ, dir_fd=parent_fd)
+        with self.parent(basis) as (parent_fd, name):
+            return os.open(name, FILE_READ, dir_fd=parent_fd)
 
     def close(self) -> None:
-        with self._lock:
-            caches, self._roots = list(self._roots.values()), {}
-        for cache in caches:
-            cache.close()
-            os.close(cache.root_fd)
+        self._dirs.close()

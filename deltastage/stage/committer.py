@@ -171,8 +171,8 @@ class Committer:
         for item in self._pending:
             if item.early is not None:
                 item.early.abandon()
-            with contextlib.suppress(OSError):
-                os.unlink(item.tmp, dir_fd=self._dirs.parent_of(item.parts))
+            with contextlib.suppress(OSError), self._dirs.parent(item.parts) as dir_fd:
+                os.unlink(item.tmp, dir_fd=dir_fd)
         self._pending, self._pending_bytes = [], 0
 
     def _commit_batch(self, batch: list[Pending]) -> Committed:
@@ -196,16 +196,15 @@ class Committer:
             try:
                 for i in window:
                     item = batch[i]
-                    fd = readback.open_for_reread(
-                        self._dirs.parent_of(item.parts), item.on_disk, checked[i][0]
-                    )
-                    fds.append(fd)
+                    with self._dirs.parent(item.parts) as dir_fd:
+                        fds.append(readback.open_for_reread(dir_fd, item.on_disk, checked[i][0]))
                 for i, fd in zip(window, fds, strict=True):
                     item, (start, hasher) = batch[i], checked[i]
                     if readback.verify_on_disk(fd, item.size, item.digest, start, hasher):
                         self._commit_verified(item, verified)
                     else:
-                        os.unlink(item.on_disk, dir_fd=self._dirs.parent_of(item.parts))
+                        with self._dirs.parent(item.parts) as dir_fd:
+                            os.unlink(item.on_disk, dir_fd=dir_fd)
                         mismatched.append(item)
             finally:
                 for fd in fds:
@@ -216,10 +215,11 @@ class Committer:
     def _commit_verified(self, item: Pending, verified: dict[str, ManifestEntry]) -> None:
         """Give a file that verified its final name (a link made in place has it already)."""
         if not item.in_place:
-            dir_fd, name = self._dirs.parent_of(item.parts), item.parts[-1]
-            if not self._fresh and clear_name(dir_fd, name):
-                self._dirs.forget(tuple(item.parts))
-            os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            name = item.parts[-1]
+            with self._dirs.parent(item.parts) as dir_fd:
+                if not self._fresh and clear_name(dir_fd, name):
+                    self._dirs.forget(item.parts)
+                os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         verified[item.entry.path] = staged_entry(
             self._ownership, item.entry, item.size, item.digest
         )
@@ -234,7 +234,8 @@ class Committer:
             data, item.data = item.data, None
             if data is None:
                 continue
-            fd = os.open(item.tmp, FILE_CREATE, 0o600, dir_fd=self._dirs.parent_of(item.parts))
+            with self._dirs.parent(item.parts) as dir_fd:
+                fd = os.open(item.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
             try:
                 write_new(fd, data)
                 self._ownership.give_staged(fd, item.entry.mode, item.entry.mtime_ns)
@@ -256,16 +257,18 @@ class Committer:
         again before keeping it. A copy always goes through a temp name: until its data is
         written and synced, its final name must not exist.
         """
-        parents: dict[int, os.stat_result] = {}
+        # each dir's stat, by its parts: an fd number is only its dir's while leased
+        parents: dict[tuple[str, ...], os.stat_result] = {}
         for item in batch:
             if item.copy_from is None:
                 continue
-            dir_fd = self._dirs.parent_of(item.parts)
-            parent = parents.get(dir_fd)
-            if parent is None:
-                parent = parents[dir_fd] = os.fstat(dir_fd)
-            name = item.parts[-1] if self._fresh else item.tmp
-            if self._copier.link(dir_fd, name, item.entry, item.copy_from, parent):
-                item.in_place = self._fresh
-            else:
-                self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, item.copy_from)
+            dir_parts = tuple(item.parts[:-1])
+            with self._dirs.lease(dir_parts) as dir_fd:
+                parent = parents.get(dir_parts)
+                if parent is None:
+                    parent = parents[dir_parts] = os.fstat(dir_fd)
+                name = item.parts[-1] if self._fresh else item.tmp
+                if self._copier.link(dir_fd, name, item.entry, item.copy_from, parent):
+                    item.in_place = self._fresh
+                else:
+                    self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, item.copy_from)

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 from deltastage.delta.signature import MultiSignatureBuilder, SignatureBuilder
 from deltastage.errors import IntegrityError, UnsafePathError
@@ -35,14 +36,15 @@ SMALL_FILE = 16 << 10
 
 
 class Transfer:
-    """A fetch prepared: its bases, its temp file, its request (the signature goes with it).
+    """A fetch prepared: its bases, its temp file (``tmp`` in the job's dir of ``dirs``), its
+    request (the signature goes with it).
 
     No basis is one empty basis, as the signature and the patch have it."""
 
-    def __init__(self, job: Job, tmp: str, dir_fd: int) -> None:
+    def __init__(self, job: Job, tmp: str, dirs: DirCache) -> None:
         self.job = job
         self.tmp = tmp
-        self.dir_fd = dir_fd
+        self._dirs = dirs
         self.basis_fds: list[int] = []
         self.out_fd = -1
         self.basis_sizes: tuple[int, ...] = (0,)
@@ -85,17 +87,22 @@ class Transfer:
         self.basis_fds.append(content_fd)
         return True
 
+    def directory(self) -> AbstractContextManager[int]:
+        """The lease of the dir its temp file is in."""
+        return self._dirs.parent(self.job.parts)
+
     def create_output(self) -> None:
         """Create the temp file the answer is patched into."""
-        self.out_fd = os.open(self.tmp, FILE_CREATE, 0o600, dir_fd=self.dir_fd)
+        with self.directory() as dir_fd:
+            self.out_fd = os.open(self.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
 
     def discard(self) -> None:
         """Close it and remove its temp file (nothing was kept of it)."""
         had_file = self.out_fd >= 0
         self.close_fds()
         if had_file:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.tmp, dir_fd=self.dir_fd)
+            with contextlib.suppress(FileNotFoundError), self.directory() as dir_fd:
+                os.unlink(self.tmp, dir_fd=dir_fd)
 
 
 def _reader(fd: int) -> Callable[[int, int], bytes]:
@@ -125,8 +132,7 @@ class RequestGenerator:
         made as it is sent, unless the presigner made it already (without a basis, it is
         the one signature of nothing)."""
         bases, strong_len = job.plan
-        dir_fd = self._dirs.parent_of(job.parts)
-        transfer = Transfer(job, temp_name(), dir_fd)
+        transfer = Transfer(job, temp_name(), self._dirs)
         content = job.content
         try:
             for basis in bases:

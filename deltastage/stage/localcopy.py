@@ -69,19 +69,23 @@ class LocalCopier:
         """
         if not self._link or basis.kind not in ("previous", "similar"):
             return False
-        parent_fd, basis_name = self._bases.parent(basis)
-        try:
-            st = os.stat(basis_name, dir_fd=parent_fd, follow_symlinks=False)
-            if not (
-                stat.S_ISREG(st.st_mode)
-                and st.st_size == entry.size
-                and st.st_mtime_ns == entry.mtime_ns
-                and self._ownership.matches(st, entry.mode, parent)
-            ):
+        with self._bases.parent(basis) as (parent_fd, basis_name):
+            try:
+                st = os.stat(basis_name, dir_fd=parent_fd, follow_symlinks=False)
+                if not (
+                    stat.S_ISREG(st.st_mode)
+                    and st.st_size == entry.size
+                    and st.st_mtime_ns == entry.mtime_ns
+                    and self._ownership.matches(st, entry.mode, parent)
+                ):
+                    return False
+                os.link(
+                    basis_name,
+                    name,
+                    src_dir_fd=parent_fd,
+                    dst_dir_fd=dir_fd,
+                    follow_symlinks=False,
+                )
+            except OSError:  # EXDEV, EMLINK, EPERM, a vanished basis: fall back to a copy
                 return False
-            os.link(
-                basis_name, name, src_dir_fd=parent_fd, dst_dir_fd=dir_fd, follow_symlinks=False
-            )
-        except OSError:  # EXDEV, EMLINK, EPERM, a vanished basis: fall back to a copy
-            return False
         return True

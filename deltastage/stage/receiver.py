@@ -180,7 +180,8 @@ class Receiver:
         except TransportError:
             if written and memory is None:  # what arrived is a basis for the next attempt
                 transfer.close_fds()
-                keep_partial(self._peer_fd, transfer.dir_fd, transfer.tmp, job.parts)
+                with transfer.directory() as dir_fd:
+                    keep_partial(self._peer_fd, dir_fd, transfer.tmp, job.parts)
             else:
                 transfer.discard()
             raise
