@@ -30,7 +30,7 @@ from typing import Any
 from deltastage.delta.params import MAX_SKETCH_BYTES
 from deltastage.errors import DeltaFormatError, IntegrityError
 from deltastage.models import json_text
-from deltastage.safefs import FILE_CREATE, FILE_READ, check_relative_path, fsync_dir
+from deltastage.safefs import FILE_READ, check_relative_path, create_private, fsync_dir
 from deltastage.transform.recipe import decode_recipe
 
 __all__ = [
@@ -376,7 +376,7 @@ def write_manifest(
 ) -> None:
     """Atomically write the manifest (temp, fsync, rename, fsync dir)."""
     tmp = f"{INTERNAL_PREFIX}tmp-{secrets.token_hex(8)}"
-    fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=peer_dir_fd)
+    fd = create_private(peer_dir_fd, tmp)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as stream:
             stream.writelines(manifest_text(manifest))

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_OPEN_DIRS",
     "DirCache",
     "check_relative_path",
+    "create_private",
     "fsync_dir",
     "open_at",
     "open_child_dir",
@@ -50,6 +51,12 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # waiting for a writer (a regular file's reads ignore the flag)
 FILE_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FILE_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def create_private(dir_fd: int, name: str) -> int:
+    """Create the file ``name`` in ``dir_fd`` for writing, readable by us only until it is
+    given its mode: never over anything already there, never through a link."""
+    return os.open(name, FILE_CREATE, 0o600, dir_fd=dir_fd)
 
 
 def check_relative_path(path: str) -> list[str]:

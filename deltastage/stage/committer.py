@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from deltastage.manifest import ManifestEntry
 from deltastage.models import RemoteEntry
-from deltastage.safefs import FILE_CREATE, DirCache, syncfs
+from deltastage.safefs import DirCache, create_private, syncfs
 from deltastage.stage import readback
 from deltastage.stage.basis import Basis
 from deltastage.stage.localcopy import LocalCopier
@@ -235,7 +235,7 @@ class Committer:
             if data is None:
                 continue
             with self._dirs.parent(item.parts) as dir_fd:
-                fd = os.open(item.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+                fd = create_private(dir_fd, item.tmp)
             try:
                 write_new(fd, data)
                 self._ownership.give_staged(fd, item.entry.mode, item.entry.mtime_ns)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from deltastage.errors import DeltaFormatError, IntegrityError
 from deltastage.hashing import Hasher, zero_pieces
-from deltastage.safefs import FILE_CREATE
+from deltastage.safefs import create_private
 from deltastage.stage.peerdir import temp_name
 from deltastage.stage.sparse import write_sparse
 from deltastage.transform.inflate import inflate
@@ -87,7 +87,7 @@ class ContentBases:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
         name = temp_name()
-        fd = os.open(name, FILE_CREATE, 0o600, dir_fd=self._peer_fd)
+        fd = create_private(self._peer_fd, name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self._peer_fd)
         return fd

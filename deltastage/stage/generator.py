@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from deltastage.delta.signature import MultiSignatureBuilder, SignatureBuilder
 from deltastage.errors import IntegrityError, UnsafePathError
 from deltastage.master.pipeline import FetchRequest
-from deltastage.safefs import FILE_CREATE, DirCache
+from deltastage.safefs import DirCache, create_private
 from deltastage.stage.basis import Basis, BasisOpener
 from deltastage.stage.content import ContentBases
 from deltastage.stage.peerdir import temp_name
@@ -94,7 +94,7 @@ class Transfer:
     def create_output(self) -> None:
         """Create the temp file the answer is patched into."""
         with self.directory() as dir_fd:
-            self.out_fd = os.open(self.tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+            self.out_fd = create_private(dir_fd, self.tmp)
 
     def discard(self) -> None:
         """Close it and remove its temp file (nothing was kept of it)."""

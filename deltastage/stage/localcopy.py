@@ -8,7 +8,7 @@ import stat
 
 from deltastage.hashing import hash_fd
 from deltastage.models import RemoteEntry
-from deltastage.safefs import FILE_CREATE, FILE_READ
+from deltastage.safefs import FILE_READ, create_private
 from deltastage.stage.basis import Basis, BasisOpener
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.sparse import copy_sparse
@@ -47,7 +47,7 @@ class LocalCopier:
         """Copy a basis whose recorded hash is the source's into the temp file ``tmp``."""
         basis_fd = self._bases.open(basis)
         try:
-            out_fd = os.open(tmp, FILE_CREATE, 0o600, dir_fd=dir_fd)
+            out_fd = create_private(dir_fd, tmp)
             try:
                 # a short copy fails the re-read, not here
                 copy_sparse(basis_fd, out_fd, os.fstat(basis_fd).st_size)
