@@ -180,3 +180,28 @@ def test_batches_in_flight_are_bounded(
     assert sorted(verified) == list("abcdef") and mismatched == []
     assert committer.has_room()
     assert committer.settle() == ({}, [])
+
+
+def test_every_rename_is_synced_before_settle_returns(
+    peer: tuple[Path, Committer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch syncs its data before its re-read (its files still under their temp
+    names), and settle syncs once more after the last rename: nothing it vouches for has a
+    name the disk does not hold yet."""
+    peer_dir, committer = peer
+    monkeypatch.setattr(committer_module, "BATCH_FILES", 2)
+    synced: list[list[str]] = []  # the final names present at each syncfs
+    real_syncfs = committer_module.syncfs
+
+    def recording_syncfs(fd: int) -> None:
+        synced.append([n for n in names(peer_dir) if not n.startswith(".")])
+        real_syncfs(fd)
+
+    monkeypatch.setattr(committer_module, "syncfs", recording_syncfs)
+    for name in ("a", "b", "c", "d", "e"):
+        committer.add(written(peer_dir, name, name.encode()))
+    verified, mismatched = committer.settle()
+    assert sorted(verified) == ["a", "b", "c", "d", "e"] and mismatched == []
+    assert synced[0] == [], "the first batch is synced before anything is renamed"
+    assert synced[-1] == ["a", "b", "c", "d", "e"], "the last renames are synced too"
+    assert len(synced) == 4, "one sync per batch of 2, 2, 1 and one for the last renames"

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # Written files are synced, re-read and renamed in batches of this many files or bytes.
-BATCH_FILES = 256
+BATCH_FILES = 1024
 BATCH_BYTES = 64 << 20
 # Batches handed to the committer thread and not yet collected, at most: whoever queues more
 # waits for the oldest, so what waits to be committed (files written, their records) stays
@@ -142,10 +142,14 @@ class Committer:
 
     def settle(self) -> Committed:
         """Commit every queued file and wait for every batch: what the batches since the
-        last settle verified as, and what did not verify."""
+        last settle verified as, and what did not verify. Their renames are durable when
+        it returns (one syncfs for them all: each batch's own sync, before its re-read,
+        made the renames of the batches before it durable already)."""
         self.submit()
         while self._in_flight:
             self._collect(self._in_flight.popleft())
+        if self._verified or self._mismatched:
+            syncfs(self._peer_fd)  # the renames, durable before anything vouches for them
         verified, self._verified = self._verified, {}
         mismatched, self._mismatched = self._mismatched, []
         return verified, mismatched
@@ -179,10 +183,11 @@ class Committer:
         """Make a batch durable, re-read and verify each file, then rename it into place (a
         link made in place has its name already).
 
-        One syncfs covers the whole batch; each file is then dropped from the page cache so
-        its re-read comes from the disk (``READBACK_WINDOW`` files are asked for at once, so the
-        disk serves many reads together instead of one small file at a time), and only a file
-        whose xxh3-128 matches the source's takes its final name.
+        One syncfs covers the whole batch (and the renames of the batches before it); each
+        file is then dropped from the page cache so its re-read comes from the disk
+        (``READBACK_WINDOW`` files are asked for at once, so the disk serves many reads
+        together instead of one small file at a time), and only a file whose xxh3-128
+        matches the source's takes its final name.
         """
         self._write_received(batch)
         self._make_local(batch)
@@ -209,7 +214,6 @@ class Committer:
             finally:
                 for fd in fds:
                     os.close(fd)
-        syncfs(self._peer_fd)  # the renames, durable before anything vouches for them
         return verified, mismatched
 
     def _commit_verified(self, item: Pending, verified: dict[str, ManifestEntry]) -> None:
