@@ -8,10 +8,13 @@ attempt's to decide.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from deltastage.manifest import ManifestEntry
 from deltastage.models import RemoteEntry
@@ -34,6 +37,8 @@ __all__ = [
     "Pending",
     "staged_entry",
 ]
+
+T = TypeVar("T")
 
 # Written files are synced, re-read and renamed in batches of this many files or bytes.
 BATCH_FILES = 1024
@@ -196,34 +201,41 @@ class Committer:
         verified: dict[str, ManifestEntry] = {}
         mismatched: list[Pending] = []
         for first in range(0, len(batch), READBACK_WINDOW):
-            window = range(first, min(first + READBACK_WINDOW, len(batch)))
+            window = batch[first : first + READBACK_WINDOW]
+            checks = checked[first : first + READBACK_WINDOW]
             fds: list[int] = []
             try:
-                for i in window:
-                    item = batch[i]
-                    with self._dirs.parent(item.parts) as dir_fd:
-                        fds.append(readback.open_for_reread(dir_fd, item.on_disk, checked[i][0]))
-                for i, fd in zip(window, fds, strict=True):
-                    item, (start, hasher) = batch[i], checked[i]
-                    if readback.verify_on_disk(fd, item.size, item.digest, start, hasher):
-                        self._commit_verified(item, verified)
-                    else:
-                        with self._dirs.parent(item.parts) as dir_fd:
-                            os.unlink(item.on_disk, dir_fd=dir_fd)
-                        mismatched.append(item)
+                for dir_parts, group in _by_dir(zip(window, checks, strict=True)):
+                    with self._dirs.lease(dir_parts) as dir_fd:
+                        for item, (start, _) in group:
+                            fds.append(readback.open_for_reread(dir_fd, item.on_disk, start))
+                good = [
+                    readback.verify_on_disk(fd, item.size, item.digest, start, hasher)
+                    for fd, item, (start, hasher) in zip(fds, window, checks, strict=True)
+                ]
             finally:
                 for fd in fds:
                     os.close(fd)
+            for dir_parts, outcomes in _by_dir(zip(window, good, strict=True)):
+                with self._dirs.lease(dir_parts) as dir_fd:
+                    for item, ok in outcomes:
+                        if ok:
+                            self._commit_verified(dir_fd, item, verified)
+                        else:
+                            os.unlink(item.on_disk, dir_fd=dir_fd)
+                            mismatched.append(item)
         return verified, mismatched
 
-    def _commit_verified(self, item: Pending, verified: dict[str, ManifestEntry]) -> None:
-        """Give a file that verified its final name (a link made in place has it already)."""
+    def _commit_verified(
+        self, dir_fd: int, item: Pending, verified: dict[str, ManifestEntry]
+    ) -> None:
+        """Give a file that verified its final name in ``dir_fd``, its dir (a link made in
+        place has it already)."""
         if not item.in_place:
             name = item.parts[-1]
-            with self._dirs.parent(item.parts) as dir_fd:
-                if not self._fresh and clear_name(dir_fd, name):
-                    self._dirs.forget(item.parts)
-                os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if not self._fresh and clear_name(dir_fd, name):
+                self._dirs.forget(item.parts)
+            os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         verified[item.entry.path] = staged_entry(
             self._ownership, item.entry, item.size, item.digest
         )
@@ -234,17 +246,17 @@ class Committer:
         """Write the small files received into memory to their temp files, one after the
         other here rather than each by the receiver (the batch's sync makes them durable
         with the rest)."""
-        for item in batch:
-            data, item.data = item.data, None
-            if data is None:
-                continue
-            with self._dirs.parent(item.parts) as dir_fd:
-                fd = create_private(dir_fd, item.tmp)
-            try:
-                write_new(fd, data)
-                self._ownership.give_staged(fd, item.entry.mode, item.entry.mtime_ns)
-            finally:
-                os.close(fd)
+        received = ((item, item.data) for item in batch if item.data is not None)
+        for dir_parts, group in _by_dir(received):
+            with self._dirs.lease(dir_parts) as dir_fd:
+                for item, data in group:
+                    item.data = None
+                    fd = create_private(dir_fd, item.tmp)
+                    try:
+                        write_new(fd, data)
+                        self._ownership.give_staged(fd, item.entry.mode, item.entry.mtime_ns)
+                    finally:
+                        os.close(fd)
 
     def _make_local(self, batch: list[Pending]) -> None:
         """Make the batch's local copies: links, else copies into their temp files.
@@ -276,3 +288,11 @@ class Committer:
                     item.in_place = self._fresh
                 else:
                     self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, item.copy_from)
+
+
+def _by_dir(
+    pairs: Iterable[tuple[Pending, T]],
+) -> Iterator[tuple[tuple[str, ...], Iterator[tuple[Pending, T]]]]:
+    """The pairs in runs of one directory each, by its parts: a batch comes in listing order,
+    so one lease of each directory's fd serves a run of its files."""
+    return itertools.groupby(pairs, key=lambda pair: tuple(pair[0].parts[:-1]))
