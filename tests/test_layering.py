@@ -71,6 +71,7 @@ def test_the_master_end_knows_nothing_of_the_stage() -> None:
     "module",
     [
         "basis",
+        "batchcommit",
         "committer",
         "localcopy",
         "ownership",

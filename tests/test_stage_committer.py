@@ -15,9 +15,11 @@ import pytest
 from deltastage.hashing import hash_bytes
 from deltastage.models import RemoteEntry
 from deltastage.safefs import DirCache, open_dir
+from deltastage.stage import batchcommit
 from deltastage.stage import committer as committer_module
 from deltastage.stage.basis import Basis, BasisOpener
-from deltastage.stage.committer import Committer, Pending
+from deltastage.stage.batchcommit import Pending
+from deltastage.stage.committer import Committer
 from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import temp_name
@@ -198,6 +200,7 @@ def test_every_rename_is_synced_before_settle_returns(
         real_syncfs(fd)
 
     monkeypatch.setattr(committer_module, "syncfs", recording_syncfs)
+    monkeypatch.setattr(batchcommit, "syncfs", recording_syncfs)
     for name in ("a", "b", "c", "d", "e"):
         committer.add(written(peer_dir, name, name.encode()))
     verified, mismatched = committer.settle()

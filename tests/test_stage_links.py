@@ -410,15 +410,15 @@ def test_a_basis_changed_between_listing_and_linking_is_not_linked(
     """Yesterday's copy is altered after the plan chose it and before the link: with its
     size and mtime kept, the link is made and the re-read catches it (the name is unlinked
     and the file fetched again); with a new mtime, it is not linked at all."""
-    from deltastage.stage.committer import Committer
+    from deltastage.stage.batchcommit import BatchCommitter
 
     config = _site(tmp_path)
     assert stage_json(config, "--date", DAY1)[0] == 0
     day1 = staged(tmp_path, DAY1, "web1")
-    real = Committer._make_local
+    real = BatchCommitter._make_local
     altered: list[bool] = []
 
-    def alter_then_make(self: Committer, batch: list[Any]) -> None:
+    def alter_then_make(self: BatchCommitter, batch: list[Any]) -> None:
         if not altered:
             target = day1 / "same.log"
             data = bytearray(target.read_bytes())
@@ -429,7 +429,7 @@ def test_a_basis_changed_between_listing_and_linking_is_not_linked(
             altered.append(True)
         real(self, batch)
 
-    monkeypatch.setattr(Committer, "_make_local", alter_then_make)
+    monkeypatch.setattr(BatchCommitter, "_make_local", alter_then_make)
     report = run_stage(load_config(config), run_date=date(2026, 11, 24))
     assert report.peers[0].status == "staged", report.peers[0].error
     assert altered

@@ -34,7 +34,8 @@ from deltastage.master.session import PeerSession
 from deltastage.models import RemoteEntry
 from deltastage.safefs import DirCache, check_relative_path, open_dir, remove_tree_beneath
 from deltastage.stage.basis import PARTIAL_DIR, Basis, BasisFinder, BasisOpener
-from deltastage.stage.committer import Committer, Pending, staged_entry
+from deltastage.stage.batchcommit import Pending, staged_entry
+from deltastage.stage.committer import Committer
 from deltastage.stage.content import ContentBases
 from deltastage.stage.generator import RequestGenerator, Transfer, adopt
 from deltastage.stage.localcopy import LocalCopier

@@ -23,7 +23,7 @@ from deltastage.errors import (
     SourceVanishedError,
     TransportError,
 )
-from deltastage.stage.committer import Pending
+from deltastage.stage.batchcommit import Pending
 from deltastage.stage.content import RebuildingWriter
 from deltastage.stage.generator import SMALL_FILE, Transfer
 from deltastage.stage.ownership import Ownership
