@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from deltastage.errors import DeltastageError
 from deltastage.hashing import hash_bytes
 from deltastage.models import RemoteEntry
 from deltastage.safefs import DirCache, open_dir
 from deltastage.stage import batchcommit
 from deltastage.stage import committer as committer_module
 from deltastage.stage.basis import Basis, BasisOpener
-from deltastage.stage.batchcommit import Pending
+from deltastage.stage.batchcommit import BatchCommitter, BatchResult, Pending
 from deltastage.stage.committer import Committer
+from deltastage.stage.commitworker import WorkerSetup
 from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
 from deltastage.stage.peerdir import temp_name
@@ -208,3 +210,112 @@ def test_every_rename_is_synced_before_settle_returns(
     assert synced[0] == [], "the first batch is synced before anything is renamed"
     assert synced[-1] == ["a", "b", "c", "d", "e"], "the last renames are synced too"
     assert len(synced) == 4, "one sync per batch of 2, 2, 1 and one for the last renames"
+
+
+def _worker_setup(peer_dir: Path, *, fresh: bool = False) -> WorkerSetup:
+    st = peer_dir.stat()
+    return WorkerSetup(peer_dir, (st.st_dev, st.st_ino), OWNERSHIP, link=True, fresh=fresh)
+
+
+@pytest.fixture
+def with_worker(tmp_path: Path) -> Iterator[tuple[Path, Committer]]:
+    """A committer whose full batches go to its worker process."""
+    peer_dir = tmp_path / "peer"
+    peer_dir.mkdir()
+    peer_fd = open_dir(peer_dir)
+    dirs = DirCache(peer_fd, create=True)
+    bases = BasisOpener()
+    copier = LocalCopier(bases, OWNERSHIP, link=True)
+    committer = Committer(
+        peer_fd, dirs, copier, OWNERSHIP, fresh=False, worker=_worker_setup(peer_dir)
+    )
+    yield peer_dir, committer
+    committer.close()
+    bases.close()
+    dirs.close()
+    os.close(peer_fd)
+
+
+def test_full_batches_are_committed_by_the_worker_process(
+    with_worker: tuple[Path, Committer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full batches go to the worker (a process of its own), the rest to the thread; both
+    verify what they commit, and a mismatch found by the worker is reported and removed."""
+    peer_dir, committer = with_worker
+    monkeypatch.setattr(committer_module, "BATCH_FILES", 2)
+    pids: list[int] = []
+    real_commit = BatchCommitter.commit
+
+    def thread_commit(self: BatchCommitter, batch: list[Pending]) -> BatchResult:
+        pids.append(os.getpid())  # runs here only for batches not sent to the worker
+        return real_commit(self, batch)
+
+    monkeypatch.setattr(BatchCommitter, "commit", thread_commit)
+    committer.add(written(peer_dir, "d/a", b"aaa"))
+    committer.add(written(peer_dir, "d/b", b"bbb"))
+    committer.add(written(peer_dir, "e/c", b"ccc"))
+    committer.add(written(peer_dir, "e/d", b"dXd", source=b"ddd"))
+    # small files received into memory: the worker writes their temp files itself
+    for name in ("f/e", "f/f"):
+        item = written(peer_dir, name, name.encode())
+        (peer_dir / name).parent.joinpath(item.tmp).unlink()
+        item.data = name.encode()
+        committer.add(item)
+    committer.add(written(peer_dir, "g/last", b"settled on the thread"))
+    assert committer._worker is not None, "a full batch started the worker"
+    verified, mismatched = committer.settle()
+    assert sorted(verified) == ["d/a", "d/b", "e/c", "f/e", "f/f", "g/last"]
+    assert [m.entry.path for m in mismatched] == ["e/d"]
+    assert names(peer_dir) == ["d/a", "d/b", "e/c", "f/e", "f/f", "g/last"]
+    assert (peer_dir / "f/f").read_bytes() == b"f/f"
+    assert pids == [os.getpid()], "only the last, partial batch ran in this process"
+
+
+def test_a_batch_with_a_file_read_back_early_stays_on_the_thread(
+    with_worker: tuple[Path, Committer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer_dir, committer = with_worker
+    monkeypatch.setattr(committer_module, "BATCH_FILES", 2)
+    big = written(peer_dir, "big", b"x" * 300_000)
+    fd = os.open(peer_dir / big.tmp, os.O_RDONLY)
+    with ThreadPoolExecutor(max_workers=1) as checker:
+        big.early = EarlyCheck(checker, fd)
+        big.early.advance(100_000)
+        os.close(fd)
+        committer.add(big)
+        committer.add(written(peer_dir, "small", b"y"))
+        verified, mismatched = committer.settle()
+    assert sorted(verified) == ["big", "small"] and mismatched == []
+    assert committer._worker is None, "the batch holds a hash in progress: not sent"
+
+
+def test_a_worker_that_cannot_open_the_peer_dir_fails_the_batch(tmp_path: Path) -> None:
+    """The worker refuses a dir that is not the one the master holds (here: another
+    inode at that path): the attempt's batch fails with a clear error, nothing renamed."""
+    peer_dir = tmp_path / "peer"
+    peer_dir.mkdir()
+    peer_fd = open_dir(peer_dir)
+    dirs = DirCache(peer_fd, create=True)
+    setup = _worker_setup(peer_dir)
+    wrong = WorkerSetup(
+        peer_dir, (setup.identity[0], setup.identity[1] + 1), OWNERSHIP, link=True, fresh=False
+    )
+    committer = Committer(
+        peer_fd,
+        dirs,
+        LocalCopier(BasisOpener(), OWNERSHIP, link=True),
+        OWNERSHIP,
+        fresh=False,
+        worker=wrong,
+    )
+    try:
+        item = written(peer_dir, "a", b"a")
+        committer.add(item)
+        committer.submit(full=True)
+        with pytest.raises(DeltastageError, match="commit worker process ended"):
+            committer.settle()
+    finally:
+        committer.close()
+        dirs.close()
+        os.close(peer_fd)
+    assert not (peer_dir / "a").exists(), "not renamed (the next run sweeps its temp file)"

@@ -36,6 +36,7 @@ from deltastage.safefs import DirCache, check_relative_path, open_dir, remove_tr
 from deltastage.stage.basis import PARTIAL_DIR, Basis, BasisFinder, BasisOpener
 from deltastage.stage.batchcommit import Pending, staged_entry
 from deltastage.stage.committer import Committer
+from deltastage.stage.commitworker import WorkerSetup
 from deltastage.stage.content import ContentBases
 from deltastage.stage.generator import RequestGenerator, Transfer, adopt
 from deltastage.stage.localcopy import LocalCopier
@@ -111,8 +112,21 @@ class Attempt:
             self.copier = LocalCopier(
                 self.bases, target.ownership, link=self.options.link_unchanged
             )
+            peer_st = os.fstat(self.peer_fd)
+            worker = WorkerSetup(
+                target.peer_dir,
+                (peer_st.st_dev, peer_st.st_ino),
+                target.ownership,
+                link=self.options.link_unchanged,
+                fresh=self.fresh_dir,
+            )
             self.committer = Committer(
-                self.peer_fd, self.dirs, self.copier, target.ownership, fresh=self.fresh_dir
+                self.peer_fd,
+                self.dirs,
+                self.copier,
+                target.ownership,
+                fresh=self.fresh_dir,
+                worker=worker,
             )
             stack.callback(self.committer.close)
             self.generator = RequestGenerator(

@@ -1,6 +1,10 @@
 """The committer: queues an attempt's staged files into batches and has each committed
 (``stage.batchcommit``: made durable, read back from the disk, verified against the
-source's xxh3-128, renamed into place) on its own thread while the transfers go on.
+source's xxh3-128, renamed into place) while the transfers go on.
+
+A full batch goes to the worker process (``stage.commitworker``) when the attempt gives
+one; the rest (what is left when the attempt settles, and any batch holding a file read
+back as it arrived, whose hash so far lives here) are committed on the committer's thread.
 
 It returns what did not verify and never touches the network: fetching a file again is the
 attempt's to decide.
@@ -11,22 +15,28 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
+from deltastage.errors import DeltastageError
 from deltastage.manifest import ManifestEntry
 from deltastage.safefs import DirCache, syncfs
+from deltastage.stage import commitworker
 from deltastage.stage.batchcommit import BatchCommitter, BatchResult, Pending
+from deltastage.stage.commitworker import WorkerSetup
 from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
 
 __all__ = ["BATCHES_IN_FLIGHT", "BATCH_BYTES", "BATCH_FILES", "Committed", "Committer"]
 
-# Written files are synced, re-read and renamed in batches of this many files or bytes.
+# Written files are synced, re-read and renamed in batches of this many files or bytes, or
+# once the small files received into memory (``Pending.data``) hold this many bytes.
 BATCH_FILES = 1024
 BATCH_BYTES = 64 << 20
-# Batches handed to the committer thread and not yet collected, at most: whoever queues more
-# waits for the oldest, so what waits to be committed (files written, their records) stays
-# bounded however many files a peer has.
+BATCH_HELD = 4 << 20
+# Batches handed to the thread or the worker and not yet collected, at most: whoever queues
+# more waits for the oldest, so what waits to be committed (files written, their records,
+# small files' data) stays bounded however many files a peer has.
 BATCHES_IN_FLIGHT = 4
 
 # What the committed files verified as (by path), and the files that did not verify.
@@ -37,6 +47,7 @@ class Committer:
     """Commits the peer dir's pending files in batches; verifying overlaps the transfers.
 
     ``fresh``: the peer dir was empty when the attempt began (see ``BatchCommitter``).
+    ``worker``: full batches go to a worker process built from it (none: all on the thread).
     """
 
     def __init__(
@@ -47,13 +58,17 @@ class Committer:
         ownership: Ownership,
         *,
         fresh: bool,
+        worker: WorkerSetup | None = None,
     ) -> None:
         self._peer_fd = peer_fd
         self._dirs = dirs
         self._batches = BatchCommitter(peer_fd, dirs, copier, ownership, fresh=fresh)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._worker_setup = worker
+        self._worker: ProcessPoolExecutor | None = None  # started by the first full batch
         self._pending: list[Pending] = []
         self._pending_bytes = 0
+        self._pending_held = 0
         self._in_flight: deque[Future[BatchResult]] = deque()
         # what the batches collected so far verified as, and what did not verify
         self._verified: dict[str, ManifestEntry] = {}
@@ -61,24 +76,45 @@ class Committer:
         self._local_verified = 0
 
     def add(self, item: Pending) -> None:
-        """Queue a file; a full batch goes to the committer thread (waiting for the oldest
-        batch when ``BATCHES_IN_FLIGHT`` are there already)."""
+        """Queue a file; a full batch is handed on (waiting for the oldest batch when
+        ``BATCHES_IN_FLIGHT`` are out already)."""
         self._pending.append(item)
         self._pending_bytes += item.size
-        if len(self._pending) >= BATCH_FILES or self._pending_bytes >= BATCH_BYTES:
-            self.submit()
+        if item.data is not None:
+            self._pending_held += len(item.data)
+        if (
+            len(self._pending) >= BATCH_FILES
+            or self._pending_bytes >= BATCH_BYTES
+            or self._pending_held >= BATCH_HELD
+        ):
+            self.submit(full=True)
 
     def has_room(self) -> bool:
-        """Whether a full batch queued now would go to the thread without waiting."""
+        """Whether a full batch queued now would be handed on without waiting."""
         return len(self._in_flight) < BATCHES_IN_FLIGHT
 
-    def submit(self) -> None:
-        """Hand the files queued so far to the committer thread as one batch."""
+    def submit(self, *, full: bool = False) -> None:
+        """Hand the files queued so far on as one batch: a ``full`` one to the worker
+        process (when there is one and no file of it was read back as it arrived), any
+        other to the committer thread."""
         if self._pending:
-            batch, self._pending, self._pending_bytes = self._pending, [], 0
-            self._in_flight.append(self._thread.submit(self._batches.commit, batch))
+            batch, self._pending = self._pending, []
+            self._pending_bytes = self._pending_held = 0
+            worker = self._worker_for(batch) if full else None
+            if worker is not None:
+                future = worker.submit(commitworker.commit, batch)
+            else:
+                future = self._thread.submit(self._batches.commit, batch)
+            self._in_flight.append(future)
         while len(self._in_flight) > BATCHES_IN_FLIGHT:
             self._collect(self._in_flight.popleft())
+
+    def _worker_for(self, batch: list[Pending]) -> ProcessPoolExecutor | None:
+        if self._worker_setup is None or any(item.early is not None for item in batch):
+            return None
+        if self._worker is None:
+            self._worker = commitworker.start_worker(self._worker_setup)
+        return self._worker
 
     def settle(self) -> Committed:
         """Commit every queued file and wait for every batch: what the batches since the
@@ -100,22 +136,27 @@ class Committer:
         return count
 
     def _collect(self, future: Future[BatchResult]) -> None:
-        good, bad, local = future.result()
+        try:
+            good, bad, local = future.result()
+        except BrokenProcessPool as exc:
+            raise DeltastageError(f"the commit worker process ended: {exc}") from None
         self._verified.update(good)
         self._mismatched += bad
         self._local_verified += local
 
     def close(self) -> None:
         """Let batches in flight finish (their errors are already someone else's news), stop
-        the thread, and remove the temp files of what was never committed."""
+        the thread and the worker, and remove the temp files of what was never committed."""
         futures, self._in_flight = self._in_flight, deque()
         for future in futures:
             with contextlib.suppress(Exception):
                 future.result()
         self._thread.shutdown(wait=True)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
         for item in self._pending:
             if item.early is not None:
                 item.early.abandon()
             with contextlib.suppress(OSError), self._dirs.parent(item.parts) as dir_fd:
                 os.unlink(item.tmp, dir_fd=dir_fd)
-        self._pending, self._pending_bytes = [], 0
+        self._pending, self._pending_bytes, self._pending_held = [], 0, 0
