@@ -3,6 +3,7 @@ renamed into place, what does not is reported and removed, and nothing is left b
 
 from __future__ import annotations
 
+import marshal
 import os
 import random
 import time
@@ -11,12 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deltastage.errors import DeltastageError
 from deltastage.hashing import hash_bytes
 from deltastage.models import RemoteEntry
 from deltastage.safefs import DirCache, open_dir
-from deltastage.stage import batchcommit
+from deltastage.stage import batchcommit, commitworker
 from deltastage.stage import committer as committer_module
 from deltastage.stage.basis import Basis, BasisOpener
 from deltastage.stage.batchcommit import BatchCommitter, BatchResult, Pending
@@ -319,3 +322,56 @@ def test_a_worker_that_cannot_open_the_peer_dir_fails_the_batch(tmp_path: Path) 
         dirs.close()
         os.close(peer_fd)
     assert not (peer_dir / "a").exists(), "not renamed (the next run sweeps its temp file)"
+
+
+_names = st.text(st.characters(blacklist_characters="/\x00"), min_size=1, max_size=12) | st.just(
+    "caf\udce9"  # a name that is not UTF-8, as surrogateescape holds it
+)
+_maybe_bytes = st.none() | st.binary(max_size=40)
+
+
+@st.composite
+def _pending_items(draw: st.DrawFn) -> Pending:
+    parts = draw(st.lists(_names, min_size=1, max_size=4))
+    path = "/".join(parts)
+    size = draw(st.integers(0, 1 << 40))
+    entry = RemoteEntry(
+        path,
+        "file",
+        size,
+        draw(st.integers(-(1 << 62), 1 << 62)),
+        draw(st.none() | st.integers(0, 0o7777)),
+        draw(st.binary(min_size=16, max_size=16)),
+        draw(_maybe_bytes),
+        draw(_maybe_bytes),
+    )
+    basis = draw(
+        st.none()
+        | st.builds(
+            Basis,
+            st.just(Path("/staging/2026/11/22/p")),
+            st.just(path),
+            st.sampled_from(["previous", "similar", "today", "partial"]),
+            st.integers(0, 1 << 40),
+            st.none() | st.binary(min_size=16, max_size=16),
+            st.none() | st.dates(),
+            _maybe_bytes,
+            st.none() | st.integers(0, 1 << 40),
+        )
+    )
+    data = draw(_maybe_bytes)
+    return Pending(entry, parts, temp_name(), size, entry.xxh3_128 or b"", basis, data=data)
+
+
+@given(st.lists(_pending_items(), max_size=5))
+def test_a_packed_batch_reads_back_as_it_was(batch: list[Pending]) -> None:
+    """What the worker reads is what the master queued, field for field."""
+    unpacked = [commitworker._pending(row) for row in marshal.loads(commitworker.pack(batch))]
+    assert unpacked == batch
+
+
+def test_a_file_read_back_early_is_never_packed() -> None:
+    item = Pending(RemoteEntry("a", "file", 1, 0, 0o644, bytes(16)), ["a"], "t", 1, bytes(16))
+    item.early = object()  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="committed in place"):
+        commitworker.pack([item])

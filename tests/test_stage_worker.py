@@ -68,12 +68,12 @@ def test_a_worker_killed_mid_run_fails_its_peer_and_leaves_no_indicator(
     config = load_config(write_config(tmp_path, ["many"]))
     real_collect = Committer._collect
 
-    def kill_then_collect(self: Committer, future: Any) -> None:
+    def kill_then_collect(self: Committer, batch: Any, future: Any) -> None:
         if self._worker is not None:
             for process in list(self._worker._processes.values()):  # type: ignore[union-attr]
                 if process.pid is not None and process.is_alive():
                     os.kill(process.pid, signal.SIGKILL)
-        real_collect(self, future)
+        real_collect(self, batch, future)
 
     monkeypatch.setattr(Committer, "_collect", kill_then_collect)
     report = run_stage(config, run_date=date(2026, 11, 23))

@@ -55,9 +55,8 @@ class Pending:
         return self.parts[-1] if self.in_place else self.tmp
 
 
-# What a batch's files verified as (by path), the files that did not verify, and how many
-# of those verified were local copies (links and copies).
-BatchResult = tuple[dict[str, ManifestEntry], list[Pending], int]
+# Each file of a batch, in its order: whether it verified (and took its final name).
+BatchResult = list[bool]
 
 
 def staged_entry(
@@ -99,11 +98,10 @@ class BatchCommitter:
         self._copier = copier
         self._ownership = ownership
         self._fresh = fresh
-        self._local_verified = 0
 
     def commit(self, batch: list[Pending]) -> BatchResult:
         """Make a batch durable, re-read and verify each file, then rename it into place (a
-        link made in place has its name already).
+        link made in place has its name already); what did not verify is removed.
 
         One syncfs covers the whole batch (and the renames of the batches before it); each
         file is then dropped from the page cache so its re-read comes from the disk
@@ -115,8 +113,7 @@ class BatchCommitter:
         self._make_local(batch)
         syncfs(self._peer_fd)
         checked = [NOTHING_CHECKED if i.early is None else i.early.finish() for i in batch]
-        verified: dict[str, ManifestEntry] = {}
-        mismatched: list[Pending] = []
+        verified: BatchResult = []
         for first in range(0, len(batch), READBACK_WINDOW):
             window = batch[first : first + READBACK_WINDOW]
             checks = checked[first : first + READBACK_WINDOW]
@@ -137,16 +134,13 @@ class BatchCommitter:
                 with self._dirs.lease(dir_parts) as dir_fd:
                     for item, ok in outcomes:
                         if ok:
-                            self._commit_verified(dir_fd, item, verified)
+                            self._take_name(dir_fd, item)
                         else:
                             os.unlink(item.on_disk, dir_fd=dir_fd)
-                            mismatched.append(item)
-        local, self._local_verified = self._local_verified, 0
-        return verified, mismatched, local
+            verified += good
+        return verified
 
-    def _commit_verified(
-        self, dir_fd: int, item: Pending, verified: dict[str, ManifestEntry]
-    ) -> None:
+    def _take_name(self, dir_fd: int, item: Pending) -> None:
         """Give a file that verified its final name in ``dir_fd``, its dir (a link made in
         place has it already)."""
         if not item.in_place:
@@ -154,11 +148,6 @@ class BatchCommitter:
             if not self._fresh and clear_name(dir_fd, name):
                 self._dirs.forget(item.parts)
             os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        verified[item.entry.path] = staged_entry(
-            self._ownership, item.entry, item.size, item.digest
-        )
-        if item.copy_from is not None:
-            self._local_verified += 1
 
     def _write_received(self, batch: list[Pending]) -> None:
         """Write the small files received into memory to their temp files, one after the

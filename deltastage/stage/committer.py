@@ -22,7 +22,7 @@ from deltastage.errors import DeltastageError
 from deltastage.manifest import ManifestEntry
 from deltastage.safefs import DirCache, syncfs
 from deltastage.stage import commitworker
-from deltastage.stage.batchcommit import BatchCommitter, BatchResult, Pending
+from deltastage.stage.batchcommit import BatchCommitter, BatchResult, Pending, staged_entry
 from deltastage.stage.commitworker import WorkerSetup
 from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
@@ -62,6 +62,7 @@ class Committer:
     ) -> None:
         self._peer_fd = peer_fd
         self._dirs = dirs
+        self._ownership = ownership
         self._batches = BatchCommitter(peer_fd, dirs, copier, ownership, fresh=fresh)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._worker_setup = worker
@@ -69,7 +70,7 @@ class Committer:
         self._pending: list[Pending] = []
         self._pending_bytes = 0
         self._pending_held = 0
-        self._in_flight: deque[Future[BatchResult]] = deque()
+        self._in_flight: deque[tuple[list[Pending], Future[BatchResult]]] = deque()
         # what the batches collected so far verified as, and what did not verify
         self._verified: dict[str, ManifestEntry] = {}
         self._mismatched: list[Pending] = []
@@ -102,12 +103,12 @@ class Committer:
             self._pending_bytes = self._pending_held = 0
             worker = self._worker_for(batch) if full else None
             if worker is not None:
-                future = worker.submit(commitworker.commit, batch)
+                future = worker.submit(commitworker.commit, commitworker.pack(batch))
             else:
                 future = self._thread.submit(self._batches.commit, batch)
-            self._in_flight.append(future)
+            self._in_flight.append((batch, future))
         while len(self._in_flight) > BATCHES_IN_FLIGHT:
-            self._collect(self._in_flight.popleft())
+            self._collect(*self._in_flight.popleft())
 
     def _worker_for(self, batch: list[Pending]) -> ProcessPoolExecutor | None:
         if self._worker_setup is None or any(item.early is not None for item in batch):
@@ -123,7 +124,7 @@ class Committer:
         made the renames of the batches before it durable already)."""
         self.submit()
         while self._in_flight:
-            self._collect(self._in_flight.popleft())
+            self._collect(*self._in_flight.popleft())
         if self._verified or self._mismatched:
             syncfs(self._peer_fd)  # the renames, durable before anything vouches for them
         verified, self._verified = self._verified, {}
@@ -135,20 +136,26 @@ class Committer:
         count, self._local_verified = self._local_verified, 0
         return count
 
-    def _collect(self, future: Future[BatchResult]) -> None:
+    def _collect(self, batch: list[Pending], future: Future[BatchResult]) -> None:
         try:
-            good, bad, local = future.result()
+            outcome = future.result()
         except BrokenProcessPool as exc:
             raise DeltastageError(f"the commit worker process ended: {exc}") from None
-        self._verified.update(good)
-        self._mismatched += bad
-        self._local_verified += local
+        for item, verified in zip(batch, outcome, strict=True):
+            if not verified:
+                self._mismatched.append(item)
+                continue
+            self._verified[item.entry.path] = staged_entry(
+                self._ownership, item.entry, item.size, item.digest
+            )
+            if item.copy_from is not None:
+                self._local_verified += 1
 
     def close(self) -> None:
         """Let batches in flight finish (their errors are already someone else's news), stop
         the thread and the worker, and remove the temp files of what was never committed."""
-        futures, self._in_flight = self._in_flight, deque()
-        for future in futures:
+        in_flight, self._in_flight = self._in_flight, deque()
+        for _, future in in_flight:
             with contextlib.suppress(Exception):
                 future.result()
         self._thread.shutdown(wait=True)
