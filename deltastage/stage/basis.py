@@ -232,6 +232,8 @@ class _EarlierDays:
         """Newest first: the copies of ``path``; with ``similar`` and none of them, the
         closest similar name of each day."""
         copies = self._load()
+        if not copies:  # no older day (a new peer's first days): nothing to look for
+            return []
         found = [self._basis(path, "previous", c) for c in copies.get(path, ()) if c[1] > 0]
         if found or not similar:
             return found
