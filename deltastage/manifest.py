@@ -29,7 +29,7 @@ from typing import Any
 
 from deltastage.delta.params import MAX_SKETCH_BYTES
 from deltastage.errors import DeltaFormatError, IntegrityError
-from deltastage.models import json_text
+from deltastage.models import json_string, json_text
 from deltastage.safefs import FILE_READ, check_relative_path, create_private, fsync_dir
 from deltastage.transform.recipe import decode_recipe
 
@@ -103,22 +103,26 @@ def manifest_text(manifest: Manifest) -> Iterator[str]:
     yield head.removesuffix("[]\n}") + "[\n"
     last = len(manifest.files) - 1
     for index, e in enumerate(manifest.files):
-        entry: dict[str, object] = {
-            "path": e.path,
-            "size": e.size,
-            "xxh3_128": e.xxh3_128.hex(),
-            "mode": f"{e.mode:04o}",
-            "mtime_ns": e.mtime_ns,
-        }
-        if e.sketch is not None:
-            entry["sketch"] = e.sketch.hex()
-        if e.recipe is not None:
-            recipe = decode_recipe(e.recipe)
-            entry["transform"] = recipe.kind.name.lower()
-            entry["content_size"] = recipe.content_size
-            entry["recipe"] = e.recipe.hex()
-        yield "  " + json_text(entry, indent=None) + (",\n" if index < last else "\n")
+        yield "  " + _entry_line(e) + (",\n" if index < last else "\n")
     yield " ]\n}\n"
+
+
+def _entry_line(e: ManifestEntry) -> str:
+    """One file's entry as ``json_text(entry, indent=None)`` writes it, formatted directly:
+    a manifest has one per staged file, and only the path needs JSON's escaping."""
+    line = (
+        f'{{"path": {json_string(e.path)}, "size": {e.size}, "xxh3_128": "{e.xxh3_128.hex()}", '
+        f'"mode": "{e.mode:04o}", "mtime_ns": {e.mtime_ns}'
+    )
+    if e.sketch is not None:
+        line += f', "sketch": "{e.sketch.hex()}"'
+    if e.recipe is not None:
+        recipe = decode_recipe(e.recipe)
+        line += (
+            f', "transform": "{recipe.kind.name.lower()}", '
+            f'"content_size": {recipe.content_size}, "recipe": "{e.recipe.hex()}"'
+        )
+    return line + "}"
 
 
 def _field(obj: dict[str, Any], key: str, kind: type) -> Any:

@@ -7,9 +7,18 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date
+from json.encoder import encode_basestring
 from pathlib import PurePath
 
-__all__ = ["AgentInfo", "Gateway", "RemoteEntry", "json_fields", "json_text", "shared_mode"]
+__all__ = [
+    "AgentInfo",
+    "Gateway",
+    "RemoteEntry",
+    "json_fields",
+    "json_string",
+    "json_text",
+    "shared_mode",
+]
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,14 @@ def json_fields(report: object, *names: str) -> dict[str, object]:
 # A file name that is not UTF-8 holds one lone surrogate per undecodable byte (Python's
 # surrogateescape); no UTF-8 text can, so each one is unambiguous.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_string(text: str) -> str:
+    """``text`` as a JSON string literal, written as ``json_text`` writes one."""
+    literal: str = encode_basestring(text)
+    if _LONE_SURROGATE.search(literal) is None:
+        return literal
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", literal)
 
 
 def json_text(document: object, indent: int | None = 2) -> str:
