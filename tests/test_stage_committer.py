@@ -3,6 +3,7 @@ renamed into place, what does not is reported and removed, and nothing is left b
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import random
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -375,3 +377,28 @@ def test_a_file_read_back_early_is_never_packed() -> None:
     item.early = object()  # type: ignore[assignment]
     with pytest.raises(ValueError, match="committed in place"):
         commitworker.pack([item])
+
+
+def test_a_worker_that_cannot_start_leaves_the_batches_to_the_thread(
+    with_worker: tuple[Path, Committer],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No process to be had (a process limit under cron, say): one warning, and every
+    batch is committed on the thread as before."""
+    peer_dir, committer = with_worker
+    monkeypatch.setattr(committer_module, "BATCH_FILES", 2)
+
+    def no_process(setup: WorkerSetup) -> Any:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(commitworker, "start_worker", no_process)
+    for name in "abcde":
+        committer.add(written(peer_dir, name, name.encode()))
+    verified, mismatched = committer.settle()
+    assert sorted(verified) == list("abcde") and mismatched == []
+    warnings = [r.getMessage() for r in caplog.records if "commit worker" in r.getMessage()]
+    assert warnings == [
+        "could not start a commit worker process (Resource temporarily unavailable): "
+        "committing on a thread"
+    ]

@@ -13,6 +13,7 @@ attempt's to decide.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -28,6 +29,8 @@ from deltastage.stage.localcopy import LocalCopier
 from deltastage.stage.ownership import Ownership
 
 __all__ = ["BATCHES_IN_FLIGHT", "BATCH_BYTES", "BATCH_FILES", "Committed", "Committer"]
+
+log = logging.getLogger("deltastage.stage")
 
 # Written files are synced, re-read and renamed in batches of this many files or bytes, or
 # once the small files received into memory (``Pending.data``) hold this many bytes.
@@ -101,21 +104,29 @@ class Committer:
         if self._pending:
             batch, self._pending = self._pending, []
             self._pending_bytes = self._pending_held = 0
-            worker = self._worker_for(batch) if full else None
-            if worker is not None:
-                future = worker.submit(commitworker.commit, commitworker.pack(batch))
-            else:
+            future = self._to_worker(batch) if full else None
+            if future is None:
                 future = self._thread.submit(self._batches.commit, batch)
             self._in_flight.append((batch, future))
         while len(self._in_flight) > BATCHES_IN_FLIGHT:
             self._collect(*self._in_flight.popleft())
 
-    def _worker_for(self, batch: list[Pending]) -> ProcessPoolExecutor | None:
+    def _to_worker(self, batch: list[Pending]) -> Future[BatchResult] | None:
+        """The batch sent to the worker (started by the first one); None when it must stay
+        here, or no worker could be started (a process limit, say: the thread commits)."""
         if self._worker_setup is None or any(item.early is not None for item in batch):
             return None
-        if self._worker is None:
-            self._worker = commitworker.start_worker(self._worker_setup)
-        return self._worker
+        try:
+            if self._worker is None:
+                self._worker = commitworker.start_worker(self._worker_setup)
+            return self._worker.submit(commitworker.commit, commitworker.pack(batch))
+        except OSError as exc:
+            log.warning(
+                "could not start a commit worker process (%s): committing on a thread",
+                exc.strerror or exc,
+            )
+            self._worker_setup = None
+            return None
 
     def settle(self) -> Committed:
         """Commit every queued file and wait for every batch: what the batches since the
