@@ -3,12 +3,13 @@ renamed into place, what does not is reported and removed, and nothing is left b
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import marshal
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,37 @@ from deltastage.stage.readback import EarlyCheck, verify_on_disk
 OWNERSHIP = Ownership(None, None, None, 0o755)
 
 
-@pytest.fixture
-def peer(tmp_path: Path) -> Iterator[tuple[Path, Committer]]:
+@contextlib.contextmanager
+def committer_of(
+    tmp_path: Path,
+    *,
+    fresh: bool = False,
+    link: bool = True,
+    worker: Callable[[Path], WorkerSetup | None] = lambda peer_dir: None,
+) -> Iterator[tuple[Path, Committer]]:
+    """A committer of the new peer dir ``tmp_path/peer``, with a worker process when
+    ``worker`` gives its setup; closed (with its fds) at the end."""
     peer_dir = tmp_path / "peer"
     peer_dir.mkdir()
     peer_fd = open_dir(peer_dir)
     dirs = DirCache(peer_fd, create=True)
     bases = BasisOpener()
-    copier = LocalCopier(bases, OWNERSHIP, link=True)
-    committer = Committer(peer_fd, dirs, copier, OWNERSHIP, fresh=False)
-    yield peer_dir, committer
-    committer.close()
-    bases.close()
-    dirs.close()
-    os.close(peer_fd)
+    copier = LocalCopier(bases, OWNERSHIP, link=link)
+    batches = BatchCommitter(peer_fd, dirs, copier, OWNERSHIP, fresh=fresh)
+    committer = Committer(batches, worker=worker(peer_dir))
+    try:
+        yield peer_dir, committer
+    finally:
+        committer.close()
+        bases.close()
+        dirs.close()
+        os.close(peer_fd)
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[tuple[Path, Committer]]:
+    with committer_of(tmp_path) as made:
+        yield made
 
 
 def written(peer_dir: Path, path: str, data: bytes, source: bytes | None = None) -> Pending:
@@ -136,17 +154,8 @@ def test_a_full_batch_goes_to_the_thread_at_once(
 
 
 def test_close_removes_what_was_never_committed(tmp_path: Path) -> None:
-    peer_dir = tmp_path / "peer"
-    peer_dir.mkdir()
-    peer_fd = open_dir(peer_dir)
-    dirs = DirCache(peer_fd, create=True)
-    committer = Committer(
-        peer_fd, dirs, LocalCopier(BasisOpener(), OWNERSHIP, link=False), OWNERSHIP, fresh=True
-    )
-    committer.add(written(peer_dir, "d/a", b"never committed"))
-    committer.close()
-    dirs.close()
-    os.close(peer_fd)
+    with committer_of(tmp_path, fresh=True, link=False) as (peer_dir, committer):
+        committer.add(written(peer_dir, "d/a", b"never committed"))
     assert names(peer_dir) == []
 
 
@@ -225,20 +234,8 @@ def _worker_setup(peer_dir: Path, *, fresh: bool = False) -> WorkerSetup:
 @pytest.fixture
 def with_worker(tmp_path: Path) -> Iterator[tuple[Path, Committer]]:
     """A committer whose full batches go to its worker process."""
-    peer_dir = tmp_path / "peer"
-    peer_dir.mkdir()
-    peer_fd = open_dir(peer_dir)
-    dirs = DirCache(peer_fd, create=True)
-    bases = BasisOpener()
-    copier = LocalCopier(bases, OWNERSHIP, link=True)
-    committer = Committer(
-        peer_fd, dirs, copier, OWNERSHIP, fresh=False, worker=_worker_setup(peer_dir)
-    )
-    yield peer_dir, committer
-    committer.close()
-    bases.close()
-    dirs.close()
-    os.close(peer_fd)
+    with committer_of(tmp_path, worker=_worker_setup) as made:
+        yield made
 
 
 def test_full_batches_are_committed_by_the_worker_process(
@@ -297,32 +294,16 @@ def test_a_batch_with_a_file_read_back_early_stays_on_the_thread(
 def test_a_worker_that_cannot_open_the_peer_dir_fails_the_batch(tmp_path: Path) -> None:
     """The worker refuses a dir that is not the one the master holds (here: another
     inode at that path): the attempt's batch fails with a clear error, nothing renamed."""
-    peer_dir = tmp_path / "peer"
-    peer_dir.mkdir()
-    peer_fd = open_dir(peer_dir)
-    dirs = DirCache(peer_fd, create=True)
-    setup = _worker_setup(peer_dir)
-    wrong = WorkerSetup(
-        peer_dir, (setup.identity[0], setup.identity[1] + 1), OWNERSHIP, link=True, fresh=False
-    )
-    committer = Committer(
-        peer_fd,
-        dirs,
-        LocalCopier(BasisOpener(), OWNERSHIP, link=True),
-        OWNERSHIP,
-        fresh=False,
-        worker=wrong,
-    )
-    try:
-        item = written(peer_dir, "a", b"a")
-        committer.add(item)
+
+    def wrong(peer_dir: Path) -> WorkerSetup:
+        device, inode = _worker_setup(peer_dir).identity
+        return WorkerSetup(peer_dir, (device, inode + 1), OWNERSHIP, link=True, fresh=False)
+
+    with committer_of(tmp_path, worker=wrong) as (peer_dir, committer):
+        committer.add(written(peer_dir, "a", b"a"))
         committer.submit(full=True)
         with pytest.raises(DeltastageError, match="commit worker process ended"):
             committer.settle()
-    finally:
-        committer.close()
-        dirs.close()
-        os.close(peer_fd)
     assert not (peer_dir / "a").exists(), "not renamed (the next run sweeps its temp file)"
 
 

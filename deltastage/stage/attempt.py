@@ -34,7 +34,7 @@ from deltastage.master.session import PeerSession
 from deltastage.models import RemoteEntry
 from deltastage.safefs import DirCache, check_relative_path, open_dir, remove_tree_beneath
 from deltastage.stage.basis import PARTIAL_DIR, Basis, BasisFinder, BasisOpener
-from deltastage.stage.batchcommit import Pending, staged_entry
+from deltastage.stage.batchcommit import BatchCommitter, Pending, staged_entry
 from deltastage.stage.committer import Committer
 from deltastage.stage.commitworker import WorkerSetup
 from deltastage.stage.content import ContentBases
@@ -120,14 +120,10 @@ class Attempt:
                 link=self.options.link_unchanged,
                 fresh=self.fresh_dir,
             )
-            self.committer = Committer(
-                self.peer_fd,
-                self.dirs,
-                self.copier,
-                target.ownership,
-                fresh=self.fresh_dir,
-                worker=worker,
+            batches = BatchCommitter(
+                self.peer_fd, self.dirs, self.copier, target.ownership, fresh=self.fresh_dir
             )
+            self.committer = Committer(batches, worker=worker)
             stack.callback(self.committer.close)
             self.generator = RequestGenerator(
                 self.dirs,

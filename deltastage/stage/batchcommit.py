@@ -93,10 +93,10 @@ class BatchCommitter:
         *,
         fresh: bool,
     ) -> None:
-        self._peer_fd = peer_fd
-        self._dirs = dirs
+        self.peer_fd = peer_fd
+        self.dirs = dirs
         self._copier = copier
-        self._ownership = ownership
+        self.ownership = ownership
         self._fresh = fresh
 
     def commit(self, batch: list[Pending]) -> BatchResult:
@@ -111,7 +111,7 @@ class BatchCommitter:
         """
         self._write_received(batch)
         self._make_local(batch)
-        syncfs(self._peer_fd)
+        syncfs(self.peer_fd)
         checked = [NOTHING_CHECKED if i.early is None else i.early.finish() for i in batch]
         verified: BatchResult = []
         for first in range(0, len(batch), READBACK_WINDOW):
@@ -120,7 +120,7 @@ class BatchCommitter:
             fds: list[int] = []
             try:
                 for dir_parts, group in _by_dir(zip(window, checks, strict=True)):
-                    with self._dirs.lease(dir_parts) as dir_fd:
+                    with self.dirs.lease(dir_parts) as dir_fd:
                         for item, (start, _) in group:
                             fds.append(readback.open_for_reread(dir_fd, item.on_disk, start))
                 good = [
@@ -131,7 +131,7 @@ class BatchCommitter:
                 for fd in fds:
                     os.close(fd)
             for dir_parts, outcomes in _by_dir(zip(window, good, strict=True)):
-                with self._dirs.lease(dir_parts) as dir_fd:
+                with self.dirs.lease(dir_parts) as dir_fd:
                     for item, ok in outcomes:
                         if ok:
                             self._take_name(dir_fd, item)
@@ -146,7 +146,7 @@ class BatchCommitter:
         if not item.in_place:
             name = item.parts[-1]
             if not self._fresh and clear_name(dir_fd, name):
-                self._dirs.forget(item.parts)
+                self.dirs.forget(item.parts)
             os.rename(item.tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     def _write_received(self, batch: list[Pending]) -> None:
@@ -155,13 +155,13 @@ class BatchCommitter:
         with the rest)."""
         received = ((item, item.data) for item in batch if item.data is not None)
         for dir_parts, group in _by_dir(received):
-            with self._dirs.lease(dir_parts) as dir_fd:
+            with self.dirs.lease(dir_parts) as dir_fd:
                 for item, data in group:
                     item.data = None
                     fd = create_private(dir_fd, item.tmp)
                     try:
                         write_new(fd, data)
-                        self._ownership.give_staged(fd, item.entry.mode, item.entry.mtime_ns)
+                        self.ownership.give_staged(fd, item.entry.mode, item.entry.mtime_ns)
                     finally:
                         os.close(fd)
 
@@ -186,7 +186,7 @@ class BatchCommitter:
             if item.copy_from is None:
                 continue
             dir_parts = tuple(item.parts[:-1])
-            with self._dirs.lease(dir_parts) as dir_fd:
+            with self.dirs.lease(dir_parts) as dir_fd:
                 parent = parents.get(dir_parts)
                 if parent is None:
                     parent = parents[dir_parts] = os.fstat(dir_fd)

@@ -21,12 +21,10 @@ from concurrent.futures.process import BrokenProcessPool
 
 from deltastage.errors import DeltastageError
 from deltastage.manifest import ManifestEntry
-from deltastage.safefs import DirCache, syncfs
+from deltastage.safefs import syncfs
 from deltastage.stage import commitworker
 from deltastage.stage.batchcommit import BatchCommitter, BatchResult, Pending, staged_entry
 from deltastage.stage.commitworker import WorkerSetup
-from deltastage.stage.localcopy import LocalCopier
-from deltastage.stage.ownership import Ownership
 
 __all__ = ["BATCHES_IN_FLIGHT", "BATCH_BYTES", "BATCH_FILES", "Committed", "Committer"]
 
@@ -47,26 +45,15 @@ Committed = tuple[dict[str, ManifestEntry], list[Pending]]
 
 
 class Committer:
-    """Commits the peer dir's pending files in batches; verifying overlaps the transfers.
+    """Commits the peer dir's pending files in batches, with ``batches`` on its thread;
+    verifying overlaps the transfers. ``worker``: full batches go to a worker process built
+    from it (none: all on the thread)."""
 
-    ``fresh``: the peer dir was empty when the attempt began (see ``BatchCommitter``).
-    ``worker``: full batches go to a worker process built from it (none: all on the thread).
-    """
-
-    def __init__(
-        self,
-        peer_fd: int,
-        dirs: DirCache,
-        copier: LocalCopier,
-        ownership: Ownership,
-        *,
-        fresh: bool,
-        worker: WorkerSetup | None = None,
-    ) -> None:
-        self._peer_fd = peer_fd
-        self._dirs = dirs
-        self._ownership = ownership
-        self._batches = BatchCommitter(peer_fd, dirs, copier, ownership, fresh=fresh)
+    def __init__(self, batches: BatchCommitter, *, worker: WorkerSetup | None = None) -> None:
+        self._peer_fd = batches.peer_fd
+        self._dirs = batches.dirs
+        self._ownership = batches.ownership
+        self._batches = batches
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._worker_setup = worker
         self._worker: ProcessPoolExecutor | None = None  # started by the first full batch
