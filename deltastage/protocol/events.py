@@ -13,6 +13,7 @@ other, in words, that they disagree.
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -333,6 +334,10 @@ class ListRequest(Event):
         return cls(reader.text(MAX_PATH, "root"), _read_bool(reader, "prove"))
 
 
+# a listed entry's fixed fields, as ``WireEntry._write`` writes them one by one
+_ENTRY_HEAD = struct.Struct(">BHQq")  # kind, mode, size, mtime_ns
+
+
 @dataclass(frozen=True)
 class WireEntry:
     """One listed name, as carried in a ``ListBatch`` (paths are checked by the session)."""
@@ -387,15 +392,12 @@ class WireEntry:
 
     @classmethod
     def _read(cls, reader: Reader) -> WireEntry:
-        kind_index = reader.u8("kind")
+        kind_index, mode, size, mtime_ns = reader.fields(_ENTRY_HEAD, "kind, mode, size, mtime_ns")
         if kind_index >= len(ENTRY_KINDS):
             raise RemoteProtocolError(f"unknown entry kind {kind_index}")
         kind = ENTRY_KINDS[kind_index]
-        mode = reader.u16("mode")
         if mode > 0o7777:
             raise RemoteProtocolError(f"entry mode out of range: {mode:o}")
-        size = reader.u64("size")
-        mtime_ns = reader.i64("mtime_ns")
         path = reader.text(MAX_PATH, "path")
         if kind != "file":
             return cls(path, kind, size, mtime_ns, mode, None)

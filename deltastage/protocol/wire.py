@@ -8,6 +8,7 @@ or ``IndexError``; ``Writer`` raises ``LocalProtocolError`` for values we must n
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from deltastage.errors import LocalProtocolError, RemoteProtocolError
 
@@ -73,20 +74,28 @@ class Reader:
     """Consume fields from one payload; ``finish`` insists nothing is left over."""
 
     def __init__(self, data: bytes, what: str) -> None:
-        self._view = memoryview(data)
+        self._data = data if type(data) is bytes else bytes(data)
         self._pos = 0
         self._what = what
 
     def _take(self, n: int, field: str) -> bytes:
         end = self._pos + n
-        if end > len(self._view):
+        if end > len(self._data):
             raise RemoteProtocolError(f"{self._what}: truncated at {field}")
-        chunk = bytes(self._view[self._pos : end])
+        chunk = self._data[self._pos : end]
         self._pos = end
         return chunk
 
+    def fields(self, fmt: struct.Struct, field: str) -> tuple[Any, ...]:
+        """Several fixed-size fields at once, as ``fmt`` unpacks them."""
+        start, end = self._pos, self._pos + fmt.size
+        if end > len(self._data):
+            raise RemoteProtocolError(f"{self._what}: truncated at {field}")
+        self._pos = end
+        return fmt.unpack_from(self._data, start)
+
     def _unpack(self, fmt: struct.Struct, field: str) -> int:
-        value: int = fmt.unpack(self._take(fmt.size, field))[0]
+        value: int = self.fields(fmt, field)[0]
         return value
 
     def u8(self, field: str) -> int:
@@ -120,11 +129,11 @@ class Reader:
         return self.blob(limit, field).decode("utf-8", "surrogateescape")
 
     def rest(self) -> bytes:
-        chunk = bytes(self._view[self._pos :])
-        self._pos = len(self._view)
+        chunk = self._data[self._pos :]
+        self._pos = len(self._data)
         return chunk
 
     def finish(self) -> None:
-        left = len(self._view) - self._pos
+        left = len(self._data) - self._pos
         if left:
             raise RemoteProtocolError(f"{self._what}: {left} unexpected trailing bytes")
