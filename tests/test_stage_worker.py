@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -93,3 +96,62 @@ def test_a_worker_killed_mid_run_fails_its_peer_and_leaves_no_indicator(
     assert report.peers[0].status == "staged", report.peers[0].error
     assert tree(day) == source_tree(tmp_path / "collect/many")
     assert (tmp_path / "collect/many/cback.stage").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in status:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_sigint_stops_the_run_and_its_worker(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a many-files peer: the run ends with 130 and no indicator,
+    and its worker process (which ignores SIGINT itself) is gone with it."""
+    files = {f"d{i % 50:02d}/f{i:05d}": f"{i}\n".encode() * 20 for i in range(20_000)}
+    make_peer(tmp_path, "many", files)
+    config = write_config(tmp_path, ["many"])
+    command = [sys.executable, "-m", "deltastage", "stage", "--config", str(config)]
+    process = subprocess.Popen(
+        [*command, "--date", DAY1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while not workers and process.poll() is None and time.monotonic() < deadline:
+        workers = [
+            pid
+            for pid in _children(process.pid)
+            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        time.sleep(0.02)
+    assert workers, "the worker started before the run ended"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)], "no worker left behind"
+    assert not (tmp_path / "collect/many/cback.stage").exists()
+    assert not (staged(tmp_path, DAY1, "many") / MANIFEST_NAME).exists()
