@@ -9,6 +9,7 @@ roots both go through here, with the flag sets defined here once.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import itertools
@@ -124,7 +125,10 @@ def open_child_dir(parent_fd: int, name: str, *, create: bool, mode: int = 0o755
     except FileNotFoundError:
         if not create:
             raise
-        os.mkdir(name, mode, dir_fd=parent_fd)
+        # the commit worker and the receiver may make the same directory at once: the
+        # loser opens the winner's (the open below refuses anything but a directory)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, mode, dir_fd=parent_fd)
     except OSError as exc:
         # only these say something else is there; any other failure (EMFILE, EACCES, EIO)
         # is raised as what it is

@@ -264,6 +264,31 @@ def test_open_child_dir_creates_and_reopens(tree: tuple[Path, Path, int]) -> Non
         open_child_dir(fd, "link-dir", create=False)
 
 
+@pytest.mark.parametrize("planted", ["dir", "symlink"])
+def test_a_directory_made_meanwhile_by_another_process_is_opened(
+    tree: tuple[Path, Path, int], monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """The commit worker and the receiver may make the same directory at once: the one
+    whose mkdir finds it made opens it, and only if it is a directory."""
+    root, outside, fd = tree
+    real_mkdir = os.mkdir
+
+    def raced(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if planted == "dir":  # the other process won
+            real_mkdir(name, mode, dir_fd=dir_fd)
+        else:
+            os.symlink(outside, name, dir_fd=dir_fd)
+        raise FileExistsError(errno.EEXIST, "File exists", name)
+
+    monkeypatch.setattr(os, "mkdir", raced)
+    if planted == "dir":
+        os.close(open_child_dir(fd, "made", create=True))
+        assert (root / "made").is_dir()
+    else:  # refused, never followed
+        with pytest.raises((UnsafePathError, NotADirectoryError)):
+            open_child_dir(fd, "made", create=True)
+
+
 def test_the_dir_cache_opens_each_directory_once_and_never_through_a_link(
     tree: tuple[Path, Path, int],
 ) -> None:

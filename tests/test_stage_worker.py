@@ -30,8 +30,12 @@ FILES = 1500  # more than one batch (BATCH_FILES) of small files
 
 
 def _many_files(tmp_path: Path) -> dict[str, bytes]:
+    # every 97th bigger than a small file (its temp file made by the receiver, in this
+    # process) in the same directories as the small ones the worker writes
     files = {
-        f"d{i % 37:02d}/f{i:05d}.txt": f"file {i}\n".encode() * (i % 50 + 1) for i in range(FILES)
+        f"d{i % 37:02d}/f{i:05d}.txt": f"file {i}\n".encode()
+        * (3000 if i % 97 == 0 else i % 50 + 1)
+        for i in range(FILES)
     }
     make_peer(tmp_path, "many", files)
     return files
