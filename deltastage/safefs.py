@@ -125,10 +125,6 @@ def open_child_dir(parent_fd: int, name: str, *, create: bool, mode: int = 0o755
     except FileNotFoundError:
         if not create:
             raise
-        # the commit worker and the receiver may make the same directory at once: the
-        # loser opens the winner's (the open below refuses anything but a directory)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, mode, dir_fd=parent_fd)
     except OSError as exc:
         # only these say something else is there; any other failure (EMFILE, EACCES, EIO)
         # is raised as what it is
@@ -136,7 +132,11 @@ def open_child_dir(parent_fd: int, name: str, *, create: bool, mode: int = 0o755
             raise
         if not create:
             raise UnsafePathError(f"{name!r} is not a directory") from exc
-        os.unlink(name, dir_fd=parent_fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent_fd)
+    # The commit worker and the receiver may clear and make the same directory at once:
+    # whoever finds it gone or made already opens the other's (refused but a directory).
+    with contextlib.suppress(FileExistsError):
         os.mkdir(name, mode, dir_fd=parent_fd)
     return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
 

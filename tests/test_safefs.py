@@ -289,6 +289,23 @@ def test_a_directory_made_meanwhile_by_another_process_is_opened(
             open_child_dir(fd, "made", create=True)
 
 
+def test_a_file_in_the_way_removed_meanwhile_by_another_process(
+    tree: tuple[Path, Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both processes find a staged file where a directory is needed now; the one whose
+    unlink finds it gone goes on to make (or open) the directory."""
+    root, _, fd = tree
+    real_unlink = os.unlink
+
+    def raced(name: str, *, dir_fd: int | None = None) -> None:
+        real_unlink(name, dir_fd=dir_fd)  # the other process was first
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", name)
+
+    monkeypatch.setattr(os, "unlink", raced)
+    os.close(open_child_dir(fd, "f", create=True))
+    assert (root / "f").is_dir()
+
+
 def test_the_dir_cache_opens_each_directory_once_and_never_through_a_link(
     tree: tuple[Path, Path, int],
 ) -> None:
