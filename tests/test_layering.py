@@ -73,6 +73,7 @@ def test_the_master_end_knows_nothing_of_the_stage() -> None:
         "basis",
         "batchcommit",
         "committer",
+        "commitworker",
         "localcopy",
         "ownership",
         "peerdir",
