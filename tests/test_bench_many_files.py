@@ -93,3 +93,18 @@ def test_measure_reports_a_child_and_a_failure() -> None:
         assert "failed (1)" in str(exc)
     else:
         raise AssertionError("a failing command passed")
+
+
+def test_the_rss_target_grows_slower_than_the_tree() -> None:
+    """150 MB for 100,000 files or fewer; for a million, under ten times that."""
+    ours, theirs = mf.Measure(1.0, 1.0, 800 * 1024), mf.Measure(1.0, 1.0, 8 * 1024)
+    million = mf.DayResult("day 2", 1_000_000, {"deltastage": ours, "rsync": theirs})
+    assert mf.targets([million]) == [
+        ("day 2 wall at most 1.5x rsync's", True),
+        ("day 2 peak RSS under 1500 MB (150 MB per 100,000 files)", True),
+    ]
+    over = mf.DayResult(
+        "day 2", 1_000_000, {"deltastage": mf.Measure(1, 1, 1500 * 1024), "rsync": theirs}
+    )
+    assert mf.targets([over])[1][1] is False
+    assert mf.rss_budget_mib(1000) == 150
