@@ -32,6 +32,7 @@ from deltastage.safefs import MAX_OPEN_DIRS, DirCache
 from deltastage.stage.run import run_stage
 from deltastage.stage.sparse import copy_sparse, write_sparse
 from tests.helpers.site import (
+    interruptible_stage,
     make_peer,
     peer_json,
     source_tree,
@@ -643,15 +644,7 @@ def test_json_is_printed_on_sigint(tmp_path: Path, sshd_server: SSHServer) -> No
     make_peer(tmp_path, "quick", {"small": b"small"})
     peer = remote_peer(sshd_server, collect, agent_command=_throttled_agent(1 << 20))
     config = write_config(tmp_path, {"quick": {}, "slow": peer})
-    command = [sys.executable, "-m", "deltastage", "stage", "--config", str(config), "--json"]
-    process = subprocess.Popen(
-        [*command, "--date", DAY1],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # a shell's background job (a CI step, say) ignores SIGINT, and so would the child
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = interruptible_stage(config, "--json", "--date", DAY1)
     assert process.stderr is not None
     for line in process.stderr:  # the slow peer has begun its transfer
         if "peer=slow staging" in line:

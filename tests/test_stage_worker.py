@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -23,7 +21,15 @@ from deltastage.stage import commitworker
 from deltastage.stage.committer import Committer
 from deltastage.stage.peerdir import TMP_PREFIX
 from deltastage.stage.run import run_stage
-from tests.helpers.site import make_peer, source_tree, stage_json, staged, tree, write_config
+from tests.helpers.site import (
+    interruptible_stage,
+    make_peer,
+    source_tree,
+    stage_json,
+    staged,
+    tree,
+    write_config,
+)
 
 DAY1 = "2026-11-23"
 FILES = 1500  # more than one batch (BATCH_FILES) of small files
@@ -131,14 +137,7 @@ def test_sigint_stops_the_run_and_its_worker(tmp_path: Path) -> None:
     files = {f"d{i % 50:02d}/f{i:05d}": f"{i}\n".encode() * 20 for i in range(20_000)}
     make_peer(tmp_path, "many", files)
     config = write_config(tmp_path, ["many"])
-    command = [sys.executable, "-m", "deltastage", "stage", "--config", str(config)]
-    process = subprocess.Popen(
-        [*command, "--date", DAY1],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = interruptible_stage(config, "--date", DAY1)
     workers: list[int] = []
     deadline = time.monotonic() + 60
     while not workers and process.poll() is None and time.monotonic() < deadline:

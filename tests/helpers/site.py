@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
@@ -17,6 +20,7 @@ from deltastage.cli.main import app
 from deltastage.manifest import INTERNAL_PREFIX, MANIFEST_NAME
 
 __all__ = [
+    "interruptible_stage",
     "make_peer",
     "peer_json",
     "random_bytes",
@@ -114,3 +118,17 @@ def stage_json(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
     result = CliRunner().invoke(app, ["stage", "--config", str(config), "--json", *args])
     assert result.stdout.strip(), result.output
     return result.exit_code, json.loads(result.stdout)
+
+
+def interruptible_stage(config: Path, *args: str) -> subprocess.Popen[str]:
+    """``python -m deltastage stage --config CONFIG ARGS`` as a child process that SIGINT
+    reaches (a shell's background job, a CI step say, ignores SIGINT, and so would the
+    child), its output piped as text."""
+    command = [sys.executable, "-m", "deltastage", "stage", "--config", str(config), *args]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
