@@ -180,21 +180,16 @@ class BatchCommitter:
         again before keeping it. A copy always goes through a temp name: until its data is
         written and synced, its final name must not exist.
         """
-        # each dir's stat, by its parts: an fd number is only its dir's while leased
-        parents: dict[tuple[str, ...], os.stat_result] = {}
-        for item in batch:
-            if item.copy_from is None:
-                continue
-            dir_parts = tuple(item.parts[:-1])
+        local = ((item, item.copy_from) for item in batch if item.copy_from is not None)
+        for dir_parts, group in _by_dir(local):
             with self.dirs.lease(dir_parts) as dir_fd:
-                parent = parents.get(dir_parts)
-                if parent is None:
-                    parent = parents[dir_parts] = os.fstat(dir_fd)
-                name = item.parts[-1] if self._fresh else item.tmp
-                if self._copier.link(dir_fd, name, item.entry, item.copy_from, parent):
-                    item.in_place = self._fresh
-                else:
-                    self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, item.copy_from)
+                parent = os.fstat(dir_fd)
+                for item, basis in group:
+                    name = item.parts[-1] if self._fresh else item.tmp
+                    if self._copier.link(dir_fd, name, item.entry, basis, parent):
+                        item.in_place = self._fresh
+                    else:
+                        self._copier.copy_into_temp(dir_fd, item.tmp, item.entry, basis)
 
 
 def _by_dir(
