@@ -96,17 +96,19 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def json_string(text: str) -> str:
     """``text`` as a JSON string literal, written as ``json_text`` writes one."""
-    literal: str = encode_basestring(text)
-    if _LONE_SURROGATE.search(literal) is None:
-        return literal
-    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", literal)
+    return _escape_lone_surrogates(encode_basestring(text))
 
 
 def json_text(document: object, indent: int | None = 2) -> str:
     """``document`` as JSON text that encodes as UTF-8 whatever names it holds: a lone
     surrogate (a name's undecodable byte) is written as its ``\\udcXX`` escape, which
     ``json.loads`` reads back to the same name; other text stays as it is."""
-    text = json.dumps(document, indent=indent, ensure_ascii=False)
+    return _escape_lone_surrogates(json.dumps(document, indent=indent, ensure_ascii=False))
+
+
+def _escape_lone_surrogates(text: str) -> str:
+    if _LONE_SURROGATE.search(text) is None:
+        return text
     return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
