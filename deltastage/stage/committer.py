@@ -50,9 +50,6 @@ class Committer:
     from it (none: all on the thread)."""
 
     def __init__(self, batches: BatchCommitter, *, worker: WorkerSetup | None = None) -> None:
-        self._peer_fd = batches.peer_fd
-        self._dirs = batches.dirs
-        self._ownership = batches.ownership
         self._batches = batches
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._worker_setup = worker
@@ -124,7 +121,7 @@ class Committer:
         while self._in_flight:
             self._collect(*self._in_flight.popleft())
         if self._verified or self._mismatched:
-            syncfs(self._peer_fd)  # the renames, durable before anything vouches for them
+            syncfs(self._batches.peer_fd)  # the renames, durable before anything vouches for them
         verified, self._verified = self._verified, {}
         mismatched, self._mismatched = self._mismatched, []
         return verified, mismatched
@@ -144,7 +141,7 @@ class Committer:
                 self._mismatched.append(item)
                 continue
             self._verified[item.entry.path] = staged_entry(
-                self._ownership, item.entry, item.size, item.digest
+                self._batches.ownership, item.entry, item.size, item.digest
             )
             if item.copy_from is not None:
                 self._local_verified += 1
@@ -162,6 +159,6 @@ class Committer:
         for item in self._pending:
             if item.early is not None:
                 item.early.abandon()
-            with contextlib.suppress(OSError), self._dirs.parent(item.parts) as dir_fd:
+            with contextlib.suppress(OSError), self._batches.dirs.parent(item.parts) as dir_fd:
                 os.unlink(item.tmp, dir_fd=dir_fd)
         self._pending, self._pending_bytes, self._pending_held = [], 0, 0
